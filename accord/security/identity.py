@@ -1,0 +1,104 @@
+"""Ed25519 identities. An agent id is the nkey text of its public key (``U...``); an operator's is ``O...``.
+
+A key file holds exactly the nkey seed text (``SU...`` or ``SO...``) and a newline, so the same file can be given
+to nats-py as ``nkeys_seed`` and the one key both authenticates the connection and signs the frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from accord.security import nkeys
+from accord.security.errors import KeyFileError, Reason
+from accord.security.keyfile import read_private, write_owner_only
+from accord.security.nkeys import KeyKind
+
+__all__ = ["Identity", "load_identity", "public_key_of", "save_identity"]
+
+
+class Identity:
+    """A private Ed25519 key and its public id. ``repr`` never shows the secret."""
+
+    __slots__ = ("_private", "id", "kind", "public_bytes", "public_key")
+
+    def __init__(self, private: Ed25519PrivateKey, kind: KeyKind = KeyKind.USER) -> None:
+        self._private = private
+        self.kind = kind
+        self.public_key: Ed25519PublicKey = private.public_key()
+        self.public_bytes: bytes = self.public_key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.id: str = nkeys.encode_public(self.public_bytes, kind)
+
+    @classmethod
+    def generate(cls, kind: KeyKind = KeyKind.USER) -> Identity:
+        return cls(Ed25519PrivateKey.generate(), kind)
+
+    @classmethod
+    def from_private_bytes(cls, seed: bytes, kind: KeyKind = KeyKind.USER) -> Identity:
+        """From a raw 32-byte Ed25519 secret (RFC 8032's "secret key")."""
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 secret is 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed), kind)
+
+    @classmethod
+    def from_seed(cls, text: str) -> Identity:
+        """From nkey seed text (``SU...`` / ``SO...``); raises KeyFileError(bad_key_file) if it is not one."""
+        decoded = nkeys.decode_seed(text.strip())
+        if decoded is None:
+            raise KeyFileError(Reason.BAD_KEY_FILE, "not an nkey user or operator seed")
+        kind, seed = decoded
+        return cls.from_private_bytes(seed, kind)
+
+    @property
+    def seed(self) -> str:
+        """The nkey seed text. Secret: write it only with :func:`save_identity`."""
+        raw = self._private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return nkeys.encode_seed(raw, self.kind)
+
+    def sign(self, data: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``data``."""
+        return self._private.sign(data)
+
+    def __repr__(self) -> str:
+        return f"Identity({self.kind.name.lower()} {self.id})"
+
+
+def save_identity(identity: Identity, path: str | Path, *, force: bool = False) -> None:
+    """Write the seed to ``path`` with mode 0600 (refusing to replace an existing file unless ``force``)."""
+    write_owner_only(Path(path), (identity.seed + "\n").encode("ascii"), force=force)
+
+
+def load_identity(path: str | Path, *, kind: KeyKind | None = None) -> Identity:
+    """Load a seed file. Refused with KeyFileError when group or others can access it, or it is not a seed."""
+    p = Path(path)
+    data = read_private(p)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise KeyFileError(Reason.BAD_KEY_FILE, f"{p} is not an nkey seed file") from exc
+    try:
+        identity = Identity.from_seed(text)
+    except KeyFileError as exc:
+        raise KeyFileError(Reason.BAD_KEY_FILE, f"{p} is not an nkey seed file") from exc
+    if kind is not None and identity.kind is not kind:
+        raise KeyFileError(
+            Reason.BAD_KEY_FILE, f"{p} holds an {identity.kind.name.lower()} key, expected {kind.name.lower()}"
+        )
+    return identity
+
+
+def public_key_of(key_id: str, kind: KeyKind | None = None) -> Ed25519PublicKey | None:
+    """The Ed25519 public key object an nkey id names, or None if it is not a valid id (of ``kind``)."""
+    decoded = nkeys.decode_public(key_id, kind)
+    if decoded is None:
+        return None
+    try:
+        return Ed25519PublicKey.from_public_bytes(decoded[1])
+    except ValueError:  # pragma: no cover - 32 bytes always load; the point is checked at verify time
+        return None
