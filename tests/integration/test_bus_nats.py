@@ -1,0 +1,123 @@
+"""NatsBus behaviour that only a real server shows: fail fast while disconnected, bounded reconnect buffer,
+resubscription after a restart, giving up after the configured attempts, connect errors, the server runner."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from accord.bus import BusClosedError, BusTimeoutError, ConnectError, DisconnectedError
+from accord.bus.nats import NatsBus
+from accord.bus.server import NatsServer, ServerError, free_port, live_servers
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_fails_fast_while_disconnected_and_recovers_with_subscriptions() -> None:
+    server = await NatsServer(name="accord-restart").astart()
+    try:
+        async with (
+            NatsBus(server.url, reconnect_wait_ms=50) as strict,
+            NatsBus(server.url, reconnect_wait_ms=50, reconnect_buffer_bytes=1024) as buffered,
+            NatsBus(server.url, reconnect_wait_ms=50) as rx,
+        ):
+            sub = await rx.subscribe("r.x")
+            await server.astop()
+            with anyio.fail_after(5):
+                while strict.is_connected or buffered.is_connected:  # noqa: ASYNC110 - no "disconnected" event
+                    await anyio.sleep(0.01)
+            with pytest.raises(DisconnectedError) as info:
+                await strict.publish("r.x", b"x")
+            assert info.value.reason == "disconnected"
+            with pytest.raises(DisconnectedError):
+                await strict.request("r.x", b"x", timeout_ms=1000)
+            with pytest.raises(DisconnectedError):
+                await strict.flush()
+            await buffered.publish("r.x", b"small")  # fits the bounded reconnect buffer
+            with pytest.raises(DisconnectedError):
+                await buffered.publish("r.x", b"x" * 2048)
+
+            await server.astart()
+            await strict.wait_connected(timeout_ms=10_000)
+            await rx.wait_connected(timeout_ms=10_000)
+            await rx.flush()  # the resubscription has reached the server
+            await strict.publish("r.x", b"after restart")
+            await strict.flush()
+            got = []
+            with anyio.fail_after(5):
+                while b"after restart" not in got:
+                    got.append((await sub.next()).data)
+            assert strict.stats.reconnects == 1 and strict.stats.disconnects >= 1
+            assert strict.stats.last_recovery_ms > 0
+    finally:
+        await server.acleanup()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_gives_up_after_max_reconnect_attempts_and_ends_subscriptions() -> None:
+    server = await NatsServer(name="accord-giveup", jetstream=False).astart()
+    try:
+        bus = await NatsBus(server.url, reconnect_wait_ms=20, max_reconnect_attempts=2).connect()
+        sub = await bus.subscribe("g.x")
+        ended = anyio.Event()
+
+        async def consume() -> None:
+            async for _ in sub:
+                pass
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await server.akill()
+            with anyio.fail_after(10):
+                await ended.wait()
+        with pytest.raises(BusClosedError):
+            await bus.publish("g.x", b"x")
+        await bus.close()
+    finally:
+        await server.acleanup()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_connect_to_nothing_is_a_typed_error() -> None:
+    with pytest.raises(ConnectError) as info:
+        await NatsBus(f"nats://127.0.0.1:{free_port()}", connect_timeout_ms=200, connect_attempts=1).connect()
+    assert info.value.reason == "connect_failed"
+    bus = NatsBus("nats://127.0.0.1:1")
+    with pytest.raises(BusClosedError):
+        await bus.publish("x", b"not connected yet")
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_subscription_next_timeout_and_stats(nats_server: NatsServer) -> None:
+    async with NatsBus(nats_server.url, name="stats") as bus:
+        sub = await bus.subscribe("s.stats")
+        with pytest.raises(BusTimeoutError):
+            await sub.next(timeout_ms=20)
+        for _ in range(3):
+            await bus.publish("s.stats", b"x")
+        for _ in range(3):
+            await sub.next(timeout_ms=2000)
+        assert (bus.stats.published, bus.stats.delivered, bus.stats.dropped) == (3, 3, 0)
+
+
+def test_server_runner_restarts_on_the_same_port_and_reports_bad_config() -> None:
+    server = NatsServer(name="accord-runner", jetstream=False)
+    with server:
+        port, pid = server.port, server.pid
+        assert server.is_running and server.varz()["server_name"] == "accord-runner"
+        server.restart()
+        assert server.port == port and server.pid != pid and server.is_running
+        config = server.config()
+    assert not server.is_running and not server.dir.exists()
+    assert config["host"] == "127.0.0.1"
+    js = NatsServer().config()["jetstream"]
+    assert js["sync_interval"] == "always"
+    broken = NatsServer(extra={"no_such_option_xyz": {"a": [1, 2]}}, jetstream=False)
+    with pytest.raises(ServerError):
+        broken.start(timeout_s=5)
+    broken.cleanup()
+    assert all(s not in live_servers() for s in (server, broken))
