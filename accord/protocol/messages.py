@@ -13,17 +13,22 @@ add up exactly.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Final
 
 from msgspec import Meta, Struct, field
 
 __all__ = [
+    "ALLOWED_REASONS",
     "MAX_FRAME_BYTES",
+    "MAX_TEXT",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "Advertise",
     "AgentId",
     "AnyMessage",
+    "Attempt",
     "Attestation",
     "Award",
     "AwardAck",
@@ -33,12 +38,17 @@ __all__ = [
     "ChatMessage",
     "Connectivity",
     "Constraints",
+    "Count",
     "Decline",
     "Digest",
+    "DurationMs",
     "Failure",
+    "LongText",
     "Mechanism",
     "Message",
     "MessageId",
+    "Micros",
+    "ModelName",
     "ModelOffer",
     "Policy",
     "Privacy",
@@ -46,12 +56,19 @@ __all__ = [
     "ReasonCode",
     "Result",
     "Role",
+    "ShortText",
     "Task",
     "TaskId",
     "Tier",
+    "TimeNs",
     "Timings",
+    "Token",
+    "Unit",
     "Usage",
+    "Version",
+    "Weight",
     "Withdraw",
+    "message_tag",
     "reason_code",
 ]
 
@@ -67,24 +84,27 @@ MAX_TEXT: Final = 256 * 1024
 _I64_MAX: Final = 2**63 - 1
 
 # --- bounded scalars -------------------------------------------------------------------------------------------
-MessageId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$", description="128 random bits, lowercase hex")]
-TaskId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$", description="128 random bits, lowercase hex")]
+# Patterns end in ``\Z``, not ``$``: msgspec matches with Python's ``re.search``, where ``$`` also matches before a
+# trailing newline (so ``"eu\n"`` would pass as a token and could smuggle a newline into a subject or a log line).
+# The JSON Schemas (accord.protocol.schema) rewrite ``\Z`` to ``$``, its meaning in ECMA-262 regexes.
+MessageId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z", description="128 random bits, lowercase hex")]
+TaskId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z", description="128 random bits, lowercase hex")]
 AgentId = Annotated[
     str,
     Meta(
-        pattern=r"^U[A-Z2-7]{55}$",
+        pattern=r"^U[A-Z2-7]{55}\Z",
         description="NATS nkey encoding of the agent's Ed25519 public key (user prefix 'U')",
     ),
 ]
-Digest = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lowercase hex")]
+Digest = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z", description="SHA-256, lowercase hex")]
 Token = Annotated[
     str,
     Meta(
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        pattern=r"^[A-Za-z0-9_-]{1,64}\Z",
         description="A name usable as one NATS subject token: letters, digits, '_' and '-'",
     ),
 ]
-ModelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/@+-]{1,128}$", description="Model name, no whitespace")]
+ModelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/@+-]{1,128}\Z", description="Model name, no whitespace")]
 ShortText = Annotated[str, Meta(max_length=1024)]
 LongText = Annotated[str, Meta(max_length=MAX_TEXT)]
 TimeNs = Annotated[int, Meta(ge=0, le=_I64_MAX, description="ns since the Unix epoch")]
@@ -415,3 +435,79 @@ MESSAGE_TYPES: Final[tuple[type[Message], ...]] = (
     Cancel,
     Failure,
 )
+
+
+def message_tag(type_: type[Message]) -> str:
+    """The wire tag (the ``type`` field's value) of a message type, e.g. ``"award_ack"`` for AwardAck."""
+    tag = type_.__struct_config__.tag
+    if not isinstance(tag, str):  # pragma: no cover - every concrete message declares a string tag
+        raise TypeError(f"{type_.__name__} has no string tag")
+    return tag
+
+
+_R = ReasonCode
+_DECLINE_REASONS: Final = frozenset(
+    {
+        _R.BUSY,
+        _R.UNSUPPORTED_KIND,
+        _R.RESIDENCY,
+        _R.PRIVACY,
+        _R.DEADLINE_INFEASIBLE,
+        _R.OVER_BUDGET,
+        _R.QUALITY_BELOW_MIN,
+        _R.CONTEXT_TOO_LONG,
+        _R.SHUTDOWN,
+        _R.OTHER,
+    }
+)
+
+ALLOWED_REASONS: Final[Mapping[str, frozenset[ReasonCode]]] = MappingProxyType(
+    {
+        "withdraw": frozenset({_R.SHUTDOWN, _R.OTHER}),
+        # a contractor will not bid
+        "decline": _DECLINE_REASONS,
+        # a contractor will not take an award: any reason to decline, or the award itself is not acceptable
+        "award_reject": _DECLINE_REASONS | {_R.UNKNOWN_TASK, _R.BID_EXPIRED, _R.CANCELLED, _R.LEASE_EXPIRED},
+        # a requester stops an attempt or the whole task
+        "cancel": frozenset(
+            {
+                _R.CANCELLED,
+                _R.SUPERSEDED,
+                _R.ACK_TIMEOUT,
+                _R.LEASE_EXPIRED,
+                _R.DEADLINE_EXCEEDED,
+                _R.VERIFICATION_FAILED,
+                _R.AWARD_REJECTED,
+                _R.NO_BIDS,
+                _R.NO_ELIGIBLE_BIDS,
+                _R.ATTEMPTS_EXHAUSTED,
+                _R.SHUTDOWN,
+                _R.OTHER,
+            }
+        ),
+        # a contractor about its attempt, or a requester about the whole task (terminal)
+        "failure": frozenset(
+            {
+                _R.BACKEND_ERROR,
+                _R.BACKEND_TIMEOUT,
+                _R.CONTEXT_TOO_LONG,
+                _R.BUSY,
+                _R.UNKNOWN_TASK,
+                _R.CANCELLED,
+                _R.LEASE_EXPIRED,
+                _R.NO_BIDS,
+                _R.NO_ELIGIBLE_BIDS,
+                _R.AWARD_REJECTED,
+                _R.ACK_TIMEOUT,
+                _R.ATTEMPTS_EXHAUSTED,
+                _R.VERIFICATION_FAILED,
+                _R.DEADLINE_EXCEEDED,
+                _R.SHUTDOWN,
+                _R.OTHER,
+            }
+        ),
+    }
+)
+"""Which reason codes a sender may put in the ``reason`` field of each message type (keyed by tag).
+
+Advisory for receivers: a receiver MUST NOT refuse a message because of its reason token (spec section 12)."""

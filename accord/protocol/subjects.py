@@ -16,6 +16,7 @@ even see a task.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Final
 
 from accord.errors import LocalProtocolError
@@ -29,6 +30,7 @@ __all__ = [
     "advertise_filter",
     "announce",
     "announce_filter",
+    "announce_filters",
     "direct",
     "direct_filter",
     "log",
@@ -39,8 +41,8 @@ __all__ = [
 
 PREFIX: Final = f"accord.v{PROTOCOL_VERSION}"
 ANY: Final = "any"
-_TOKEN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_AGENT: Final = re.compile(r"^U[A-Z2-7]{55}$")
+_TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_AGENT: Final = re.compile(r"U[A-Z2-7]{55}")  # both used with fullmatch: "$" would accept a trailing newline
 
 Subject = str
 
@@ -51,13 +53,13 @@ def validate_token(value: str, what: str = "token") -> str:
     Refuses wildcards (``*``, ``>``), dots, whitespace and anything else outside ``[A-Za-z0-9_-]``, so user input
     can never widen a subject or a permission.
     """
-    if not isinstance(value, str) or not _TOKEN.match(value):
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
         raise LocalProtocolError(f"invalid {what} for a subject token: {value!r}")
     return value
 
 
 def _agent(value: str, what: str = "agent id") -> str:
-    if not isinstance(value, str) or not _AGENT.match(value):
+    if not isinstance(value, str) or not _AGENT.fullmatch(value):
         raise LocalProtocolError(f"invalid {what}: {value!r}")
     return value
 
@@ -66,6 +68,14 @@ def _tier(tier: Tier | str | None) -> str:
     if tier is None:
         return ANY
     return validate_token(str(tier.value if isinstance(tier, Tier) else tier), "tier")
+
+
+def _residency(value: str) -> str:
+    """A residency class token; ``any`` is reserved (it means "no requirement" in the announce position)."""
+    validate_token(value, "residency class")
+    if value == ANY:
+        raise LocalProtocolError(f"{ANY!r} is reserved and cannot name a residency class; pass None for no class")
+    return value
 
 
 def advertise(tier: Tier, region: str, agent: str) -> Subject:
@@ -82,20 +92,32 @@ def advertise_filter(tier: Tier | None = None, region: str | None = None) -> Sub
 
 def announce(tier: Tier | None, residency: str | None, skill: str, requester: str) -> Subject:
     """Where a requester broadcasts a Task to every agent of one tier / residency class / skill."""
-    res = ANY if residency is None else validate_token(residency, "residency class")
+    res = ANY if residency is None else _residency(residency)
     return f"{PREFIX}.cfp.{_tier(tier)}.{res}.{validate_token(skill, 'skill')}.{_agent(requester)}"
 
 
-def announce_filter(tier: Tier | None, residency: str | None, skill: str | None) -> Subject:
+def announce_filter(tier: Tier | str | None, residency: str | None, skill: str | None) -> Subject:
     """What an agent subscribes to; None means "any value" (a wildcard), not the literal ``any`` token.
 
     An agent of tier T serving residency class R and skill S subscribes to four subjects:
-    (T|any) x (R|any) for S, so it sees tasks that ask for its tier or any tier, its class or no class.
+    (T|any) x (R|any) for S, so it sees tasks that ask for its tier or any tier, its class or no class
+    (:func:`announce_filters` lists them).
     """
     t = "*" if tier is None else _tier(tier)
     r = "*" if residency is None else validate_token(residency, "residency class")
     s = "*" if skill is None else validate_token(skill, "skill")
     return f"{PREFIX}.cfp.{t}.{r}.{s}.*"
+
+
+def announce_filters(tier: Tier, residencies: Sequence[str], skills: Sequence[str] | None) -> list[Subject]:
+    """Every announce subject an agent of ``tier`` serving ``residencies`` and ``skills`` subscribes to.
+
+    (tier | any) x (each residency class | any) x (each skill; ``None``: every skill), sorted, no duplicates.
+    """
+    tiers = [_tier(tier), ANY]
+    classes = [*(_residency(r) for r in residencies), ANY]
+    skill_tokens: list[str | None] = [None] if skills is None else list(skills)
+    return sorted({announce_filter(t, r, s) for t in tiers for r in classes for s in skill_tokens})
 
 
 def direct(recipient: str, sender: str) -> Subject:
