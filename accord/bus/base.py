@@ -20,8 +20,8 @@ Semantics every implementation keeps (spec/PROTOCOL.md section 11):
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Final, Protocol, Self, runtime_checkable
 
@@ -43,6 +43,7 @@ __all__ = [
     "DurableAck",
     "DurableConsumer",
     "DurableMessage",
+    "EndpointCounts",
     "InvalidSubjectError",
     "KVEntry",
     "KeyValue",
@@ -50,6 +51,10 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ServiceEndpoint",
+    "ServiceHandle",
+    "ServiceHost",
+    "ServiceStatsFn",
     "SlowConsumerError",
     "StreamState",
     "Subscription",
@@ -175,6 +180,34 @@ class KVEntry(msgspec.Struct, frozen=True):
     key: str
     value: bytes
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoint:
+    """One endpoint a service shows to NATS service tooling (``$SRV.INFO``): a name and the subject it serves.
+
+    Informational: the bus does not subscribe to ``subject`` for it (the owner already does, in its own way);
+    the endpoint's counts come from the owner's ``stats`` callback.
+    """
+
+    name: str
+    subject: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCounts:
+    """What ``$SRV.STATS`` reports for one endpoint: requests handled, errors, the last error, time spent."""
+
+    requests: int = 0
+    errors: int = 0
+    last_error: str = ""
+    processing_ns: int = 0
+    data: Mapping[str, int | float | str] | None = None
+
+
+ServiceStatsFn = Callable[[], Mapping[str, EndpointCounts]]
+"""Called on every ``$SRV.STATS`` request: endpoint name -> its counts now."""
 
 
 # --- ports -------------------------------------------------------------------------------------------------------
@@ -383,6 +416,36 @@ class Bus(Protocol):
     async def key_value(self, bucket: str, *, history: int = 1, replicas: int = 1) -> KeyValue:
         """Create or bind a KV bucket."""
         ...
+
+
+@runtime_checkable
+class ServiceHandle(Protocol):
+    """A running service registration; ``stop()`` removes it (idempotent)."""
+
+    @property
+    def id(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class ServiceHost(Protocol):
+    """A bus that can answer the NATS service protocol (PING, INFO, STATS on ``$SRV.*``) for its owner.
+
+    Optional: a caller checks ``isinstance(bus, ServiceHost)``. ``name`` is the service kind (shared by every
+    instance, e.g. ``accord-agent``), ``version`` a semantic version; ``metadata`` identifies the instance.
+    """
+
+    async def add_service(
+        self,
+        name: str,
+        version: str,
+        *,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+        endpoints: Sequence[ServiceEndpoint] = (),
+        stats: ServiceStatsFn | None = None,
+    ) -> ServiceHandle: ...
 
 
 # --- subjects ----------------------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ from accord.bus.base import (
     DurableAck,
     DurableConsumer,
     KeyValue,
+    ServiceEndpoint,
+    ServiceHandle,
+    ServiceHost,
+    ServiceStatsFn,
     StreamState,
     Subscription,
 )
@@ -265,6 +269,17 @@ class _FaultySubscription:
         await self.unsubscribe()
 
 
+class _NoService:
+    """The handle of a service the wrapped bus cannot host (e.g. a MemoryBus): nothing answers ``$SRV``."""
+
+    @property
+    def id(self) -> str:
+        return ""
+
+    async def stop(self) -> None:
+        return None
+
+
 class FaultyBus:
     """A Bus that is endpoint ``endpoint`` under ``plan``; everything else is the wrapped ``inner`` bus."""
 
@@ -376,3 +391,20 @@ class FaultyBus:
 
     async def key_value(self, bucket: str, *, history: int = 1, replicas: int = 1) -> KeyValue:
         return await self.inner.key_value(bucket, history=history, replicas=replicas)
+
+    # --- NATS service protocol: straight through (operations, not market traffic: no faults) -------------------
+    async def add_service(
+        self,
+        name: str,
+        version: str,
+        *,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+        endpoints: Sequence[ServiceEndpoint] = (),
+        stats: ServiceStatsFn | None = None,
+    ) -> ServiceHandle:
+        if isinstance(self.inner, ServiceHost):
+            return await self.inner.add_service(
+                name, version, description=description, metadata=metadata, endpoints=endpoints, stats=stats
+            )
+        return _NoService()

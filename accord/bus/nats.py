@@ -40,6 +40,12 @@ from nats.aio.subscription import Subscription as _NatsSub
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue as _NatsKV
+from nats.micro.service import EndpointInfo as _MicroEndpointInfo
+from nats.micro.service import EndpointStats as _MicroEndpointStats
+from nats.micro.service import Service as _MicroService
+from nats.micro.service import ServiceConfig as _MicroConfig
+from nats.micro.service import ServiceInfo as _MicroInfo
+from nats.micro.service import ServiceStats as _MicroStats
 
 from accord.bus.base import (
     DEFAULT_MAX_PENDING,
@@ -59,6 +65,8 @@ from accord.bus.base import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ServiceEndpoint,
+    ServiceStatsFn,
     StreamState,
 )
 
@@ -370,6 +378,74 @@ class _NatsKeyValue:
             await self._kv.delete(key)
         except (nats.errors.Error, TimeoutError) as exc:
             raise self._error(exc, key, mark) from exc
+
+
+class _MicroServiceWithCounts(_MicroService):
+    """nats.micro's Service (PING, INFO, STATS on ``$SRV.*``) for endpoints its owner serves itself.
+
+    nats.micro counts requests only on endpoints it subscribes to and handles; an Accord agent receives its
+    traffic through its own subscriptions, so INFO lists the owner's :class:`ServiceEndpoint` descriptors and
+    STATS asks the owner's ``stats`` callback for their counts. Everything else (subjects, ids, the JSON
+    schemas) is nats.micro's, so standard NATS tooling (``nats micro ls|info|stats``) reads it.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        config: _MicroConfig,
+        endpoints: Sequence[ServiceEndpoint],
+        stats: ServiceStatsFn | None,
+    ) -> None:
+        super().__init__(nc, config)
+        self._accord_endpoints = list(endpoints)
+        self._accord_stats = stats
+
+    def info(self) -> _MicroInfo:
+        info = super().info()
+        info.endpoints = [
+            _MicroEndpointInfo(name=e.name, subject=e.subject, queue_group="", metadata=dict(e.metadata))
+            for e in self._accord_endpoints
+        ]
+        return info
+
+    def stats(self) -> _MicroStats:
+        stats = super().stats()
+        counts = self._accord_stats() if self._accord_stats is not None else {}
+        endpoints = []
+        for e in self._accord_endpoints:
+            c = counts.get(e.name)
+            requests = c.requests if c is not None else 0
+            processing = c.processing_ns if c is not None else 0
+            endpoints.append(
+                _MicroEndpointStats(
+                    name=e.name,
+                    subject=e.subject,
+                    queue_group="",
+                    num_requests=requests,
+                    num_errors=c.errors if c is not None else 0,
+                    last_error=(c.last_error or None) if c is not None else None,
+                    processing_time=processing,
+                    average_processing_time=processing // requests if requests else 0,
+                    data=dict(c.data) if c is not None and c.data is not None else None,
+                )
+            )
+        stats.endpoints = endpoints
+        return stats
+
+
+class _NatsServiceHandle:
+    __slots__ = ("_service",)
+
+    def __init__(self, service: _MicroServiceWithCounts) -> None:
+        self._service = service
+
+    @property
+    def id(self) -> str:
+        return self._service.id
+
+    async def stop(self) -> None:
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self._service.stop()
 
 
 class NatsBus:
@@ -691,6 +767,43 @@ class NatsBus:
         if denied:
             self._violations = [v for v in self._violations if v[1] != "publish"]
             raise PermissionDeniedError(f"publish refused by the server: {', '.join(denied)}", subject=denied[0])
+
+    # --- NATS service protocol ---------------------------------------------------------------------------------
+    async def add_service(
+        self,
+        name: str,
+        version: str,
+        *,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+        endpoints: Sequence[ServiceEndpoint] = (),
+        stats: ServiceStatsFn | None = None,
+    ) -> _NatsServiceHandle:
+        """Answer PING, INFO and STATS on ``$SRV.*`` as an instance of service ``name`` (nats.micro).
+
+        ``endpoints`` are listed by INFO; STATS reports the counts ``stats()`` returns for them. The service
+        lives until ``stop()`` or until the bus closes; it is resubscribed after a reconnect like every
+        subscription. Needs subscribe permission on ``$SRV.>`` (BusError otherwise).
+        """
+        nc = self._conn()
+        try:
+            config = _MicroConfig(
+                name=name, version=version, description=description or None, metadata=dict(metadata or {})
+            )
+        except ValueError as exc:
+            raise BusError(f"bad service config: {exc}") from exc
+        service = _MicroServiceWithCounts(nc, config, endpoints, stats)
+        mark = self._violation_serial
+        try:
+            await service.start()
+            await _roundtrip(nc, self._api_timeout_ms / 1000)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise _map_error(exc, "$SRV") from exc
+        if any(serial > mark and op == "subscription" for serial, op, _ in self._violations):
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await service.stop()
+            raise PermissionDeniedError("subscribe to $SRV refused by the server", subject="$SRV.>")
+        return _NatsServiceHandle(service)
 
     # --- JetStream ---------------------------------------------------------------------------------------------
     def _jsc(self) -> JetStreamContext:

@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Modules under accord.cli that define ``register(app: typer.Typer) -> None``.
-_AREAS: tuple[str, ...] = ("spec", "keys", "verify", "interop")
+_AREAS: tuple[str, ...] = ("spec", "keys", "verify", "interop", "mesh", "demo", "conformance", "router")
 
 
 def _register_all() -> None:

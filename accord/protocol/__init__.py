@@ -3,8 +3,9 @@
 No sockets, clocks, sleeps, logging or global randomness in this package: inputs carry ``now``.
 """
 
-from accord.protocol import subjects
+from accord.protocol import actions, events, market, subjects
 from accord.protocol.codec import decode, decode_as, decode_json, encode, encode_json
+from accord.protocol.contractor import AgentState, ContractorMachine, ContractorProfile, JobState
 from accord.protocol.digests import output_digest, payload_digest, prompt_digest
 from accord.protocol.messages import (
     MAX_FRAME_BYTES,
@@ -39,6 +40,8 @@ from accord.protocol.messages import (
     Withdraw,
     reason_code,
 )
+from accord.protocol.registry import Registry
+from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -81,4 +84,17 @@ __all__ = [
     "prompt_digest",
     "reason_code",
     "subjects",
+    # the market (issue 5)
+    "AgentState",
+    "ContractorMachine",
+    "ContractorProfile",
+    "JobState",
+    "Registry",
+    "RequesterConfig",
+    "RequesterMachine",
+    "RequesterState",
+    "TaskSpec",
+    "actions",
+    "events",
+    "market",
 ]

@@ -1,0 +1,96 @@
+"""The shells' clock and timer service: what turns a machine's SetTimer into a TimerFired later.
+
+The machines never read a clock; this module is the one place the runtime does (``now_ns``). A TimerService
+holds one deadline per key, sleeps until the earliest, and calls the owner's callback with the key. Re-arming
+a key replaces its deadline; cancelling forgets it. Stale heap entries are skipped lazily.
+
+Cheap on the hot path: arming a timer later than the one the service sleeps for (the common case: bid
+expiries, leases, deadlines all lie ahead) only pushes onto a heap; the sleeping task is woken only when a new
+deadline is earlier than the one it waits for.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+
+__all__ = ["TimerService", "now_ns"]
+
+K = TypeVar("K", bound=Hashable)
+
+_NEVER = math.inf
+
+
+def now_ns() -> int:
+    """Wall-clock time in ns since the Unix epoch: the ``now`` every shell passes to its machines."""
+    return time.time_ns()
+
+
+class TimerService(Generic[K]):
+    """One deadline per key; ``fire(key)`` is called (in the service's task) when a deadline is due."""
+
+    def __init__(self, fire: Callable[[K], None]) -> None:
+        self._fire = fire
+        self._deadlines: dict[K, int] = {}
+        self._heap: list[tuple[int, int, K]] = []
+        self._counter = 0
+        self._wake = anyio.Event()
+        self._target: float = _NEVER
+        """The deadline the service task sleeps until (it must be woken for anything earlier)."""
+        self.max_lateness_ns = 0
+        """The latest any timer was handled so far: ``L`` in the termination bound of spec 5.7 (measured after
+        the callback returned, so it covers the ``now`` the callback gave its machine)."""
+
+    def set(self, key: K, at_ns: int) -> None:
+        self._deadlines[key] = at_ns
+        self._counter += 1
+        heapq.heappush(self._heap, (at_ns, self._counter, key))
+        if at_ns < self._target:
+            self._target = at_ns
+            self._wake.set()
+
+    def cancel(self, key: K) -> None:
+        self._deadlines.pop(key, None)
+        if not self._deadlines and len(self._heap) > 64:
+            self._heap.clear()  # nothing armed: drop the stale entries at once
+
+    def pending(self) -> int:
+        return len(self._deadlines)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            self._target = -_NEVER  # while firing, arming a timer needs no wake-up: the next line sees it
+            next_ns = self._fire_due()
+            self._wake = anyio.Event()
+            if next_ns is None:
+                self._target = _NEVER
+                await self._wake.wait()
+            else:
+                self._target = next_ns
+                with anyio.move_on_after((next_ns - now_ns()) / 1e9):
+                    await self._wake.wait()
+
+    def _fire_due(self) -> int | None:
+        """Fire every due timer; return the next deadline (None: none armed)."""
+        heap = self._heap
+        while heap:
+            at_ns, _, key = heap[0]
+            if self._deadlines.get(key) != at_ns:
+                heapq.heappop(heap)  # re-armed or cancelled since
+                continue
+            if at_ns > now_ns():
+                return at_ns
+            heapq.heappop(heap)
+            del self._deadlines[key]
+            self._fire(key)
+            late = now_ns() - at_ns
+            if late > self.max_lateness_ns:
+                self.max_lateness_ns = late
+        return None

@@ -1,0 +1,189 @@
+"""``accord up``, ``accord ask``, ``accord agents``: run a mesh from its file and talk to it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from accord.agents.config import MeshConfig, MeshConfigError, load_mesh
+from accord.agents.mesh import REQUESTER_NAME, MeshState, connect_bus, load_trust, run_mesh
+from accord.agents.requester import Requester, TaskFailed
+from accord.agents.timers import now_ns
+from accord.bus.base import BusError
+from accord.cli.logging import configure_logging
+from accord.errors import AccordError
+from accord.protocol.messages import ChatMessage, Constraints, Privacy, Role, Tier
+from accord.protocol.requester import TaskSpec
+
+__all__ = ["register"]
+
+console = Console()
+err = Console(stderr=True)
+
+MeshFile = Annotated[Path, typer.Argument(help="The mesh TOML file.")]
+
+
+def _load(path: Path) -> MeshConfig:
+    try:
+        return load_mesh(path)
+    except MeshConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _mesh_url(config: MeshConfig, url: str | None) -> str:
+    if url:
+        return url
+    if config.bus.url:
+        return config.bus.url
+    assert config.state_dir is not None
+    url_file = MeshState(Path(config.state_dir)).url_file
+    if not url_file.exists():
+        err.print("[red]error:[/red] no running mesh: start it with `accord up MESH.toml` or pass --nats URL")
+        raise typer.Exit(2)
+    return url_file.read_text(encoding="utf-8").strip()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("up")
+    def up(
+        mesh: MeshFile,
+        only: Annotated[list[str] | None, typer.Option(help="Run only these agents (repeatable).")] = None,
+        nats: Annotated[str | None, typer.Option(help="NATS URL (default: the file's, else embedded).")] = None,
+        seconds: Annotated[float, typer.Option(help="Stop after this long (0: until Ctrl-C).")] = 0.0,
+        log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
+    ) -> None:
+        """Run the agents of a mesh file until interrupted."""
+        configure_logging(json=log_json)
+        config = _load(mesh)
+
+        async def main() -> None:
+            async with run_mesh(config, only=only, url=nats) as running:
+                console.print(f"mesh up on [bold]{running.url}[/bold] with {len(running.agents)} agents")
+                if seconds > 0:
+                    await anyio.sleep(seconds)
+                else:
+                    await anyio.sleep_forever()
+
+        _run(main)
+
+    @app.command("ask")
+    def ask(
+        question: Annotated[str, typer.Argument(help="The question to ask the mesh.")],
+        mesh: Annotated[Path, typer.Option(help="The mesh file (for keys and the URL).")] = Path("mesh.toml"),
+        nats: Annotated[str | None, typer.Option(help="NATS URL of a running mesh.")] = None,
+        deadline_ms: Annotated[int, typer.Option(help="Deadline from now.")] = 30_000,
+        max_price_micros: Annotated[int, typer.Option(help="Budget in micro-USD.")] = 100_000,
+        residency: Annotated[str | None, typer.Option(help="Required residency class.")] = None,
+        privacy: Annotated[Privacy, typer.Option(help="Privacy class of the prompt.")] = Privacy.PUBLIC,
+        tier: Annotated[list[Tier] | None, typer.Option(help="Preferred tiers (repeatable).")] = None,
+        max_tokens: Annotated[int, typer.Option(help="Maximum output tokens.")] = 128,
+        strategy: Annotated[str, typer.Option(help="Collaboration strategy (route).")] = "route",
+    ) -> None:
+        """Ask one question through the market of a running mesh and print the verified answer."""
+        configure_logging(json=False, level="warning")
+        config = _load(mesh)
+        url = _mesh_url(config, nats)
+        if strategy != "route":
+            err.print(f"[red]error:[/red] strategy {strategy!r} is not available in this build (route only)")
+            raise typer.Exit(2)
+        assert config.state_dir is not None
+        trust, identities = load_trust(config, MeshState(Path(config.state_dir)))
+        spec = TaskSpec(
+            messages=[ChatMessage(role=Role.USER, content=question)],
+            constraints=Constraints(
+                deadline_ns=now_ns() + deadline_ms * 1_000_000,
+                max_price_micros=max_price_micros,
+                residency=residency,
+                privacy=privacy,
+                preferred_tiers=list(tier or []),
+            ),
+            max_output_tokens=max_tokens,
+            est_input_tokens=max(1, len(question) // 4),
+        )
+
+        async def main() -> None:
+            async with connect_bus(url, name="accord-ask") as bus:
+                requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(requester.run)
+                    await anyio.sleep(0.5)  # let adverts arrive so the call for proposals can be targeted
+                    try:
+                        outcome = await requester.submit(spec)
+                    finally:
+                        tg.cancel_scope.cancel()
+            cert = trust.check(outcome.agent_id, now_ns())
+            console.print(outcome.answer)
+            console.print(
+                f"[dim]-- {cert.name} ({cert.tier.value}, {cert.region}), model {outcome.model}, "
+                f"${outcome.price_micros / 1e6:.6f}, {outcome.latency_ms:.0f} ms, attempt {outcome.attempt}, "
+                f"attestation verified[/dim]"
+            )
+
+        _run(main)
+
+    @app.command("agents")
+    def agents(
+        mesh: Annotated[Path, typer.Option(help="The mesh file (for keys and the URL).")] = Path("mesh.toml"),
+        nats: Annotated[str | None, typer.Option(help="NATS URL of a running mesh.")] = None,
+        listen_s: Annotated[float, typer.Option(help="How long to listen for adverts.")] = 3.0,
+    ) -> None:
+        """List the agents advertising on a running mesh (their signed, verified cards)."""
+        configure_logging(json=False, level="warning")
+        config = _load(mesh)
+        url = _mesh_url(config, nats)
+        assert config.state_dir is not None
+        trust, identities = load_trust(config, MeshState(Path(config.state_dir)))
+
+        async def main() -> None:
+            async with connect_bus(url, name="accord-agents") as bus:
+                requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(requester.run)
+                    await anyio.sleep(listen_s)
+                    tg.cancel_scope.cancel()
+            now = now_ns()
+            table = Table(title=f"agents on {url}")
+            for col in ("name", "id", "tier", "region", "residency", "models", "slots", "load", "$/1k out"):
+                table.add_column(col)
+            for entry in sorted(requester.registry.live(now=now), key=lambda e: e.advert.name):
+                ad = entry.advert
+                table.add_row(
+                    ad.name,
+                    ad.sender[:12],
+                    ad.tier.value,
+                    ad.region,
+                    ",".join(ad.residency) or "-",
+                    ",".join(m.name for m in ad.models),
+                    str(ad.slots),
+                    str(ad.load),
+                    ",".join(f"{m.price_out_per_1k_micros / 1e6:.4f}" for m in ad.models),
+                )
+            console.print(table)
+
+        _run(main)
+
+
+def _run(main: Callable[[], Awaitable[None]]) -> None:
+    """Run an async CLI body; typed errors become a message and a non-zero exit, never a traceback."""
+    start = time.monotonic()
+    try:
+        anyio.run(main)
+    except TaskFailed as exc:
+        err.print(f"[red]task failed:[/red] {exc.reason.value}" + (f" ({exc.detail})" if exc.detail else ""))
+        raise typer.Exit(1) from exc
+    except BusError as exc:
+        err.print(f"[red]bus error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except AccordError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        err.print(f"stopped after {time.monotonic() - start:.1f} s")

@@ -1,0 +1,117 @@
+"""Run the conformance checks against one agent and collect a :class:`Report`.
+
+``run_suite(config, bus)`` drives an agent over any :class:`~accord.bus.base.Bus`; ``run_conformance`` connects
+to NATS first (nkey seed or credentials file) and runs it there. Checks run one after another: an agent with a
+single slot is a valid agent, and concurrent probes would make it decline for the wrong reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import structlog
+
+from accord.bus.base import Bus
+from accord.conformance.registry import CheckFailed, CheckResult, CheckSpec, NotApplicable, Status, all_checks
+from accord.conformance.session import KitConfig, Session, now_ns
+from accord.errors import AccordError
+
+__all__ = ["Report", "run_conformance", "run_suite", "select_checks"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Report:
+    """The outcome of one run: one result per check, in run order."""
+
+    agent_id: str
+    kit_id: str
+    url: str
+    started_ns: int
+    duration_ms: int = 0
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status is Status.FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def counts(self) -> dict[str, int]:
+        return {s.value: sum(r.status is s for r in self.results) for s in Status}
+
+    def status(self, check_id: str) -> Status:
+        for r in self.results:
+            if r.id == check_id:
+                return r.status
+        raise KeyError(check_id)
+
+
+def select_checks(ids: tuple[str, ...] | None) -> list[CheckSpec]:
+    """The checks to run (all, or those named, in run order); ValueError for an unknown id."""
+    checks = all_checks()
+    if ids is None:
+        return checks
+    known = {c.id for c in checks}
+    unknown = sorted(set(ids) - known)
+    if unknown:
+        raise ValueError(f"unknown check ids: {', '.join(unknown)}")
+    return [c for c in checks if c.id in ids]
+
+
+async def _run_one(spec: CheckSpec, session: Session) -> CheckResult:
+    started = time.perf_counter()
+    frames: list[dict[str, object]] = []
+    try:
+        detail = await spec.func(session)
+        status = Status.PASSED
+    except CheckFailed as exc:
+        status, detail = Status.FAILED, exc.detail
+        frames = [f.to_json() for f in exc.frames]
+    except NotApplicable as exc:
+        status, detail = Status.NOT_APPLICABLE, exc.detail
+    except AccordError as exc:
+        status, detail = Status.FAILED, f"the kit could not complete the check: {exc}"
+    except Exception as exc:  # the top of the check loop: one broken check must not hide the others
+        log.exception("conformance.check_crashed", check=spec.id)
+        status, detail = Status.FAILED, f"the kit crashed in this check: {type(exc).__name__}: {exc}"
+    elapsed = round((time.perf_counter() - started) * 1000)
+    log.debug("conformance.check", check=spec.id, status=status.value, ms=elapsed)
+    return CheckResult(spec.id, spec.title, status, spec.sections, spec.requirement, detail, frames, elapsed)
+
+
+async def run_suite(config: KitConfig, bus: Bus, *, url: str = "") -> Report:
+    """Run the selected checks against ``config.agent_id`` over ``bus`` (already connected)."""
+    checks = select_checks(config.checks)
+    session = Session(config, bus)
+    report = Report(config.agent_id, config.identity.id, url, session.started_ns)
+    async with anyio.create_task_group() as tg:
+        await session.start(tg)
+        for spec in checks:
+            report.results.append(await _run_one(spec, session))
+        tg.cancel_scope.cancel()
+    report.duration_ms = (now_ns() - report.started_ns) // 1_000_000
+    return report
+
+
+async def run_conformance(
+    config: KitConfig,
+    url: str,
+    *,
+    nkey_seed: str | None = None,
+    credentials: str | Path | None = None,
+) -> Report:
+    """Connect to NATS at ``url`` (as the kit) and run the suite; BusError when the connection fails."""
+    from accord.bus.nats import NatsBus
+
+    prefix = f"_INBOX.{config.identity.id}" if nkey_seed is not None or credentials is not None else None
+    async with NatsBus(
+        url, name="accord-conformance", nkey_seed=nkey_seed, credentials=credentials, inbox_prefix=prefix
+    ) as bus:
+        return await run_suite(config, bus, url=url)

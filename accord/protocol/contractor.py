@@ -1,0 +1,753 @@
+"""The contractor machine (spec section 5): one per agent, sans-I/O, holding one job per task it has seen.
+
+Per task (job)::
+
+    NONE --Task, can do it, slot free--> BIDDING (slot reserved until the bid lapses)
+    NONE --Task(direct), can do it--> OFFERED (no slot yet)
+    NONE --Task, cannot--> RELEASED (+ Decline unless the Task was broadcast)
+    BIDDING | OFFERED --Award, acceptable--> RUNNING (AwardAck + Execute; slot held)
+    BIDDING | OFFERED --Award, not acceptable--> RELEASED (AwardReject)
+    BIDDING --bid lapses / Cancel--> RELEASED
+    RUNNING --ExecutionDone--> DONE (Result);  --ExecutionFailed / lease over--> DONE (Failure)
+    RUNNING --Cancel--> RELEASED (Abort)
+    RELEASED --Task of a later attempt (re-announce)--> evaluated afresh
+
+The agent itself: INIT --Start--> ONLINE (Advertise every ttl/3) --Shutdown--> STOPPED (running work fails with
+``shutdown``, Withdraw). The transition table is keyed by the job's state for task events while ONLINE, and by
+the agent's state otherwise.
+
+Capacity: ``slots`` concurrent jobs; a slot is held exactly while a job is BIDDING or RUNNING, and released on
+every other path (bid lapse, cancel, reject, done, failed, lease over, shutdown). A crash loses everything:
+restart means a fresh machine (all slots free; Awards for bids made before the crash are rejected with
+``unknown_task``, and their requesters re-award after the ack timeout).
+
+The shell verifies the signature of every Task, Award and Cancel before feeding it; the machine checks that an
+Award names this agent and the bid it made (id and digest), and that Award and Cancel come from the task's
+requester. The shell publishes ``encode(message)`` as the payload: the machine computes its bids' digests from
+that canonical encoding to check the Award's ``bid_digest``.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+from typing import Final
+
+from msgspec import Struct
+
+from accord.errors import LocalProtocolError
+from accord.protocol.actions import (
+    BROADCAST,
+    Abort,
+    Action,
+    CancelTimer,
+    Execute,
+    Rejected,
+    RejectReason,
+    Send,
+    SetTimer,
+    new_message_id,
+)
+from accord.protocol.codec import encode
+from accord.protocol.digests import payload_digest
+from accord.protocol.events import (
+    Event,
+    EventType,
+    ExecutionDone,
+    ExecutionFailed,
+    ExecutionProgress,
+    Received,
+    TimerFired,
+    TimerKind,
+    event_type,
+)
+from accord.protocol.market import NS_PER_MS, score, sheet_quote
+from accord.protocol.messages import (
+    ALLOWED_REASONS,
+    Advertise,
+    Award,
+    AwardAck,
+    AwardReject,
+    Bid,
+    Cancel,
+    Connectivity,
+    Decline,
+    Failure,
+    Mechanism,
+    ModelOffer,
+    Privacy,
+    Progress,
+    ReasonCode,
+    Result,
+    Task,
+    Tier,
+    Withdraw,
+)
+
+__all__ = [
+    "AgentState",
+    "ContractorMachine",
+    "ContractorProfile",
+    "JobState",
+    "Quote",
+    "quote_task",
+]
+
+
+class AgentState(enum.Enum):
+    __hash__ = object.__hash__  # identity hash: faster table lookups (members are singletons)
+
+    INIT = "init"
+    ONLINE = "online"
+    STOPPED = "stopped"
+
+
+class JobState(enum.Enum):
+    __hash__ = object.__hash__  # identity hash: faster table lookups (members are singletons)
+
+    NONE = "none"
+    """No record of the task (never seen, or forgotten after its deadline)."""
+    BIDDING = "bidding"
+    OFFERED = "offered"
+    RUNNING = "running"
+    DONE = "done"
+    RELEASED = "released"
+
+
+_J = JobState
+_HOLDS_SLOT: Final = frozenset({_J.BIDDING, _J.RUNNING})
+
+
+class ContractorProfile(Struct, frozen=True, kw_only=True):
+    """What an agent serves and at what cost; the Advertise it sends is built from this."""
+
+    name: str
+    tier: Tier
+    region: str
+    models: tuple[ModelOffer, ...]
+    residency: tuple[str, ...] = ()
+    """Residency classes it is certified to serve."""
+    privacy: tuple[Privacy, ...] = (Privacy.PUBLIC,)
+    """Privacy classes it is certified to serve."""
+    skills: tuple[str, ...] = ("chat",)
+    """Task kinds it takes; empty: any kind."""
+    slots: int = 1
+    overhead_ms: int = 0
+    """Added to every latency estimate (network, queueing in the shell)."""
+    bid_hold_ms: int = 1000
+    """How long after the bid window a bid stays valid (and its slot reserved), so it can win a re-award."""
+    ttl_ms: int = 10_000
+    """Advertise TTL; heartbeats go out every third of it."""
+    shared_backend: bool = False
+    """True: jobs in flight share the backend's tokens/s (latency estimates grow with the load)."""
+    connectivity: Connectivity = Connectivity()
+    battery: float | None = None
+
+
+class Quote(Struct, frozen=True, gc=False):
+    """The contractor's own offer for a task: its best feasible model, its cost and latency."""
+
+    model: str
+    price_micros: int
+    latency_ms: int
+    quality: float
+
+
+def quote_task(profile: ContractorProfile, task: Task, *, now: int, in_flight: int = 0) -> Quote | ReasonCode:
+    """The best model ``profile`` can offer for ``task`` at ``now``, or the reason it cannot take it.
+
+    Checks, in order: kind among skills, residency class, privacy class, tier preference, deadline not passed;
+    then per model: context window, claimed quality >= min_quality, cost <= max price, and finishing in time
+    (work starts when the bid window closes, or now for a direct task). Among feasible models it picks the best
+    by the task's own score (truthful: the price is the cost from the price sheet).
+    """
+    c = task.constraints
+    if profile.skills and task.kind not in profile.skills:
+        return ReasonCode.UNSUPPORTED_KIND
+    if c.residency is not None and c.residency not in profile.residency:
+        return ReasonCode.RESIDENCY
+    if c.privacy not in profile.privacy:
+        return ReasonCode.PRIVACY
+    if c.preferred_tiers and profile.tier not in c.preferred_tiers:
+        return ReasonCode.OTHER
+    if now >= c.deadline_ns:
+        return ReasonCode.DEADLINE_INFEASIBLE
+    start = now if task.mechanism is Mechanism.DIRECT else max(now, task.ts + task.bid_window_ms * NS_PER_MS)
+    load = in_flight + 1 if profile.shared_backend else 1
+    need = task.est_input_tokens + task.max_output_tokens
+    best: tuple[float, int, int, str] | None = None
+    best_quality = 0.0
+    reason = ReasonCode.OTHER
+    for m in profile.models:
+        if m.context_window < need:
+            reason = ReasonCode.CONTEXT_TOO_LONG
+            continue
+        if m.quality < c.min_quality:
+            reason = ReasonCode.QUALITY_BELOW_MIN
+            continue
+        price, latency = sheet_quote(
+            m,
+            input_tokens=task.est_input_tokens,
+            output_tokens=task.max_output_tokens,
+            overhead_ms=profile.overhead_ms,
+            load=load,
+        )
+        if price > c.max_price_micros:
+            reason = ReasonCode.OVER_BUDGET
+            continue
+        if start + latency * NS_PER_MS > c.deadline_ns:
+            reason = ReasonCode.DEADLINE_INFEASIBLE
+            continue
+        key = (-score(m.quality, price, latency, task.policy), price, latency, m.name)
+        if best is None or key < best:
+            best = key
+            best_quality = m.quality
+    if best is None:
+        return reason
+    return Quote(best[3], best[1], best[2], best_quality)
+
+
+class _Job:
+    """One task as this contractor sees it."""
+
+    __slots__ = ("ack", "award", "bid", "bid_digest", "progress_seq", "quote", "reason", "state", "task")
+
+    def __init__(self, task: Task, state: JobState) -> None:
+        self.task = task
+        self.state = state
+        self.quote: Quote | None = None
+        self.bid: Bid | None = None
+        self.bid_digest = ""
+        self.award: Award | None = None
+        self.ack: AwardAck | None = None
+        self.reason: ReasonCode | None = None
+        self.progress_seq = 0
+
+
+Handler = Callable[["ContractorMachine", Event, "_Job | None", int], list[Action]]
+
+_TASK_EVENTS: Final = frozenset(
+    {
+        EventType.TASK,
+        EventType.AWARD,
+        EventType.CANCEL,
+        EventType.BID_EXPIRED,
+        EventType.LEASE_EXPIRED,
+        EventType.EXECUTION_PROGRESS,
+        EventType.EXECUTION_DONE,
+        EventType.EXECUTION_FAILED,
+    }
+)
+
+
+def _task_id(event: Event) -> str:
+    if isinstance(event, Received):
+        msg = event.message
+        if isinstance(msg, Task | Award | Cancel):
+            return msg.task_id
+        raise LocalProtocolError(f"not a task message: {type(msg).__name__}")  # pragma: no cover
+    if isinstance(event, TimerFired | ExecutionProgress | ExecutionDone | ExecutionFailed):
+        return event.task_id
+    raise LocalProtocolError(f"not a task event: {type(event).__name__}")  # pragma: no cover
+
+
+class ContractorMachine:
+    """One agent's contractor side. See the module docstring for the contract."""
+
+    __slots__ = ("_jobs", "_rng", "_seq", "_state", "_timers", "_used", "agent_id", "profile")
+
+    def __init__(self, agent_id: str, profile: ContractorProfile, *, rng: random.Random) -> None:
+        """``agent_id``: this agent's id (sender of what it sends). ``rng``: the source of message ids."""
+        if profile.slots < 1:
+            raise LocalProtocolError("a contractor needs at least one slot")
+        self.agent_id = agent_id
+        self.profile = profile
+        self._rng = rng
+        self._state = AgentState.INIT
+        self._jobs: dict[str, _Job] = {}
+        self._used = 0
+        self._seq = 0
+        self._timers: dict[tuple[TimerKind, str], int] = {}
+
+    # --- read-only view -----------------------------------------------------------------------------------------
+    @property
+    def state(self) -> AgentState:
+        return self._state
+
+    @property
+    def used_slots(self) -> int:
+        return self._used
+
+    @property
+    def free_slots(self) -> int:
+        return self.profile.slots - self._used
+
+    def job_state(self, task_id: str) -> JobState:
+        job = self._jobs.get(task_id)
+        return job.state if job is not None else JobState.NONE
+
+    @property
+    def timers(self) -> dict[tuple[TimerKind, str], int]:
+        """Armed timers ((kind, task_id) -> at_ns); a copy."""
+        return dict(self._timers)
+
+    # --- the one entry point ------------------------------------------------------------------------------------
+    def handle(self, event: Event, *, now: int) -> list[Action]:
+        """Apply one event at ``now`` (ns); the actions for the shell, in order.
+
+        Raises LocalProtocolError for a pair missing from the transition table (an event before Start, Start
+        twice, an event meant for a requester such as an Advertise or a Recovered).
+        """
+        etype = event_type(event)
+        job: _Job | None = None
+        if self._state is AgentState.ONLINE and etype in _TASK_EVENTS:
+            job = self._jobs.get(_task_id(event))
+            key: tuple[AgentState | JobState, EventType] = (job.state if job is not None else _J.NONE, etype)
+        else:
+            key = (self._state, etype)
+        handler = _TABLE.get(key)
+        if handler is None:
+            raise LocalProtocolError(f"contractor: no transition for {etype.name} in state {key[0].name}")
+        return handler(self, event, job, now)
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+    def _arm(self, kind: TimerKind, at_ns: int, task_id: str = "") -> SetTimer:
+        self._timers[(kind, task_id)] = at_ns
+        return SetTimer(kind, at_ns, task_id)
+
+    def _disarm(self, kind: TimerKind, task_id: str = "") -> list[Action]:
+        if self._timers.pop((kind, task_id), None) is None:
+            return []
+        return [CancelTimer(kind, task_id)]
+
+    def _due(self, kind: TimerKind, task_id: str, now: int) -> bool:
+        at = self._timers.get((kind, task_id))
+        if at is None or now < at:
+            return False
+        del self._timers[(kind, task_id)]
+        return True
+
+    def _release(self, job: _Job, state: JobState, reason: ReasonCode | None) -> list[Action]:
+        """Leave BIDDING/OFFERED/RUNNING: free the slot, disarm the job's timers."""
+        task_id = job.task.task_id
+        out: list[Action] = []
+        if job.state in _HOLDS_SLOT:
+            self._used -= 1
+        out += self._disarm(TimerKind.BID_EXPIRY, task_id)
+        out += self._disarm(TimerKind.LEASE, task_id)
+        job.state = state
+        job.reason = reason
+        return out
+
+    def _advertise(self, now: int) -> list[Action]:
+        p = self.profile
+        adv = Advertise(
+            id=new_message_id(self._rng),
+            sender=self.agent_id,
+            ts=now,
+            name=p.name,
+            tier=p.tier,
+            region=p.region,
+            residency=list(p.residency),
+            skills=list(p.skills),
+            models=list(p.models),
+            slots=p.slots,
+            load=self._used,
+            connectivity=p.connectivity,
+            battery=p.battery,
+            ttl_ms=p.ttl_ms,
+            seq=self._seq,
+        )
+        self._seq += 1
+        return [Send(BROADCAST, adv), self._arm(TimerKind.HEARTBEAT, now + p.ttl_ms * NS_PER_MS // 3)]
+
+    def _decline(self, task: Task, reason: ReasonCode, now: int) -> Send:
+        return Send(
+            task.sender,
+            Decline(
+                id=new_message_id(self._rng),
+                sender=self.agent_id,
+                ts=now,
+                task_id=task.task_id,
+                attempt=task.attempt,
+                reason=reason.value,
+            ),
+        )
+
+    def _reject(self, award: Award, reason: ReasonCode, now: int, detail: str = "") -> Send:
+        if reason not in ALLOWED_REASONS["award_reject"]:  # e.g. a task we dropped because it was cancelled
+            reason, detail = ReasonCode.OTHER, detail or reason.value
+        return Send(
+            award.sender,
+            AwardReject(
+                id=new_message_id(self._rng),
+                sender=self.agent_id,
+                ts=now,
+                task_id=award.task_id,
+                attempt=award.attempt,
+                award_id=award.id,
+                reason=reason.value,
+                detail=detail,
+            ),
+        )
+
+    def _failure(self, job: _Job, reason: ReasonCode, now: int, detail: str = "") -> Send:
+        assert job.award is not None
+        return Send(
+            job.task.sender,
+            Failure(
+                id=new_message_id(self._rng),
+                sender=self.agent_id,
+                ts=now,
+                task_id=job.task.task_id,
+                attempt=job.award.attempt,
+                reason=reason.value,
+                detail=detail,
+            ),
+        )
+
+    def _gc(self, now: int) -> None:
+        """Forget finished or unused jobs whose task deadline has passed."""
+        stale = [
+            tid
+            for tid, job in self._jobs.items()
+            if job.state not in _HOLDS_SLOT and job.task.constraints.deadline_ns <= now
+        ]
+        for tid in stale:
+            del self._jobs[tid]
+
+    # --- agent-level handlers -----------------------------------------------------------------------------------
+    def _on_start(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        self._state = AgentState.ONLINE
+        return self._advertise(now)
+
+    def _on_heartbeat(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        if not self._due(TimerKind.HEARTBEAT, "", now):
+            return []
+        self._gc(now)
+        return self._advertise(now)
+
+    def _on_shutdown(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        out: list[Action] = []
+        for j in self._jobs.values():
+            if j.state is _J.RUNNING and j.award is not None:
+                out.append(Abort(j.task.task_id, j.award.attempt, ReasonCode.SHUTDOWN))
+                out.append(self._failure(j, ReasonCode.SHUTDOWN, now))
+            if j.state in _HOLDS_SLOT:
+                out += self._release(j, _J.RELEASED, ReasonCode.SHUTDOWN)
+        self._jobs.clear()
+        out += self._disarm(TimerKind.HEARTBEAT)
+        out.append(Send(BROADCAST, Withdraw(id=new_message_id(self._rng), sender=self.agent_id, ts=now)))
+        self._state = AgentState.STOPPED
+        return out
+
+    def _on_unexpected(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        return [Rejected(RejectReason.UNEXPECTED, event.message)]
+
+    def _on_stale(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        if isinstance(event, TimerFired):
+            return []
+        return [Rejected(RejectReason.STALE, None, f"{type(event).__name__} for a job not running")]
+
+    def _on_stopped(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        if isinstance(msg, Award) and msg.winner == self.agent_id:
+            return [self._reject(msg, ReasonCode.SHUTDOWN, now), Rejected(RejectReason.STOPPED, msg)]
+        return [Rejected(RejectReason.STOPPED, msg)]
+
+    # --- Task ---------------------------------------------------------------------------------------------------
+    def _on_task(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        task = event.message
+        assert isinstance(task, Task)
+        if task.sender == self.agent_id:
+            return [Rejected(RejectReason.UNEXPECTED, task, "own task")]
+        if job is not None:
+            if job.state is _J.RELEASED and task.attempt > job.task.attempt:
+                del self._jobs[task.task_id]  # a re-announce: evaluate it afresh
+            elif job.state is _J.BIDDING and task.attempt > job.task.attempt and job.bid is not None:
+                return [Send(task.sender, job.bid)]  # our bid may have been lost: it stands, send it again
+            else:
+                return [Rejected(RejectReason.DUPLICATE, task)]
+        p = self.profile
+        q = quote_task(p, task, now=now, in_flight=self._used)
+        direct = task.mechanism is Mechanism.DIRECT
+        if isinstance(q, Quote) and not direct and self._used >= p.slots:
+            q = ReasonCode.BUSY
+        if not isinstance(q, Quote):
+            new = self._jobs[task.task_id] = _Job(task, _J.RELEASED)
+            new.reason = q
+            return [] if event.broadcast else [self._decline(task, q, now)]
+        if direct:
+            new = self._jobs[task.task_id] = _Job(task, _J.OFFERED)
+            new.quote = q
+            return []
+        deadline = task.constraints.deadline_ns
+        valid_until = min(deadline, now + (task.bid_window_ms + p.bid_hold_ms) * NS_PER_MS)
+        price = task.constraints.max_price_micros if task.mechanism is Mechanism.POSTED_PRICE else q.price_micros
+        bid = Bid(
+            id=new_message_id(self._rng),
+            sender=self.agent_id,
+            ts=now,
+            expires_ns=valid_until,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            model=q.model,
+            price_micros=price,
+            est_latency_ms=q.latency_ms,
+            quality=q.quality,
+            valid_until_ns=valid_until,
+            tier=p.tier,
+            region=p.region,
+            residency=list(p.residency),
+        )
+        new = self._jobs[task.task_id] = _Job(task, _J.BIDDING)
+        new.quote = q
+        new.bid = bid
+        self._used += 1
+        return [Send(task.sender, bid), self._arm(TimerKind.BID_EXPIRY, valid_until, task.task_id)]
+
+    # --- Award --------------------------------------------------------------------------------------------------
+    def _award_problem(self, job: _Job, award: Award, now: int) -> tuple[ReasonCode, str] | None:
+        q = job.quote
+        assert q is not None
+        if job.state is _J.BIDDING:
+            bid = job.bid
+            assert bid is not None
+            if not job.bid_digest:  # computed only for bids that win: the shell publishes encode(bid)
+                job.bid_digest = payload_digest(encode(bid))
+            if award.bid_id != bid.id or award.bid_digest != job.bid_digest:
+                return ReasonCode.OTHER, "award names another bid"
+            if now >= bid.valid_until_ns:
+                return ReasonCode.BID_EXPIRED, ""
+            floor = bid.price_micros
+        else:
+            if self._used >= self.profile.slots:
+                return ReasonCode.BUSY, ""
+            floor = q.price_micros
+        if award.price_micros < floor:
+            return ReasonCode.OVER_BUDGET, f"price {award.price_micros} below {floor}"
+        if now >= award.ack_by_ns:
+            return ReasonCode.OTHER, "ack deadline passed"
+        if now + q.latency_ms * NS_PER_MS > award.lease_until_ns:
+            return ReasonCode.DEADLINE_INFEASIBLE, "lease too short"
+        return None
+
+    def _on_award(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        award = event.message
+        assert isinstance(award, Award)
+        if award.winner != self.agent_id:
+            return [Rejected(RejectReason.MISMATCH, award, "award names another agent")]
+        if job is None:
+            return [self._reject(award, ReasonCode.UNKNOWN_TASK, now)]
+        task = job.task
+        if award.sender != task.sender:
+            return [Rejected(RejectReason.NOT_REQUESTER, award)]
+        if job.state is _J.RUNNING or job.state is _J.DONE:
+            current = job.award
+            assert current is not None
+            if award.id == current.id:
+                if job.state is _J.RUNNING and job.ack is not None:
+                    return [Send(task.sender, job.ack), Rejected(RejectReason.DUPLICATE, award)]
+                return [Rejected(RejectReason.DUPLICATE, award)]
+            if award.attempt < current.attempt:
+                return [Rejected(RejectReason.FENCED, award)]
+            return [self._reject(award, ReasonCode.BUSY, now, "already took another attempt of this task")]
+        if job.state is _J.RELEASED:
+            return [self._reject(award, job.reason or ReasonCode.OTHER, now)]
+        problem = self._award_problem(job, award, now)
+        if problem is not None:
+            out = self._release(job, _J.RELEASED, problem[0])
+            out.append(self._reject(award, problem[0], now, problem[1]))
+            return out
+        q = job.quote
+        assert q is not None
+        out = self._disarm(TimerKind.BID_EXPIRY, task.task_id)
+        if job.state is _J.OFFERED:
+            self._used += 1
+        ack = AwardAck(
+            id=new_message_id(self._rng),
+            sender=self.agent_id,
+            ts=now,
+            task_id=task.task_id,
+            attempt=award.attempt,
+            award_id=award.id,
+        )
+        job.state = _J.RUNNING
+        job.award = award
+        job.ack = ack
+        out.append(Send(task.sender, ack))
+        out.append(Execute(task, award, q.model))
+        out.append(self._arm(TimerKind.LEASE, award.lease_until_ns, task.task_id))
+        return out
+
+    # --- Cancel -------------------------------------------------------------------------------------------------
+    def _on_cancel(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        assert isinstance(msg, Cancel)
+        if job is None:
+            return [Rejected(RejectReason.UNKNOWN_TASK, msg)]
+        if msg.sender != job.task.sender:
+            return [Rejected(RejectReason.NOT_REQUESTER, msg)]
+        if job.state is _J.RUNNING:
+            assert job.award is not None
+            if msg.attempt is not None and msg.attempt != job.award.attempt:
+                return [Rejected(RejectReason.FENCED, msg)]
+            out: list[Action] = [Abort(job.task.task_id, job.award.attempt, ReasonCode.CANCELLED)]
+            return out + self._release(job, _J.RELEASED, ReasonCode.CANCELLED)
+        if job.state is _J.BIDDING or job.state is _J.OFFERED:
+            if msg.attempt is not None:
+                return [Rejected(RejectReason.MISMATCH, msg, "cancel of an attempt we were not awarded")]
+            return self._release(job, _J.RELEASED, ReasonCode.CANCELLED)
+        return [Rejected(RejectReason.DUPLICATE, msg)]
+
+    # --- timers -------------------------------------------------------------------------------------------------
+    def _on_bid_expired(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert job is not None
+        if not self._due(TimerKind.BID_EXPIRY, job.task.task_id, now):
+            return []
+        return self._release(job, _J.RELEASED, ReasonCode.BID_EXPIRED)
+
+    def _on_lease_expired(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert job is not None and job.award is not None
+        if not self._due(TimerKind.LEASE, job.task.task_id, now):
+            return []
+        attempt = job.award.attempt
+        out: list[Action] = [
+            Abort(job.task.task_id, attempt, ReasonCode.LEASE_EXPIRED),
+            self._failure(job, ReasonCode.LEASE_EXPIRED, now),
+        ]
+        return out + self._release(job, _J.DONE, ReasonCode.LEASE_EXPIRED)
+
+    # --- execution reports --------------------------------------------------------------------------------------
+    def _running_attempt(self, job: _Job | None, attempt: int) -> bool:
+        return job is not None and job.award is not None and job.award.attempt == attempt
+
+    def _on_exec_progress(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, ExecutionProgress)
+        if not self._running_attempt(job, event.attempt):
+            return [Rejected(RejectReason.STALE, None, "progress for another attempt")]
+        assert job is not None
+        msg = Progress(
+            id=new_message_id(self._rng),
+            sender=self.agent_id,
+            ts=now,
+            task_id=event.task_id,
+            attempt=event.attempt,
+            seq=job.progress_seq,
+            delta=event.delta,
+            output_tokens=event.output_tokens,
+        )
+        job.progress_seq += 1
+        return [Send(job.task.sender, msg)]
+
+    def _on_exec_done(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, ExecutionDone)
+        if not self._running_attempt(job, event.attempt):
+            return [Rejected(RejectReason.STALE, None, "result for another attempt")]
+        assert job is not None and job.award is not None and job.quote is not None
+        result = Result(
+            id=new_message_id(self._rng),
+            sender=self.agent_id,
+            ts=now,
+            task_id=event.task_id,
+            attempt=event.attempt,
+            award_id=job.award.id,
+            model=job.quote.model,
+            output=event.output,
+            usage=event.usage,
+            timings=event.timings,
+            attestation=event.attestation,
+        )
+        out: list[Action] = [Send(job.task.sender, result)]
+        return out + self._release(job, _J.DONE, None)
+
+    def _on_exec_failed(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, ExecutionFailed)
+        if not self._running_attempt(job, event.attempt):
+            return [Rejected(RejectReason.STALE, None, "failure for another attempt")]
+        assert job is not None
+        out: list[Action] = [self._failure(job, event.reason, now, event.detail)]
+        return out + self._release(job, _J.DONE, event.reason)
+
+    # --- invariants ---------------------------------------------------------------------------------------------
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the state is inconsistent (tests call this after every step)."""
+
+        def check(cond: bool, what: str) -> None:
+            if not cond:
+                raise AssertionError(f"contractor {self.profile.name} ({self._state.name}): {what}")
+
+        held = sum(1 for j in self._jobs.values() if j.state in _HOLDS_SLOT)
+        check(0 <= self._used <= self.profile.slots, f"used slots {self._used} out of [0, {self.profile.slots}]")
+        check(held == self._used, f"{held} jobs hold slots but {self._used} counted")
+        job_timers = {(k, t) for (k, t) in self._timers if k is not TimerKind.HEARTBEAT}
+        expected = set()
+        for tid, j in self._jobs.items():
+            check(j.task.task_id == tid, "job filed under another task id")
+            if j.state is _J.BIDDING:
+                check(j.bid is not None and j.quote is not None, "bidding without a bid")
+                expected.add((TimerKind.BID_EXPIRY, tid))
+            elif j.state is _J.RUNNING:
+                check(j.award is not None and j.ack is not None, "running without an acked award")
+                expected.add((TimerKind.LEASE, tid))
+            elif j.state is _J.OFFERED:
+                check(j.quote is not None, "offered without a quote")
+        check(job_timers == expected, f"job timers {job_timers} != expected {expected}")
+        check(
+            ((TimerKind.HEARTBEAT, "") in self._timers) == (self._state is AgentState.ONLINE),
+            "heartbeat timer iff online",
+        )
+        if self._state is not AgentState.ONLINE:
+            check(not self._jobs and self._used == 0, "jobs held while not online")
+
+
+def _build_table() -> dict[tuple[AgentState | JobState, EventType], Handler]:
+    M = ContractorMachine
+    E = EventType
+    t: dict[tuple[AgentState | JobState, EventType], Handler] = {}
+    to_requester = (
+        E.BID,
+        E.DECLINE,
+        E.AWARD_ACK,
+        E.AWARD_REJECT,
+        E.PROGRESS,
+        E.RESULT,
+        E.FAILURE,
+    )
+    execution = (E.EXECUTION_PROGRESS, E.EXECUTION_DONE, E.EXECUTION_FAILED)
+    t[(AgentState.INIT, E.START)] = M._on_start
+    t[(AgentState.ONLINE, E.SHUTDOWN)] = M._on_shutdown
+    t[(AgentState.ONLINE, E.HEARTBEAT_DUE)] = M._on_heartbeat
+    t[(AgentState.STOPPED, E.HEARTBEAT_DUE)] = M._on_stale
+    for s in (AgentState.ONLINE, AgentState.STOPPED):
+        for e in to_requester:
+            t[(s, e)] = M._on_unexpected
+    for e in (E.TASK, E.AWARD, E.CANCEL):
+        t[(AgentState.STOPPED, e)] = M._on_stopped
+    for e in (E.BID_EXPIRED, E.LEASE_EXPIRED, *execution):
+        t[(AgentState.STOPPED, e)] = M._on_stale
+    for js in JobState:
+        t[(js, E.TASK)] = M._on_task
+        t[(js, E.AWARD)] = M._on_award
+        t[(js, E.CANCEL)] = M._on_cancel
+        t[(js, E.BID_EXPIRED)] = M._on_bid_expired if js is _J.BIDDING else M._on_stale
+        t[(js, E.LEASE_EXPIRED)] = M._on_lease_expired if js is _J.RUNNING else M._on_stale
+        if js is _J.RUNNING:
+            t[(js, E.EXECUTION_PROGRESS)] = M._on_exec_progress
+            t[(js, E.EXECUTION_DONE)] = M._on_exec_done
+            t[(js, E.EXECUTION_FAILED)] = M._on_exec_failed
+        else:
+            for e in execution:
+                t[(js, e)] = M._on_stale
+    return t
+
+
+_TABLE: Final = _build_table()
+TRANSITIONS: Final = frozenset(_TABLE)
+"""Every (state, event type) pair the contractor handles; any other pair raises LocalProtocolError."""

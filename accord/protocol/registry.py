@@ -1,0 +1,202 @@
+"""The registry view (spec 6.6): who is in the mesh, built from Advertise heartbeats, with TTL.
+
+Pure and clock-free like the machines: every call takes ``now`` (ns). One Registry per requester process is
+shared by its requester machines; the shell feeds it every verified Advertise and Withdraw it receives.
+
+- An entry lapses ``ttl_ms`` after it was received (local time, so agent clock skew does not matter), or at
+  the Advertise's ``expires_ns`` if that is earlier.
+- Out of order heartbeats: an Advertise replaces the entry only if it is newer in ``seq`` or in ``ts``; one
+  that is older in both (a reordered or duplicated heartbeat) is ignored. An agent that restarts resets
+  ``seq`` but advances ``ts``, so it is accepted.
+- Withdraw removes the agent and leaves a tombstone: heartbeats older (``ts``) than the Withdraw are ignored,
+  a later one (the agent came back) is accepted.
+- :meth:`Registry.shortlist` gives the ``k`` agents with the best predicted score for a task, among those whose
+  price sheet makes them eligible, so that a call for proposals goes to ``k`` inboxes instead of the mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from typing import Final
+
+from msgspec import Struct
+
+from accord.protocol.market import (
+    NS_PER_MS,
+    Offer,
+    QualityPredictor,
+    TrustPolicy,
+    rank,
+    score,
+    sheet_quote,
+)
+from accord.protocol.messages import PROTOCOL_VERSION, Advertise, Mechanism, Task, Withdraw
+
+__all__ = ["Registry", "RegistryEntry"]
+
+_TOMBSTONE_NS: Final = 3_600_000 * NS_PER_MS
+"""How long a Withdraw's tombstone is kept: the longest TTL an Advertise may carry."""
+
+
+class RegistryEntry(Struct, frozen=True, gc=False):
+    advert: Advertise
+    digest: str
+    """SHA-256 of the Advertise's payload bytes (direct awards bind it as ``bid_digest``)."""
+    received_ns: int
+    expires_ns: int
+
+
+class Registry:
+    """Live agent cards keyed by agent id. Not thread-safe (one event loop owns it)."""
+
+    __slots__ = ("_entries", "_tombstones", "max_agents")
+
+    def __init__(self, *, max_agents: int = 100_000) -> None:
+        self.max_agents = max_agents
+        self._entries: dict[str, RegistryEntry] = {}
+        self._tombstones: dict[str, tuple[int, int]] = {}  # agent -> (withdraw ts, tombstone expiry)
+
+    # --- updates ----------------------------------------------------------------------------------------------
+    def observe(self, advert: Advertise, *, now: int, digest: str = "") -> bool:
+        """Record a heartbeat; True if it was accepted (new agent or newer card)."""
+        agent = advert.sender
+        expires = now + advert.ttl_ms * NS_PER_MS
+        if advert.expires_ns is not None:
+            expires = min(expires, advert.expires_ns)
+        if expires <= now:
+            return False
+        tomb = self._tombstones.get(agent)
+        if tomb is not None:
+            if advert.ts <= tomb[0] and tomb[1] > now:
+                return False
+            del self._tombstones[agent]
+        old = self._entries.get(agent)
+        if old is not None and old.expires_ns > now:
+            prev = old.advert
+            if advert.seq <= prev.seq and advert.ts <= prev.ts:
+                return False
+        elif old is None and len(self._entries) >= self.max_agents:
+            self.expire(now=now)
+            if len(self._entries) >= self.max_agents:
+                return False
+        self._entries[agent] = RegistryEntry(advert, digest, now, expires)
+        return True
+
+    def withdraw(self, message: Withdraw, *, now: int) -> bool:
+        """Remove an agent that says it leaves; True if it was known. Leaves a tombstone at ``message.ts``."""
+        agent = message.sender
+        tomb = self._tombstones.get(agent)
+        if tomb is None or message.ts > tomb[0]:
+            self._tombstones[agent] = (message.ts, now + _TOMBSTONE_NS)
+        old = self._entries.get(agent)
+        if old is not None and old.advert.ts <= message.ts:
+            del self._entries[agent]
+            return True
+        return False
+
+    def expire(self, *, now: int) -> list[str]:
+        """Drop lapsed entries and old tombstones; the agent ids dropped."""
+        gone = [a for a, e in self._entries.items() if e.expires_ns <= now]
+        for a in gone:
+            del self._entries[a]
+        for a in [a for a, (_, until) in self._tombstones.items() if until <= now]:
+            del self._tombstones[a]
+        return gone
+
+    # --- queries ----------------------------------------------------------------------------------------------
+    def get(self, agent_id: str, *, now: int) -> RegistryEntry | None:
+        e = self._entries.get(agent_id)
+        return e if e is not None and e.expires_ns > now else None
+
+    def live(self, *, now: int) -> Iterator[RegistryEntry]:
+        """Entries that have not lapsed at ``now`` (in insertion order)."""
+        return (e for e in self._entries.values() if e.expires_ns > now)
+
+    def count(self, *, now: int) -> int:
+        return sum(1 for _ in self.live(now=now))
+
+    def offers(
+        self, task: Task, *, now: int, exclude: Collection[str] = (), prefilter: bool = False
+    ) -> list[Offer]:
+        """One direct offer per live agent that could take ``task``: its best model by the task's score.
+
+        An agent qualifies if it speaks this protocol version, lists the task's kind among its skills (or lists
+        none), has a free slot (``load < slots``) and has a model whose context window fits the task. Its offer
+        is quoted from the price sheet (:func:`~accord.protocol.market.sheet_quote`, with the connectivity RTT
+        as overhead); eligibility is left to :func:`~accord.protocol.market.rank`. ``prefilter`` also skips, before
+        quoting, agents whose advertised residency classes or tier the task rules out (they would be ineligible).
+        """
+        c = task.constraints
+        need = task.est_input_tokens + task.max_output_tokens
+        posted = task.mechanism is Mechanism.POSTED_PRICE
+        residency = c.residency if prefilter else None
+        tiers = c.preferred_tiers if prefilter else ()
+        out: list[Offer] = []
+        for entry in self._entries.values():
+            adv = entry.advert
+            if entry.expires_ns <= now or adv.sender in exclude:
+                continue
+            if adv.load >= adv.slots or PROTOCOL_VERSION not in adv.protocol_versions:
+                continue
+            if (adv.skills and task.kind not in adv.skills) or (tiers and adv.tier not in tiers):
+                continue
+            if residency is not None and residency not in adv.residency:
+                continue
+            best: tuple[float, int, int, str] | None = None
+            best_model = None
+            for m in adv.models:
+                if m.context_window < need:
+                    continue
+                price, latency = sheet_quote(
+                    m,
+                    input_tokens=task.est_input_tokens,
+                    output_tokens=task.max_output_tokens,
+                    overhead_ms=adv.connectivity.rtt_ms,
+                )
+                if posted and price <= c.max_price_micros:
+                    price = c.max_price_micros
+                key = (-score(m.quality, price, latency, task.policy), price, latency, m.name)
+                if best is None or key < best:
+                    best, best_model = key, m
+            if best is None or best_model is None:
+                continue
+            out.append(
+                Offer(
+                    agent_id=adv.sender,
+                    bid_id=adv.id,
+                    digest=entry.digest,
+                    model=best_model.name,
+                    price_micros=best[1],
+                    latency_ms=best[2],
+                    quality=best_model.quality,
+                    valid_until_ns=entry.expires_ns,
+                    tier=adv.tier,
+                    region=adv.region,
+                    residency=tuple(adv.residency),
+                    direct=True,
+                )
+            )
+        return out
+
+    def shortlist(
+        self,
+        task: Task,
+        *,
+        now: int,
+        k: int,
+        trusted: TrustPolicy,
+        predictor: QualityPredictor,
+        exclude: Collection[str] = (),
+    ) -> list[str]:
+        """The ``k`` agents whose advertised offers for ``task`` rank best among the eligible ones at ``now``."""
+        if k <= 0:
+            return []
+        offers = self.offers(task, now=now, exclude=exclude, prefilter=True)
+        ranking = rank(offers, task, now=now, trusted=trusted, predictor=predictor, limit=k)
+        return [s.offer.agent_id for s in ranking.eligible]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._entries

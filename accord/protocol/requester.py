@@ -1,0 +1,874 @@
+"""The requester machine (spec section 5): one per task, sans-I/O.
+
+Lifecycle::
+
+    CREATED --Start--> ANNOUNCED --bid--> COLLECTING --window closes--> AWARDED --ack--> ACKNOWLEDGED
+                          |  ^                 |                          |  ^            |
+                          |  +---re-announce---+--------------------------+  +-re-award---+
+                          +--(direct award from the registry)--> AWARDED
+    AWARDED / ACKNOWLEDGED --Result from the current awardee--> COMPLETED
+    any live state --deadline / nothing left--> FAILED;  --CancelTask--> CANCELLED
+
+Contract with the shell:
+
+- Construct with the task's :class:`TaskSpec` and the injected hooks; the task id is drawn from ``rng`` at
+  construction (:attr:`RequesterMachine.task_id`). Then ``handle(Start(), now=...)``.
+- Feed every message about this task as ``Received(message, digest)``; ``digest`` is the SHA-256 of the
+  payload bytes (needed for bids). The shell verifies the signature of every AwardAck, AwardReject, Progress,
+  Result and Failure before feeding it; it does NOT verify bids: the machine calls ``verify_bid(bid_id,
+  digest)`` for the bid it is about to award (and, under second price, for the runner-up that sets the price),
+  and drops a bid that fails (``Rejected(FORGED)``), moving on to the next best. Keep each bid's raw frame
+  (keyed by digest) until the task is terminal so the hook can verify it.
+- Carry out the returned actions in order; keep one timer per ``TimerKind`` (``task_id`` is this task's id)
+  and report due timers with ``TimerFired``.
+- Persistence (requester restart): after every ``handle`` call that returned actions, store
+  :meth:`RequesterMachine.snapshot` (e.g. in a JetStream KV bucket keyed by task id) BEFORE carrying out the
+  actions. After a crash, :meth:`RequesterMachine.restore` the last snapshot and ``handle(Recovered())``: the
+  machine re-arms its timers (and fails at once if the deadline has passed). Messages that arrived while it was
+  down are lost, as on any lossy link; the timers take care of them. A requester that does not persist
+  snapshots loses its tasks on a crash (their awardees see no result accepted and their leases run out).
+
+Rules the machine enforces (spec 5.3 - 5.6):
+
+- Bids are sealed: they are only compared when the window closes (or when every agent of a targeted call has
+  answered). Bids after the window are refused (``late``).
+- The attempt number is the fencing epoch: each award increments it, and acks, rejects, progress, results and
+  failures are accepted only from the current attempt's awardee (older attempts: ``Rejected(FENCED)``).
+- On ack timeout, award reject, lease expiry or Failure the attempt ends: the next eligible bid gets attempt
+  n+1 (an agent never gets two attempts at one task), or the task is re-announced if the deadline leaves time
+  for another round, or it fails with a typed reason. It fails with ``deadline_exceeded`` at its deadline at
+  the latest: every event first checks ``now >= deadline_ns``.
+- At most one result is accepted; it is the only one paid, at the award's price (<= ``max_price_micros``).
+  Failed attempts are not paid.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+from msgspec import Struct
+
+from accord.errors import LocalProtocolError
+from accord.protocol.actions import (
+    BROADCAST,
+    Accept,
+    Action,
+    CancelTimer,
+    Fail,
+    Multicast,
+    Outcome,
+    Rejected,
+    RejectReason,
+    ReportProgress,
+    Send,
+    SetTimer,
+    new_message_id,
+)
+from accord.protocol.codec import encode
+from accord.protocol.digests import payload_digest, prompt_digest
+from accord.protocol.events import Event, EventType, Received, TimerKind, event_type
+from accord.protocol.market import (
+    NS_PER_MS,
+    Offer,
+    QualityPredictor,
+    ReputationPredictor,
+    TrustPolicy,
+    payment,
+    rank,
+)
+from accord.protocol.messages import (
+    Award,
+    AwardAck,
+    AwardReject,
+    Bid,
+    Cancel,
+    ChatMessage,
+    Constraints,
+    Decline,
+    Failure,
+    Mechanism,
+    Policy,
+    Progress,
+    ReasonCode,
+    Result,
+    Task,
+    reason_code,
+)
+from accord.protocol.registry import Registry
+
+__all__ = [
+    "BidVerifier",
+    "RequesterConfig",
+    "RequesterMachine",
+    "RequesterSnapshot",
+    "RequesterState",
+    "TaskSpec",
+]
+
+BidVerifier = Callable[[str, str], bool]
+"""``verify_bid(bid_id, digest)``: True iff the bid's signed frame verifies (signature by the sender's key)."""
+
+
+class RequesterState(enum.Enum):
+    __hash__ = object.__hash__  # identity hash: faster table lookups (members are singletons)
+
+    CREATED = "created"
+    ANNOUNCED = "announced"
+    """Task published, no bid yet in this round."""
+    COLLECTING = "collecting"
+    """At least one bid is held; the window is open."""
+    AWARDED = "awarded"
+    """An award is out; its ack is due."""
+    ACKNOWLEDGED = "acknowledged"
+    """The awardee acked (or showed progress); its result is due by the lease."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_S = RequesterState
+LIVE: Final = frozenset({_S.ANNOUNCED, _S.COLLECTING, _S.AWARDED, _S.ACKNOWLEDGED})
+TERMINAL: Final = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED})
+_OPEN: Final = frozenset({_S.ANNOUNCED, _S.COLLECTING})
+_ON_AWARD: Final = frozenset({_S.AWARDED, _S.ACKNOWLEDGED})
+
+
+class RequesterConfig(Struct, frozen=True, kw_only=True):
+    """Requester-side policy; none of it is on the wire."""
+
+    ack_timeout_ms: int = 200
+    """How long an awardee has to ack (the Award's ``ack_by_ns`` is ``now`` plus this, within the lease)."""
+    lease_factor: float = 2.0
+    lease_margin_ms: int = 200
+    """Lease = min(deadline, now + ack_timeout + ceil(bid latency * lease_factor) + lease_margin)."""
+    max_attempts: int = 5
+    """Awards per task at most (each to a different agent)."""
+    max_announces: int = 3
+    """Bid rounds per task at most (the first announce counts)."""
+    min_exec_ms: int = 50
+    """A bid round is only started if the deadline leaves the window plus this much; with less time and a
+    registry the requester awards directly from price sheets."""
+    shortlist_k: int = 8
+    """Agents invited per targeted call (doubled at each re-announce); 0: always broadcast."""
+    max_bids: int = 1024
+    early_close: bool = True
+    """Close the window as soon as every shortlisted agent has bid or declined."""
+
+
+class TaskSpec(Struct, frozen=True, kw_only=True):
+    """What to ask (the body of the Task the machine builds). ``prompt_digest`` None: computed from
+    ``messages``."""
+
+    constraints: Constraints
+    kind: str = "chat"
+    messages: list[ChatMessage] = []
+    prompt_digest: str | None = None
+    prompt_ref: str | None = None
+    est_input_tokens: int = 0
+    max_output_tokens: int = 256
+    policy: Policy = Policy()
+    mechanism: Mechanism = Mechanism.FIRST_PRICE
+    bid_window_ms: int = 50
+
+
+class RequesterSnapshot(Struct, kw_only=True):
+    """The machine's whole state; :meth:`RequesterMachine.snapshot` is its msgpack encoding."""
+
+    agent_id: str
+    task: Task
+    """The Task as last sent (before Start: the template, ts 0)."""
+    mechanism: Mechanism
+    """The mechanism asked for (the Task's may differ: a direct award sends ``direct``)."""
+    state: RequesterState = RequesterState.CREATED
+    attempt: int = 0
+    announces: int = 0
+    direct: bool = False
+    offers: dict[str, Offer] = {}
+    dropped: set[str] = set()
+    verified: set[str] = set()
+    tried: list[str] = []
+    invited: list[str] = []
+    responded: set[str] = set()
+    award: Award | None = None
+    awarded: Offer | None = None
+    progress_seq: int = -1
+    timers: dict[TimerKind, int] = {}
+    last_failure: ReasonCode | None = None
+    result_id: str | None = None
+    paid_micros: int = 0
+    outcome: ReasonCode | None = None
+    ever_offered: bool = False
+
+
+_snapshot_encoder: Final = msgspec.msgpack.Encoder(order="deterministic")
+_snapshot_decoder: Final = msgspec.msgpack.Decoder(RequesterSnapshot)
+
+Handler = Callable[["RequesterMachine", Event, int], list[Action]]
+
+
+class RequesterMachine:
+    """One task's requester side. See the module docstring for the contract."""
+
+    __slots__ = ("_d", "_rng", "config", "predictor", "registry", "trusted", "verify_bid")
+
+    def __init__(
+        self,
+        agent_id: str,
+        spec: TaskSpec,
+        *,
+        rng: random.Random,
+        trusted: TrustPolicy,
+        verify_bid: BidVerifier,
+        registry: Registry | None = None,
+        predictor: QualityPredictor | None = None,
+        config: RequesterConfig | None = None,
+    ) -> None:
+        """``agent_id``: this requester's own id (the ``sender`` of what it sends). ``rng``: the source of the
+        task id and every message id. ``trusted``: the trust predicate (market.TrustPolicy). ``verify_bid``: the
+        signature hook for bids. ``registry``: enables targeted calls and direct awards (None: always
+        broadcast). ``predictor``: predicted quality (default: ReputationPredictor with an empty record)."""
+        digest = spec.prompt_digest if spec.prompt_digest is not None else prompt_digest(spec.messages)
+        task_id = new_message_id(rng)
+        task = Task(
+            id=task_id,
+            sender=agent_id,
+            ts=0,
+            task_id=task_id,
+            kind=spec.kind,
+            messages=spec.messages,
+            prompt_digest=digest,
+            prompt_ref=spec.prompt_ref,
+            est_input_tokens=spec.est_input_tokens,
+            max_output_tokens=spec.max_output_tokens,
+            constraints=spec.constraints,
+            policy=spec.policy,
+            mechanism=spec.mechanism,
+            bid_window_ms=spec.bid_window_ms,
+        )
+        self._d = RequesterSnapshot(agent_id=agent_id, task=task, mechanism=spec.mechanism)
+        self._rng = rng
+        self.trusted = trusted
+        self.verify_bid = verify_bid
+        self.registry = registry
+        self.predictor: QualityPredictor = predictor if predictor is not None else ReputationPredictor()
+        self.config = config if config is not None else RequesterConfig()
+
+    # --- persistence --------------------------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """The whole state as deterministic msgpack (store it before executing a handle call's actions)."""
+        return _snapshot_encoder.encode(self._d)
+
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        *,
+        rng: random.Random,
+        trusted: TrustPolicy,
+        verify_bid: BidVerifier,
+        registry: Registry | None = None,
+        predictor: QualityPredictor | None = None,
+        config: RequesterConfig | None = None,
+    ) -> RequesterMachine:
+        """A machine in the state of ``data``; call ``handle(Recovered(), now=...)`` next to re-arm timers."""
+        self = cls.__new__(cls)
+        self._d = _snapshot_decoder.decode(data)
+        self._rng = rng
+        self.trusted = trusted
+        self.verify_bid = verify_bid
+        self.registry = registry
+        self.predictor = predictor if predictor is not None else ReputationPredictor()
+        self.config = config if config is not None else RequesterConfig()
+        return self
+
+    # --- read-only view -----------------------------------------------------------------------------------------
+    @property
+    def agent_id(self) -> str:
+        return self._d.agent_id
+
+    @property
+    def task_id(self) -> str:
+        return self._d.task.task_id
+
+    @property
+    def task(self) -> Task:
+        """The Task as last announced (before Start: the template; a direct award sends a copy with mechanism
+        ``direct``)."""
+        return self._d.task
+
+    @property
+    def state(self) -> RequesterState:
+        return self._d.state
+
+    @property
+    def attempt(self) -> int:
+        """Awards made so far; the current award's attempt (the fencing epoch)."""
+        return self._d.attempt
+
+    @property
+    def award(self) -> Award | None:
+        """The latest Award (current while AWARDED or ACKNOWLEDGED)."""
+        return self._d.award
+
+    @property
+    def is_terminal(self) -> bool:
+        return self._d.state in TERMINAL
+
+    @property
+    def outcome(self) -> ReasonCode | None:
+        """Why the task failed or was cancelled (None while live or when completed)."""
+        return self._d.outcome
+
+    @property
+    def paid_micros(self) -> int:
+        return self._d.paid_micros
+
+    @property
+    def timers(self) -> dict[TimerKind, int]:
+        """Armed timers (kind -> at_ns); a copy."""
+        return dict(self._d.timers)
+
+    # --- the one entry point ------------------------------------------------------------------------------------
+    def handle(self, event: Event, *, now: int) -> list[Action]:
+        """Apply one event at ``now`` (ns); the actions for the shell, in order.
+
+        Raises LocalProtocolError for a (state, event) pair missing from the transition table (a shell bug:
+        Start twice, CancelTask after the end, an Advertise or execution report fed to a requester).
+        """
+        d = self._d
+        etype = event_type(event)
+        handler = _TABLE.get((d.state, etype))
+        if handler is None:
+            raise LocalProtocolError(f"requester: no transition for {etype.name} in state {d.state.name}")
+        if d.state in LIVE and now >= d.task.constraints.deadline_ns:
+            actions = self._fail(ReasonCode.DEADLINE_EXCEEDED, now)
+            if etype is EventType.CANCEL_TASK:
+                return actions
+            late = _TABLE.get((d.state, etype))
+            if late is not None:
+                actions += late(self, event, now)
+            return actions
+        return handler(self, event, now)
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+    def _arm(self, kind: TimerKind, at_ns: int) -> SetTimer:
+        self._d.timers[kind] = at_ns
+        return SetTimer(kind, at_ns, self._d.task.task_id)
+
+    def _disarm(self, *kinds: TimerKind) -> list[Action]:
+        timers = self._d.timers
+        out: list[Action] = []
+        for kind in kinds:
+            if timers.pop(kind, None) is not None:
+                out.append(CancelTimer(kind, self._d.task.task_id))
+        return out
+
+    def _due(self, kind: TimerKind, now: int) -> bool:
+        """True (and disarmed) if timer ``kind`` is armed and due; a stale or early firing is ignored."""
+        at = self._d.timers.get(kind)
+        if at is None or now < at:
+            return False
+        del self._d.timers[kind]
+        return True
+
+    def _cancel_msg(self, now: int, attempt: int | None, reason: ReasonCode) -> Cancel:
+        d = self._d
+        return Cancel(
+            id=new_message_id(self._rng),
+            sender=d.agent_id,
+            ts=now,
+            task_id=d.task.task_id,
+            attempt=attempt,
+            reason=reason.value,
+        )
+
+    def _fail(self, reason: ReasonCode, now: int, detail: str = "") -> list[Action]:
+        d = self._d
+        out: list[Action] = []
+        if d.state in _ON_AWARD and d.award is not None:
+            out.append(Send(d.award.winner, self._cancel_msg(now, None, reason)))
+            out.append(Outcome(d.award.winner, d.task.task_id, d.award.attempt, False, reason))
+        out += self._disarm(*sorted(d.timers))
+        d.state = _S.FAILED
+        d.outcome = reason
+        out.append(Fail(d.task.task_id, reason, detail))
+        return out
+
+    def _current(self, attempt: int, sender: str, award_id: str | None) -> RejectReason | None:
+        """None if a message about ``attempt`` from ``sender`` concerns the live award; else why not."""
+        d = self._d
+        a = d.award
+        if a is None:
+            return RejectReason.UNEXPECTED
+        if d.state not in _ON_AWARD:
+            return RejectReason.FENCED if attempt <= a.attempt else RejectReason.UNEXPECTED
+        if attempt < a.attempt:
+            return RejectReason.FENCED
+        if attempt > a.attempt:
+            return RejectReason.UNEXPECTED
+        if sender != a.winner:
+            return RejectReason.NOT_AWARDEE
+        if award_id is not None and award_id != a.id:
+            return RejectReason.MISMATCH
+        return None
+
+    def _announce(self, now: int) -> list[Action]:
+        d = self._d
+        cfg = self.config
+        d.announces += 1
+        mechanism = Mechanism.FIRST_PRICE if d.mechanism is Mechanism.DIRECT else d.mechanism
+        window_end = now + d.task.bid_window_ms * NS_PER_MS
+        task = msgspec.structs.replace(
+            d.task,
+            id=new_message_id(self._rng),
+            ts=now,
+            expires_ns=d.task.constraints.deadline_ns,
+            attempt=d.attempt + 1,
+            mechanism=mechanism,
+        )
+        d.task = task
+        invited: list[str] = []
+        silent = bool(d.invited) and not d.responded  # nobody invited last round answered: the view is stale
+        if self.registry is not None and cfg.shortlist_k > 0 and not silent:
+            invited = self.registry.shortlist(
+                task,
+                now=window_end,
+                k=cfg.shortlist_k << (d.announces - 1),
+                trusted=self.trusted,
+                predictor=self.predictor,
+                exclude=frozenset(d.tried),
+            )
+        d.invited = invited
+        d.responded = set()
+        tried = d.tried
+        d.state = (
+            _S.COLLECTING
+            if any(o.agent_id not in tried and o.valid_until_ns > now for o in d.offers.values())
+            else _S.ANNOUNCED
+        )
+        send: Action = Multicast(tuple(invited), task) if invited else Send(BROADCAST, task)
+        return [send, self._arm(TimerKind.BID_WINDOW, window_end)]
+
+    def _verified(self, offer: Offer, out: list[Action]) -> bool:
+        d = self._d
+        if offer.direct or offer.bid_id in d.verified:
+            return True
+        if self.verify_bid(offer.bid_id, offer.digest):
+            d.verified.add(offer.bid_id)
+            return True
+        d.offers.pop(offer.bid_id, None)
+        d.dropped.add(offer.bid_id)
+        out.append(Rejected(RejectReason.FORGED, None, f"bid {offer.bid_id} claiming {offer.agent_id}"))
+        return False
+
+    def _award_next(self, now: int) -> tuple[list[Action], bool]:
+        """Award the best eligible, verified, untried offer; (actions, True) if an award went out."""
+        d = self._d
+        out: list[Action] = []
+        if d.attempt >= self.config.max_attempts:
+            return out, False
+        tried = frozenset(d.tried)
+        if d.direct:
+            if self.registry is None:
+                return out, False
+            candidates = self.registry.offers(d.task, now=now, exclude=tried)
+            if candidates:
+                d.ever_offered = True
+            mechanism = Mechanism.DIRECT
+        else:
+            candidates = list(d.offers.values())
+            mechanism = d.task.mechanism
+        ranking = rank(candidates, d.task, now=now, trusted=self.trusted, predictor=self.predictor, exclude=tried)
+        if not d.direct:
+            for offer, why in ranking.ineligible:  # eligibility only gets worse with time: drop for good
+                del d.offers[offer.bid_id]
+                d.dropped.add(offer.bid_id)
+                out.append(Rejected(RejectReason.INELIGIBLE, None, f"{why.value}: bid {offer.bid_id}"))
+        eligible = ranking.eligible
+        while eligible:
+            if not self._verified(eligible[0].offer, out):
+                del eligible[0]
+                continue
+            # under second price the runner-up sets the price: verify it too
+            if (
+                mechanism is Mechanism.SECOND_PRICE
+                and len(eligible) > 1
+                and not self._verified(eligible[1].offer, out)
+            ):
+                del eligible[1]
+                continue
+            price = payment(eligible, d.task, mechanism)
+            out += self._award(eligible[0].offer, price, now)
+            return out, True
+        return out, False
+
+    def _award(self, offer: Offer, price: int, now: int) -> list[Action]:
+        d = self._d
+        cfg = self.config
+        deadline = d.task.constraints.deadline_ns
+        d.attempt += 1
+        d.tried.append(offer.agent_id)
+        lease_ms = cfg.ack_timeout_ms + math.ceil(offer.latency_ms * cfg.lease_factor) + cfg.lease_margin_ms
+        lease = min(deadline, now + lease_ms * NS_PER_MS)
+        ack_by = min(lease, now + cfg.ack_timeout_ms * NS_PER_MS)
+        out: list[Action] = []
+        if d.direct:  # the awardee has not seen the task: send it first (it bids nothing, it just acks)
+            direct_task = msgspec.structs.replace(
+                d.task,
+                id=new_message_id(self._rng),
+                ts=now,
+                expires_ns=deadline,
+                attempt=d.attempt,
+                mechanism=Mechanism.DIRECT,
+                bid_window_ms=0,
+            )
+            out.append(Send(offer.agent_id, direct_task))
+        award = Award(
+            id=new_message_id(self._rng),
+            sender=d.agent_id,
+            ts=now,
+            expires_ns=ack_by,
+            task_id=d.task.task_id,
+            attempt=d.attempt,
+            winner=offer.agent_id,
+            bid_id=offer.bid_id,
+            bid_digest=offer.digest,
+            price_micros=price,
+            ack_by_ns=ack_by,
+            lease_until_ns=lease,
+        )
+        d.award = award
+        d.awarded = offer
+        d.progress_seq = -1
+        d.state = _S.AWARDED
+        out.append(Send(offer.agent_id, award))
+        out += self._disarm(TimerKind.BID_WINDOW)
+        out.append(self._arm(TimerKind.ACK, ack_by))
+        out.append(self._arm(TimerKind.LEASE, lease))
+        return out
+
+    def _close_window(self, now: int) -> list[Action]:
+        out, awarded = self._award_next(now)
+        if not awarded:
+            out += self._reannounce_or_fail(now)
+        return out
+
+    def _reannounce_or_fail(self, now: int) -> list[Action]:
+        d = self._d
+        cfg = self.config
+        if d.attempt >= cfg.max_attempts:
+            return self._fail(ReasonCode.ATTEMPTS_EXHAUSTED, now)
+        round_ns = (d.task.bid_window_ms + cfg.min_exec_ms) * NS_PER_MS
+        if d.announces < cfg.max_announces and now + round_ns < d.task.constraints.deadline_ns:
+            d.direct = False
+            return self._announce(now)
+        if d.last_failure is not None:
+            reason = d.last_failure
+        elif d.ever_offered:
+            reason = ReasonCode.NO_ELIGIBLE_BIDS
+        else:
+            reason = ReasonCode.NO_BIDS
+        return self._fail(reason, now)
+
+    def _attempt_failed(self, now: int, reason: ReasonCode, *, notify: bool) -> list[Action]:
+        d = self._d
+        a = d.award
+        if a is None:  # pragma: no cover - guarded by the transition table and _current
+            raise LocalProtocolError("no award to fail")
+        out: list[Action] = [Outcome(a.winner, d.task.task_id, a.attempt, False, reason)]
+        if notify:
+            out.append(Send(a.winner, self._cancel_msg(now, a.attempt, reason)))
+        out += self._disarm(TimerKind.ACK, TimerKind.LEASE)
+        d.last_failure = reason
+        d.state = _S.ANNOUNCED  # no award is current any more; what follows sets the real state
+        more, awarded = self._award_next(now)
+        out += more
+        if not awarded:
+            out += self._reannounce_or_fail(now)
+        return out
+
+    # --- handlers -----------------------------------------------------------------------------------------------
+    def _on_start(self, event: Event, now: int) -> list[Action]:
+        d = self._d
+        cfg = self.config
+        deadline = d.task.constraints.deadline_ns
+        d.task = msgspec.structs.replace(d.task, ts=now)
+        if now >= deadline:
+            d.state = _S.ANNOUNCED  # a live state, so that _fail cleans up uniformly
+            return self._fail(ReasonCode.DEADLINE_EXCEEDED, now)
+        out: list[Action] = [self._arm(TimerKind.DEADLINE, deadline)]
+        window_ns = d.task.bid_window_ms * NS_PER_MS
+        no_time = deadline - now < window_ns + cfg.min_exec_ms * NS_PER_MS
+        if self.registry is not None and (d.mechanism is Mechanism.DIRECT or no_time):
+            d.direct = True
+            more, awarded = self._award_next(now)
+            out += more
+            if awarded:
+                return out
+            d.direct = False
+        if now + window_ns < deadline:
+            return out + self._announce(now)
+        d.state = _S.ANNOUNCED
+        return out + self._fail(ReasonCode.NO_ELIGIBLE_BIDS if d.ever_offered else ReasonCode.NO_BIDS, now)
+
+    def _on_cancel_task(self, event: Event, now: int) -> list[Action]:
+        d = self._d
+        out: list[Action] = []
+        if d.state in _ON_AWARD and d.award is not None:
+            out.append(Send(d.award.winner, self._cancel_msg(now, None, ReasonCode.CANCELLED)))
+        out += self._disarm(*sorted(d.timers))
+        d.state = _S.CANCELLED
+        d.outcome = ReasonCode.CANCELLED
+        out.append(Fail(d.task.task_id, ReasonCode.CANCELLED))
+        return out
+
+    def _on_recovered(self, event: Event, now: int) -> list[Action]:
+        task_id = self._d.task.task_id
+        return [SetTimer(kind, at, task_id) for kind, at in sorted(self._d.timers.items())]
+
+    def _on_stale_timer(self, event: Event, now: int) -> list[Action]:
+        return []
+
+    def _on_window_closed(self, event: Event, now: int) -> list[Action]:
+        if not self._due(TimerKind.BID_WINDOW, now):
+            return []
+        return self._close_window(now)
+
+    def _on_ack_timeout(self, event: Event, now: int) -> list[Action]:
+        if not self._due(TimerKind.ACK, now):
+            return []
+        return self._attempt_failed(now, ReasonCode.ACK_TIMEOUT, notify=True)
+
+    def _on_lease_expired(self, event: Event, now: int) -> list[Action]:
+        if not self._due(TimerKind.LEASE, now):
+            return []
+        return self._attempt_failed(now, ReasonCode.LEASE_EXPIRED, notify=True)
+
+    def _on_deadline(self, event: Event, now: int) -> list[Action]:
+        if not self._due(TimerKind.DEADLINE, now):
+            return []
+        return self._fail(ReasonCode.DEADLINE_EXCEEDED, now)  # pragma: no cover - handle() fails it first
+
+    def _on_unexpected(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        return [Rejected(RejectReason.UNEXPECTED, event.message)]
+
+    def _on_terminal(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        if isinstance(msg, Result) and msg.id == self._d.result_id:
+            return [Rejected(RejectReason.DUPLICATE, msg)]
+        return [Rejected(RejectReason.TERMINAL, msg)]
+
+    def _on_late(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        return [Rejected(RejectReason.LATE, event.message)]
+
+    def _close_if_all_answered(self, sender: str, now: int) -> list[Action]:
+        d = self._d
+        if not d.invited:
+            return []
+        d.responded.add(sender)
+        if self.config.early_close and d.responded.issuperset(d.invited):
+            out = self._disarm(TimerKind.BID_WINDOW)
+            out += self._close_window(now)
+            return out
+        return []
+
+    def _on_bid(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        bid = event.message
+        assert isinstance(bid, Bid)
+        d = self._d
+        if bid.task_id != d.task.task_id:
+            return [Rejected(RejectReason.UNKNOWN_TASK, bid)]
+        if bid.id in d.offers or bid.id in d.dropped:
+            return [Rejected(RejectReason.DUPLICATE, bid)]
+        if bid.valid_until_ns <= now:
+            return [Rejected(RejectReason.EXPIRED, bid)]
+        if len(d.offers) + len(d.dropped) >= self.config.max_bids:
+            return [Rejected(RejectReason.TOO_MANY, bid)]
+        digest = event.digest or payload_digest(encode(bid))
+        d.offers[bid.id] = Offer.from_bid(bid, digest)
+        d.ever_offered = True
+        d.state = _S.COLLECTING
+        return self._close_if_all_answered(bid.sender, now)
+
+    def _on_decline(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        assert isinstance(msg, Decline)
+        d = self._d
+        if msg.task_id != d.task.task_id:
+            return [Rejected(RejectReason.UNKNOWN_TASK, msg)]
+        if d.state in _OPEN:
+            return self._close_if_all_answered(msg.sender, now)
+        if d.direct and self._current(msg.attempt, msg.sender, None) is None:
+            return self._attempt_failed(now, ReasonCode.AWARD_REJECTED, notify=False)
+        return [Rejected(RejectReason.LATE, msg)]
+
+    def _on_ack(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        assert isinstance(msg, AwardAck)
+        why = self._current(msg.attempt, msg.sender, msg.award_id)
+        if why is not None:
+            return [Rejected(why, msg)]
+        if self._d.state is _S.ACKNOWLEDGED:
+            return [Rejected(RejectReason.DUPLICATE, msg)]
+        self._d.state = _S.ACKNOWLEDGED
+        return self._disarm(TimerKind.ACK)
+
+    def _on_award_reject(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        assert isinstance(msg, AwardReject)
+        why = self._current(msg.attempt, msg.sender, msg.award_id)
+        if why is not None:
+            return [Rejected(why, msg)]
+        return self._attempt_failed(now, ReasonCode.AWARD_REJECTED, notify=False)
+
+    def _on_failure(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        assert isinstance(msg, Failure)
+        why = self._current(msg.attempt, msg.sender, None)
+        if why is not None:
+            return [Rejected(why, msg)]
+        return self._attempt_failed(now, reason_code(msg.reason), notify=False)
+
+    def _on_progress(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        assert isinstance(msg, Progress)
+        d = self._d
+        why = self._current(msg.attempt, msg.sender, None)
+        if why is not None:
+            return [Rejected(why, msg)]
+        out: list[Action] = []
+        if d.state is _S.AWARDED:  # progress implies the award arrived: an implicit ack
+            d.state = _S.ACKNOWLEDGED
+            out += self._disarm(TimerKind.ACK)
+        if msg.seq <= d.progress_seq:
+            out.append(Rejected(RejectReason.STALE, msg))
+            return out
+        d.progress_seq = msg.seq
+        out.append(ReportProgress(msg))
+        return out
+
+    def _on_result(self, event: Event, now: int) -> list[Action]:
+        assert isinstance(event, Received)
+        msg = event.message
+        assert isinstance(msg, Result)
+        d = self._d
+        why = self._current(msg.attempt, msg.sender, msg.award_id)
+        if why is not None:
+            return [Rejected(why, msg)]
+        award = d.award
+        assert award is not None and d.awarded is not None
+        if not d.awarded.direct and msg.model != d.awarded.model:  # a bid names its model; a price sheet may not
+            return [Rejected(RejectReason.MISMATCH, msg, f"model {msg.model} != bid {d.awarded.model}")]
+        out = self._disarm(*sorted(d.timers))
+        d.state = _S.COMPLETED
+        d.result_id = msg.id
+        d.paid_micros = award.price_micros
+        out.append(Accept(d.task.task_id, msg, award, award.price_micros))
+        out.append(Outcome(award.winner, d.task.task_id, award.attempt, True, None))
+        return out
+
+    # --- invariants ---------------------------------------------------------------------------------------------
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the state is inconsistent (tests call this after every step)."""
+        d = self._d
+        timers = d.timers
+        max_price = d.task.constraints.max_price_micros
+
+        def check(cond: bool, what: str) -> None:
+            if not cond:
+                raise AssertionError(f"requester {d.task.task_id} in {d.state.name}: {what}")
+
+        check(0 <= d.attempt <= self.config.max_attempts, f"attempt {d.attempt} out of range")
+        check(len(d.tried) == d.attempt, "one distinct agent per attempt")
+        check(len(set(d.tried)) == len(d.tried), "an agent got two attempts")
+        check(not (d.offers.keys() & d.dropped), "a dropped bid is still an offer")
+        check(d.paid_micros <= max_price, "budget overspent")
+        check((d.state is _S.COMPLETED) == (d.result_id is not None), "result iff completed")
+        check(d.paid_micros == 0 or d.state is _S.COMPLETED, "paid without an accepted result")
+        if d.award is not None:
+            check(d.award.attempt == d.attempt, "latest award is not the current attempt")
+            check(d.award.price_micros <= max_price, "award over budget")
+            check(d.award.winner == d.tried[-1], "award winner is not the last tried agent")
+            check(d.award.lease_until_ns <= d.task.constraints.deadline_ns, "lease beyond deadline")
+        if d.state in _ON_AWARD:
+            check(d.award is not None and d.awarded is not None, "awarded without an award")
+            check(TimerKind.LEASE in timers, "no lease timer while awarded")
+        check((TimerKind.ACK in timers) == (d.state is _S.AWARDED), "ack timer iff awarded")
+        check((TimerKind.BID_WINDOW in timers) == (d.state in _OPEN), "window timer iff open")
+        check((TimerKind.DEADLINE in timers) == (d.state in LIVE), "deadline timer iff live")
+        if d.state in TERMINAL:
+            check(not timers, "timers armed after the end")
+            check((d.outcome is None) == (d.state is _S.COMPLETED), "terminal outcome")
+
+
+_REMOTE_TO_REQUESTER: Final = (
+    EventType.BID,
+    EventType.DECLINE,
+    EventType.AWARD_ACK,
+    EventType.AWARD_REJECT,
+    EventType.PROGRESS,
+    EventType.RESULT,
+    EventType.FAILURE,
+)
+_REMOTE_TO_CONTRACTOR: Final = (EventType.TASK, EventType.AWARD, EventType.CANCEL)
+_TIMERS: Final = (
+    EventType.BID_WINDOW_CLOSED,
+    EventType.ACK_TIMEOUT,
+    EventType.LEASE_EXPIRED,
+    EventType.DEADLINE_REACHED,
+)
+
+
+def _build_table() -> dict[tuple[RequesterState, EventType], Handler]:
+    M = RequesterMachine
+    E = EventType
+    t: dict[tuple[RequesterState, EventType], Handler] = {}
+    every = tuple(RequesterState)
+    for s in every:
+        t[(s, E.RECOVERED)] = M._on_recovered
+        for e in _TIMERS:
+            t[(s, e)] = M._on_stale_timer
+        for e in _REMOTE_TO_CONTRACTOR:
+            t[(s, e)] = M._on_unexpected
+    t[(_S.CREATED, E.START)] = M._on_start
+    t[(_S.CREATED, E.CANCEL_TASK)] = M._on_cancel_task
+    for e in _REMOTE_TO_REQUESTER:
+        t[(_S.CREATED, e)] = M._on_unexpected
+        for s in TERMINAL:
+            t[(s, e)] = M._on_terminal
+    for s in LIVE:
+        t[(s, E.CANCEL_TASK)] = M._on_cancel_task
+        t[(s, E.DEADLINE_REACHED)] = M._on_deadline
+        t[(s, E.DECLINE)] = M._on_decline
+        t[(s, E.AWARD_ACK)] = M._on_ack
+        t[(s, E.AWARD_REJECT)] = M._on_award_reject
+        t[(s, E.PROGRESS)] = M._on_progress
+        t[(s, E.RESULT)] = M._on_result
+        t[(s, E.FAILURE)] = M._on_failure
+    for s in _OPEN:
+        t[(s, E.BID)] = M._on_bid
+        t[(s, E.BID_WINDOW_CLOSED)] = M._on_window_closed
+    for s in _ON_AWARD:
+        t[(s, E.BID)] = M._on_late
+        t[(s, E.LEASE_EXPIRED)] = M._on_lease_expired
+    t[(_S.AWARDED, E.ACK_TIMEOUT)] = M._on_ack_timeout
+    return t
+
+
+_TABLE: Final = _build_table()
+TRANSITIONS: Final = frozenset(_TABLE)
+"""Every (state, event type) pair the requester handles; any other pair raises LocalProtocolError."""

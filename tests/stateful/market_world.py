@@ -1,0 +1,766 @@
+"""A simulated mesh for the market machines: synchronous shells, a clock, and one FIFO queue per link.
+
+The World plays every shell: it carries out the machines' actions (encodes messages to bytes and queues them on
+the (sender, recipient) link, keeps timers, runs "executions" that take simulated time) and feeds deliveries,
+timers and execution reports back as events. Faults are explicit method calls (drop, duplicate, reorder, delay,
+partition, crash, ...), so a Hypothesis state machine or a unit test decides the schedule.
+
+It also keeps the ground truth the safety invariants are checked against: every award sent, every result
+accepted, every bid that was crafted ineligible or forged, who is trusted for what.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from accord.protocol.actions import (
+    Abort,
+    Accept,
+    Action,
+    Broadcast,
+    CancelTimer,
+    Execute,
+    Fail,
+    Multicast,
+    Outcome,
+    Rejected,
+    ReportProgress,
+    Send,
+    SetTimer,
+)
+from accord.protocol.codec import decode, encode
+from accord.protocol.contractor import ContractorMachine, ContractorProfile
+from accord.protocol.digests import payload_digest
+from accord.protocol.events import (
+    CancelTask,
+    Event,
+    ExecutionDone,
+    ExecutionFailed,
+    Received,
+    Recovered,
+    Shutdown,
+    Start,
+    TimerFired,
+    TimerKind,
+)
+from accord.protocol.market import NS_PER_MS, Reputation, ReputationPredictor, sheet_quote
+from accord.protocol.messages import (
+    Advertise,
+    Award,
+    Bid,
+    Constraints,
+    Message,
+    ModelOffer,
+    Privacy,
+    Task,
+    Tier,
+    Withdraw,
+)
+from accord.protocol.registry import Registry
+from accord.protocol.requester import RequesterConfig, RequesterMachine, TaskSpec
+
+BASE_NS = 1_700_000_000 * 10**9
+MS = NS_PER_MS
+
+
+def agent_id(name: str) -> str:
+    """A deterministic, well-formed agent id (``U`` + 55 base32 characters) for a test name."""
+    return "U" + base64.b32encode(hashlib.sha512(name.encode()).digest()).decode()[:55]
+
+
+def model(name: str, *, tps: float, price_out: int, quality: float, ttft_ms: int = 5) -> ModelOffer:
+    return ModelOffer(
+        name=name,
+        context_window=32_000,
+        tokens_per_s=tps,
+        price_in_per_1k_micros=price_out // 4,
+        price_out_per_1k_micros=price_out,
+        quality=quality,
+        ttft_ms=ttft_ms,
+    )
+
+
+_ALL_PRIVACY = (Privacy.PUBLIC, Privacy.INTERNAL, Privacy.CONFIDENTIAL)
+
+PROFILES: tuple[tuple[ContractorProfile, float], ...] = (
+    # (profile, slowness: how much longer than its estimate the execution really takes)
+    (
+        ContractorProfile(
+            name="cloud-eu",
+            tier=Tier.CLOUD,
+            region="eu",
+            residency=("eu",),
+            privacy=_ALL_PRIVACY,
+            models=(model("big", tps=2000.0, price_out=4000, quality=0.85),),
+            slots=2,
+            bid_hold_ms=300,
+            ttl_ms=3000,
+        ),
+        1.0,
+    ),
+    (
+        ContractorProfile(
+            name="cloud-us",
+            tier=Tier.CLOUD,
+            region="us",
+            residency=("us",),
+            privacy=_ALL_PRIVACY,
+            models=(model("huge", tps=1500.0, price_out=8000, quality=0.92),),
+            bid_hold_ms=300,
+            ttl_ms=3000,
+        ),
+        1.0,
+    ),
+    (
+        ContractorProfile(
+            name="edge-eu",
+            tier=Tier.EDGE,
+            region="eu",
+            residency=("eu",),
+            models=(model("mid", tps=800.0, price_out=800, quality=0.7),),
+            bid_hold_ms=300,
+            ttl_ms=3000,
+        ),
+        1.0,
+    ),
+    (
+        ContractorProfile(
+            name="device",
+            tier=Tier.DEVICE,
+            region="eu",
+            residency=("eu", "us"),
+            privacy=_ALL_PRIVACY,
+            models=(model("tiny", tps=300.0, price_out=0, quality=0.5),),
+            bid_hold_ms=300,
+            ttl_ms=3000,
+        ),
+        1.0,
+    ),
+    (
+        ContractorProfile(
+            name="cloud-slow",
+            tier=Tier.CLOUD,
+            region="eu",
+            residency=("eu", "us"),
+            models=(model("slowpoke", tps=2500.0, price_out=1000, quality=0.9),),
+            bid_hold_ms=300,
+            ttl_ms=3000,
+        ),
+        6.0,  # promises fast answers, delivers after its lease
+    ),
+    (
+        ContractorProfile(
+            name="edge-us",
+            tier=Tier.EDGE,
+            region="us",
+            residency=("us",),
+            privacy=_ALL_PRIVACY,
+            models=(
+                model("mid-us", tps=900.0, price_out=900, quality=0.72),
+                model("small-us", tps=3000.0, price_out=200, quality=0.55),
+            ),
+            slots=3,
+            shared_backend=True,
+            bid_hold_ms=300,
+            ttl_ms=3000,
+        ),
+        1.0,
+    ),
+)
+
+RESIDENCIES: tuple[str | None, ...] = (None, "eu", "us")
+TIER_PREFS: tuple[tuple[Tier, ...], ...] = ((), (Tier.CLOUD,), (Tier.EDGE, Tier.DEVICE))
+PRIVACIES = (Privacy.PUBLIC, Privacy.CONFIDENTIAL)
+MAX_PRICES = (1_000, 5_000, 50_000)
+
+
+@dataclass
+class ContractorNode:
+    agent_id: str
+    profile: ContractorProfile
+    slowness: float
+    rng: random.Random
+    machine: ContractorMachine
+    up: bool = True
+    left: bool = False
+    timers: dict[tuple[TimerKind, str], int] = field(default_factory=dict)
+    executions: dict[tuple[str, int], int] = field(default_factory=dict)  # (task_id, attempt) -> finish ns
+
+
+@dataclass
+class RequesterNode:
+    agent_id: str
+    rng: random.Random
+    reputation: Reputation = field(default_factory=Reputation)
+    registry: Registry = field(default_factory=Registry)
+    machines: dict[str, RequesterMachine] = field(default_factory=dict)
+    timers: dict[tuple[str, TimerKind], int] = field(default_factory=dict)
+    snapshots: dict[str, bytes] = field(default_factory=dict)
+    up: bool = True
+    restarted_ns: int = 0
+
+
+@dataclass
+class TaskRecord:
+    task_id: str
+    requester: str
+    constraints: Constraints
+    mechanism_asked: str
+    terminal_ns: int | None = None
+    outcome: str = ""
+
+
+class World:
+    """The mesh. All randomness comes from ``seed``; every decision that matters comes from the caller."""
+
+    def __init__(self, *, seed: int = 0, config: RequesterConfig | None = None, check_wire: bool = True) -> None:
+        self.now = BASE_NS
+        self.rng = random.Random(seed)
+        self.config = config or RequesterConfig(
+            ack_timeout_ms=100, lease_margin_ms=100, shortlist_k=2, max_attempts=4, min_exec_ms=40
+        )
+        self.check_wire = check_wire
+        self.requesters: dict[str, RequesterNode] = {}
+        self.contractors: dict[str, ContractorNode] = {}
+        self.links: dict[tuple[str, str], deque[tuple[bytes, bool]]] = {}
+        self.delayed: list[tuple[int, str, str, bytes, bool]] = []
+        self.cut: set[frozenset[str]] = set()
+        self.forged: set[str] = set()  # digests of forged bids
+        self.crafted_ineligible: set[str] = set()  # ids of bids crafted to break an eligibility rule
+        self.certs: dict[str, tuple[frozenset[str | None], frozenset[Privacy]]] = {}
+        self.tasks: dict[str, TaskRecord] = {}
+        self.bids_seen: dict[str, Bid] = {}
+        self.adverts_seen: dict[str, Advertise] = {}
+        self.awards: dict[tuple[str, int], Award] = {}
+        self.accepted: dict[str, list[Accept]] = {}
+        self.outcomes: dict[tuple[str, int], bool] = {}
+        self.faults: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self.max_lateness_ns = 0
+        self.violations: list[str] = []
+
+    # --- membership ---------------------------------------------------------------------------------------------
+    def add_requester(self, name: str) -> RequesterNode:
+        node = RequesterNode(agent_id(name), random.Random(self.rng.getrandbits(64)))
+        self.requesters[node.agent_id] = node
+        self.certs[node.agent_id] = (frozenset(), frozenset())
+        return node
+
+    def add_contractor(self, name: str, profile: ContractorProfile, slowness: float = 1.0) -> ContractorNode:
+        aid = agent_id(name)
+        rng = random.Random(self.rng.getrandbits(64))
+        node = ContractorNode(aid, profile, slowness, rng, ContractorMachine(aid, profile, rng=rng))
+        self.contractors[aid] = node
+        self.certs[aid] = (frozenset((None, *profile.residency)), frozenset(profile.privacy))
+        self._run_contractor(node, Start())
+        return node
+
+    def trusted(self, agent: str, c: Constraints) -> bool:
+        cert = self.certs.get(agent)
+        return cert is not None and c.residency in cert[0] and c.privacy in cert[1]
+
+    # --- tasks --------------------------------------------------------------------------------------------------
+    def announce(self, requester: str, spec: TaskSpec) -> str:
+        node = self.requesters[requester]
+        machine = self._new_requester_machine(node, spec)
+        tid = machine.task_id
+        node.machines[tid] = machine
+        self.tasks[tid] = TaskRecord(tid, requester, spec.constraints, spec.mechanism.value)
+        self._run_requester(node, tid, Start())
+        return tid
+
+    def _new_requester_machine(self, node: RequesterNode, spec: TaskSpec) -> RequesterMachine:
+        return RequesterMachine(
+            node.agent_id,
+            spec,
+            rng=node.rng,
+            trusted=self.trusted,
+            verify_bid=self.verify_bid,
+            registry=node.registry,
+            predictor=ReputationPredictor(node.reputation),
+            config=self.config,
+        )
+
+    def verify_bid(self, bid_id: str, digest: str) -> bool:
+        self.stats["verify_calls"] += 1
+        return digest not in self.forged
+
+    def cancel(self, task_id: str) -> bool:
+        rec = self.tasks[task_id]
+        node = self.requesters[rec.requester]
+        m = node.machines.get(task_id)
+        if m is None or m.is_terminal or not node.up:
+            return False
+        self._run_requester(node, task_id, CancelTask())
+        return True
+
+    # --- running the machines (the shells) ----------------------------------------------------------------------
+    def _run_requester(self, node: RequesterNode, task_id: str, event: Event) -> None:
+        machine = node.machines[task_id]
+        actions = machine.handle(event, now=self.now)
+        node.snapshots[task_id] = machine.snapshot()  # persisted before the actions are carried out
+        self.stats["requester_events"] += 1
+        self._execute(node.agent_id, actions, requester=node, task_id=task_id)
+
+    def _run_contractor(self, node: ContractorNode, event: Event) -> None:
+        actions = node.machine.handle(event, now=self.now)
+        self.stats["contractor_events"] += 1
+        self._execute(node.agent_id, actions, contractor=node)
+
+    def _execute(
+        self,
+        src: str,
+        actions: Iterable[Action],
+        *,
+        requester: RequesterNode | None = None,
+        task_id: str = "",
+        contractor: ContractorNode | None = None,
+    ) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                if isinstance(a.to, Broadcast):
+                    self._broadcast(src, a.message)
+                else:
+                    self._enqueue(src, a.to, a.message)
+            elif isinstance(a, Multicast):
+                for to in a.to:
+                    self._enqueue(src, to, a.message)
+            elif isinstance(a, SetTimer):
+                if requester is not None:
+                    requester.timers[(task_id, a.kind)] = a.at_ns
+                elif contractor is not None:
+                    contractor.timers[(a.kind, a.task_id)] = a.at_ns
+            elif isinstance(a, CancelTimer):
+                if requester is not None:
+                    requester.timers.pop((task_id, a.kind), None)
+                elif contractor is not None:
+                    contractor.timers.pop((a.kind, a.task_id), None)
+            elif isinstance(a, Accept):
+                self._on_accept(a)
+            elif isinstance(a, Fail):
+                rec = self.tasks[a.task_id]
+                if rec.terminal_ns is not None:
+                    self.violations.append(f"task {a.task_id} ended twice")
+                rec.terminal_ns = self.now
+                rec.outcome = a.reason.value
+                self.stats[f"failed:{a.reason.value}"] += 1
+            elif isinstance(a, Outcome):
+                assert requester is not None
+                key = (a.task_id, a.attempt)
+                if key in self.outcomes:
+                    self.violations.append(f"two outcomes for attempt {key}")
+                self.outcomes[key] = a.success
+                requester.reputation.record(a.agent_id, 1.0 if a.success else 0.0)
+            elif isinstance(a, Execute):
+                assert contractor is not None
+                self._start_execution(contractor, a)
+            elif isinstance(a, Abort):
+                assert contractor is not None
+                contractor.executions.pop((a.task_id, a.attempt), None)
+            elif isinstance(a, Rejected):
+                self.stats[f"rejected:{a.reason.value}"] += 1
+            elif isinstance(a, ReportProgress):
+                self.stats["progress"] += 1
+
+    def _start_execution(self, node: ContractorNode, a: Execute) -> None:
+        offer = next(m for m in node.profile.models if m.name == a.model)
+        _, latency = sheet_quote(
+            offer,
+            input_tokens=a.task.est_input_tokens,
+            output_tokens=a.task.max_output_tokens,
+            overhead_ms=node.profile.overhead_ms,
+        )
+        node.executions[(a.award.task_id, a.award.attempt)] = self.now + int(latency * node.slowness) * MS
+
+    def _on_accept(self, a: Accept) -> None:
+        rec = self.tasks[a.task_id]
+        self.accepted.setdefault(a.task_id, []).append(a)
+        if rec.terminal_ns is not None:
+            self.violations.append(f"task {a.task_id} accepted after it ended")
+        rec.terminal_ns = self.now
+        rec.outcome = "completed"
+        self.stats["completed"] += 1
+        r = a.result
+        latest = max(att for (tid, att) in self.awards if tid == a.task_id)
+        award = self.awards.get((a.task_id, r.attempt))
+        if award is None or r.attempt != latest:
+            self.violations.append(f"result of attempt {r.attempt} accepted, latest award is {latest}")
+        elif r.sender != award.winner or r.award_id != award.id or a.award.id != award.id:
+            self.violations.append(f"result from {r.sender} accepted, awardee was {award.winner}")
+        if a.price_micros > rec.constraints.max_price_micros:
+            self.violations.append(f"paid {a.price_micros} > budget {rec.constraints.max_price_micros}")
+
+    def _on_award_sent(self, award: Award) -> None:
+        key = (award.task_id, award.attempt)
+        old = self.awards.get(key)
+        if old is not None and old.id != award.id:
+            self.violations.append(f"two awards for attempt {key}")
+        self.awards[key] = award
+        self.stats["awards"] += 1
+        rec = self.tasks[award.task_id]
+        c = rec.constraints
+        if award.price_micros > c.max_price_micros:
+            self.violations.append(f"award price {award.price_micros} over budget {c.max_price_micros}")
+        if award.bid_id in self.crafted_ineligible or award.bid_digest in self.forged:
+            self.violations.append(f"crafted ineligible or forged bid {award.bid_id} won")
+        if not self.trusted(award.winner, c):
+            self.violations.append(f"untrusted or uncertified {award.winner} won")
+        bid = self.bids_seen.get(award.bid_id)
+        if bid is not None:
+            if bid.sender != award.winner or bid.task_id != award.task_id:
+                self.violations.append("award names a bid of another agent or task")
+            if payload_digest(encode(bid)) != award.bid_digest:
+                self.violations.append("award binds the wrong bid digest")
+            if c.residency is not None and c.residency not in bid.residency:
+                self.violations.append("bid without the residency class won")
+            if c.preferred_tiers and bid.tier not in c.preferred_tiers:
+                self.violations.append("bid of a tier not preferred won")
+            if bid.price_micros > c.max_price_micros:
+                self.violations.append("bid over budget won")
+            if award.ts + bid.est_latency_ms * MS > c.deadline_ns or bid.valid_until_ns <= award.ts:
+                self.violations.append("bid too slow or expired won")
+        elif award.bid_id in self.adverts_seen:  # direct award from a price sheet
+            adv = self.adverts_seen[award.bid_id]
+            if adv.sender != award.winner:
+                self.violations.append("direct award names another agent's price sheet")
+        else:
+            self.violations.append(f"award names an unknown bid {award.bid_id}")
+
+    # --- network ------------------------------------------------------------------------------------------------
+    def _record_sent(self, message: Message) -> None:
+        if isinstance(message, Bid):
+            self.bids_seen[message.id] = message
+        elif isinstance(message, Advertise):
+            self.adverts_seen[message.id] = message
+        elif isinstance(message, Award):
+            self._on_award_sent(message)
+
+    def _broadcast(self, src: str, message: Message) -> None:
+        self._record_sent(message)
+        data = encode(message)
+        if isinstance(message, Task):
+            targets: Iterable[str] = [a for a, n in self.contractors.items() if not n.left and a != src]
+        else:
+            targets = list(self.requesters)
+        for dst in targets:
+            self.links.setdefault((src, dst), deque()).append((data, True))
+        self.stats["sent"] += 1
+
+    def _enqueue(self, src: str, dst: str, message: Message) -> None:
+        self._record_sent(message)
+        self.links.setdefault((src, dst), deque()).append((encode(message), False))
+        self.stats["sent"] += 1
+
+    def inject(self, src: str, dst: str, message: Message) -> None:
+        """Put a crafted message on a link, as if ``src`` had sent it."""
+        self._enqueue(src, dst, message)
+
+    def busy_links(self) -> list[tuple[str, str]]:
+        return sorted(k for k, q in self.links.items() if q)
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self.links.values())
+
+    def deliver(self, link: tuple[str, str]) -> bool:
+        q = self.links.get(link)
+        if not q:
+            return False
+        data, broadcast = q.popleft()
+        src, dst = link
+        if frozenset(link) in self.cut:
+            self.faults["lost_in_partition"] += 1
+            return True
+        self._deliver_bytes(src, dst, data, broadcast)
+        return True
+
+    def _deliver_bytes(self, src: str, dst: str, data: bytes, broadcast: bool) -> None:
+        message = decode(data)  # every frame the machines send must pass the receivers' validation
+        digest = payload_digest(data)
+        self.stats["delivered"] += 1
+        rnode = self.requesters.get(dst)
+        if rnode is not None:
+            if not rnode.up:
+                self.faults["lost_at_crashed_node"] += 1
+                return
+            if isinstance(message, Advertise):
+                rnode.registry.observe(message, now=self.now, digest=digest)
+                return
+            if isinstance(message, Withdraw):
+                rnode.registry.withdraw(message, now=self.now)
+                return
+            tid = getattr(message, "task_id", None)
+            if tid is None or tid not in rnode.machines:
+                self.stats["unroutable"] += 1
+                return
+            self._run_requester(rnode, tid, Received(message, digest))
+            return
+        cnode = self.contractors.get(dst)
+        if cnode is None or not cnode.up or cnode.left:
+            self.faults["lost_at_crashed_node"] += 1
+            return
+        if isinstance(message, Advertise | Withdraw):
+            return
+        self._run_contractor(cnode, Received(message, digest, broadcast=broadcast))
+
+    def deliver_all(self, limit: int = 100_000) -> int:
+        """Deliver until every queue is empty (round robin over links); the number delivered."""
+        n = 0
+        while n < limit:
+            progressed = False
+            for link in self.busy_links():
+                if self.deliver(link):
+                    n += 1
+                    progressed = True
+            if not progressed:
+                break
+        return n
+
+    # --- faults -------------------------------------------------------------------------------------------------
+    def drop(self, link: tuple[str, str]) -> bool:
+        q = self.links.get(link)
+        if not q:
+            return False
+        q.popleft()
+        self.faults["drop"] += 1
+        return True
+
+    def duplicate(self, link: tuple[str, str]) -> bool:
+        q = self.links.get(link)
+        if not q:
+            return False
+        q.appendleft(q[0])
+        self.faults["duplicate"] += 1
+        return True
+
+    def reorder(self, link: tuple[str, str], i: int) -> bool:
+        q = self.links.get(link)
+        if not q or len(q) < 2:
+            return False
+        j = 1 + i % (len(q) - 1)
+        q[0], q[j] = q[j], q[0]
+        self.faults["reorder"] += 1
+        return True
+
+    def delay(self, link: tuple[str, str], ms: int) -> bool:
+        q = self.links.get(link)
+        if not q:
+            return False
+        data, broadcast = q.popleft()
+        self.delayed.append((self.now + ms * MS, link[0], link[1], data, broadcast))
+        self.faults["delay"] += 1
+        return True
+
+    def partition(self, a: str, b: str) -> None:
+        self.cut.add(frozenset((a, b)))
+        self.faults["partition"] += 1
+
+    def heal(self) -> None:
+        if self.cut:
+            self.faults["heal"] += 1
+        self.cut.clear()
+
+    def crash_contractor(self, aid: str) -> None:
+        node = self.contractors[aid]
+        node.up = False
+        node.timers.clear()
+        node.executions.clear()
+        self.faults["agent_crash"] += 1
+
+    def restart_contractor(self, aid: str) -> None:
+        node = self.contractors[aid]
+        node.machine = ContractorMachine(aid, node.profile, rng=node.rng)
+        node.up = True
+        self.faults["agent_restart"] += 1
+        self._run_contractor(node, Start())
+
+    def leave(self, aid: str) -> None:
+        node = self.contractors[aid]
+        self._run_contractor(node, Shutdown())
+        node.left = True
+        node.timers.clear()
+        node.executions.clear()
+        self.faults["agent_leave"] += 1
+
+    def crash_requester(self, aid: str) -> None:
+        """Crash: the in-memory machines and the shell's timers are lost; the snapshots (KV) survive."""
+        node = self.requesters[aid]
+        node.up = False
+        node.machines.clear()
+        node.timers.clear()
+        node.registry = Registry()
+        self.faults["requester_crash"] += 1
+
+    def restart_requester(self, aid: str) -> None:
+        node = self.requesters[aid]
+        node.up = True
+        node.restarted_ns = self.now
+        self.faults["requester_restart"] += 1
+        for tid, snap in node.snapshots.items():
+            machine = RequesterMachine.restore(
+                snap,
+                rng=node.rng,
+                trusted=self.trusted,
+                verify_bid=self.verify_bid,
+                registry=node.registry,
+                predictor=ReputationPredictor(node.reputation),
+                config=self.config,
+            )
+            if machine.snapshot() != snap:
+                self.violations.append("snapshot does not round-trip")
+            node.machines[tid] = machine
+            self._run_requester(node, tid, Recovered())
+
+    # --- time ---------------------------------------------------------------------------------------------------
+    def _next_due(self, until: int) -> tuple[int, int, object] | None:
+        """The earliest (at, order, item) among timers, executions and delayed frames due by ``until``."""
+        best: tuple[int, int, object] | None = None
+        for node in self.requesters.values():
+            if not node.up:
+                continue
+            for (tid, kind), at in node.timers.items():
+                if at <= until and (best is None or at < best[0]):
+                    best = (at, 0, ("r", node.agent_id, tid, kind))
+        for cnode in self.contractors.values():
+            if not cnode.up or cnode.left:
+                continue
+            for (kind, tid), at in cnode.timers.items():
+                if at <= until and (best is None or at < best[0]):
+                    best = (at, 1, ("c", cnode.agent_id, tid, kind))
+            for (tid, attempt), at in cnode.executions.items():
+                if at <= until and (best is None or at < best[0]):
+                    best = (at, 2, ("x", cnode.agent_id, tid, attempt))
+        for i, (at, *_rest) in enumerate(self.delayed):
+            if at <= until and (best is None or at < best[0]):
+                best = (at, 3, ("d", i))
+        return best
+
+    def advance(self, ms: int, *, on_time: bool = True) -> None:
+        """Move the clock ``ms`` forward, firing what falls due in time order.
+
+        ``on_time=False`` models a stalled shell: the clock jumps first and everything due fires late.
+        """
+        target = self.now + ms * MS
+        if not on_time:
+            self.max_lateness_ns = max(self.max_lateness_ns, ms * MS)
+            self.now = target
+        while True:
+            nxt = self._next_due(target)
+            if nxt is None:
+                break
+            self.now = max(self.now, nxt[0])
+            self._fire(nxt[2])
+        self.now = target
+
+    def advance_to_next(self, horizon_ms: int = 60_000) -> bool:
+        """Jump to the next due item (on time) and fire it; False if nothing is due within the horizon."""
+        nxt = self._next_due(self.now + horizon_ms * MS)
+        if nxt is None:
+            return False
+        self.now = max(self.now, nxt[0])
+        self._fire(nxt[2])
+        return True
+
+    def _fire(self, item: object) -> None:
+        assert isinstance(item, tuple)
+        tag = item[0]
+        if tag == "r":
+            _, aid, tid, kind = item
+            node = self.requesters[aid]
+            del node.timers[(tid, kind)]
+            self._run_requester(node, tid, TimerFired(kind, tid))
+        elif tag == "c":
+            _, aid, tid, kind = item
+            cnode = self.contractors[aid]
+            del cnode.timers[(kind, tid)]
+            self._run_contractor(cnode, TimerFired(kind, tid))
+        elif tag == "x":
+            _, aid, tid, attempt = item
+            cnode = self.contractors[aid]
+            del cnode.executions[(tid, attempt)]
+            self._run_contractor(cnode, ExecutionDone(tid, attempt, f"answer from {cnode.profile.name}"))
+        else:
+            _, i = item
+            _, src, dst, data, broadcast = self.delayed.pop(i)
+            self.links.setdefault((src, dst), deque()).append((data, broadcast))
+
+    def fail_execution(self, aid: str) -> bool:
+        cnode = self.contractors[aid]
+        if not cnode.executions:
+            return False
+        (tid, attempt) = min(cnode.executions)
+        del cnode.executions[(tid, attempt)]
+        self.faults["backend_error"] += 1
+        self._run_contractor(cnode, ExecutionFailed(tid, attempt))
+        return True
+
+    # --- checks -------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """The safety invariants; raises AssertionError on the first violation."""
+        assert not self.violations, self.violations
+        for tid, acc in self.accepted.items():
+            assert len(acc) <= 1, (tid, acc)
+            paid = sum(a.price_micros for a in acc)
+            assert paid <= self.tasks[tid].constraints.max_price_micros, (tid, paid)
+        for rnode in self.requesters.values():
+            for m in rnode.machines.values():
+                m.check_invariants()
+        for cnode in self.contractors.values():
+            if cnode.up and not cnode.left:
+                cnode.machine.check_invariants()
+                assert 0 <= cnode.machine.used_slots <= cnode.profile.slots
+
+    def live_tasks(self) -> list[str]:
+        return [tid for tid, rec in self.tasks.items() if rec.terminal_ns is None]
+
+    def settle(self, *, max_rounds: int = 100_000) -> None:
+        """Faults stop: heal, restart everything down, release delayed frames, then deliver and advance the clock
+        (timers on time) until every task is terminal."""
+        self.cut.clear()
+        for at, src, dst, data, broadcast in sorted(self.delayed, key=lambda d: d[0]):
+            del at
+            self.links.setdefault((src, dst), deque()).append((data, broadcast))
+        self.delayed.clear()
+        for aid, rnode in self.requesters.items():
+            if not rnode.up:
+                self.restart_requester(aid)
+        for aid, cnode in self.contractors.items():
+            if not cnode.up and not cnode.left:
+                self.restart_contractor(aid)
+        for _ in range(max_rounds):
+            self.deliver_all()
+            self.check()
+            if not self.live_tasks():
+                return
+            if not self.advance_to_next():
+                return
+
+    def terminal_bound_ns(self, task_id: str) -> int:
+        """The stated bound: terminal by max(deadline, the requester's last restart) + the worst timer lateness."""
+        rec = self.tasks[task_id]
+        restarted = self.requesters[rec.requester].restarted_ns
+        return max(rec.constraints.deadline_ns, restarted) + self.max_lateness_ns
+
+
+def constraints(
+    now: int,
+    *,
+    deadline_ms: int,
+    max_price: int,
+    residency: str | None = None,
+    tiers: tuple[Tier, ...] = (),
+    privacy: Privacy = Privacy.PUBLIC,
+    min_quality: float = 0.0,
+) -> Constraints:
+    return Constraints(
+        deadline_ns=now + deadline_ms * MS,
+        max_price_micros=max_price,
+        min_quality=min_quality,
+        residency=residency,
+        privacy=privacy,
+        preferred_tiers=list(tiers),
+    )

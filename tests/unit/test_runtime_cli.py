@@ -1,0 +1,98 @@
+"""Bad input through the command line: each gives a clear message and a non-zero exit, never a traceback.
+
+The commands run as subprocesses (as a user runs them), all at once to keep the wall time down.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from accord.bus.server import free_port
+from accord.security import Identity, save_identity
+from accord.security.testing import Pki
+
+GOOD_AGENT = """
+[[agents]]
+name = "a"
+tier = "device"
+backend = { kind = "simulated" }
+"""
+
+
+def _run_all(cases: dict[str, tuple[list[str], Path]]) -> dict[str, tuple[int, str]]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "NO_COLOR": "1", "COLUMNS": "200"}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", "from accord.cli import main; main()", *argv],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        for name, (argv, cwd) in cases.items()
+    }
+    out: dict[str, tuple[int, str]] = {}
+    try:
+        for name, proc in procs.items():
+            stdout, _ = proc.communicate(timeout=60)
+            out[name] = (proc.returncode, " ".join(stdout.decode(errors="replace").split()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    return out
+
+
+def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> None:
+    closed = f"nats://127.0.0.1:{free_port()}"
+    (tmp_path / "mesh.toml").write_text(GOOD_AGENT, encoding="utf-8")
+    (tmp_path / "bad.toml").write_text("[[agents]\nname = ", encoding="utf-8")
+    (tmp_path / "badfield.toml").write_text(GOOD_AGENT.replace('"device"', '"phone"'), encoding="utf-8")
+    (tmp_path / "nokey.toml").write_text(GOOD_AGENT + 'key = "keys/missing.seed"\n', encoding="utf-8")
+    # a trust file from an operator that never certified this agent's key
+    pki = Pki(random.Random(3))
+    pki.agent("someone-else")
+    pki.trust.save(tmp_path / "trust.json")
+    stranger = Identity.generate()
+    save_identity(stranger, tmp_path / "stranger.seed")
+    (tmp_path / "untrusted.toml").write_text(
+        '[trust]\nfile = "trust.json"\n' + GOOD_AGENT + 'key = "stranger.seed"\n', encoding="utf-8"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    results = _run_all(
+        {
+            "unreachable": (["ask", "hello", "--mesh", "mesh.toml", "--nats", closed], tmp_path),
+            "malformed": (["up", "bad.toml"], tmp_path),
+            "bad_field": (["up", "badfield.toml", "--nats", closed], tmp_path),
+            "missing_key": (["up", str(tmp_path / "nokey.toml"), "--nats", closed], elsewhere),
+            "unknown_key": (["up", "untrusted.toml", "--nats", closed], tmp_path),
+            "unknown_agent": (["up", "mesh.toml", "--only", "zed", "--nats", closed], tmp_path),
+            "no_mesh_running": (["ask", "hello", "--mesh", "mesh.toml"], tmp_path),
+        }
+    )
+    for name, (code, text) in results.items():
+        assert code != 0, (name, text)
+        assert "Traceback" not in text, (name, text)
+
+    code, text = results["unreachable"]
+    assert code == 1 and "bus error" in text and "cannot connect" in text and closed in text, text
+    code, text = results["malformed"]
+    assert code == 2 and "bad.toml" in text and "not valid TOML" in text, text
+    code, text = results["bad_field"]
+    assert code == 2 and "$.agents[0].tier" in text and "phone" in text, text
+    code, text = results["missing_key"]  # a key path relative to the mesh file, run from another directory
+    assert code == 1 and "key_file_missing" in text and "missing.seed" in text, text
+    code, text = results["unknown_key"]
+    assert code == 1 and stranger.id in text and "not trusted" in text and "unknown_key" in text, text
+    code, text = results["unknown_agent"]
+    assert code == 1 and "zed" in text and "no agent named" in text, text
+    code, text = results["no_mesh_running"]
+    assert code == 2 and "no running mesh" in text, text
