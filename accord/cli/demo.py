@@ -14,6 +14,7 @@ decide who may win; every result's attestation is verified before it is shown.
 from __future__ import annotations
 
 import functools
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from accord.protocol.requester import TaskSpec
 
 __all__ = ["WORKLOAD", "register"]
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def demo_mesh(edge_base_url: str, *, threads: int) -> MeshConfig:
                 residency=["eu"],
                 privacy=[Privacy.PUBLIC, Privacy.CONFIDENTIAL],
                 backend=device_backend,
+                bid_hold_ms=200,
             ),
             AgentConfig(
                 name="laptop",
@@ -107,12 +109,14 @@ def demo_mesh(edge_base_url: str, *, threads: int) -> MeshConfig:
                 residency=["eu"],
                 privacy=[Privacy.PUBLIC, Privacy.CONFIDENTIAL],
                 backend=device_backend,
+                bid_hold_ms=200,
             ),
             AgentConfig(
                 name="edge-box",
                 tier=Tier.EDGE,
                 region="eu-west",
                 residency=["eu"],
+                bid_hold_ms=200,
                 backend=OpenAIBackendConfig(base_url=edge_base_url, model="SmolLM2-135M-Instruct"),
                 resources={"tokens_per_s": 40.0, "quality": 0.2, "price_out_per_1k_micros": 50, "rtt_ms": 2},
             ),
@@ -142,7 +146,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         threads: Annotated[int, typer.Option(help="CPU threads per local model.")] = 1,
-        concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 2,
+        concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 1,
         log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
         verbose: Annotated[bool, typer.Option(help="Show the agents' logs.")] = False,
     ) -> None:
