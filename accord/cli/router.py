@@ -43,7 +43,7 @@ def _read(paths: list[Path]) -> list[Outcome]:
 def _table(records: list[Outcome], weak: str | None, strong: str | None) -> PairTable:
     try:
         return PairTable.from_outcomes(records, weak, strong)
-    except RouterError as exc:
+    except (RouterError, OutcomeLogError) as exc:
         raise _fail(exc) from exc
 
 

@@ -208,6 +208,9 @@ def quote_task(profile: ContractorProfile, task: Task, *, now: int, in_flight: i
     return Quote(best[3], best[1], best[2], best_quality)
 
 
+_FOREIGN_BID: Final = "award names another bid"
+
+
 class _Job:
     """One task as this contractor sees it."""
 
@@ -520,7 +523,7 @@ class ContractorMachine:
             if not job.bid_digest:  # computed only for bids that win: the shell publishes encode(bid)
                 job.bid_digest = payload_digest(encode(bid))
             if award.bid_id != bid.id or award.bid_digest != job.bid_digest:
-                return ReasonCode.OTHER, "award names another bid"
+                return ReasonCode.OTHER, _FOREIGN_BID
             if now >= bid.valid_until_ns:
                 return ReasonCode.BID_EXPIRED, ""
             floor = bid.price_micros
@@ -560,6 +563,9 @@ class ContractorMachine:
         if job.state is _J.RELEASED:
             return [self._reject(award, job.reason or ReasonCode.OTHER, now)]
         problem = self._award_problem(job, award, now)
+        if problem is not None and problem[1] == _FOREIGN_BID:
+            # A refused frame changes no state (spec 7.5): our own bid still binds us until it lapses (3.5).
+            return [self._reject(award, problem[0], now, problem[1])]
         if problem is not None:
             out = self._release(job, _J.RELEASED, problem[0])
             out.append(self._reject(award, problem[0], now, problem[1]))

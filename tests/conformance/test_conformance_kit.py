@@ -38,15 +38,7 @@ pytestmark = pytest.mark.integration
 OURS: Final = "our-agent"
 FREE: Final = "free-for-all"
 
-KNOWN_AGENT_BUGS: Final = {
-    "refuse.unknown_bid": (
-        "PROTOCOL.md 7.5 (a refused frame MUST NOT change state) and 5.6 (the bid binds the agent until "
-        "valid_until_ns): accord/protocol/contractor.py _on_award releases the job (_release(job, RELEASED)) "
-        "when _award_problem finds 'award names another bid', so the honest Award of the agent's real bid that "
-        "follows is rejected. 5.6's capacity list ('released on ... AwardReject') reads as if that were "
-        "required and needs the same fix"
-    ),
-}
+KNOWN_AGENT_BUGS: Final[dict[str, str]] = {}
 """Checks our own Agent fails because of bugs outside the kit (reported; the checks are not weakened)."""
 
 
@@ -109,7 +101,6 @@ def test_our_agent_fails_only_its_known_bugs(reports: dict[str, Report]) -> None
     assert report.status("task.decline_price") is Status.PASSED
 
 
-@pytest.mark.xfail(strict=True, reason="known Agent bugs, see KNOWN_AGENT_BUGS (reported, not in the kit)")
 def test_our_agent_passes_every_check(reports: dict[str, Report]) -> None:
     report = reports[OURS]
     assert report.ok, _explain(report)

@@ -244,8 +244,6 @@ def test_award_is_acked_and_executed() -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"bid_id": "0" * 32}, "other"),
-        ({"bid_digest": "0" * 64}, "other"),
         ({"price_micros": 899}, "over_budget"),
         ({"lease_until_ns": NOW + 100 * MS}, "deadline_infeasible"),
         ({"ack_by_ns": NOW + 60 * MS}, "other"),
@@ -259,6 +257,20 @@ def test_unacceptable_award_is_rejected_and_releases(change: dict[str, object], 
     (reject,) = sent(out, AwardReject)
     assert reject.reason == reason and ag.m.used_slots == 0
     assert ag.m.job_state(t.task_id) is JobState.RELEASED
+
+
+@pytest.mark.parametrize("change", [{"bid_id": "0" * 32}, {"bid_digest": "0" * 64}])
+def test_award_for_a_bid_we_never_made_is_rejected_without_changing_state(change: dict[str, object]) -> None:
+    """Spec 7.5: a refused frame changes no state; our real bid still binds us (3.5) and its award still works."""
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    _, out = ag.at(60).award(t, bid, **change)
+    (reject,) = sent(out, AwardReject)
+    assert reject.reason == "other" and ag.m.used_slots == 1
+    assert ag.m.job_state(t.task_id) is JobState.BIDDING
+    _, out = ag.award(t, bid)
+    assert sent(out, AwardAck) and ag.m.job_state(t.task_id) is JobState.RUNNING
 
 
 def test_award_after_bid_expiry_or_for_unknown_task_is_rejected() -> None:

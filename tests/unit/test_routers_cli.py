@@ -67,3 +67,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown_kind" in result.output
     result = runner.invoke(app, ["router", "eval", str(bad), str(log)])
     assert result.exit_code == 2
+    unscored = tmp_path / "unscored.jsonl"
+    unscored.write_text('{"query_id":"a","prompt":"p","model":"m"}\n{"query_id":"a","prompt":"p","model":"n"}\n')
+    result = runner.invoke(app, ["router", "train", str(unscored), "-o", str(tmp_path / "r.msgpack")])
+    assert result.exit_code == 2 and "no quality signal" in result.output
