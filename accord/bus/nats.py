@@ -563,11 +563,13 @@ class NatsBus:
             with anyio.fail_after(budget + 1):
                 await nc.connect(**opts)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
+            seen = [self._last_error, nc.last_error, exc]
             await nc.close()
             cause = self._last_error or exc
-            if (
-                isinstance(cause, nats.errors.AuthorizationError)
-                or "authorization violation" in str(cause).lower()
+            if any(
+                isinstance(e, nats.errors.AuthorizationError) or "authorization violation" in str(e).lower()
+                for e in seen
+                if e is not None
             ):
                 raise PermissionDeniedError(f"authorization failed at {self._servers}") from exc
             raise ConnectError(f"cannot connect to {self._servers}: {cause!r}") from exc

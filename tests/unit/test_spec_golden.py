@@ -135,6 +135,8 @@ def test_run_checks_reports_every_kind_of_mismatch(tmp_path: Path) -> None:
     spec = tmp_path / "spec"
     shutil.copytree(SCHEMAS, spec / "schemas")
     shutil.copytree(SPEC / "vectors" / "messages", spec / "vectors" / "messages")
+    shutil.copytree(SPEC / "vectors" / "security", spec / "vectors" / "security")
+    shutil.copy(SPEC / "asyncapi.yaml", spec / "asyncapi.yaml")
     assert all(r.ok for r in spec_cli.run_checks(spec))
 
     bid = spec / "vectors" / "messages" / "bid.json"
@@ -180,7 +182,7 @@ def test_spec_schemas_and_vectors_write_what_check_expects(tmp_path: Path) -> No
         result = runner.invoke(app, ["spec", command, "--spec-dir", str(spec)], env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
     assert not (spec / "vectors" / "messages" / "stale.json").exists()
-    assert all(r.ok for r in spec_cli.run_checks(spec))
+    assert all(r.ok for r in spec_cli.run_checks(spec, [spec_cli.check_artifacts, spec_cli.check_message_vectors]))
     result = runner.invoke(app, ["spec", "vectors", "--spec-dir", str(spec)], env={"COLUMNS": "200"})
     assert "unchanged" in result.output and "created" not in result.output
 
