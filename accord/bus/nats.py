@@ -478,6 +478,7 @@ class NatsBus:
         self._servers = [servers] if isinstance(servers, str) else list(servers)
         self._name = name
         self._nkey_seed = nkey_seed
+        self._auth_error: Exception | None = None
         self._credentials = credentials
         self._inbox_prefix = inbox_prefix
         self._connect_timeout_ms = connect_timeout_ms
@@ -563,7 +564,7 @@ class NatsBus:
             with anyio.fail_after(budget + 1):
                 await nc.connect(**opts)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            seen = [self._last_error, nc.last_error, exc]
+            seen = [self._auth_error, self._last_error, nc.last_error, exc]
             await nc.close()
             cause = self._last_error or exc
             if any(
@@ -626,6 +627,8 @@ class NatsBus:
             if self._stats.dropped & (self._stats.dropped - 1) == 0:  # log the 1st, 2nd, 4th, 8th... drop
                 log.warning("bus.slow_consumer", subject=exc.subject, dropped=self._stats.dropped)
             return
+        if "authorization violation" in str(exc).lower():
+            self._auth_error = exc  # kept: a later connection reset must not hide why the server hung up
         m = _PERMISSION_RE.search(str(exc))
         if m is not None:
             self._violation_serial += 1

@@ -185,7 +185,7 @@ class CascadeRouter(PairRouter):
         strong: str = "",
         *,
         features: TextFeaturizer | None = None,
-        answer_weight: float = 1.0,
+        answer_weight: float = 2.0,
         l2: float = 1.0,
         max_iter: int = 200,
     ) -> None:
