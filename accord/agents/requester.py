@@ -192,6 +192,7 @@ class _Pending:
     """One submitted task: its machine, the raw bid frames it may verify, and how it ended."""
 
     __slots__ = (
+        "avoid",
         "bids",
         "declines",
         "done",
@@ -209,8 +210,10 @@ class _Pending:
         bids: dict[str, Opened],
         started_ns: int,
         on_progress: ProgressCallback | None,
+        avoid: set[str] | None = None,
     ) -> None:
         self.machine = machine
+        self.avoid = avoid
         self.bids = bids
         self.verified: dict[str, VerifiedAttestation] = {}
         self.declines: Counter[str] = Counter()
@@ -341,8 +344,17 @@ class Requester:
                     self._log.exception("frame.crashed", subject=msg.subject)
 
     # --- the API ------------------------------------------------------------------------------------------------
-    async def submit(self, spec: TaskSpec, *, on_progress: ProgressCallback | None = None) -> TaskOutcome:
+    async def submit(
+        self,
+        spec: TaskSpec,
+        *,
+        on_progress: ProgressCallback | None = None,
+        avoid: set[str] | None = None,
+    ) -> TaskOutcome:
         """Run one task through the market; the verified outcome, or TaskFailed with the reason.
+
+        ``avoid``: agents not to award this task to. The requester adds every agent it awards this task to, so
+        sibling tasks that share one set (an ensemble's k calls) each go to a different agent.
 
         At most ``max_in_flight`` tasks run at once; further calls wait for a slot (backpressure), but never past
         the task's deadline: a task still queued then fails with ``deadline_exceeded``. Cancelling the caller
@@ -360,6 +372,7 @@ class Requester:
             registry=self.registry,
             predictor=self.predictor,
             config=self.config,
+            avoid=avoid if avoid is not None else (),
         )
         task_id = machine.task_id
         self.stats.submitted += 1
@@ -371,7 +384,7 @@ class Requester:
         except BaseException:  # cancelled while waiting for a slot: it never started
             self.stats.failed[ReasonCode.CANCELLED.value] += 1
             raise
-        pending = _Pending(machine, bids, now_ns(), on_progress)
+        pending = _Pending(machine, bids, now_ns(), on_progress, avoid)
         self._tasks[task_id] = pending
         try:
             self._feed(pending, Start())  # fails at once if the deadline passed while it was queued
@@ -575,8 +588,11 @@ class Requester:
             elif t is Send:
                 assert isinstance(action, Send)
                 message = action.message
-                if type(message) is Award and message.attempt > 1:
-                    self.stats.reawards += 1
+                if type(message) is Award:
+                    if message.attempt > 1:
+                        self.stats.reawards += 1
+                    if pending.avoid is not None:
+                        pending.avoid.add(message.winner)
                 self._send(action.to, message)
             elif t is Multicast:
                 assert isinstance(action, Multicast)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 import msgspec
@@ -214,7 +214,7 @@ Handler = Callable[["RequesterMachine", Event, int], list[Action]]
 class RequesterMachine:
     """One task's requester side. See the module docstring for the contract."""
 
-    __slots__ = ("_d", "_rng", "config", "predictor", "registry", "trusted", "verify_bid")
+    __slots__ = ("_d", "_rng", "avoid", "config", "predictor", "registry", "trusted", "verify_bid")
 
     def __init__(
         self,
@@ -227,11 +227,15 @@ class RequesterMachine:
         registry: Registry | None = None,
         predictor: QualityPredictor | None = None,
         config: RequesterConfig | None = None,
+        avoid: Collection[str] = (),
     ) -> None:
         """``agent_id``: this requester's own id (the ``sender`` of what it sends). ``rng``: the source of the
         task id and every message id. ``trusted``: the trust predicate (market.TrustPolicy). ``verify_bid``: the
         signature hook for bids. ``registry``: enables targeted calls and direct awards (None: always
-        broadcast). ``predictor``: predicted quality (default: ReputationPredictor with an empty record)."""
+        broadcast). ``predictor``: predicted quality (default: ReputationPredictor with an empty record).
+        ``avoid``: agents this task must not be awarded to, read at every award (the shell may keep adding to
+        it: sibling tasks of one strategy share a set so that each goes to a different agent); like ``tried``
+        they are skipped silently. Not part of the snapshot."""
         digest = spec.prompt_digest if spec.prompt_digest is not None else prompt_digest(spec.messages)
         task_id = new_message_id(rng)
         task = Task(
@@ -257,6 +261,7 @@ class RequesterMachine:
         self.registry = registry
         self.predictor: QualityPredictor = predictor if predictor is not None else ReputationPredictor()
         self.config = config if config is not None else RequesterConfig()
+        self.avoid = avoid
 
     # --- persistence --------------------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -274,6 +279,7 @@ class RequesterMachine:
         registry: Registry | None = None,
         predictor: QualityPredictor | None = None,
         config: RequesterConfig | None = None,
+        avoid: Collection[str] = (),
     ) -> RequesterMachine:
         """A machine in the state of ``data``; call ``handle(Recovered(), now=...)`` next to re-arm timers."""
         self = cls.__new__(cls)
@@ -284,6 +290,7 @@ class RequesterMachine:
         self.registry = registry
         self.predictor = predictor if predictor is not None else ReputationPredictor()
         self.config = config if config is not None else RequesterConfig()
+        self.avoid = avoid
         return self
 
     # --- read-only view -----------------------------------------------------------------------------------------
@@ -441,7 +448,7 @@ class RequesterMachine:
                 k=cfg.shortlist_k << (d.announces - 1),
                 trusted=self.trusted,
                 predictor=self.predictor,
-                exclude=frozenset(d.tried),
+                exclude=frozenset(d.tried).union(self.avoid),
             )
         d.invited = invited
         d.responded = set()
@@ -472,7 +479,7 @@ class RequesterMachine:
         out: list[Action] = []
         if d.attempt >= self.config.max_attempts:
             return out, False
-        tried = frozenset(d.tried)
+        tried = frozenset(d.tried).union(self.avoid)
         if d.direct:
             if self.registry is None:
                 return out, False
