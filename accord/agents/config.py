@@ -2,6 +2,8 @@
 
 Example::
 
+    strategy = "thrifty"            # what `accord ask` uses without --strategy (top-level keys come first)
+
     [bus]
     embedded = true                 # start a private nats-server (default); or: url = "nats://host:4222"
 
@@ -21,6 +23,11 @@ Example::
     backend = { kind = "openai", base_url = "http://127.0.0.1:8080/v1", model = "m", api_key_env = "KEY" }
     resources = { price_in_per_1k_micros = 500, price_out_per_1k_micros = 1500, quality = 0.8 }
 
+    [strategies.thrifty]                       # a device cascade that escalates to a cloud ensemble
+    kind = "cascade"
+    first = { kind = "single", tiers = ["device"] }
+    then = { kind = "ensemble", k = 2, tiers = ["cloud"] }
+
 A malformed file raises :class:`MeshConfigError` naming the file and the offending field.
 """
 
@@ -32,6 +39,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
+from accord.agents.strategies.config import StrategySpec
 from accord.errors import AccordError
 from accord.protocol.messages import Privacy, Tier
 
@@ -155,6 +163,10 @@ class MeshConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     state_dir: str | None = None
     """Where keys, the trust file and the running mesh's URL are kept; default ``.accord`` beside the file."""
     process: Literal["single", "per-agent"] = "single"
+    strategies: dict[Name, StrategySpec] = {}
+    """Named collaboration strategies (``[strategies.NAME]`` tables) for ``accord ask --strategy NAME``."""
+    strategy: str | None = None
+    """The strategy ``accord ask`` uses without ``--strategy``: a name from ``strategies`` or a kind."""
 
 
 def parse_mesh(text: str, *, source: str = "<mesh>") -> MeshConfig:
