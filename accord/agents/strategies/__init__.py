@@ -35,6 +35,7 @@ from accord.agents.strategies.config import (
 from accord.agents.strategies.debate import Debate
 from accord.agents.strategies.ensemble import Ensemble
 from accord.agents.strategies.moa import MixtureOfAgents
+from accord.agents.strategies.records import outcome_of
 from accord.agents.strategies.route import Route, Single
 from accord.agents.strategies.split import Split
 
@@ -66,6 +67,7 @@ __all__ = [
     "extract_number",
     "majority",
     "normalise",
+    "outcome_of",
     "parse_strategy_option",
     "run_strategy",
 ]
