@@ -24,6 +24,7 @@ from accord.agents.strategies.base import (
     StrategyResult,
     run_strategy,
 )
+from accord.agents.strategies.backend import StrategyBackend
 from accord.agents.strategies.cascade import Cascade, JudgeVerifier, ScorerVerifier, SelfConfidence, Verifier
 from accord.agents.strategies.config import (
     STRATEGY_KINDS,
@@ -57,6 +58,7 @@ __all__ = [
     "Single",
     "Split",
     "Strategy",
+    "StrategyBackend",
     "StrategyConfigError",
     "StrategyFailed",
     "StrategyResult",
