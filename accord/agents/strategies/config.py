@@ -66,6 +66,8 @@ class RouteSpec(_Spec, tag="route", frozen=True):
     weak: Tiers = field(default_factory=lambda: list(_LOCAL))
     strong: Tiers = field(default_factory=lambda: list(_CLOUD))
     fallback: bool = True
+    value_micros: Annotated[int, Meta(ge=0)] | None = None
+    """What one unit of quality is worth (micro-USD): escalate when score * value >= the price gap."""
 
 
 class EnsembleSpec(_Spec, tag="ensemble", frozen=True):
@@ -152,7 +154,9 @@ def build_strategy(spec: StrategySpec, *, base: Path | None = None) -> Strategy:
             return Single(tuple(spec.tiers))
         case RouteSpec():
             router = _router(spec.router, base, "route") if spec.router is not None else None
-            return Route(router, spec.threshold, tuple(spec.weak), tuple(spec.strong), spec.fallback)
+            return Route(
+                router, spec.threshold, tuple(spec.weak), tuple(spec.strong), spec.fallback, spec.value_micros
+            )
         case EnsembleSpec():
             return Ensemble(spec.k, tuple(spec.tiers), spec.combine, tuple(spec.judge_tiers))
         case MoaSpec():
