@@ -13,6 +13,7 @@ Use::
 """
 
 from accord.agents.strategies.answers import extract_choice, extract_number, majority, normalise
+from accord.agents.strategies.backend import StrategyBackend
 from accord.agents.strategies.base import (
     DEFAULT_SYSTEM,
     Answer,
@@ -24,7 +25,6 @@ from accord.agents.strategies.base import (
     StrategyResult,
     run_strategy,
 )
-from accord.agents.strategies.backend import StrategyBackend
 from accord.agents.strategies.cascade import Cascade, JudgeVerifier, ScorerVerifier, SelfConfidence, Verifier
 from accord.agents.strategies.config import (
     STRATEGY_KINDS,
