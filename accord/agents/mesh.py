@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +44,16 @@ from accord.agents.config import (
     ReplayBackendConfig,
     SimulatedBackendConfig,
 )
+from accord.agents.requester import Requester
 from accord.agents.resources import ResourceModel
+from accord.agents.timers import now_ns
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.errors import AccordError
 from accord.protocol.contractor import ContractorProfile
-from accord.protocol.messages import Privacy, Tier
+from accord.protocol.market import Ineligibility, rank
+from accord.protocol.messages import Constraints, Privacy, Task, Tier
+from accord.protocol.requester import RequesterMachine, TaskSpec
 from accord.security import (
     Certificate,
     Identity,
@@ -60,9 +66,12 @@ from accord.security import (
 from accord.security.certs import sign_certificate
 
 __all__ = [
+    "DISCOVERY_WAIT_MS",
     "REQUESTER_NAME",
     "MeshState",
+    "NoAgentError",
     "RunningMesh",
+    "await_candidates",
     "build_agent_parts",
     "bus_credentials",
     "connect_bus",
@@ -76,6 +85,10 @@ log = structlog.get_logger(__name__)
 _YEAR_NS = 365 * 24 * 3600 * 10**9
 _STOP_TIMEOUT_S = 5.0
 REQUESTER_NAME = "requester"
+_ADVERT_TTL_MS: int = next(f.default for f in msgspec.structs.fields(ContractorProfile) if f.name == "ttl_ms")
+DISCOVERY_WAIT_MS = _ADVERT_TTL_MS // 3 + 1_000
+"""How long a fresh requester waits for a suitable agent's advert by default: one heartbeat interval (agents
+advertise every third of their TTL) plus a margin for connecting and verifying."""
 
 
 @dataclass
@@ -294,8 +307,9 @@ async def embedded_server(store_dir: Path | None = None) -> AsyncIterator[NatsSe
     try:
         yield server
     finally:
-        await server.astop()
-        await server.acleanup()
+        with anyio.CancelScope(shield=True):  # stopped even when the body was cancelled (a signal, Ctrl-C)
+            await server.astop()
+            await server.acleanup()
 
 
 def connect_bus(url: str, *, name: str, nkey_seed: str | None = None, creds: str | None = None) -> NatsBus:
@@ -399,3 +413,87 @@ async def run_mesh(
                     await agent.done.wait()
             if state.url_file.exists() and server is not None:
                 state.url_file.unlink()
+
+
+# --- talking to a running mesh --------------------------------------------------------------------------------
+class NoAgentError(AccordError):
+    """No advertised agent could take the task within the wait; the message says what the registry saw."""
+
+
+def _distrust(trust: TrustStore, agent_id: str, constraints: Constraints) -> str | None:
+    """Why the requester's trust rule refuses ``agent_id`` for a task (None: it does not). The rule: certified
+    now, and certified for the task's residency class and privacy class."""
+    try:
+        cert = trust.check(agent_id, now_ns())
+    except SecurityError as exc:
+        return f"untrusted ({exc.reason.value})"
+    if constraints.residency is not None and constraints.residency not in cert.residency:
+        return f"not certified for residency {constraints.residency}"
+    if constraints.privacy is not Privacy.PUBLIC and constraints.privacy not in cert.privacy:
+        return f"not certified for privacy {constraints.privacy.value}"
+    return None
+
+
+def _trust_policy(trust: TrustStore) -> Callable[[str, Constraints], bool]:
+    return lambda agent_id, constraints: _distrust(trust, agent_id, constraints) is None
+
+
+def _task_of(requester: Requester, spec: TaskSpec) -> Task:
+    """The Task a requester would announce for ``spec`` (built by a throwaway machine: pure, sends nothing)."""
+    machine = RequesterMachine(
+        requester.id,
+        spec,
+        rng=random.Random(0),
+        trusted=_trust_policy(requester.trust),
+        verify_bid=lambda _bid, _digest: False,
+    )
+    return machine.task
+
+
+def _candidates(requester: Requester, task: Task, now: int) -> tuple[list[str], str]:
+    """(agents in the registry that could take ``task`` now, best first; why none could, if so)."""
+    registry = requester.registry
+    offers = registry.offers(task, now=now)
+    ranking = rank(offers, task, now=now, trusted=_trust_policy(requester.trust), predictor=requester.predictor)
+    eligible = [s.offer.agent_id for s in ranking.eligible]
+    if eligible:
+        return eligible, ""
+    live = registry.count(now=now)
+    if live == 0:
+        return [], "no agent advertised on the mesh"
+    agents = f"{live} agent{'s' if live != 1 else ''} advertised"
+    if not offers:
+        return [], f"{agents}, none with a free slot that takes kind {task.kind!r} and its prompt"
+    reasons: Counter[str] = Counter()
+    for offer, why in ranking.ineligible:
+        if why is Ineligibility.UNTRUSTED:
+            reasons[_distrust(requester.trust, offer.agent_id, task.constraints) or why.value] += 1
+        else:
+            reasons[why.value] += 1
+    ruled = ", ".join(f"{why} x{n}" for why, n in reasons.most_common())
+    return [], f"{agents}, all ruled out by the task's constraints: {ruled}"
+
+
+async def await_candidates(
+    requester: Requester, spec: TaskSpec, *, timeout_ms: int = DISCOVERY_WAIT_MS, poll_ms: int = 20
+) -> list[str]:
+    """Wait until ``requester``'s registry knows at least one agent that could take ``spec``; their ids.
+
+    A fresh requester knows nobody: agents advertise once when they start, then every third of their advert TTL.
+    So a command that asks one question right after connecting waits here (by default one heartbeat interval
+    plus a margin) instead of announcing into an empty registry. "Could take" means: live, a free slot, the
+    task's kind and context, trusted for its residency and privacy class, and within budget, deadline and
+    quality by its price sheet (the rules of spec 6.1). Never waits past the task's deadline. Raises
+    :class:`NoAgentError` saying what the registry saw when the time is up (``requester.run`` must be running,
+    with ``watch_adverts``).
+    """
+    task = _task_of(requester, spec)
+    left_ms = (spec.constraints.deadline_ns - now_ns()) // 1_000_000
+    timeout_ms = max(0, min(timeout_ms, left_ms))  # never past the task's deadline
+    with anyio.move_on_after(timeout_ms / 1000):
+        while not _candidates(requester, task, now_ns())[0]:  # noqa: ASYNC110 - the registry has no event
+            await anyio.sleep(poll_ms / 1000)
+    found, why = _candidates(requester, task, now_ns())
+    if found:
+        return found
+    raise NoAgentError(f"no agent could take the task after waiting {timeout_ms / 1000:.1f} s: {why}")

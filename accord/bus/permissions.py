@@ -12,6 +12,8 @@ template per agent lets the server enforce "an agent speaks only as itself":
                accord.v1.cfp.<T|any>.<R|any>.<S>.*  calls for proposals for its tier / classes / skills
                accord.v1.dm.<self>.*             its own inbox only
                _INBOX.<self>.>                   replies to its own requests (use inbox_prefix(agent))
+               $SRV.<V>, $SRV.<V>.>              NATS service protocol requests, V in PING, INFO, STATS,
+                                                 answered through allow_responses (no publish on $SRV)
 
 Everything else is denied by omission (NATS allow lists are exhaustive). A connection using these permissions
 must set ``inbox_prefix=inbox_prefix(agent)``, so that nobody can subscribe to another agent's replies.
@@ -20,12 +22,15 @@ must set ``inbox_prefix=inbox_prefix(agent)``, so that nobody can subscribe to a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from accord.protocol import subjects
 from accord.protocol.messages import Tier
 
 __all__ = ["agent_permissions", "inbox_prefix", "kv_award_key"]
+
+_SERVICE_VERBS: Final = ("PING", "INFO", "STATS")
+"""The verbs of the NATS service protocol (nats.micro) an agent answers on ``$SRV.<verb>[.<kind>[.<id>]]``."""
 
 
 def inbox_prefix(agent_id: str) -> str:
@@ -55,7 +60,9 @@ def agent_permissions(
     """The nats-server ``permissions`` block for one agent (a dict, ready for JSON config or a user JWT).
 
     With ``tier`` the calls for proposals the agent may even see are narrowed to its tier and
-    ``residencies`` (and ``skills``; None: all); without, it sees all of them. ``read_logs`` lets it subscribe to
+    ``residencies`` (and ``skills``; None: all); without, it sees all of them. Every agent may receive the NATS
+    service protocol's requests (``$SRV.PING|INFO|STATS``, for any service kind and instance) and answer each
+    once through ``allow_responses``; it may not publish on ``$SRV`` itself. ``read_logs`` lets it subscribe to
     every agent's log subjects (auditors, router trainers); ``kv_buckets`` lets it read a KV bucket and write only
     the keys under its own id (award records, see :func:`kv_award_key`).
     """
@@ -73,6 +80,8 @@ def agent_permissions(
         skill_tokens = ["*"] if skills is None else [subjects.validate_token(k, "skill") for k in skills]
         subscribe += sorted({f"{p}.cfp.{t}.{r}.{k}.*" for t in tiers for r in classes for k in skill_tokens})
     subscribe.append(f"{inbox_prefix(a)}.>")
+    for verb in _SERVICE_VERBS:  # nats.micro subscribes $SRV.<verb>, $SRV.<verb>.<kind>, $SRV.<verb>.<kind>.<id>
+        subscribe += [f"$SRV.{verb}", f"$SRV.{verb}.>"]
     if read_logs:
         subscribe.append(subjects.log_filter())
     for bucket in kv_buckets:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
 import anyio
+import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from accord.agents.config import MeshConfig, MeshConfigError, load_mesh
-from accord.agents.mesh import REQUESTER_NAME, MeshState, connect_bus, load_trust, run_mesh
+from accord.agents.mesh import (
+    DISCOVERY_WAIT_MS,
+    REQUESTER_NAME,
+    MeshState,
+    await_candidates,
+    connect_bus,
+    load_trust,
+    run_mesh,
+)
 from accord.agents.requester import Requester, TaskFailed
 from accord.agents.timers import now_ns
 from accord.bus.base import BusError
@@ -24,6 +35,7 @@ from accord.protocol.requester import TaskSpec
 
 __all__ = ["register"]
 
+log = structlog.get_logger(__name__)
 console = Console()
 err = Console(stderr=True)
 
@@ -65,12 +77,32 @@ def register(app: typer.Typer) -> None:
         config = _load(mesh)
 
         async def main() -> None:
-            async with run_mesh(config, only=only, url=nats) as running:
-                console.print(f"mesh up on [bold]{running.url}[/bold] with {len(running.agents)} agents")
-                if seconds > 0:
-                    await anyio.sleep(seconds)
-                else:
-                    await anyio.sleep_forever()
+            # SIGTERM and SIGINT end the mesh gracefully: agents fail running work with `shutdown` and withdraw,
+            # the embedded nats-server is stopped, the exit code is 0. The handlers are in place before anything
+            # starts, so a signal during start-up cannot leave a nats-server behind. A signal only sets `stop`:
+            # cancelling would cancel the agents' own tasks too, and they could no longer withdraw.
+            started = time.monotonic()
+            stop = anyio.Event()
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with anyio.create_task_group() as tg:
+
+                    async def stop_on_signal() -> None:
+                        async for signum in signals:
+                            name = signal.Signals(signum).name
+                            log.info("mesh.stopping", signal=name)
+                            err.print(f"{name}: stopping the mesh (agents withdraw) ...")
+                            stop.set()
+
+                    tg.start_soon(stop_on_signal)
+                    async with run_mesh(config, only=only, url=nats) as running:
+                        pid = f" (nats-server pid {running.server.pid})" if running.server is not None else ""
+                        console.print(
+                            f"mesh up on [bold]{running.url}[/bold]{pid} with {len(running.agents)} agents"
+                        )
+                        with anyio.move_on_after(seconds if seconds > 0 else None):
+                            await stop.wait()
+                    tg.cancel_scope.cancel()
+            err.print(f"mesh stopped after {time.monotonic() - started:.1f} s")
 
         _run(main)
 
@@ -86,6 +118,14 @@ def register(app: typer.Typer) -> None:
         tier: Annotated[list[Tier] | None, typer.Option(help="Preferred tiers (repeatable).")] = None,
         max_tokens: Annotated[int, typer.Option(help="Maximum output tokens.")] = 128,
         strategy: Annotated[str, typer.Option(help="Collaboration strategy (route).")] = "route",
+        wait_ms: Annotated[
+            int,
+            typer.Option(
+                min=0,
+                help="How long to wait for an agent that can take the question (default: one advert heartbeat "
+                "interval plus 1 s).",
+            ),
+        ] = DISCOVERY_WAIT_MS,
     ) -> None:
         """Ask one question through the market of a running mesh and print the verified answer."""
         configure_logging(json=False, level="warning")
@@ -114,13 +154,14 @@ def register(app: typer.Typer) -> None:
                 requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust)
                 async with anyio.create_task_group() as tg:
                     await tg.start(requester.run)
-                    await anyio.sleep(0.5)  # let adverts arrive so the call for proposals can be targeted
                     try:
+                        # a fresh requester knows nobody: wait for the advert of an agent that could take it
+                        await await_candidates(requester, spec, timeout_ms=wait_ms)
                         outcome = await requester.submit(spec)
                     finally:
                         tg.cancel_scope.cancel()
             cert = trust.check(outcome.agent_id, now_ns())
-            console.print(outcome.answer)
+            console.print(outcome.answer, markup=False, highlight=False)  # model text, not rich markup
             console.print(
                 f"[dim]-- {cert.name} ({cert.tier.value}, {cert.region}), model {outcome.model}, "
                 f"${outcome.price_micros / 1e6:.6f}, {outcome.latency_ms:.0f} ms, attempt {outcome.attempt}, "
@@ -133,7 +174,9 @@ def register(app: typer.Typer) -> None:
     def agents(
         mesh: Annotated[Path, typer.Option(help="The mesh file (for keys and the URL).")] = Path("mesh.toml"),
         nats: Annotated[str | None, typer.Option(help="NATS URL of a running mesh.")] = None,
-        listen_s: Annotated[float, typer.Option(help="How long to listen for adverts.")] = 3.0,
+        listen_s: Annotated[
+            float, typer.Option(help="How long to listen for adverts (one heartbeat interval plus 1 s).")
+        ] = DISCOVERY_WAIT_MS / 1000,
     ) -> None:
         """List the agents advertising on a running mesh (their signed, verified cards)."""
         configure_logging(json=False, level="warning")
@@ -172,18 +215,38 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(main: Callable[[], Awaitable[None]]) -> None:
-    """Run an async CLI body; typed errors become a message and a non-zero exit, never a traceback."""
+    """Run an async CLI body; typed errors become a message and a non-zero exit, never a traceback.
+
+    An error raised inside a task group arrives wrapped in an exception group: a group of one is unwrapped.
+    """
     start = time.monotonic()
     try:
         anyio.run(main)
-    except TaskFailed as exc:
-        err.print(f"[red]task failed:[/red] {exc.reason.value}" + (f" ({exc.detail})" if exc.detail else ""))
-        raise typer.Exit(1) from exc
-    except BusError as exc:
-        err.print(f"[red]bus error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    except AccordError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
+    except BaseExceptionGroup as group:
+        leaf = _single(group)
+        if leaf is group or not isinstance(leaf, AccordError | KeyboardInterrupt):
+            raise
+        _exit_for(leaf, start)
+    except (AccordError, KeyboardInterrupt) as exc:
+        _exit_for(exc, start)
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside nested groups of one (``exc`` itself otherwise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _exit_for(exc: BaseException, start: float) -> None:
+    if isinstance(exc, KeyboardInterrupt):
         err.print(f"stopped after {time.monotonic() - start:.1f} s")
+        return
+    if isinstance(exc, TaskFailed):
+        detail = f" ({escape(exc.detail)})" if exc.detail else ""
+        err.print(f"[red]task failed:[/red] {exc.reason.value}{detail}")
+    elif isinstance(exc, BusError):
+        err.print(f"[red]bus error:[/red] {escape(str(exc))}")
+    else:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+    raise typer.Exit(1) from exc

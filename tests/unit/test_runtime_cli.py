@@ -1,6 +1,6 @@
-"""Bad input through the command line: each gives a clear message and a non-zero exit, never a traceback.
-
-The commands run as subprocesses (as a user runs them), all at once to keep the wall time down.
+"""The command line: bad input gives a clear message and a non-zero exit, never a traceback (the commands run
+as subprocesses, as a user runs them, all at once to keep the wall time down); and `accord ask`'s wait for an
+agent that could take the question (:func:`accord.agents.mesh.await_candidates`, over MemoryBus).
 """
 
 from __future__ import annotations
@@ -9,11 +9,20 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import anyio
+import pytest
+
+from accord.agents.mesh import DISCOVERY_WAIT_MS, NoAgentError, await_candidates
+from accord.agents.requester import Requester
+from accord.bus.memory import MemoryBroker
 from accord.bus.server import free_port
+from accord.protocol.messages import Privacy, Tier
 from accord.security import Identity, save_identity
 from accord.security.testing import Pki
+from tests.runtime_kit import AgentSpec, make_agent, spec, wait_for
 
 GOOD_AGENT = """
 [[agents]]
@@ -96,3 +105,58 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> 
     assert code == 1 and "zed" in text and "no agent named" in text, text
     code, text = results["no_mesh_running"]
     assert code == 2 and "no running mesh" in text, text
+
+
+def test_the_default_wait_covers_one_heartbeat_interval() -> None:
+    from accord.protocol.contractor import ContractorProfile
+
+    ttl_ms = ContractorProfile(name="x", tier=Tier.CLOUD, region="r", models=()).ttl_ms
+    assert ttl_ms // 3 < DISCOVERY_WAIT_MS <= ttl_ms // 3 + 2_000
+
+
+@pytest.mark.asyncio
+async def test_ask_waits_for_an_agent_that_could_take_the_question() -> None:
+    broker = MemoryBroker(seed=5)
+    pki = Pki(random.Random(5))
+    requester = Requester(pki.agent("req"), bus=broker.bus(), trust=pki.trust, rng=random.Random(1))
+    agent = make_agent(pki, broker.bus(), AgentSpec("late", price=100))  # certified for residency eu only
+    found: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(requester.run)
+        with pytest.raises(NoAgentError) as short:  # never waits past the task's deadline
+            await await_candidates(requester, spec(deadline_ms=200), timeout_ms=30_000)
+
+        async def ask() -> None:
+            found.extend(await await_candidates(requester, spec(deadline_ms=60_000), timeout_ms=30_000))
+
+        tg.start_soon(ask)
+        await anyio.sleep(0.3)
+        assert found == []  # still waiting: nobody has advertised
+        await tg.start(agent.run)  # advertises once at start
+        with anyio.fail_after(10):
+            while not found:  # noqa: ASYNC110 - polling a list filled by the other task
+                await anyio.sleep(0.01)
+        assert found == [agent.id]
+
+        # the registry knows the agent, but it cannot take these: a clear reason, no candidates
+        with pytest.raises(NoAgentError) as residency:
+            await await_candidates(requester, spec(residency="us"), timeout_ms=100)
+        with pytest.raises(NoAgentError) as privacy:
+            await await_candidates(requester, spec(privacy=Privacy.CONFIDENTIAL), timeout_ms=100)
+        with pytest.raises(NoAgentError) as budget:
+            await await_candidates(requester, spec(max_price_micros=0, max_output_tokens=1000), timeout_ms=100)
+        assert await await_candidates(requester, spec(), timeout_ms=0) == [agent.id]
+        await agent.stop()  # withdraws: the registry forgets it at once
+        await agent.done.wait()
+        await wait_for(lambda: requester.registry.count(now=time.time_ns()) == 0, what="withdraw")
+        with pytest.raises(NoAgentError) as gone:
+            await await_candidates(requester, spec(), timeout_ms=100)
+        tg.cancel_scope.cancel()
+
+    assert "1 agent advertised" in str(residency.value) and "not certified for residency us x1" in str(
+        residency.value
+    )
+    assert "not certified for privacy confidential x1" in str(privacy.value)
+    assert "budget x1" in str(budget.value)
+    assert "after waiting 0.1 s: no agent advertised on the mesh" in str(gone.value)
+    assert "after waiting 0.2 s: no agent advertised" in str(short.value)

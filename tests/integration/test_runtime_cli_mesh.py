@@ -1,0 +1,238 @@
+"""`accord up` and `accord ask` as a user runs them (subprocesses) against a real nats-server.
+
+- `accord up` ends gracefully on SIGTERM and SIGINT, also when the signal arrives during start-up: every agent
+  sends its Withdraw, the embedded nats-server is stopped (its process is gone), the exit code is 0.
+- `accord ask`, started before any agent is up, waits for the advert of an agent that could take the question
+  instead of announcing into an empty registry; with nobody able to take it, it fails with a clear message and
+  exit code 1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from accord.agents.config import load_mesh
+from accord.agents.mesh import MeshState, load_trust
+from accord.bus.nats import NatsBus
+from accord.bus.server import NatsServer
+from accord.protocol import subjects
+from accord.protocol.messages import Advertise, Withdraw
+from accord.security import peek
+
+REPO = Path(__file__).resolve().parents[2]
+
+MESH = """
+[[agents]]
+name = "sim"
+tier = "device"
+region = "eu-west"
+residency = ["eu"]
+count = 2
+backend = { kind = "simulated", model = "sim-small" }
+"""
+
+
+def _spawn(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from accord.cli import main; main()", *argv],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "PYTHONUNBUFFERED": "1",
+                "NO_COLOR": "1",
+                "COLUMNS": "200",
+            },
+            start_new_session=True,  # a signal goes to this process only, as `kill PID` would send it
+        )
+    finally:
+        out.close()
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie nobody reaped counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def _poll(cond: Callable[[], object], *, timeout_s: float, what: str) -> None:
+    with anyio.fail_after(timeout_s):
+        while not cond():  # noqa: ASYNC110 - files and processes have no event to wait on
+            await anyio.sleep(0.05)
+
+
+@dataclass
+class _Mesh:
+    """One `accord up` process on its own mesh file and state dir."""
+
+    dir: Path
+    ids: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    adverts: set[str] = field(default_factory=set)
+    withdrawn: set[str] = field(default_factory=set)
+
+    @classmethod
+    def create(cls, base: Path, name: str) -> _Mesh:
+        d = base / name
+        d.mkdir()
+        (d / "mesh.toml").write_text(MESH, encoding="utf-8")
+        config = load_mesh(d / "mesh.toml")
+        assert config.state_dir is not None
+        _, identities = load_trust(config, MeshState(Path(config.state_dir)))  # keys once, shared with `up`
+        return cls(d, {n: identities[n].id for n in ("sim-1", "sim-2")})
+
+    @property
+    def url_file(self) -> Path:
+        return self.dir / ".accord" / "nats.url"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "up.log"
+
+    def start(self) -> None:
+        self.proc = _spawn(["up", "mesh.toml"], self.dir, self.log)
+
+    def server_pid(self) -> int | None:
+        found = re.search(r"nats-server pid (\d+)", self.log.read_text(errors="replace"))
+        return int(found.group(1)) if found else None
+
+    async def watch(self, bus: NatsBus) -> None:
+        async with await bus.subscribe(subjects.advertise_filter()) as sub:
+            async for msg in sub:
+                message = peek(msg.data).message
+                if isinstance(message, Advertise):
+                    self.adverts.add(message.sender)
+                elif isinstance(message, Withdraw):
+                    self.withdrawn.add(message.sender)
+
+    def kill(self) -> None:
+        """Leave nothing behind if the test failed half-way (the process and the nats-server it started)."""
+        pid = self.server_pid() if self.log.exists() else None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def meshes(tmp_path: Path) -> Iterator[dict[str, _Mesh]]:
+    made = {name: _Mesh.create(tmp_path, name) for name in ("term", "int", "early")}
+    try:
+        yield made
+    finally:
+        for mesh in made.values():
+            mesh.kill()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_up_stops_gracefully_on_sigterm_and_sigint(meshes: dict[str, _Mesh]) -> None:
+    for mesh in meshes.values():
+        mesh.start()
+    sig = {"term": signal.SIGTERM, "int": signal.SIGINT}
+
+    async def during_start_up(mesh: _Mesh) -> None:
+        # the url file is written as soon as the embedded server is ready, before the agents start
+        await _poll(mesh.url_file.exists, timeout_s=60, what="url file")
+        assert mesh.proc is not None
+        mesh.proc.send_signal(signal.SIGTERM)
+        await anyio.to_thread.run_sync(mesh.proc.wait, 30)
+
+    async def when_advertised(mesh: _Mesh, signum: signal.Signals) -> None:
+        await _poll(mesh.url_file.exists, timeout_s=60, what="url file")
+        url = mesh.url_file.read_text().strip()
+        async with (
+            NatsBus(url, name="watcher", reconnect_wait_ms=50, max_reconnect_attempts=2) as bus,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(mesh.watch, bus)
+            await _poll(lambda: mesh.adverts >= set(mesh.ids.values()), timeout_s=30, what="adverts")
+            await _poll(mesh.server_pid, timeout_s=10, what="the mesh-up line")
+            assert mesh.proc is not None
+            mesh.proc.send_signal(signum)
+            await _poll(lambda: mesh.withdrawn >= set(mesh.ids.values()), timeout_s=15, what="withdraws")
+            tg.cancel_scope.cancel()
+        assert mesh.proc is not None
+        await anyio.to_thread.run_sync(mesh.proc.wait, 30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(during_start_up, meshes["early"])
+        for name, signum in sig.items():
+            tg.start_soon(when_advertised, meshes[name], signum)
+
+    for name, mesh in meshes.items():
+        assert mesh.proc is not None
+        text = mesh.log.read_text(errors="replace")
+        assert mesh.proc.returncode == 0, (name, text[-3000:])
+        assert "Traceback" not in text, (name, text[-3000:])
+        assert "stopping the mesh" in text and "mesh stopped after" in text, (name, text[-3000:])
+        pid = mesh.server_pid()
+        assert pid is not None, (name, text[-3000:])
+        assert not _alive(pid), f"{name}: nats-server {pid} still running"
+        assert not mesh.url_file.exists(), name  # no stale pointer to a mesh that is gone
+    for name in sig:
+        assert meshes[name].withdrawn == set(meshes[name].ids.values()), name
+    assert "SIGINT" in meshes["int"].log.read_text() and "SIGTERM" in meshes["term"].log.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_ask_waits_for_an_agent_and_fails_clearly_without_one(tmp_path: Path) -> None:
+    mesh = _Mesh.create(tmp_path, "ask")
+    server = await NatsServer(name="accord-ask", jetstream=False).astart()
+    ask = ["ask", "What is 2+2?", "--mesh", "mesh.toml", "--nats", server.url]
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        # the question is asked first; the agents start after it (as `accord up ... & accord ask ...` would)
+        procs["fresh"] = _spawn([*ask, "--wait-ms", "60000"], mesh.dir, tmp_path / "fresh.log")
+        # meanwhile, with nobody there at all, a short wait ends in a clear error
+        procs["empty"] = _spawn([*ask, "--wait-ms", "300"], mesh.dir, tmp_path / "empty.log")
+        await anyio.to_thread.run_sync(procs["empty"].wait, 60)
+        procs["up"] = _spawn(["up", "mesh.toml", "--nats", server.url], mesh.dir, tmp_path / "up.log")
+        # none of the agents is certified for this residency class: told why, after the default wait (which
+        # spans a heartbeat interval, so it sees both agents once they are up)
+        up_log = tmp_path / "up.log"
+        await _poll(lambda: "mesh up on" in up_log.read_text(errors="replace"), timeout_s=60, what="mesh up")
+        procs["ruled_out"] = _spawn([*ask, "--residency", "us"], mesh.dir, tmp_path / "ruled_out.log")
+        await anyio.to_thread.run_sync(procs["fresh"].wait, 90)
+        await anyio.to_thread.run_sync(procs["ruled_out"].wait, 60)
+        procs["up"].send_signal(signal.SIGTERM)
+        await anyio.to_thread.run_sync(procs["up"].wait, 30)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        await server.acleanup()
+
+    out = {name: " ".join((tmp_path / f"{name}.log").read_text(errors="replace").split()) for name in procs}
+    assert all("Traceback" not in text for text in out.values()), out
+    assert procs["empty"].returncode == 1, out["empty"]
+    assert "no agent could take the task after waiting 0.3 s: no agent advertised on the mesh" in out["empty"]
+    assert procs["fresh"].returncode == 0, out["fresh"]
+    assert "[sim-small simulated answer]" in out["fresh"]  # the answer, printed as text (not rich markup)
+    assert re.search(r"-- sim-\d \(device, eu-west\), model sim-small, .* attestation verified", out["fresh"])
+    assert procs["ruled_out"].returncode == 1, out["ruled_out"]
+    assert "2 agents advertised, all ruled out by the task's constraints" in out["ruled_out"], out["ruled_out"]
+    assert "not certified for residency us x2" in out["ruled_out"], out["ruled_out"]
+    assert procs["up"].returncode == 0, out["up"]
