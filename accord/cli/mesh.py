@@ -26,12 +26,23 @@ from accord.agents.mesh import (
     run_mesh,
 )
 from accord.agents.requester import Requester, TaskFailed
+from accord.agents.strategies import (
+    Ask,
+    StrategyConfigError,
+    StrategyFailed,
+    StrategyResult,
+    build_strategy,
+    parse_strategy_option,
+    run_strategy,
+)
+from accord.agents.strategies.config import SingleSpec
 from accord.agents.timers import now_ns
 from accord.bus.base import BusError
 from accord.cli.logging import configure_logging
 from accord.errors import AccordError
-from accord.protocol.messages import ChatMessage, Constraints, Privacy, Role, Tier
+from accord.protocol.messages import Constraints, Privacy, Tier
 from accord.protocol.requester import TaskSpec
+from accord.security import TrustStore
 
 __all__ = ["register"]
 
@@ -112,12 +123,24 @@ def register(app: typer.Typer) -> None:
         mesh: Annotated[Path, typer.Option(help="The mesh file (for keys and the URL).")] = Path("mesh.toml"),
         nats: Annotated[str | None, typer.Option(help="NATS URL of a running mesh.")] = None,
         deadline_ms: Annotated[int, typer.Option(help="Deadline from now.")] = 30_000,
-        max_price_micros: Annotated[int, typer.Option(help="Budget in micro-USD.")] = 100_000,
+        max_price_micros: Annotated[
+            int, typer.Option("--max-price-micros", "--budget-micros", help="Budget in micro-USD (the whole run).")
+        ] = 100_000,
         residency: Annotated[str | None, typer.Option(help="Required residency class.")] = None,
         privacy: Annotated[Privacy, typer.Option(help="Privacy class of the prompt.")] = Privacy.PUBLIC,
         tier: Annotated[list[Tier] | None, typer.Option(help="Preferred tiers (repeatable).")] = None,
         max_tokens: Annotated[int, typer.Option(help="Maximum output tokens.")] = 128,
-        strategy: Annotated[str, typer.Option(help="Collaboration strategy (route).")] = "route",
+        strategy: Annotated[
+            str | None,
+            typer.Option(
+                help="Collaboration strategy: single (default), route, cascade, ensemble, moa, debate, split, a "
+                "[strategies] name of the mesh file, or KIND:key=value,... (spec/STRATEGIES.md).",
+            ),
+        ] = None,
+        form: Annotated[str, typer.Option(help="Answer form for voting: chat, math or mcq.")] = "chat",
+        context_file: Annotated[
+            Path | None, typer.Option(help="Private context for the split strategy (stays on device/edge).")
+        ] = None,
         wait_ms: Annotated[
             int,
             typer.Option(
@@ -127,23 +150,38 @@ def register(app: typer.Typer) -> None:
             ),
         ] = DISCOVERY_WAIT_MS,
     ) -> None:
-        """Ask one question through the market of a running mesh and print the verified answer."""
+        """Ask one question through the market of a running mesh and print the verified answer.
+
+        ``--max-price-micros`` and ``--deadline-ms`` bound the whole strategy run (all its tasks together)."""
         configure_logging(json=False, level="warning")
         config = _load(mesh)
         url = _mesh_url(config, nats)
-        if strategy != "route":
-            err.print(f"[red]error:[/red] strategy {strategy!r} is not available in this build (route only)")
-            raise typer.Exit(2)
+        try:
+            chosen = parse_strategy_option(strategy or config.strategy or "single", config.strategies)
+            if isinstance(chosen, SingleSpec) and tier:
+                chosen = SingleSpec(tiers=list(tier))
+            runner = build_strategy(chosen, base=mesh.parent)
+            context = context_file.read_text(encoding="utf-8") if context_file is not None else None
+        except (StrategyConfigError, OSError) as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from exc
         assert config.state_dir is not None
         trust, identities = load_trust(config, MeshState(Path(config.state_dir)))
-        spec = TaskSpec(
-            messages=[ChatMessage(role=Role.USER, content=question)],
+        question_ask = Ask(
+            prompt=question,
+            form=form,
+            context=context,
+            max_output_tokens=max_tokens,
+            residency=residency,
+            privacy=privacy,
+        )
+        probe = TaskSpec(  # what the first agent must be able to take (any tier: the strategy picks)
+            messages=question_ask.messages(),
             constraints=Constraints(
                 deadline_ns=now_ns() + deadline_ms * 1_000_000,
                 max_price_micros=max_price_micros,
                 residency=residency,
                 privacy=privacy,
-                preferred_tiers=list(tier or []),
             ),
             max_output_tokens=max_tokens,
             est_input_tokens=max(1, len(question) // 4),
@@ -156,17 +194,15 @@ def register(app: typer.Typer) -> None:
                     await tg.start(requester.run)
                     try:
                         # a fresh requester knows nobody: wait for the advert of an agent that could take it
-                        await await_candidates(requester, spec, timeout_ms=wait_ms)
-                        outcome = await requester.submit(spec)
+                        await await_candidates(requester, probe, timeout_ms=wait_ms)
+                        left_ms = max(1, (probe.constraints.deadline_ns - now_ns()) // 1_000_000)
+                        result = await run_strategy(
+                            requester, runner, question_ask, budget_micros=max_price_micros, deadline_ms=left_ms
+                        )
                     finally:
                         tg.cancel_scope.cancel()
-            cert = trust.check(outcome.agent_id, now_ns())
-            console.print(outcome.answer, markup=False, highlight=False)  # model text, not rich markup
-            console.print(
-                f"[dim]-- {cert.name} ({cert.tier.value}, {cert.region}), model {outcome.model}, "
-                f"${outcome.price_micros / 1e6:.6f}, {outcome.latency_ms:.0f} ms, attempt {outcome.attempt}, "
-                f"attestation verified[/dim]"
-            )
+            console.print(result.answer, markup=False, highlight=False)  # model text, not rich markup
+            _print_calls(result, trust)
 
         _run(main)
 
@@ -214,6 +250,26 @@ def register(app: typer.Typer) -> None:
         _run(main)
 
 
+def _print_calls(result: StrategyResult, trust: TrustStore) -> None:
+    """One line per call of a strategy run (who, which tier, model, price, latency), then the totals."""
+    now = now_ns()
+    for call in result.calls:
+        if call.ok and call.agent_id is not None:
+            cert = trust.check(call.agent_id, now)
+            console.print(
+                f"[dim]-- {call.role}: {escape(cert.name)} ({cert.tier.value}, {escape(cert.region)}), model "
+                f"{escape(call.model or '')}, ${call.price_micros / 1e6:.6f}, {call.latency_ms:.0f} ms, "
+                "attestation verified[/dim]"
+            )
+        else:
+            console.print(f"[dim]-- {call.role}: no answer ({escape(call.failure or '')})[/dim]")
+    stopped = f", stopped early: {result.stopped}" if result.stopped else ""
+    console.print(
+        f"[dim]-- {result.strategy}: {len(result.calls)} calls, spent ${result.spent_micros / 1e6:.6f} of "
+        f"${result.budget_micros / 1e6:.6f}, {result.latency_ms:.0f} ms{stopped}[/dim]"
+    )
+
+
 def _run(main: Callable[[], Awaitable[None]]) -> None:
     """Run an async CLI body; typed errors become a message and a non-zero exit, never a traceback.
 
@@ -245,6 +301,8 @@ def _exit_for(exc: BaseException, start: float) -> None:
     if isinstance(exc, TaskFailed):
         detail = f" ({escape(exc.detail)})" if exc.detail else ""
         err.print(f"[red]task failed:[/red] {exc.reason.value}{detail}")
+    elif isinstance(exc, StrategyFailed):
+        err.print(f"[red]strategy failed:[/red] {escape(str(exc))}")
     elif isinstance(exc, BusError):
         err.print(f"[red]bus error:[/red] {escape(str(exc))}")
     else:

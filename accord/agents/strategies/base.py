@@ -22,7 +22,8 @@ the same session (one budget, one deadline, one trace).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
@@ -180,6 +181,16 @@ class Session:
         self.calls: list[CallRecord] = []
         self.exhausted: str | None = None
         """``budget`` or ``deadline`` once a call was refused or failed for lack of either."""
+        self._stages: list[str] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Calls made inside are recorded with role ``name/role``: a nested strategy's calls say whose they are."""
+        self._stages.append(name)
+        try:
+            yield
+        finally:
+            self._stages.pop()
 
     @property
     def remaining_micros(self) -> int:
@@ -217,6 +228,8 @@ class Session:
         may leave the device.
         """
         tier_tuple = tuple(tiers)
+        if self._stages:
+            role = "/".join([*self._stages, role])
         if self.exhausted is not None:
             self._refuse(role, tier_tuple, self.exhausted)
             return None

@@ -134,7 +134,8 @@ class Cascade:
     name: str = "cascade"
 
     async def run(self, ask: Ask, session: Session) -> Answer | None:
-        draft = await self.first.run(self.verifier.prepare(ask), session)
+        with session.stage("draft"):
+            draft = await self.first.run(self.verifier.prepare(ask), session)
         if draft is not None:
             if isinstance(self.verifier, SelfConfidence):
                 draft = replace(draft, text=strip_confidence(draft.text))
@@ -142,5 +143,6 @@ class Cascade:
             if not verdict.escalate:
                 return replace(draft, confidence=verdict.confidence)
         escalation = ask.with_notes(draft_notes(draft.text)) if draft is not None and self.with_draft else ask
-        final = await self.then.run(escalation, session)
+        with session.stage("escalate"):
+            final = await self.then.run(escalation, session)
         return final if final is not None else draft
