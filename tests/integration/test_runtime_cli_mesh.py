@@ -4,7 +4,7 @@
   sends its Withdraw, the embedded nats-server is stopped (its process is gone), the exit code is 0.
 - `accord ask`, started before any agent is up, waits for the advert of an agent that could take the question
   instead of announcing into an empty registry; with nobody able to take it, it fails with a clear message and
-  exit code 1.
+  exit code 1. With ``--strategy ensemble:k=2`` two different agents answer; an unknown strategy exits 2.
 """
 
 from __future__ import annotations
@@ -214,8 +214,11 @@ async def test_ask_waits_for_an_agent_and_fails_clearly_without_one(tmp_path: Pa
         up_log = tmp_path / "up.log"
         await _poll(lambda: "mesh up on" in up_log.read_text(errors="replace"), timeout_s=60, what="mesh up")
         procs["ruled_out"] = _spawn([*ask, "--residency", "us"], mesh.dir, tmp_path / "ruled_out.log")
-        await anyio.to_thread.run_sync(procs["fresh"].wait, 90)
-        await anyio.to_thread.run_sync(procs["ruled_out"].wait, 60)
+        # a strategy: two different agents answer, the run's calls and totals are listed
+        procs["ensemble"] = _spawn([*ask, "--strategy", "ensemble:k=2"], mesh.dir, tmp_path / "ensemble.log")
+        procs["bad_strategy"] = _spawn([*ask, "--strategy", "bogus"], mesh.dir, tmp_path / "bad_strategy.log")
+        for name in ("fresh", "ruled_out", "ensemble", "bad_strategy"):
+            await anyio.to_thread.run_sync(procs[name].wait, 90)
         procs["up"].send_signal(signal.SIGTERM)
         await anyio.to_thread.run_sync(procs["up"].wait, 30)
     finally:
@@ -231,7 +234,14 @@ async def test_ask_waits_for_an_agent_and_fails_clearly_without_one(tmp_path: Pa
     assert "no agent could take the task after waiting 0.3 s: no agent advertised on the mesh" in out["empty"]
     assert procs["fresh"].returncode == 0, out["fresh"]
     assert "[sim-small simulated answer]" in out["fresh"]  # the answer, printed as text (not rich markup)
-    assert re.search(r"-- sim-\d \(device, eu-west\), model sim-small, .* attestation verified", out["fresh"])
+    assert re.search(
+        r"-- answer: sim-\d \(device, eu-west\), model sim-small, .* attestation verified", out["fresh"]
+    )
+    assert procs["ensemble"].returncode == 0, out["ensemble"]
+    assert {"sim-1", "sim-2"} == set(re.findall(r"-- answer: (sim-\d) \(device", out["ensemble"])), out["ensemble"]
+    assert "-- ensemble: 2 calls" in out["ensemble"], out["ensemble"]
+    assert procs["bad_strategy"].returncode == 2, out["bad_strategy"]
+    assert "unknown strategy 'bogus'" in out["bad_strategy"], out["bad_strategy"]
     assert procs["ruled_out"].returncode == 1, out["ruled_out"]
     assert "2 agents advertised, all ruled out by the task's constraints" in out["ruled_out"], out["ruled_out"]
     assert "not certified for residency us x2" in out["ruled_out"], out["ruled_out"]
