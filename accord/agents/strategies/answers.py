@@ -26,10 +26,12 @@ __all__ = ["extract_choice", "extract_number", "majority", "normalise"]
 
 _NUMBER: Final = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _FINAL: Final = re.compile(r"(?:####|answer is|answer:|\\boxed\{)\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
-_CHOICE: Final = re.compile(
-    r"(?:answer(?: is)?|option|choice)\s*[:\-]?\s*\(?([A-J])\)?(?![A-Za-z])|\(([A-J])\)|^\s*([A-J])[.):\s]*$",
-    re.IGNORECASE | re.MULTILINE,
+_CHOICES: Final = (  # in order of precedence: a stated answer, then a marked option, then a bare letter line
+    re.compile(r"answer(?:\s+is)?\s*[:\-]?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE),
+    re.compile(r"(?:option|choice)\s*[:\-]?\s*\(?([A-J])\)?(?![A-Za-z])|\(([A-J])\)", re.IGNORECASE),
+    re.compile(r"^\s*([A-J])[.):\s]*$", re.IGNORECASE | re.MULTILINE),
 )
+_CONFIDENCE_LINE: Final = re.compile(r"^\s*confidence\s*[:=].*$", re.IGNORECASE | re.MULTILINE)
 _PUNCT: Final = str.maketrans("", "", string.punctuation)
 
 
@@ -53,15 +55,18 @@ def extract_number(text: str) -> str | None:
 
 def extract_choice(text: str) -> str | None:
     """The option letter ``text`` settles on (upper case), or None."""
-    found = _CHOICE.findall(text)
-    if not found:
-        return None
-    letters: list[str] = [next(g for g in groups if g) for groups in found]
-    return letters[-1].upper()
+    for pattern in _CHOICES:
+        found: list[str | tuple[str, ...]] = pattern.findall(text)
+        if found:
+            last = found[-1]
+            return (last if isinstance(last, str) else next(g for g in last if g)).upper()
+    return None
 
 
 def normalise(text: str, form: str = "chat") -> str:
     """The form two answers must share to vote together (see the module docstring)."""
+    if form in ("math", "mcq"):
+        text = _CONFIDENCE_LINE.sub("", text).strip() or text  # a cascade's "Confidence: N/10" is no answer
     if form == "math":
         number = extract_number(text)
         if number is not None:

@@ -22,7 +22,7 @@ the same session (one budget, one deadline, one trace).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableSet, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
@@ -40,6 +40,7 @@ __all__ = [
     "Ask",
     "CallRecord",
     "Session",
+    "SiblingAvoid",
     "Strategy",
     "StrategyFailed",
     "StrategyResult",
@@ -150,6 +151,30 @@ class StrategyFailed(AccordError):
         super().__init__(f"strategy {strategy} got no answer: {reason} ({tried})")
 
 
+class SiblingAvoid(MutableSet[str]):
+    """The agents one call must not be awarded to: its own exclusions plus a set it shares with its sibling calls.
+    The requester adds each awardee, and that lands in the shared set, so siblings avoid it too."""
+
+    def __init__(self, shared: set[str], own: Iterable[str] = ()) -> None:
+        self.shared = shared
+        self.own = frozenset(own)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self.shared or agent_id in self.own
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shared | self.own)
+
+    def __len__(self) -> int:
+        return len(self.shared | self.own)
+
+    def add(self, agent_id: str) -> None:
+        self.shared.add(agent_id)
+
+    def discard(self, agent_id: str) -> None:
+        self.shared.discard(agent_id)
+
+
 _BUDGET_REASONS = ("budget",)  # "declined over_budget", "ineligible budget", "ruled out by budget"
 
 
@@ -216,7 +241,7 @@ class Session:
         tiers: Sequence[Tier] = (),
         share: int = 1,
         max_price_micros: int | None = None,
-        avoid: set[str] | None = None,
+        avoid: MutableSet[str] | None = None,
         privacy: Privacy | None = None,
         deadline_ns: int | None = None,
     ) -> CallRecord | None:
@@ -289,16 +314,31 @@ class Session:
         return done
 
     async def call_many(
-        self, asks: Sequence[Ask], *, role: str, tiers: Sequence[Tier] = (), distinct: bool = True
+        self,
+        asks: Sequence[Ask],
+        *,
+        role: str,
+        tiers: Sequence[Tier] = (),
+        distinct: bool = True,
+        keep: Sequence[str | None] = (),
     ) -> list[CallRecord | None]:
         """Run one call per ask side by side, each with an equal share of what is left, each (with
-        ``distinct``) on a different agent; results in the order of ``asks``."""
+        ``distinct``) on a different agent; results in the order of ``asks``.
+
+        ``keep``: per call, the agent that answered it last time (a debate seat's); call i then avoids the
+        agents kept by the other calls, so with exactly k agents every seat stays with its agent."""
         results: list[CallRecord | None] = [None] * len(asks)
-        avoid: set[str] | None = set() if distinct else None
+        shared: set[str] = set()
         n = len(asks)
 
+        def avoid_for(i: int) -> MutableSet[str] | None:
+            if not distinct:
+                return None
+            others = [a for j, a in enumerate(keep) if j != i and a is not None]
+            return SiblingAvoid(shared, others)
+
         async def one(i: int) -> None:
-            results[i] = await self.call(asks[i], role=role, tiers=tiers, share=n - i, avoid=avoid)
+            results[i] = await self.call(asks[i], role=role, tiers=tiers, share=n - i, avoid=avoid_for(i))
 
         async with anyio.create_task_group() as tg:
             for i in range(n):

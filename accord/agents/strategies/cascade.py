@@ -36,7 +36,7 @@ __all__ = [
     "strip_confidence",
 ]
 
-_CONFIDENCE: Final = re.compile(r"confidence\s*[:=]\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?", re.IGNORECASE)
+_CONFIDENCE: Final = re.compile(r"confidence\s*[:=]\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+)|(%))?", re.IGNORECASE)
 _SCORE: Final = re.compile(r"score\s*[:=]\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -63,8 +63,8 @@ def parse_confidence(text: str) -> float | None:
     found = _CONFIDENCE.findall(text)
     if not found:
         return None
-    value, scale = found[-1]
-    v = float(value) / (float(scale) if scale else (10.0 if float(value) > 1 else 1.0))
+    value, scale, percent = found[-1]
+    v = float(value) / (float(scale) if scale else 100.0 if percent else (10.0 if float(value) > 1 else 1.0))
     return min(1.0, max(0.0, v))
 
 
@@ -137,9 +137,9 @@ class Cascade:
         with session.stage("draft"):
             draft = await self.first.run(self.verifier.prepare(ask), session)
         if draft is not None:
+            verdict = await self.verifier.judge(ask, draft, session)  # SelfConfidence reads the line stripped here
             if isinstance(self.verifier, SelfConfidence):
                 draft = replace(draft, text=strip_confidence(draft.text))
-            verdict = await self.verifier.judge(ask, draft, session)
             if not verdict.escalate:
                 return replace(draft, confidence=verdict.confidence)
         escalation = ask.with_notes(draft_notes(draft.text)) if draft is not None and self.with_draft else ask

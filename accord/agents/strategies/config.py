@@ -130,7 +130,7 @@ def _router(path: str | None, base: Path | None, where: str) -> Scorer:
     file = Path(path) if base is None else base / path
     try:
         return load_router(file)[0]
-    except AccordError as exc:
+    except (AccordError, OSError) as exc:
         raise StrategyConfigError(f"{where}: cannot load router {file}: {exc}") from exc
 
 

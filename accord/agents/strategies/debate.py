@@ -1,10 +1,12 @@
 """Debate (Du et al., 2023): k seats answer, then for r-1 more rounds each seat sees the other seats' previous
 answers and updates its own; the final answer is the majority vote of the seats' last answers.
 
-Every round's k calls run side by side on different agents. A seat whose call fails (its agent died and no
-other could take the task in time, or the budget ran out) keeps its previous answer, so a debate survives losing
-an agent; a seat that never answered does not vote. With ``stop_on_consensus`` the debate ends as soon as every
-seat gives the same normalised answer (nothing left to argue, no money to spend).
+Every round's k calls run side by side on different agents, and a seat's call avoids the agents that answered
+for the other seats, so a seat never takes over another seat's agent (with exactly k agents, each seat keeps
+its own). A seat whose call fails (its agent died and no other could take the task in time, or the budget ran
+out) keeps its previous answer, so a debate survives losing an agent; a seat that never answered does not vote.
+With ``stop_on_consensus`` the debate ends as soon as every seat gives the same normalised answer (nothing left
+to argue, no money to spend).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class Debate:
                 for i, own in enumerate(seats):
                     others = [s.answer or "" for j, s in enumerate(seats) if j != i and s is not None]
                     asks.append(ask.with_notes(debate_notes(own.answer if own else None, others)))
-            results = await session.call_many(asks, role=f"debate{round_no}", tiers=self.tiers)
+            keep = [s.agent_id if s is not None else None for s in seats]
+            results = await session.call_many(asks, role=f"debate{round_no}", tiers=self.tiers, keep=keep)
             seats = [new if new is not None else old for new, old in zip(results, seats, strict=True)]
             voters = [s for s in seats if s is not None]
             if not voters:
