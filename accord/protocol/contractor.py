@@ -7,10 +7,11 @@ Per task (job)::
     NONE --Task, cannot--> RELEASED (+ Decline unless the Task was broadcast)
     BIDDING | OFFERED --Award, acceptable--> RUNNING (AwardAck + Execute; slot held)
     BIDDING | OFFERED --Award, not acceptable--> RELEASED (AwardReject)
-    BIDDING --bid lapses / Cancel--> RELEASED
+    BIDDING --bid lapses--> RELEASED
+    BIDDING | OFFERED --Cancel from the requester (any attempt, or all)--> RELEASED, closed (bid forgotten)
     RUNNING --ExecutionDone--> DONE (Result);  --ExecutionFailed / lease over--> DONE (Failure)
-    RUNNING --Cancel--> RELEASED (Abort)
-    RELEASED --Task of a later attempt (re-announce)--> evaluated afresh
+    RUNNING --Cancel of its attempt (or all)--> RELEASED, closed (Abort)
+    RELEASED (not closed) --Task of a later attempt (re-announce)--> evaluated afresh
 
 The agent itself: INIT --Start--> ONLINE (Advertise every ttl/3) --Shutdown--> STOPPED (running work fails with
 ``shutdown``, Withdraw). The transition table is keyed by the job's state for task events while ONLINE, and by
@@ -20,6 +21,11 @@ Capacity: ``slots`` concurrent jobs; a slot is held exactly while a job is BIDDI
 every other path (bid lapse, cancel, reject, done, failed, lease over, shutdown). A crash loses everything:
 restart means a fresh machine (all slots free; Awards for bids made before the crash are rejected with
 ``unknown_task``, and their requesters re-award after the ack timeout).
+
+Losing: a requester tells every bidder when the task ends (one Cancel for all attempts, spec 5.9), and tells an
+awardee whose attempt it revoked (a Cancel naming the attempt). Either way a job that only holds a bid releases
+its slot at once: the requester never awards an agent twice, so the bid can no longer win. A job closed by a
+Cancel stays closed: a re-announce of the task that arrives later (reordered, delayed) gets no new bid.
 
 The shell verifies the signature of every Task, Award and Cancel before feeding it; the machine checks that an
 Award names this agent and the bid it made (id and digest), and that Award and Cancel come from the task's
@@ -214,7 +220,7 @@ _FOREIGN_BID: Final = "award names another bid"
 class _Job:
     """One task as this contractor sees it."""
 
-    __slots__ = ("ack", "award", "bid", "bid_digest", "progress_seq", "quote", "reason", "state", "task")
+    __slots__ = ("ack", "award", "bid", "bid_digest", "closed", "progress_seq", "quote", "reason", "state", "task")
 
     def __init__(self, task: Task, state: JobState) -> None:
         self.task = task
@@ -226,6 +232,8 @@ class _Job:
         self.ack: AwardAck | None = None
         self.reason: ReasonCode | None = None
         self.progress_seq = 0
+        self.closed = False
+        """A Cancel from the requester ended this job: later Tasks of the task are not bid on."""
 
 
 Handler = Callable[["ContractorMachine", Event, "_Job | None", int], list[Action]]
@@ -469,6 +477,8 @@ class ContractorMachine:
         if task.sender == self.agent_id:
             return [Rejected(RejectReason.UNEXPECTED, task, "own task")]
         if job is not None:
+            if job.closed:
+                return [Rejected(RejectReason.TERMINAL, task, "cancelled by its requester")]
             if job.state is _J.RELEASED and task.attempt > job.task.attempt:
                 del self._jobs[task.task_id]  # a re-announce: evaluate it afresh
             elif job.state is _J.BIDDING and task.attempt > job.task.attempt and job.bid is not None:
@@ -605,11 +615,18 @@ class ContractorMachine:
             if msg.attempt is not None and msg.attempt != job.award.attempt:
                 return [Rejected(RejectReason.FENCED, msg)]
             out: list[Action] = [Abort(job.task.task_id, job.award.attempt, ReasonCode.CANCELLED)]
+            job.closed = True
             return out + self._release(job, _J.RELEASED, ReasonCode.CANCELLED)
         if job.state is _J.BIDDING or job.state is _J.OFFERED:
-            if msg.attempt is not None:
-                return [Rejected(RejectReason.MISMATCH, msg, "cancel of an attempt we were not awarded")]
-            return self._release(job, _J.RELEASED, ReasonCode.CANCELLED)
+            # The task ended (attempt null: we lost), or the attempt the requester awarded us was revoked before
+            # its Award reached us (a Cancel naming an attempt goes only to that attempt's awardee). Either way
+            # our bid can no longer win (no agent gets two attempts, spec 5.3): release the slot now, forget it.
+            out = self._release(job, _J.RELEASED, ReasonCode.CANCELLED)
+            job.closed = True
+            job.bid = None
+            job.bid_digest = ""
+            return out
+        job.closed = True  # released or done: nothing is held, but this agent is finished with the task
         return [Rejected(RejectReason.DUPLICATE, msg)]
 
     # --- timers -------------------------------------------------------------------------------------------------
@@ -704,6 +721,8 @@ class ContractorMachine:
                 expected.add((TimerKind.LEASE, tid))
             elif j.state is _J.OFFERED:
                 check(j.quote is not None, "offered without a quote")
+            if j.closed:
+                check(j.state not in _HOLDS_SLOT, "a job closed by a Cancel still holds a slot")
         check(job_timers == expected, f"job timers {job_timers} != expected {expected}")
         check(
             ((TimerKind.HEARTBEAT, "") in self._timers) == (self._state is AgentState.ONLINE),

@@ -73,6 +73,8 @@ class TimerKind(enum.StrEnum):
     """Contractor: one of its bids lapses (``Bid.valid_until_ns``); the slot it reserved is released."""
     HEARTBEAT = "heartbeat"
     """Contractor: time to re-send its Advertise (a third of its TTL)."""
+    REANNOUNCE = "reannounce"
+    """Requester: the backoff after a round without bids is over; the task is announced again."""
 
 
 class EventType(enum.Enum):
@@ -91,6 +93,7 @@ class EventType(enum.Enum):
     DEADLINE_REACHED = "deadline_reached"
     BID_EXPIRED = "bid_expired"
     HEARTBEAT_DUE = "heartbeat_due"
+    REANNOUNCE_DUE = "reannounce_due"
     # messages received
     ADVERTISE = "advertise"
     WITHDRAW = "withdraw"
@@ -202,6 +205,7 @@ _TIMER_EVENTS: Final[dict[TimerKind, EventType]] = {
     TimerKind.DEADLINE: EventType.DEADLINE_REACHED,
     TimerKind.BID_EXPIRY: EventType.BID_EXPIRED,
     TimerKind.HEARTBEAT: EventType.HEARTBEAT_DUE,
+    TimerKind.REANNOUNCE: EventType.REANNOUNCE_DUE,
 }
 
 _MESSAGE_EVENTS: Final[dict[type[Message], EventType]] = {

@@ -5,6 +5,7 @@ Lifecycle::
     CREATED --Start--> ANNOUNCED --bid--> COLLECTING --window closes--> AWARDED --ack--> ACKNOWLEDGED
                           |  ^                 |                          |  ^            |
                           |  +---re-announce---+--------------------------+  +-re-award---+
+                          |  +--backoff timer-- BACKOFF <--window closes, the round got no bid--+
                           +--(direct award from the registry)--> AWARDED
     AWARDED / ACKNOWLEDGED --Result from the current awardee--> COMPLETED
     any live state --deadline / nothing left--> FAILED;  --CancelTask--> CANCELLED
@@ -40,6 +41,12 @@ Rules the machine enforces (spec 5.3 - 5.6):
   the latest: every event first checks ``now >= deadline_ns``.
 - At most one result is accepted; it is the only one paid, at the award's price (<= ``max_price_micros``).
   Failed attempts are not paid.
+- A round that closes without any bid is followed by a pause (``BACKOFF``) before the next round: bounded,
+  exponential in the number of such rounds in a row, jittered from ``rng``, and never so long that the next
+  round no longer fits before the deadline (spec 5.4).
+- When the task ends (completed, failed, cancelled), the agents that may still hold a slot for it (every
+  bidder recorded in any round, and a current awardee) get ONE ``Multicast`` of a ``Cancel`` for all attempts,
+  except the agent whose Result was accepted and the agents already sent a Cancel for their attempt (spec 5.9).
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ from accord.protocol.market import (
     rank,
 )
 from accord.protocol.messages import (
+    ALLOWED_REASONS,
     Award,
     AwardAck,
     AwardReject,
@@ -129,10 +137,12 @@ class RequesterState(enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    BACKOFF = "backoff"
+    """A round closed without any bid; the next Task goes out when the re-announce timer fires."""
 
 
 _S = RequesterState
-LIVE: Final = frozenset({_S.ANNOUNCED, _S.COLLECTING, _S.AWARDED, _S.ACKNOWLEDGED})
+LIVE: Final = frozenset({_S.ANNOUNCED, _S.COLLECTING, _S.AWARDED, _S.ACKNOWLEDGED, _S.BACKOFF})
 TERMINAL: Final = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED})
 _OPEN: Final = frozenset({_S.ANNOUNCED, _S.COLLECTING})
 _ON_AWARD: Final = frozenset({_S.AWARDED, _S.ACKNOWLEDGED})
@@ -158,6 +168,14 @@ class RequesterConfig(Struct, frozen=True, kw_only=True):
     max_bids: int = 1024
     early_close: bool = True
     """Close the window as soon as every shortlisted agent has bid or declined."""
+    reannounce_backoff_ms: int = 50
+    """Pause before the next round after a round that got no bid; doubled for every further such round in a
+    row. 0: re-announce at once (the behaviour before backoff existed)."""
+    reannounce_backoff_max_ms: int = 1_000
+    """Upper bound of that pause."""
+    reannounce_jitter: float = 0.5
+    """Fraction of the pause drawn at random (from the injected rng), in [0, 1]: the pause is uniform in
+    [(1 - jitter) * p, p], so requesters that found an empty mesh at the same moment do not return together."""
 
 
 class TaskSpec(Struct, frozen=True, kw_only=True):
@@ -203,6 +221,13 @@ class RequesterSnapshot(Struct, kw_only=True):
     paid_micros: int = 0
     outcome: ReasonCode | None = None
     ever_offered: bool = False
+    bidders: set[str] = set()
+    """Agents that bid in any round and may still hold a slot for this task (at most ``max_bids``); an agent is
+    removed when it is sent a Cancel for its attempt. They get the Cancel multicast when the task ends."""
+    round_bids: int = 0
+    """Bids received since the last bid window closed (those of the current round, or held for the next)."""
+    empty_rounds: int = 0
+    """Rounds in a row that closed without any bid (the backoff exponent)."""
 
 
 _snapshot_encoder: Final = msgspec.msgpack.Encoder(order="deterministic")
@@ -394,11 +419,25 @@ class RequesterMachine:
             reason=reason.value,
         )
 
+    def _release_all(self, now: int, reason: ReasonCode, *, keep: str | None = None) -> list[Action]:
+        """The task is ending: ONE Cancel (all attempts) to every agent that may still hold a slot for it, the
+        recorded bidders and a current awardee, except ``keep`` (the agent whose Result was accepted)."""
+        d = self._d
+        to = set(d.bidders)
+        if d.state in _ON_AWARD and d.award is not None:
+            to.add(d.award.winner)
+        if keep is not None:
+            to.discard(keep)
+        if not to:
+            return []
+        if reason not in _CANCEL_REASONS:  # e.g. the backend_error of the last attempt
+            reason = ReasonCode.OTHER
+        return [Multicast(tuple(sorted(to)), self._cancel_msg(now, None, reason))]
+
     def _fail(self, reason: ReasonCode, now: int, detail: str = "") -> list[Action]:
         d = self._d
-        out: list[Action] = []
+        out = self._release_all(now, reason)
         if d.state in _ON_AWARD and d.award is not None:
-            out.append(Send(d.award.winner, self._cancel_msg(now, None, reason)))
             out.append(Outcome(d.award.winner, d.task.task_id, d.award.attempt, False, reason))
         out += self._disarm(*sorted(d.timers))
         d.state = _S.FAILED
@@ -560,27 +599,51 @@ class RequesterMachine:
         return out
 
     def _close_window(self, now: int) -> list[Action]:
+        d = self._d
+        empty = d.round_bids == 0
+        d.round_bids = 0  # bids that arrive from now on (during a backoff) count for the next round
         out, awarded = self._award_next(now)
+        d.empty_rounds = d.empty_rounds + 1 if empty and not awarded else 0
         if not awarded:
-            out += self._reannounce_or_fail(now)
+            out += self._reannounce_or_fail(now, backoff=empty)
         return out
 
-    def _reannounce_or_fail(self, now: int) -> list[Action]:
+    def _last_round_ns(self) -> int:
+        """The latest time a new round may start: its window plus ``min_exec_ms`` must end before the deadline."""
+        d = self._d
+        return d.task.constraints.deadline_ns - (d.task.bid_window_ms + self.config.min_exec_ms) * NS_PER_MS - 1
+
+    def _backoff_ns(self) -> int:
+        """The pause before the next round after ``empty_rounds`` rounds in a row without a bid (spec 5.4)."""
+        cfg = self.config
+        shift = min(self._d.empty_rounds - 1, 30)
+        pause_ns = min(cfg.reannounce_backoff_max_ms, cfg.reannounce_backoff_ms << shift) * NS_PER_MS
+        jitter = min(1.0, max(0.0, cfg.reannounce_jitter))
+        return pause_ns - int(pause_ns * jitter * self._rng.random())
+
+    def _reannounce_or_fail(self, now: int, *, backoff: bool = False) -> list[Action]:
         d = self._d
         cfg = self.config
         if d.attempt >= cfg.max_attempts:
             return self._fail(ReasonCode.ATTEMPTS_EXHAUSTED, now)
-        round_ns = (d.task.bid_window_ms + cfg.min_exec_ms) * NS_PER_MS
-        if d.announces < cfg.max_announces and now + round_ns < d.task.constraints.deadline_ns:
+        last = self._last_round_ns()
+        if d.announces < cfg.max_announces and now <= last:
             d.direct = False
+            if backoff and cfg.reannounce_backoff_ms > 0:
+                at = min(now + self._backoff_ns(), last)
+                if at > now:
+                    d.state = _S.BACKOFF
+                    return [self._arm(TimerKind.REANNOUNCE, at)]
             return self._announce(now)
+        return self._fail(self._no_round_reason(), now)
+
+    def _no_round_reason(self) -> ReasonCode:
+        d = self._d
         if d.last_failure is not None:
-            reason = d.last_failure
-        elif d.ever_offered:
-            reason = ReasonCode.NO_ELIGIBLE_BIDS
-        else:
-            reason = ReasonCode.NO_BIDS
-        return self._fail(reason, now)
+            return d.last_failure
+        if d.ever_offered:
+            return ReasonCode.NO_ELIGIBLE_BIDS
+        return ReasonCode.NO_BIDS
 
     def _attempt_failed(self, now: int, reason: ReasonCode, *, notify: bool) -> list[Action]:
         d = self._d
@@ -590,6 +653,7 @@ class RequesterMachine:
         out: list[Action] = [Outcome(a.winner, d.task.task_id, a.attempt, False, reason)]
         if notify:
             out.append(Send(a.winner, self._cancel_msg(now, a.attempt, reason)))
+            d.bidders.discard(a.winner)  # told already: its slot is released by this Cancel (spec 5.9)
         out += self._disarm(TimerKind.ACK, TimerKind.LEASE)
         d.last_failure = reason
         d.state = _S.ANNOUNCED  # no award is current any more; what follows sets the real state
@@ -625,9 +689,7 @@ class RequesterMachine:
 
     def _on_cancel_task(self, event: Event, now: int) -> list[Action]:
         d = self._d
-        out: list[Action] = []
-        if d.state in _ON_AWARD and d.award is not None:
-            out.append(Send(d.award.winner, self._cancel_msg(now, None, ReasonCode.CANCELLED)))
+        out = self._release_all(now, ReasonCode.CANCELLED)
         out += self._disarm(*sorted(d.timers))
         d.state = _S.CANCELLED
         d.outcome = ReasonCode.CANCELLED
@@ -645,6 +707,13 @@ class RequesterMachine:
         if not self._due(TimerKind.BID_WINDOW, now):
             return []
         return self._close_window(now)
+
+    def _on_reannounce_due(self, event: Event, now: int) -> list[Action]:
+        if not self._due(TimerKind.REANNOUNCE, now):
+            return []
+        if now <= self._last_round_ns():  # a late timer may find no time left for a round
+            return self._announce(now)
+        return self._fail(self._no_round_reason(), now)
 
     def _on_ack_timeout(self, event: Event, now: int) -> list[Action]:
         if not self._due(TimerKind.ACK, now):
@@ -674,7 +743,22 @@ class RequesterMachine:
 
     def _on_late(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)
-        return [Rejected(RejectReason.LATE, event.message)]
+        msg = event.message
+        if isinstance(msg, Bid):
+            self._note_bidder(msg, now)
+        return [Rejected(RejectReason.LATE, msg)]
+
+    def _note_bidder(self, bid: Bid, now: int) -> None:
+        """Remember who bid (it holds a slot until its bid lapses or it hears that the task ended), bounded."""
+        d = self._d
+        if (
+            bid.task_id == d.task.task_id
+            and bid.valid_until_ns > now
+            and bid.id not in d.offers
+            and bid.id not in d.dropped
+            and len(d.bidders) < self.config.max_bids
+        ):
+            d.bidders.add(bid.sender)
 
     def _close_if_all_answered(self, sender: str, now: int) -> list[Action]:
         d = self._d
@@ -703,6 +787,11 @@ class RequesterMachine:
         digest = event.digest or payload_digest(encode(bid))
         d.offers[bid.id] = Offer.from_bid(bid, digest)
         d.ever_offered = True
+        if len(d.bidders) < self.config.max_bids:
+            d.bidders.add(bid.sender)
+        d.round_bids += 1
+        if d.state is _S.BACKOFF:  # no round is open: held, sealed, for the next one
+            return []
         d.state = _S.COLLECTING
         return self._close_if_all_answered(bid.sender, now)
 
@@ -780,7 +869,8 @@ class RequesterMachine:
         assert award is not None and d.awarded is not None
         if not d.awarded.direct and msg.model != d.awarded.model:  # a bid names its model; a price sheet may not
             return [Rejected(RejectReason.MISMATCH, msg, f"model {msg.model} != bid {d.awarded.model}")]
-        out = self._disarm(*sorted(d.timers))
+        out = self._release_all(now, ReasonCode.SUPERSEDED, keep=msg.sender)
+        out += self._disarm(*sorted(d.timers))
         d.state = _S.COMPLETED
         d.result_id = msg.id
         d.paid_micros = award.price_micros
@@ -816,6 +906,12 @@ class RequesterMachine:
             check(TimerKind.LEASE in timers, "no lease timer while awarded")
         check((TimerKind.ACK in timers) == (d.state is _S.AWARDED), "ack timer iff awarded")
         check((TimerKind.BID_WINDOW in timers) == (d.state in _OPEN), "window timer iff open")
+        check((TimerKind.REANNOUNCE in timers) == (d.state is _S.BACKOFF), "re-announce timer iff backing off")
+        if d.state is _S.BACKOFF:
+            check(timers[TimerKind.REANNOUNCE] <= self._last_round_ns(), "backoff leaves no time for the round")
+            check(d.announces < self.config.max_announces, "backing off with no round left")
+        check(len(d.bidders) <= self.config.max_bids, "bidder record over its bound")
+        check(0 <= d.round_bids <= len(d.offers) + len(d.dropped), "more round bids than bids")
         check((TimerKind.DEADLINE in timers) == (d.state in LIVE), "deadline timer iff live")
         if d.state in TERMINAL:
             check(not timers, "timers armed after the end")
@@ -837,7 +933,9 @@ _TIMERS: Final = (
     EventType.ACK_TIMEOUT,
     EventType.LEASE_EXPIRED,
     EventType.DEADLINE_REACHED,
+    EventType.REANNOUNCE_DUE,
 )
+_CANCEL_REASONS: Final = ALLOWED_REASONS["cancel"]
 
 
 def _build_table() -> dict[tuple[RequesterState, EventType], Handler]:
@@ -866,9 +964,11 @@ def _build_table() -> dict[tuple[RequesterState, EventType], Handler]:
         t[(s, E.PROGRESS)] = M._on_progress
         t[(s, E.RESULT)] = M._on_result
         t[(s, E.FAILURE)] = M._on_failure
-    for s in _OPEN:
+    for s in (*_OPEN, _S.BACKOFF):
         t[(s, E.BID)] = M._on_bid
+    for s in _OPEN:
         t[(s, E.BID_WINDOW_CLOSED)] = M._on_window_closed
+    t[(_S.BACKOFF, E.REANNOUNCE_DUE)] = M._on_reannounce_due
     for s in _ON_AWARD:
         t[(s, E.BID)] = M._on_late
         t[(s, E.LEASE_EXPIRED)] = M._on_lease_expired

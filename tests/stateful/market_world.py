@@ -6,7 +6,9 @@ timers and execution reports back as events. Faults are explicit method calls (d
 partition, crash, ...), so a Hypothesis state machine or a unit test decides the schedule.
 
 It also keeps the ground truth the safety invariants are checked against: every award sent, every result
-accepted, every bid that was crafted ineligible or forged, who is trusted for what.
+accepted, every bid that was crafted ineligible or forged, who is trusted for what, and who bid on each task and
+was not yet told that it lost (spec 5.9: when a task ends, ONE Cancel goes to all of them; a contractor that gets
+it holds no slot for the task any more).
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from accord.protocol.actions import (
     Multicast,
     Outcome,
     Rejected,
+    RejectReason,
     ReportProgress,
     Send,
     SetTimer,
 )
 from accord.protocol.codec import decode, encode
-from accord.protocol.contractor import ContractorMachine, ContractorProfile
+from accord.protocol.contractor import ContractorMachine, ContractorProfile, JobState
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
     CancelTask,
@@ -53,6 +56,7 @@ from accord.protocol.messages import (
     Advertise,
     Award,
     Bid,
+    Cancel,
     Constraints,
     Message,
     ModelOffer,
@@ -243,6 +247,8 @@ class World:
         self.stats: Counter[str] = Counter()
         self.max_lateness_ns = 0
         self.violations: list[str] = []
+        self.owed: dict[str, set[str]] = {}  # task -> bidders the requester recorded and has not told yet
+        self.bid_ids: dict[str, set[str]] = {}  # task -> ids of the bids its requester recorded
 
     # --- membership ---------------------------------------------------------------------------------------------
     def add_requester(self, name: str) -> RequesterNode:
@@ -302,10 +308,67 @@ class World:
     # --- running the machines (the shells) ----------------------------------------------------------------------
     def _run_requester(self, node: RequesterNode, task_id: str, event: Event) -> None:
         machine = node.machines[task_id]
+        was_live = not machine.is_terminal
         actions = machine.handle(event, now=self.now)
         node.snapshots[task_id] = machine.snapshot()  # persisted before the actions are carried out
         self.stats["requester_events"] += 1
+        self._track_losers(machine, event, actions, was_live)
         self._execute(node.agent_id, actions, requester=node, task_id=task_id)
+
+    _NOT_RECORDED = frozenset(
+        {
+            RejectReason.DUPLICATE,
+            RejectReason.EXPIRED,
+            RejectReason.TOO_MANY,
+            RejectReason.UNKNOWN_TASK,
+            RejectReason.TERMINAL,
+        }
+    )
+
+    def _track_losers(
+        self, machine: RequesterMachine, event: Event, actions: list[Action], was_live: bool
+    ) -> None:
+        """Spec 5.9, checked from the outside: which bidders a requester owes a Cancel, and that the one it sends
+        when the task ends reaches all of them (and nobody else but the current awardee)."""
+        tid = machine.task_id
+        owed = self.owed.setdefault(tid, set())
+        seen = self.bid_ids.setdefault(tid, set())
+        if isinstance(event, Received) and isinstance(event.message, Bid) and was_live:
+            bid = event.message
+            refused = {a.reason for a in actions if isinstance(a, Rejected) and a.message is bid}
+            late = RejectReason.LATE in refused
+            if not refused & self._NOT_RECORDED and not (
+                late and (bid.valid_until_ns <= self.now or bid.id in seen)
+            ):
+                owed.add(bid.sender)
+                seen.add(bid.id)
+        final: list[tuple[str, ...]] = []
+        for a in actions:
+            if isinstance(a, Send) and isinstance(a.message, Cancel):
+                if a.message.attempt is None:
+                    self.violations.append(f"task {tid}: a task-wide Cancel sent to one agent, not multicast")
+                elif isinstance(a.to, str):
+                    owed.discard(a.to)
+            elif isinstance(a, Multicast) and isinstance(a.message, Cancel):
+                final.append(a.to)
+        if not (was_live and machine.is_terminal):
+            if final:
+                self.violations.append(f"task {tid}: a task-wide Cancel before the task ended")
+            return
+        if len(final) > 1:
+            self.violations.append(f"task {tid}: {len(final)} Cancel multicasts when it ended (one at most)")
+        told = set(final[0]) if final else set()
+        winner = next((a.result.sender for a in actions if isinstance(a, Accept)), None)
+        missing = owed - told - {winner}
+        if missing:
+            self.violations.append(f"task {tid} ended without telling bidders {sorted(missing)}")
+        awards = [aw for (t, _), aw in self.awards.items() if t == tid]
+        awardee = max(awards, key=lambda aw: aw.attempt).winner if awards else None
+        extra = told - owed - {awardee}
+        if extra or winner in told:
+            self.violations.append(f"task {tid}: Cancel sent to {sorted(extra | (told & {winner}))} who owed none")
+        self.stats["losers_told"] += len(told)
+        owed.clear()
 
     def _run_contractor(self, node: ContractorNode, event: Event) -> None:
         actions = node.machine.handle(event, now=self.now)
@@ -506,6 +569,16 @@ class World:
         if isinstance(message, Advertise | Withdraw):
             return
         self._run_contractor(cnode, Received(message, digest, broadcast=broadcast))
+        rec = self.tasks.get(message.task_id) if isinstance(message, Cancel) else None
+        if isinstance(message, Cancel) and rec is not None and message.sender == rec.requester:
+            # spec 5.9: once the requester's Cancel is delivered, the contractor holds no slot for the task
+            state = cnode.machine.job_state(message.task_id)
+            if message.attempt is None and state in (JobState.BIDDING, JobState.RUNNING):
+                self.violations.append(
+                    f"{cnode.profile.name} still {state.value} on {message.task_id} after Cancel"
+                )
+            if message.attempt is None:
+                self.stats["task_cancels_delivered"] += 1
 
     def deliver_all(self, limit: int = 100_000) -> int:
         """Deliver until every queue is empty (round robin over links); the number delivered."""
@@ -713,6 +786,18 @@ class World:
             if cnode.up and not cnode.left:
                 cnode.machine.check_invariants()
                 assert 0 <= cnode.machine.used_slots <= cnode.profile.slots
+
+    def slots_held_for_ended_tasks(self) -> int:
+        """Bids still holding a slot for tasks that have ended (only a lost Cancel, or a bid made after the end,
+        leaves one; it lapses at its ``valid_until_ns``)."""
+        ended = {tid for tid, rec in self.tasks.items() if rec.terminal_ns is not None}
+        return sum(
+            1
+            for n in self.contractors.values()
+            if n.up and not n.left
+            for tid in ended
+            if n.machine.job_state(tid) is JobState.BIDDING
+        )
 
     def live_tasks(self) -> list[str]:
         return [tid for tid, rec in self.tasks.items() if rec.terminal_ns is None]

@@ -8,7 +8,10 @@ refuses them) and crafted ineligible bids (one broken eligibility rule each).
 
 Safety, after every step: at most one accepted result per task; it comes from the awardee of the latest attempt;
 no crafted-ineligible or forged bid ever wins and every award passes an independent eligibility re-check;
-nothing is paid over budget; every machine's own invariants (capacity in [0, slots] among them).
+nothing is paid over budget; every machine's own invariants (capacity in [0, slots] among them). Losers (spec
+5.9): when a task ends, its requester sends ONE Cancel multicast that reaches every bidder it recorded and has
+not told yet (except the agent whose result it accepted) and nobody else but the current awardee; and a
+contractor that receives that Cancel holds no slot for the task any more.
 
 Liveness, at teardown: faults stop (heal, restart, release delayed frames), then the world delivers everything
 and advances the clock; every task must end (completed, failed or cancelled) by its deadline, or by its
@@ -369,6 +372,9 @@ class MarketMachine(RuleBasedStateMachine):
         TOTALS["awards"] += w.stats["awards"]
         TOTALS["verify_calls"] += w.stats["verify_calls"]
         TOTALS["delivered"] += w.stats["delivered"]
+        TOTALS["losers_told"] += w.stats["losers_told"]
+        TOTALS["task_cancels_delivered"] += w.stats["task_cancels_delivered"]
+        TOTALS["held_after_end"] += w.slots_held_for_ended_tasks()
         for k, v in w.faults.items():
             TOTALS[f"fault:{k}"] += v
         for k, v in w.stats.items():
@@ -399,6 +405,11 @@ def test_market_under_churn_and_faults(capsys: pytest.CaptureFixture[str]) -> No
             f"{steps / elapsed:,.0f} steps/s, {elapsed:.1f} s; {TOTALS['tasks']} tasks, "
             f"{TOTALS['awards']} awards, {TOTALS['delivered']} frames delivered"
         )
+        print(
+            f"  losers: {TOTALS['losers_told']} told when their task ended, {TOTALS['task_cancels_delivered']}"
+            f" task-wide Cancels delivered; bids still holding a slot for an ended task after settling:"
+            f" {TOTALS['held_after_end']} (Cancel lost, or bid made after the end; they lapse with the bid)"
+        )
         for group in ("fault", "outcome", "rejected"):
             items = sorted((k.split(":", 1)[1], v) for k, v in TOTALS.items() if k.startswith(group + ":"))
             print(f"  {group}s: " + ", ".join(f"{k}={v}" for k, v in items))
@@ -426,3 +437,4 @@ def test_market_under_churn_and_faults(capsys: pytest.CaptureFixture[str]) -> No
     }
     assert expected <= injected, expected - injected
     assert TOTALS["outcome:completed"] > 0 and TOTALS["awards"] > 0
+    assert TOTALS["losers_told"] > 0 and TOTALS["task_cancels_delivered"] > 0

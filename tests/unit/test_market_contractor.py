@@ -421,3 +421,103 @@ def test_capacity_stays_within_bounds_under_any_sequence(ops: list[tuple[str, in
             ag.handle(ExecutionFailed(t.task_id, 1))
     ag.handle(Shutdown())
     assert ag.m.used_slots == 0
+
+
+# --- losing: a Cancel releases a bid at once (spec 5.9) ----------------------------------------------------------
+def test_losing_bid_is_released_and_forgotten_on_the_task_wide_cancel() -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    assert ag.m.used_slots == 1
+    lost = Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id, reason="superseded")
+    out = ag.at(120).handle(Received(lost))
+    assert out == [CancelTimer(TimerKind.BID_EXPIRY, t.task_id)]  # nothing is sent back
+    assert ag.m.used_slots == 0 and ag.m.job_state(t.task_id) is JobState.RELEASED
+    assert (TimerKind.BID_EXPIRY, t.task_id) not in ag.m.timers
+    # idempotent: the same Cancel again (or another copy) changes nothing
+    assert rejected(ag.handle(Received(lost))) == [RejectReason.DUPLICATE]
+    assert ag.m.used_slots == 0
+    # the task is over for us: a re-announce that arrives late gets no new bid, an Award no ack
+    again = msgspec_replace(t, id=mid(), attempt=2)
+    assert rejected(ag.offer(again)) == [RejectReason.TERMINAL] and ag.m.used_slots == 0
+    _, out = ag.award(t, bid)
+    assert not sent(out, AwardAck) and sent(out, AwardReject) and ag.m.used_slots == 0
+    # the freed slot is usable at once by another task
+    assert ag.bid_for(task()) and ag.bid_for(task()) and ag.m.used_slots == 2
+
+
+def test_cancel_of_an_attempt_whose_award_never_arrived_releases_the_bid() -> None:
+    """The requester awarded us attempt 1, the Award was lost, the ack timed out: the Cancel naming attempt 1
+    reaches us while we only hold the bid. We can never win this task again (no agent gets two attempts)."""
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    out = ag.at(200).handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id, attempt=1)))
+    assert CancelTimer(TimerKind.BID_EXPIRY, t.task_id) in out and ag.m.used_slots == 0
+    _, out = ag.award(t, bid, ack_by_ns=ag.now + 100 * MS)  # the lost Award turns up after all
+    assert not sent(out, AwardAck) and ag.m.used_slots == 0
+
+
+def test_cancel_for_a_direct_offer_and_for_unknown_tasks() -> None:
+    ag = Agent()
+    t = task(mechanism=Mechanism.DIRECT)
+    ag.offer(t)
+    ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id)))
+    assert ag.m.job_state(t.task_id) is JobState.RELEASED and ag.m.used_slots == 0
+    unknown = Cancel(id=mid(), sender=REQ, ts=NOW, task_id=mid())
+    assert rejected(ag.handle(Received(unknown))) == [RejectReason.UNKNOWN_TASK]
+    assert ag.m.job_state(unknown.task_id) is JobState.NONE
+
+
+def test_a_bid_released_by_expiry_still_rebids_but_not_after_a_cancel() -> None:
+    ag = Agent()
+    t = task()
+    ag.bid_for(t)
+    ag.at(250).handle(TimerFired(TimerKind.BID_EXPIRY, t.task_id))
+    assert sent(ag.offer(msgspec_replace(t, id=mid(), attempt=2)), Bid)  # re-announce: evaluated afresh
+    ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id)))
+    assert not sent(ag.offer(msgspec_replace(t, id=mid(), attempt=3)), Bid) and ag.m.used_slots == 0
+
+
+def rejected(actions: Sequence[Action]) -> list[RejectReason]:
+    return [a.reason for a in actions if isinstance(a, Rejected)]
+
+
+@pytest.mark.asyncio
+async def test_agent_shells_free_the_losers_slots_when_the_task_completes() -> None:
+    """Through the real shells on a MemoryBus: the losers' inboxes get the requester's signed Cancel, the Agent
+    verifies it and feeds it to its machine, and their single slots are free long before their bids lapse."""
+    import anyio
+
+    from accord.agents.agent import Agent as AgentShell
+    from accord.agents.requester import Requester
+    from accord.bus.memory import MemoryBroker
+    from accord.security.testing import Pki
+    from tests.runtime_kit import make_profile, sim_backend, spec, wait_for, wait_registry
+
+    broker = MemoryBroker(seed=4)
+    pki = Pki(random.Random(4))
+    agents = [
+        AgentShell(
+            pki.agent(f"loser-test-{i}", tier=Tier.CLOUD, region="local", residency=("eu",)),
+            make_profile(f"loser-test-{i}", price_out_per_1k_micros=100 * (i + 1), slots=1, bid_hold_ms=60_000),
+            {"sim-small": sim_backend()},
+            bus=broker.bus(),
+            trust=pki.trust,
+            rng=random.Random(i),
+        )
+        for i in range(3)
+    ]
+    req = Requester(pki.agent("req"), bus=broker.bus(), trust=pki.trust, rng=random.Random(7))
+    async with anyio.create_task_group() as tg:
+        await tg.start(req.run)
+        for a in agents:
+            await tg.start(a.run)
+        await wait_registry(req, agents)
+        outcome = await req.submit(spec(deadline_ms=30_000))
+        await wait_for(lambda: all(a.machine.free_slots == 1 for a in agents), timeout_s=10, what="slots freed")
+        tg.cancel_scope.cancel()
+    assert outcome.agent_id == agents[0].id
+    assert [a.stats.bids for a in agents] == [1, 1, 1]
+    assert [a.stats.cancels for a in agents] == [0, 1, 1]  # the winner is not told; each loser once
+    assert all(a.stats.refused == 0 for a in agents)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 
 from accord.errors import LocalProtocolError
@@ -377,9 +378,12 @@ def test_no_bids_reannounces_then_fails_with_a_reason() -> None:
     h = Harness(config=RequesterConfig(max_announces=2))
     first = sent(h.start(), Task)[0]
     out = h.at(50).close_window()
+    assert not sent(out, Task) and h.m.state is RequesterState.BACKOFF  # nobody bid: pause first (5.4)
+    (at,) = [a.at_ns for a in out if isinstance(a, SetTimer) and a.kind is TimerKind.REANNOUNCE]
+    out = h.at((at - NOW) // MS + 1).timer(TimerKind.REANNOUNCE)
     (again,) = sent(out, Task)
     assert again.task_id == first.task_id and again.id != first.id and again.ts == h.now
-    out = h.at(100).close_window()
+    out = h.at((at - NOW) // MS + 51).close_window()
     fail = next(a for a in out if isinstance(a, Fail))
     assert fail.reason is ReasonCode.NO_BIDS and h.m.outcome is ReasonCode.NO_BIDS
 
@@ -562,8 +566,258 @@ def test_a_silent_shortlist_is_followed_by_a_broadcast() -> None:
     h = Harness(registry=reg, config=RequesterConfig(shortlist_k=1))
     out = h.start()
     assert [a.to for a in out if isinstance(a, Multicast)] == [(A,)]
-    out = h.at(50).close_window()  # A never answered (crashed, partitioned...): the registry may be stale
+    h.at(50).close_window()  # A never answered (crashed, partitioned...): the registry may be stale
+    out = h.at(101).timer(TimerKind.REANNOUNCE)  # after the backoff (at most reannounce_backoff_ms = 50)
     assert [a.to for a in out if isinstance(a, Send) and isinstance(a.message, Task)] == [BROADCAST]
-    h.at(60).bid(B)
-    out = h.at(100).close_window()
+    h.at(110).bid(B)
+    out = h.at(151).close_window()
     assert award_in(out).winner == B
+
+
+# --- losers are told when the task ends (spec 5.9) ---------------------------------------------------------------
+def cancels(actions: Sequence[Action]) -> list[Multicast]:
+    """The task-wide Cancels among ``actions`` (each a Multicast of one Cancel for all attempts)."""
+    out = []
+    for a in actions:
+        if isinstance(a, Send) and isinstance(a.message, Cancel):
+            assert a.message.attempt is not None, "a task-wide Cancel must go out as one Multicast"
+        if isinstance(a, Multicast) and isinstance(a.message, Cancel):
+            out.append(a)
+    return out
+
+
+def test_losers_get_one_multicast_cancel_when_the_task_completes() -> None:
+    h = Harness()
+    h.start()
+    h.at(1).bid(C, price_micros=300)
+    h.at(2).bid(A, price_micros=100)
+    h.at(3).bid(B, price_micros=200)
+    award = award_in(h.at(50).close_window())
+    assert award.winner == A
+    assert cancels(h.log) == []  # nobody is told anything before the end
+    h.at(60).ack(award)
+    _, out = h.at(100).result(award)
+    (multi,) = cancels(out)
+    assert multi.to == tuple(sorted((B, C)))  # every loser, never the agent whose result was accepted
+    cancel = multi.message
+    assert isinstance(cancel, Cancel)
+    assert (cancel.task_id, cancel.attempt, cancel.reason, cancel.sender) == (h.tid, None, "superseded", REQ)
+    assert out.index(multi) < next(i for i, a in enumerate(out) if isinstance(a, Accept))
+
+
+def test_bidders_of_every_round_and_late_bidders_are_told_on_failure() -> None:
+    h = Harness(deadline_ms=1_000, config=RequesterConfig(ack_timeout_ms=100, lease_margin_ms=100))
+    h.start()
+    h.at(1).bid(A, price_micros=50_000)  # over budget: ineligible, dropped at the window, still holds a slot
+    out = h.at(50).close_window()
+    assert sent(out, Task) and h.m.state is RequesterState.ANNOUNCED  # the round had a bid: no backoff
+    h.at(60).bid(B)
+    award = award_in(h.at(100).close_window())
+    assert award.winner == B
+    _, out = h.at(110).bid(C)  # after the window: refused as late, but C holds a slot for it
+    assert rejected(out) == [RejectReason.LATE]
+    out = h.at(200).timer(TimerKind.ACK)  # B never acked: told with a Cancel of attempt 1
+    assert [c.attempt for c in sent(out, Cancel)] == [1] and cancels(out) == []
+    out = h.at(1_000).timer(TimerKind.DEADLINE)
+    (multi,) = cancels(out)
+    assert multi.to == tuple(sorted((A, C)))  # B already got its Cancel
+    assert isinstance(multi.message, Cancel) and multi.message.reason == "deadline_exceeded"
+    assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.DEADLINE_EXCEEDED
+
+
+def test_user_cancel_tells_the_awardee_and_the_losers_at_once() -> None:
+    h = Harness()
+    award = _two_bids(h)
+    out = h.at(60).handle(CancelTask())
+    (multi,) = cancels(out)
+    assert multi.to == tuple(sorted((award.winner, B)))
+    assert isinstance(multi.message, Cancel) and multi.message.reason == "cancelled"
+    assert len([a for a in out if isinstance(a, Send | Multicast)]) == 1  # one frame signed, not one per agent
+
+
+def test_a_failure_reason_not_allowed_in_cancel_is_sent_as_other() -> None:
+    h = Harness(deadline_ms=400, config=RequesterConfig(ack_timeout_ms=100, min_exec_ms=300))
+    h.start()
+    h.at(1).bid(A)
+    h.at(2).bid(B, price_micros=20_000)  # ineligible: never awarded, but a bidder
+    award = award_in(h.at(50).close_window())
+    h.at(60).ack(award)
+    failure = Failure(id=mid(), sender=A, ts=h.now, task_id=h.tid, attempt=1, reason="backend_error")
+    out = h.at(70).handle(Received(failure))
+    assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.BACKEND_ERROR
+    (multi,) = cancels(out)
+    assert multi.to == tuple(sorted((A, B))) and isinstance(multi.message, Cancel)
+    assert multi.message.reason == "other"  # backend_error is a Failure reason, not a Cancel reason (section 12)
+
+
+def test_no_bidder_no_cancel_and_the_record_is_bounded() -> None:
+    h = Harness(config=RequesterConfig(max_announces=1, max_bids=3))
+    h.start()
+    out = h.at(50).close_window()
+    assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.NO_BIDS and cancels(out) == []
+    h = Harness(config=RequesterConfig(max_bids=3))
+    h.start()
+    names = [agent_id(f"bidder-{i}") for i in range(6)]
+    for i, name in enumerate(names[:4]):
+        _, out = h.at(1 + i).bid(name, price_micros=100 + i)
+    assert rejected(out) == [RejectReason.TOO_MANY]
+    award = award_in(h.at(50).close_window())
+    for name in names[4:]:
+        h.at(55).bid(name)  # late: not recorded past the bound
+    h.at(60).ack(award)
+    _, out = h.at(70).result(award)
+    (multi,) = cancels(out)
+    assert multi.to == tuple(sorted(names[1:3]))
+
+
+def test_a_bidder_whose_attempt_was_cancelled_is_told_again_only_if_it_bids_again() -> None:
+    h = Harness()
+    first = _two_bids(h)
+    out = h.at(150).timer(TimerKind.ACK)
+    second = award_in(out)
+    h.at(160).ack(second)
+    _, out = h.at(200).result(second)
+    assert cancels(out) == []  # A got its Cancel(attempt 1); B won: nobody else holds a slot
+    del first
+
+
+# --- backoff between rounds without bids (spec 5.4) --------------------------------------------------------------
+def _backoff_at(actions: Sequence[Action]) -> int:
+    (at,) = [a.at_ns for a in actions if isinstance(a, SetTimer) and a.kind is TimerKind.REANNOUNCE]
+    return at
+
+
+BACKOFF = RequesterConfig(
+    ack_timeout_ms=100,
+    lease_margin_ms=100,
+    max_announces=6,
+    reannounce_backoff_ms=100,
+    reannounce_backoff_max_ms=300,
+    reannounce_jitter=0.5,
+)
+
+
+def _empty_rounds(h: Harness, rounds: int) -> list[int]:
+    """Run ``rounds`` rounds nobody bids in; the backoff pause (ms, from window close to re-announce) of each."""
+    h.start()
+    pauses = []
+    close = NOW + 50 * MS
+    for _ in range(rounds):
+        h.now = close
+        out = h.close_window()
+        assert h.m.state is RequesterState.BACKOFF and not sent(out, Task)
+        at = _backoff_at(out)
+        pauses.append((at - close) / MS)
+        assert h.timer(TimerKind.REANNOUNCE) == [] if at > h.now else True  # an early firing is ignored
+        h.now = at
+        (task,) = sent(h.timer(TimerKind.REANNOUNCE), Task)
+        assert task.ts == at and h.m.state is RequesterState.ANNOUNCED
+        close = at + 50 * MS
+    return pauses
+
+
+def test_backoff_is_exponential_jittered_and_capped() -> None:
+    h = Harness(deadline_ms=10_000, config=BACKOFF)
+    pauses = _empty_rounds(h, 4)
+    bounds = [(50, 100), (100, 200), (150, 300), (150, 300)]  # 100 ms doubled per empty round, capped at 300
+    for pause, (lo, hi) in zip(pauses, bounds, strict=True):
+        assert lo <= pause <= hi, (pauses, bounds)
+    assert len(set(pauses)) == len(pauses)  # jittered
+    again = Harness(deadline_ms=10_000, config=BACKOFF)
+    assert _empty_rounds(again, 4) == pauses  # the jitter comes only from the injected rng
+
+
+def test_backoff_without_jitter_and_switched_off() -> None:
+    h = Harness(deadline_ms=10_000, config=msgspec_replace(BACKOFF, reannounce_jitter=0.0))
+    assert _empty_rounds(h, 3) == [100, 200, 300]
+    h = Harness(config=RequesterConfig(reannounce_backoff_ms=0))
+    h.start()
+    out = h.at(50).close_window()
+    assert sent(out, Task) and h.m.state is RequesterState.ANNOUNCED  # re-announced at once
+
+
+def test_backoff_never_pushes_the_next_round_past_the_deadline() -> None:
+    # the last round must start by deadline - window - min_exec: 1_000 - 50 - 50 = 900 ms
+    config = msgspec_replace(BACKOFF, reannounce_backoff_ms=5_000, reannounce_backoff_max_ms=5_000)
+    h = Harness(deadline_ms=1_000, config=config)
+    h.start()
+    at = _backoff_at(h.at(50).close_window())
+    assert at == NOW + 900 * MS - 1
+    h.now = at
+    (task,) = sent(h.timer(TimerKind.REANNOUNCE), Task)
+    assert task.ts + (50 + config.min_exec_ms) * MS < task.constraints.deadline_ns
+    # a backoff timer that fires late, when no round fits any more, ends the task with the round's reason
+    late = Harness(deadline_ms=1_000, config=config)
+    late.start()
+    late.at(50).close_window()
+    out = late.at(950).timer(TimerKind.REANNOUNCE)
+    assert not sent(out, Task)
+    assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.NO_BIDS
+    # and the deadline itself ends a task that is backing off
+    dl = Harness(deadline_ms=1_000, config=config)
+    dl.start()
+    dl.at(50).close_window()
+    out = dl.at(1_000).timer(TimerKind.DEADLINE)
+    assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.DEADLINE_EXCEEDED
+
+
+def test_a_bid_during_backoff_is_held_for_the_next_round_and_resets_the_backoff() -> None:
+    h = Harness(deadline_ms=10_000, config=msgspec_replace(BACKOFF, reannounce_jitter=0.0))
+    h.start()
+    h.at(50).close_window()
+    bid, out = h.at(60).bid(A)  # e.g. a delayed answer to the first Task
+    assert out == [] and h.m.state is RequesterState.BACKOFF  # sealed: nothing is awarded during the pause
+    out = h.at(150).timer(TimerKind.REANNOUNCE)
+    assert sent(out, Task) and h.m.state is RequesterState.COLLECTING
+    award = award_in(h.at(200).close_window())
+    assert award.bid_id == bid.id
+    # a round with a bid resets the exponent: after a failed attempt the next empty round pauses the base again
+    out = h.at(300).timer(TimerKind.ACK)
+    assert sent(out, Task)  # the attempt failed: re-announced at once (bids came, so no backoff)
+    out = h.at(350).close_window()
+    assert _backoff_at(out) == NOW + 450 * MS
+
+
+def test_backoff_survives_a_requester_restart() -> None:
+    h = Harness(deadline_ms=10_000, config=BACKOFF)
+    h.start()
+    h.at(50).close_window()
+    snap = h.m.snapshot()
+    restored = RequesterMachine.restore(
+        snap, rng=random.Random(2), trusted=h.trusted, verify_bid=h.verify, config=h.config
+    )
+    assert restored.state is RequesterState.BACKOFF
+    out = restored.handle(Recovered(), now=h.at(60).now)
+    assert {(a.kind, a.at_ns) for a in out if isinstance(a, SetTimer)} == set(h.m.timers.items())
+    assert TimerKind.REANNOUNCE in restored.timers
+
+
+def msgspec_replace(config: RequesterConfig, **kw: object) -> RequesterConfig:
+    return msgspec.structs.replace(config, **kw)
+
+
+def test_losers_slots_are_free_right_after_the_task_ends_end_to_end() -> None:
+    """Honest contractors with a long bid hold: once the winner's result is accepted and the Cancel delivered,
+    no loser holds a slot for the task any more (before, each held it until its bid lapsed)."""
+    w = World(seed=5, config=RequesterConfig(ack_timeout_ms=100, lease_margin_ms=100, shortlist_k=0))
+    req = w.add_requester("req")
+    nodes = [w.add_contractor(p.name, msgspec.structs.replace(p, bid_hold_ms=60_000)) for p, _ in PROFILES[:4]]
+    w.deliver_all()
+    spec = TaskSpec(
+        constraints=constraints(w.now, deadline_ms=30_000, max_price=50_000),
+        est_input_tokens=200,
+        max_output_tokens=100,
+    )
+    tid = w.announce(req.agent_id, spec)
+    w.deliver_all()
+    bidders = [n for n in nodes if n.machine.job_state(tid).value == "bidding"]
+    assert len(bidders) >= 3
+    while w.tasks[tid].terminal_ns is None:
+        assert w.advance_to_next()
+        w.deliver_all()  # the Result, then the Cancel to the losers, at the same instant
+    w.check()
+    assert w.tasks[tid].outcome == "completed"
+    assert (w.now - BASE_NS) // MS < 1_000  # long before any bid lapses
+    for n in nodes:
+        assert n.machine.used_slots == 0, n.profile.name
+        assert n.machine.job_state(tid).value in ("released", "done", "none"), n.profile.name

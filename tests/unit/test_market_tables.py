@@ -106,6 +106,9 @@ def requester_in(state: RequesterState) -> RequesterMachine:
     if state is RequesterState.FAILED:
         m.handle(TimerFired(TimerKind.DEADLINE, m.task_id), now=NOW + 1_000 * MS)
         return m
+    if state is RequesterState.BACKOFF:  # a round without any bid: a pause before the next one
+        m.handle(TimerFired(TimerKind.BID_WINDOW, m.task_id), now=NOW + 50 * MS)
+        return m
     m.handle(Received(_bid(m.task_id)), now=NOW + MS)
     if state is RequesterState.COLLECTING:
         return m
@@ -141,6 +144,7 @@ def requester_event(etype: EventType, m: RequesterMachine) -> Event:
         EventType.DEADLINE_REACHED: lambda: TimerFired(TimerKind.DEADLINE, tid),
         EventType.BID_EXPIRED: lambda: TimerFired(TimerKind.BID_EXPIRY, tid),
         EventType.HEARTBEAT_DUE: lambda: TimerFired(TimerKind.HEARTBEAT),
+        EventType.REANNOUNCE_DUE: lambda: TimerFired(TimerKind.REANNOUNCE, tid),
         EventType.ADVERTISE: lambda: Received(_advert()),
         EventType.WITHDRAW: lambda: Received(Withdraw(**common)),
         EventType.TASK: lambda: Received(m.task),
@@ -251,6 +255,7 @@ def test_requester_table_is_complete_for_remote_messages() -> None:
             EventType.ACK_TIMEOUT,
             EventType.LEASE_EXPIRED,
             EventType.DEADLINE_REACHED,
+            EventType.REANNOUNCE_DUE,
             EventType.RECOVERED,
         ):
             assert (state, kind) in requester_mod.TRANSITIONS, (state, kind)
@@ -353,6 +358,7 @@ def contractor_event(etype: EventType, task: Task, bid: Bid | None, award: Award
         EventType.DEADLINE_REACHED: lambda: TimerFired(TimerKind.DEADLINE, tid),
         EventType.BID_EXPIRED: lambda: TimerFired(TimerKind.BID_EXPIRY, tid),
         EventType.HEARTBEAT_DUE: lambda: TimerFired(TimerKind.HEARTBEAT),
+        EventType.REANNOUNCE_DUE: lambda: TimerFired(TimerKind.REANNOUNCE, tid),
         EventType.ADVERTISE: lambda: Received(_advert()),
         EventType.WITHDRAW: lambda: Received(Withdraw(**from_agent)),
         EventType.TASK: lambda: Received(task),
