@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Modules under accord.cli that define ``register(app: typer.Typer) -> None``.
-_AREAS: tuple[str, ...] = ("spec", "keys", "verify", "interop", "mesh", "demo", "conformance", "router")
+_AREAS: tuple[str, ...] = ("spec", "keys", "verify", "interop", "mesh", "demo", "conformance", "router", "bench")
 
 
 def _register_all() -> None:

@@ -1,0 +1,110 @@
+"""``accord bench ...``: benchmarks over a live mesh (``routing``: the routers through a replay mesh)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+
+from accord.agents.routers.datasets import SETS
+from accord.agents.routers.store import ROUTER_KINDS
+from accord.bench.routing import RoutingBench, run_routing_bench
+from accord.bench.routing_report import RoutingBenchResult
+from accord.cli.logging import configure_logging
+from accord.cli.mesh import _run
+
+__all__ = ["register", "resolve_datasets_dir"]
+
+console = Console(width=None if sys.stdout.isatty() else 170)
+err = Console(stderr=True)
+
+
+def resolve_datasets_dir(path: Path) -> Path:
+    """The datasets directory (the one holding ``routellm-evals/``) from ``path``: that directory itself,
+    ``routellm-evals``, or its ``routellm/evals`` directory."""
+    for candidate in (path, *path.parents[:3]):
+        if (candidate / "routellm-evals" / "routellm" / "evals").is_dir():
+            return candidate
+    raise typer.BadParameter(f"no RouteLLM evaluation data (routellm-evals/routellm/evals) at or above {path}")
+
+
+def register(app: typer.Typer) -> None:
+    bench = typer.Typer(help="Benchmarks over a live mesh.", no_args_is_help=True)
+    app.add_typer(bench, name="bench")
+
+    @bench.command("routing")
+    def routing(
+        dataset: Annotated[
+            Path | None,
+            typer.Option(
+                help="The datasets directory, or its routellm-evals directory (default ../shared/datasets)."
+            ),
+        ] = None,
+        sets: Annotated[list[str] | None, typer.Option(help="RouteLLM sets to run (repeat the option).")] = None,
+        synthetic: Annotated[
+            int, typer.Option(help="Run one generated set of N queries instead (no data set needed).")
+        ] = 0,
+        limit: Annotated[int | None, typer.Option(help="At most N queries per set, evenly spaced.")] = None,
+        folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
+        seed: Annotated[int, typer.Option(help="Seed of the folds and the seeded random baseline.")] = 0,
+        kinds: Annotated[list[str] | None, typer.Option(help="Router kinds (repeat; default all).")] = None,
+        plot_dir: Annotated[Path, typer.Option(help="Where the PNG plots go.")] = Path("routing-plots"),
+        no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no plots.")] = False,
+        concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 64,
+        replicas: Annotated[int, typer.Option(help="Agents per tier.")] = 1,
+        workers: Annotated[
+            int, typer.Option(help="Worker processes for cross-fitting (0: in this process, between mesh phases).")
+        ] = 2,
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")
+        ] = None,
+        no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+        log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
+        verbose: Annotated[bool, typer.Option(help="Show the agents' logs.")] = False,
+    ) -> None:
+        """Route the RouteLLM MMLU, GSM8K and MT-Bench rows THROUGH a live mesh of replay agents and evaluate
+        and run the routers on what came back."""
+        configure_logging(json=log_json, level="info" if verbose else "warning")
+        chosen = list(sets or SETS)
+        unknown = [s for s in chosen if s not in SETS]
+        if unknown:
+            raise typer.BadParameter(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
+        router_kinds = list(kinds or ROUTER_KINDS)
+        unknown = [k for k in router_kinds if k not in ROUTER_KINDS]
+        if unknown:
+            raise typer.BadParameter(f"unknown router kind(s) {unknown}; choose from {', '.join(ROUTER_KINDS)}")
+        config = RoutingBench(
+            sets=chosen,
+            datasets_dir=resolve_datasets_dir(dataset) if dataset is not None and not synthetic else None,
+            synthetic=synthetic,
+            limit=limit,
+            folds=folds,
+            seed=seed,
+            kinds=router_kinds,
+            plot_dir=None if no_plot else plot_dir,
+            concurrency=concurrency,
+            replicas=replicas,
+            workers=workers,
+            progress=not no_progress and console.is_terminal,
+        )
+        holder: list[RoutingBenchResult] = []
+
+        async def main() -> None:
+            holder.append(await run_routing_bench(config, console))
+
+        _run(functools.partial(main))
+        if not holder:
+            raise typer.Exit(1)
+        result = holder[0]
+        if json_out is not None:
+            json_out.write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+            console.print(f"numbers written to {json_out}")
+        failures = sum(result.failures.values())
+        if failures:
+            err.print(f"[red]{failures} queries failed[/red]")
+            raise typer.Exit(1)
