@@ -13,8 +13,11 @@ from rich.console import Console
 
 from accord.agents.routers.datasets import SETS
 from accord.agents.routers.store import ROUTER_KINDS
+from accord.agents.routers.workload import routellm_workload, synthetic_workload
+from accord.agents.strategies import StrategyConfigError, parse_strategy_option
 from accord.bench.routing import RoutingBench, run_routing_bench
 from accord.bench.routing_report import RoutingBenchResult
+from accord.bench.strategies import DEFAULT_STRATEGIES, run_strategy_bench
 from accord.cli.logging import configure_logging
 from accord.cli.mesh import _run
 
@@ -31,6 +34,39 @@ def resolve_datasets_dir(path: Path) -> Path:
         if (candidate / "routellm-evals" / "routellm" / "evals").is_dir():
             return candidate
     raise typer.BadParameter(f"no RouteLLM evaluation data (routellm-evals/routellm/evals) at or above {path}")
+
+
+def _strategies(
+    strategies: list[str],
+    sets: list[str] | None,
+    dataset: Path | None,
+    synthetic: int,
+    limit: int | None,
+    seed: int,
+    concurrency: int,
+) -> None:
+    """``--strategy``: the strategies over GSM8K (or a generated set) through a replay mesh."""
+    chosen = list(sets or ["gsm8k"])
+    if synthetic:
+        workloads = [synthetic_workload(synthetic, seed=seed).limit(limit)]
+    else:
+        if any(name != "gsm8k" for name in chosen):
+            raise typer.BadParameter(
+                "--strategy runs over gsm8k (the only set whose answers are recorded as text)"
+            )
+        datasets_dir = resolve_datasets_dir(dataset) if dataset is not None else None
+        workloads = [routellm_workload("gsm8k", datasets_dir).limit(limit)]
+    try:
+        for text in strategies:
+            parse_strategy_option(DEFAULT_STRATEGIES.get(text, text))
+    except StrategyConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+    async def main() -> None:
+        for workload in workloads:
+            await run_strategy_bench(workload, strategies, console, concurrency=concurrency)
+
+    _run(main)
 
 
 def register(app: typer.Typer) -> None:
@@ -63,6 +99,13 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[
             Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")
         ] = None,
+        strategy: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Run collaboration strategies instead of routers (repeat: ensemble, moa, debate, or any "
+                "--strategy text of `accord ask`) over GSM8K, next to the single models.",
+            ),
+        ] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
         log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
         verbose: Annotated[bool, typer.Option(help="Show the agents' logs.")] = False,
@@ -70,6 +113,9 @@ def register(app: typer.Typer) -> None:
         """Route the RouteLLM MMLU, GSM8K and MT-Bench rows THROUGH a live mesh of replay agents and evaluate
         and run the routers on what came back."""
         configure_logging(json=log_json, level="info" if verbose else "warning")
+        if strategy:
+            _strategies(strategy, sets, dataset, synthetic, limit, seed, concurrency)
+            return
         chosen = list(sets or SETS)
         unknown = [s for s in chosen if s not in SETS]
         if unknown:
