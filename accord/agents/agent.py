@@ -321,12 +321,15 @@ class Agent:
 
     # --- receiving ----------------------------------------------------------------------------------------------
     async def _pump(self, sub: Subscription, broadcast: bool) -> None:
+        outbox = self._outbox
         async with sub:
             async for msg in sub:
+                outbox.hold()  # what the machine sends in answer goes out from this task, before the next read
                 try:
                     self._receive(msg, broadcast)
                 except Exception:  # the top of a shell loop: log and go on (never swallow cancellation)
                     self._log.exception("frame.crashed", subject=msg.subject)
+                await outbox.flush()
 
     def _refuse(self, msg: BusMessage, broadcast: bool, exc: AccordError) -> None:
         if broadcast:
@@ -506,7 +509,11 @@ class Agent:
         if self._running.get(key) is scope:
             del self._running[key]
         if report is not None and not scope.cancel_called:
-            self._feed(report)
+            self._outbox.hold()
+            try:
+                self._feed(report)
+            finally:
+                await self._outbox.flush()  # the Result goes out from this task: no hop to the outbox's
 
     def _request(self, task: Task, award: Award, model: str) -> CompletionRequest:
         messages = list(task.messages)

@@ -1,12 +1,17 @@
-"""The outgoing half of a shell: machines hand it messages synchronously; one task seals and publishes them.
+"""The outgoing half of a shell: machines hand it messages synchronously; they are sealed and published in order.
 
 Machines run synchronously (a timer callback, a receive loop), publishing is async. The outbox is the bounded
 queue between the two: ``send``/``multicast`` never block; if the queue is full (the bus is down for long), the
 message is dropped, counted and logged — the protocol's timers (ack, lease, deadline) recover from a lost
 message, an unbounded queue would not recover from memory exhaustion.
 
-The publishing task drains everything queued in one go (a plain deque, no per-message hand-off), so a burst of
-messages costs one wake-up and, on NATS, one socket write; it yields to the event loop every 64 messages.
+Who publishes: a receive loop that has just fed a frame to its machine calls :meth:`Outbox.flush` and publishes
+what the machine queued in its own task, before it reads the next frame (a bid goes out in the same event-loop
+step as the call for proposals that asked for it: no hop to another task, no wake-up). Everything else (timer
+callbacks, finished executions) wakes the outbox's own task, which drains everything queued in one go (a plain
+deque, no per-message hand-off), so a burst costs one wake-up and, on NATS, one socket write. At most one
+drainer runs at a time, and every drainer pops and publishes in queue order, so frames leave in the order they
+were queued whichever task publishes them. A drainer yields to the event loop every 64 messages.
 """
 
 from __future__ import annotations
@@ -37,8 +42,15 @@ class Outbox:
         self._capacity = capacity
         self._queue: deque[tuple[tuple[str, ...], Message]] = deque()
         self._wake = anyio.Event()
+        self._sleeping = False
+        """The outbox task waits on ``_wake`` (only then is there anyone to wake)."""
+        self._held = 0
+        """Inside :meth:`hold`: the caller publishes what is queued when it leaves, no wake-up needed."""
         self._idle: anyio.Event | None = None
         self._busy = False
+        """A drainer (the outbox task or a caller of :meth:`flush`) is publishing; it takes what is queued
+        meanwhile too."""
+        self._running = False
         self._closed = False
         self.published = 0
         self.dropped = 0
@@ -58,32 +70,58 @@ class Outbox:
             log.warning("outbox.full", type=type(message).__name__, dropped=self.dropped)
             return
         self._queue.append((tuple(subject_list), message))
-        self._wake.set()
+        if self._sleeping and not self._held and not self._busy:
+            self._sleeping = False
+            self._wake.set()
+
+    def hold(self) -> None:
+        """Until the matching :meth:`flush`, queued messages wait for the caller (no wake-up of the outbox task).
+
+        For a receive loop: ``hold()``, feed the machine (synchronously), ``await flush()``."""
+        self._held += 1
+
+    async def flush(self) -> None:
+        """End a :meth:`hold` and publish what is queued in the calling task (unless a drainer is already at
+        it: it takes these too, in order)."""
+        self._held -= 1
+        if not self._queue or self._busy:
+            return
+        if not self._running or self._closed:  # the outbox task is not there (yet): it drains when it starts
+            return
+        await self._drain()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Seal and publish queued messages in order until cancelled; then the outbox takes no more."""
+        self._running = True
         task_status.started()
         queue = self._queue
         try:
             while True:
-                if not queue:
-                    if self._idle is not None:
-                        self._idle.set()
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
+                if queue and not self._busy:
+                    await self._drain()
                     continue
-                self._busy = True
-                n = 0
-                while queue:
-                    subject_list, message = queue.popleft()
-                    await self._publish(subject_list, seal(message, self._identity))
-                    n += 1
-                    if n % _BATCH == 0:
-                        await anyio.lowlevel.checkpoint()
-                self._busy = False
+                self._wake = anyio.Event()
+                self._sleeping = True
+                await self._wake.wait()
         finally:
             self._closed = True
+            self._sleeping = False
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        self._busy = True
+        try:
+            n = 0
+            while queue:
+                subject_list, message = queue.popleft()
+                await self._publish(subject_list, seal(message, self._identity))
+                n += 1
+                if n % _BATCH == 0:
+                    await anyio.lowlevel.checkpoint()
+        finally:
             self._busy = False
+        if self._idle is not None:
+            self._idle.set()
 
     async def _publish(self, subject_list: tuple[str, ...], frame: bytes) -> None:
         for subject in subject_list:
@@ -100,6 +138,9 @@ class Outbox:
         with anyio.move_on_after(timeout_s):
             while (self._queue or self._busy) and not self._closed:
                 self._idle = anyio.Event()
+                if self._sleeping and not self._busy:  # queued under a hold whose flush never came
+                    self._sleeping = False
+                    self._wake.set()
                 await self._idle.wait()
             try:
                 await self._bus.flush(timeout_ms=int(timeout_s * 1000))

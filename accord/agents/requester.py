@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 
 import anyio
@@ -210,7 +210,7 @@ class _Pending:
         bids: dict[str, Opened],
         started_ns: int,
         on_progress: ProgressCallback | None,
-        avoid: set[str] | None = None,
+        avoid: MutableSet[str] | None = None,
     ) -> None:
         self.machine = machine
         self.avoid = avoid
@@ -336,12 +336,15 @@ class Requester:
         return {"submit": EndpointCounts(requests=s.submitted, errors=failed, last_error=last, data=data)}
 
     async def _pump(self, sub: Subscription, handler: Callable[[BusMessage], None]) -> None:
+        outbox = self._outbox
         async with sub:
             async for msg in sub:
+                outbox.hold()  # what the machine sends in answer goes out from this task, before the next read
                 try:
                     handler(msg)
                 except Exception:  # the top of a shell loop: log and go on (never swallow cancellation)
                     self._log.exception("frame.crashed", subject=msg.subject)
+                await outbox.flush()
 
     # --- the API ------------------------------------------------------------------------------------------------
     async def submit(
@@ -349,7 +352,7 @@ class Requester:
         spec: TaskSpec,
         *,
         on_progress: ProgressCallback | None = None,
-        avoid: set[str] | None = None,
+        avoid: MutableSet[str] | None = None,
     ) -> TaskOutcome:
         """Run one task through the market; the verified outcome, or TaskFailed with the reason.
 
@@ -358,7 +361,7 @@ class Requester:
 
         At most ``max_in_flight`` tasks run at once; further calls wait for a slot (backpressure), but never past
         the task's deadline: a task still queued then fails with ``deadline_exceeded``. Cancelling the caller
-        cancels the task (a Cancel goes to the awardee).
+        cancels the task (one Cancel goes to the awardee and to every agent that bid, spec 5.9).
         """
         if not self._ready:
             raise AccordError("Requester.run() must be started before submit()")
@@ -378,16 +381,24 @@ class Requester:
         self.stats.submitted += 1
         acquired = False
         try:
-            with anyio.move_on_after(max(0.0, (spec.constraints.deadline_ns - now_ns()) / 1e9)):
-                await self._limit.acquire()
-                acquired = True
-        except BaseException:  # cancelled while waiting for a slot: it never started
-            self.stats.failed[ReasonCode.CANCELLED.value] += 1
-            raise
+            self._limit.acquire_nowait()  # a free slot (the common case): no cancel scope, no event-loop round
+            acquired = True
+        except anyio.WouldBlock:
+            try:
+                with anyio.move_on_after(max(0.0, (spec.constraints.deadline_ns - now_ns()) / 1e9)):
+                    await self._limit.acquire()
+                    acquired = True
+            except BaseException:  # cancelled while waiting for a slot: it never started
+                self.stats.failed[ReasonCode.CANCELLED.value] += 1
+                raise
         pending = _Pending(machine, bids, now_ns(), on_progress, avoid)
         self._tasks[task_id] = pending
         try:
-            self._feed(pending, Start())  # fails at once if the deadline passed while it was queued
+            self._outbox.hold()
+            try:
+                self._feed(pending, Start())  # fails at once if the deadline passed while it was queued
+            finally:
+                await self._outbox.flush()  # the call for proposals goes out from this task: no hop
             await pending.done.wait()
         except BaseException:
             if not machine.is_terminal:

@@ -2,7 +2,8 @@
 
 The machines never read a clock; this module is the one place the runtime does (``now_ns``). A TimerService
 holds one deadline per key, sleeps until the earliest, and calls the owner's callback with the key. Re-arming
-a key replaces its deadline; cancelling forgets it. Stale heap entries are skipped lazily.
+a key replaces its deadline; cancelling forgets it. Stale heap entries are skipped lazily, and compacted away
+when they outnumber the live ones.
 
 Cheap on the hot path: arming a timer later than the one the service sleeps for (the common case: bid
 expiries, leases, deadlines all lie ahead) only pushes onto a heap; the sleeping task is woken only when a new
@@ -56,9 +57,18 @@ class TimerService(Generic[K]):
             self._wake.set()
 
     def cancel(self, key: K) -> None:
-        self._deadlines.pop(key, None)
-        if not self._deadlines and len(self._heap) > 64:
-            self._heap.clear()  # nothing armed: drop the stale entries at once
+        if self._deadlines.pop(key, None) is not None and len(self._heap) > 2 * len(self._deadlines) + 256:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the stale entries (cancelled or re-armed keys): most timers are cancelled long before they are
+        due (a task's deadline, lease and ack timers end with the task), and left in the heap they would pile up
+        until their time, a task's whole deadline, as garbage the cyclic GC keeps walking. Linear, and done only
+        when stale entries outnumber live ones: amortised O(1) per cancel."""
+        deadlines = self._deadlines
+        heap = self._heap  # in place: _fire_due may be iterating it (a fired timer's callback cancels others)
+        heap[:] = [entry for entry in heap if deadlines.get(entry[2]) == entry[0]]
+        heapq.heapify(heap)
 
     def pending(self) -> int:
         return len(self._deadlines)

@@ -7,8 +7,10 @@ it to ``fanout`` agent inboxes; each agent decodes it (no verification: Accord's
 proposals) and answers with a signed Bid; once every invited agent has bid, the requester picks the cheapest,
 verifies that bid's signature, and sends a signed Award; the winner verifies the Award, sends a signed Ack, signs
 an in-toto style attestation (JSON statement over the output digest) and a Result carrying it; the requester
-verifies the Ack, the Result and the attestation, and checks the output digest. Every signature is Ed25519 over
-a DSSE pre-authentication encoding; every message is msgpack through msgspec.
+verifies the Ack, the Result and the attestation, and checks the output digest; then, as Accord's market does
+when a task ends (spec 5.9), it signs one Cancel and sends it to every losing bidder, and each loser verifies
+it (a Cancel is acted on: Accord's agents verify it in full). Every signature is Ed25519 over a DSSE
+pre-authentication encoding; every message is msgpack through msgspec.
 
 One round = announce -> verified result. ``inflight`` rounds run at once. Prints rounds/s and p50/p99 latency;
 :func:`run_raw` is what ``tests.bench.rounds`` calls for its ratio columns.
@@ -79,6 +81,11 @@ class RResult(_Msg, tag="result", frozen=True):
     attestation: bytes
 
 
+class RCancel(_Msg, tag="cancel", frozen=True):
+    task_id: str
+    reason: str
+
+
 class _Statement(msgspec.Struct, frozen=True):
     task_id: str
     agent: str
@@ -100,7 +107,7 @@ class _Envelope(msgspec.Struct, array_like=True, frozen=True):
     sig: bytes
 
 
-_Any = RTask | RBid | RAward | RAck | RResult
+_Any = RTask | RBid | RAward | RAck | RResult | RCancel
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(_Any)
 _env_dec = msgspec.msgpack.Decoder(_Envelope)
@@ -167,6 +174,8 @@ class _RawAgent:
         if isinstance(m, RTask):  # peek: no signature check to bid
             bid = RBid(_id(), self.key.id, time.time_ns(), m.task_id, "sim-small", 100, 40)
             await self.nc.publish(reply, self.key.seal(bid))
+        elif isinstance(m, RCancel):  # we lost: the task is over, our bid's slot is free
+            _verify(env, self.keys)
         elif isinstance(m, RAward):
             _verify(env, self.keys)
             now = time.time_ns()
@@ -222,6 +231,11 @@ class _RawRequester:
             st = _stmt_dec.decode(att.payload)
             assert st.output_digest == hashlib.sha256(m.output.encode()).hexdigest()
             assert st.award_digest == hashlib.sha256(r.award_payload).hexdigest()
+            losers = [b.sender for b, _ in r.bids if b.sender != m.sender]
+            if losers:  # one Cancel, signed once, to every losing bidder
+                frame = self.key.seal(RCancel(_id(), self.key.id, time.time_ns(), m.task_id, "superseded"))
+                for agent_id in losers:
+                    await self.nc.publish(f"raw.dm.{agent_id}.{self.key.id}", frame)
             r.done.set()
 
 
