@@ -634,6 +634,12 @@ class NatsBus:
 
     # --- callbacks (nats-py tasks call these) ------------------------------------------------------------------
     async def _on_error(self, exc: Exception) -> None:
+        """Count and log a client error. nats-py calls this inline from its read loop, so it must not raise:
+        an exception here (a log stream that was closed) would stop the connection reading."""
+        with contextlib.suppress(Exception):  # see the docstring; the counts are taken before any logging
+            self._count_error(exc)
+
+    def _count_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
             sub = self._subs.get(exc.sub)
             if sub is not None:

@@ -10,6 +10,12 @@ import structlog
 __all__ = ["configure_logging"]
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """A logger on the ``sys.stderr`` of the moment: the one at configure time may have been replaced and closed
+    since (a test runner's capture), and a log call must not fail on it."""
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(*, json: bool = False, level: str = "info") -> None:
     """Console logs for humans, or JSON lines with ``--log-json``; bound context vars included."""
     processors: list[structlog.types.Processor] = [
@@ -23,6 +29,6 @@ def configure_logging(*, json: bool = False, level: str = "info") -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
