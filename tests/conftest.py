@@ -1,9 +1,13 @@
-"""Shared test configuration: Hypothesis profiles (``ci`` derandomised and sized for CI, ``dev`` larger)."""
+"""Shared test configuration: Hypothesis profiles (``ci`` derandomised and sized for CI, ``dev`` larger), and
+structlog's global configuration reset after every test."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -22,3 +26,11 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """A test that runs a CLI command in process configures structlog globally (level, renderer); without a reset
+    a later test's ``capture_logs`` would see that level's filter and miss info events."""
+    yield
+    structlog.reset_defaults()

@@ -22,4 +22,3 @@ def test_logs_go_to_the_current_stderr_even_after_the_old_one_closed(monkeypatch
     monkeypatch.setattr(sys, "stderr", new)
     structlog.get_logger("t").warning("second", n=2)  # raised ValueError (closed file) before
     assert "second" in new.getvalue()
-    structlog.reset_defaults()
