@@ -23,6 +23,7 @@ from typing import Annotated
 import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -36,6 +37,13 @@ from accord.agents.config import (
 )
 from accord.agents.mesh import REQUESTER_NAME, RunningMesh, connect_bus, run_mesh
 from accord.agents.requester import Requester, TaskFailed, TaskOutcome
+from accord.agents.strategies import (
+    Ask,
+    Ensemble,
+    StrategyFailed,
+    StrategyResult,
+    run_strategy,
+)
 from accord.agents.timers import now_ns
 from accord.cli.logging import configure_logging
 from accord.cli.mesh import _run
@@ -169,13 +177,22 @@ async def _demo(*, threads: int, concurrency: int) -> None:
                     f"nats-server pid {mesh.server.pid if mesh.server else '-'} at {mesh.url}; "
                     f"{len(mesh.agents)} agents online"
                 )
-                rows = await _workload(mesh.url, mesh, concurrency)
+                rows, outcome = await _workload(mesh.url, mesh, concurrency)
     finally:
         edge.close()
     _summary(rows, time.monotonic() - started)
+    _strategy_summary(outcome)
 
 
-async def _workload(url: str, mesh: object, concurrency: int) -> list[tuple[Question, TaskOutcome | TaskFailed]]:
+DEMO_STRATEGY = Ensemble(k=3, tiers=(Tier.DEVICE, Tier.EDGE))
+"""The strategy the demo shows: three different SmolLM2 agents (two devices and the edge box) answer the same
+question side by side within one budget, and the majority answer wins."""
+STRATEGY_QUESTION = "What is the capital of Italy?"
+
+
+async def _workload(
+    url: str, mesh: object, concurrency: int
+) -> tuple[list[tuple[Question, TaskOutcome | TaskFailed]], StrategyResult | StrategyFailed]:
 
     assert isinstance(mesh, RunningMesh)
     rows: list[tuple[Question, TaskOutcome | TaskFailed] | None] = [None] * len(WORKLOAD)
@@ -220,8 +237,45 @@ async def _workload(url: str, mesh: object, concurrency: int) -> list[tuple[Ques
                 async with anyio.create_task_group() as work:
                     for i, q in enumerate(WORKLOAD):
                         work.start_soon(one, i, q)
+            outcome: StrategyResult | StrategyFailed
+            try:
+                outcome = await run_strategy(
+                    requester,
+                    DEMO_STRATEGY,
+                    Ask(STRATEGY_QUESTION, max_output_tokens=48),
+                    budget_micros=5_000,
+                    deadline_ms=60_000,
+                    bid_window_ms=100,
+                )
+            except StrategyFailed as exc:
+                outcome = exc
             tg.cancel_scope.cancel()
-    return [r for r in rows if r is not None]
+    return [r for r in rows if r is not None], outcome
+
+
+def _strategy_summary(result: StrategyResult | StrategyFailed) -> None:
+    console.print("\n[bold]a strategy[/bold]: an ensemble of three agents on device and edge, majority vote")
+    console.print(f"  question: {STRATEGY_QUESTION}")
+    if isinstance(result, StrategyFailed):
+        console.print(f"  [red]failed: {escape(str(result))}[/red]")
+        raise typer.Exit(1)
+    for call in result.calls:
+        if call.outcome is not None:
+            cert = call.outcome.attestation.certificate
+            console.print(
+                f"  {call.role}: {cert.name} ({cert.tier.value}), {call.model}, ${call.price_micros / 1e6:.6f}, "
+                f"{call.latency_ms:.0f} ms, attestation verified: {' '.join((call.answer or '').split())[:100]}",
+                markup=False,
+                highlight=False,
+            )
+        else:
+            console.print(f"  {call.role}: no answer ({call.failure})", markup=False)
+    console.print(
+        f"  answer: {' '.join(result.answer.split())[:160]} (agreement {result.confidence or 0:.0%}; spent "
+        f"${result.spent_micros / 1e6:.6f} of ${result.budget_micros / 1e6:.6f})",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _summary(rows: list[tuple[Question, TaskOutcome | TaskFailed]], elapsed_s: float) -> None:
