@@ -230,6 +230,7 @@ def _table(workload: Workload, rows: Sequence[StrategyRow]) -> Table:
         "strategy",
         "spec",
         "accuracy",
+        "by number",
         "calls/query",
         "paid $",
         "$/query",
