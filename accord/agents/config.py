@@ -39,7 +39,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-from accord.agents.strategies.config import StrategySpec
+from accord.agents.strategies.config import StrategySpec, resolve_routers
 from accord.errors import AccordError
 from accord.protocol.messages import Privacy, Tier
 
@@ -53,6 +53,7 @@ __all__ = [
     "OpenAIBackendConfig",
     "ReplayBackendConfig",
     "SimulatedBackendConfig",
+    "StrategyBackendConfig",
     "load_mesh",
     "parse_mesh",
     "resolve_paths",
@@ -117,7 +118,27 @@ class ReplayBackendConfig(
     model: str | None = None
 
 
-BackendConfig = SimulatedBackendConfig | LlamaCppBackendConfig | OpenAIBackendConfig | ReplayBackendConfig
+class StrategyBackendConfig(
+    Struct, tag="strategy", tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True
+):
+    """A gateway: the agent serves each task by running a strategy over the mesh (a name from the file's
+    ``[strategies]`` or ``accord ask --strategy`` text) with a requester of its own (identity ``NAME-requester``).
+    Advertise prices that cover ``budget_micros`` and a latency (``resources``: ttft_ms, tokens_per_s) that covers
+    the strategy's rounds: the lease bounds the run."""
+
+    strategy: str
+    budget_micros: Annotated[int, Meta(ge=0)]
+    """What one run may spend on the mesh (all its tasks together)."""
+    form: Literal["chat", "math", "mcq"] = "chat"
+
+
+BackendConfig = (
+    SimulatedBackendConfig
+    | LlamaCppBackendConfig
+    | OpenAIBackendConfig
+    | ReplayBackendConfig
+    | StrategyBackendConfig
+)
 
 
 class BusConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -216,6 +237,7 @@ def resolve_paths(config: MeshConfig, base: Path) -> MeshConfig:
     return replace(
         config,
         agents=agents,
+        strategies={name: resolve_routers(spec, base) for name, spec in config.strategies.items()},
         state_dir=at(config.state_dir) or str(base / ".accord"),
         trust=replace(config.trust, file=at(config.trust.file)),
         bus=replace(

@@ -43,9 +43,17 @@ from accord.agents.config import (
     OpenAIBackendConfig,
     ReplayBackendConfig,
     SimulatedBackendConfig,
+    StrategyBackendConfig,
 )
 from accord.agents.requester import Requester
 from accord.agents.resources import ResourceModel
+from accord.agents.strategies import (
+    Strategy,
+    StrategyBackend,
+    StrategyConfigError,
+    build_strategy,
+    parse_strategy_option,
+)
 from accord.agents.timers import now_ns
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
@@ -197,10 +205,15 @@ def load_trust(
     peer, silently).
     """
     identities: dict[str, Identity] = {}
+    gateways: dict[str, str] = {}  # a gateway agent -> the identity name of its own requester
     for agent in config.agents:
         for name in agent.replica_names():
             identities[name] = load_identity(agent.key) if agent.key and agent.count == 1 else state.identity(name)
+            if isinstance(agent.backend, StrategyBackendConfig):
+                gateways[name] = gateway_requester_name(name)
+                identities[gateways[name]] = state.identity(gateways[name])
     identities[REQUESTER_NAME] = state.identity(REQUESTER_NAME)
+    require = [n for name in require for n in (name, gateways.get(name)) if n is not None]
     if config.trust.file is None:
         return state.certify_all(config, identities), identities
     trust = TrustStore.load(config.trust.file)
@@ -277,8 +290,29 @@ def _resource_fields(resources: ResourceModel) -> dict[str, object]:
     return msgspec.structs.asdict(resources)
 
 
+def gateway_requester_name(agent: str) -> str:
+    """The identity under which a gateway agent's own requester runs its strategy's tasks."""
+    return f"{agent}-requester"
+
+
+def _gateway_resources(config: StrategyBackendConfig, overrides: dict[str, float | int | bool]) -> ResourceModel:
+    kind = config.strategy.partition(":")[0]
+    base = ResourceModel(model=f"strategy-{kind}", tokens_per_s=20.0, ttft_ms=2000, context_window=32_768)
+    try:
+        return ResourceModel.from_mapping({**_resource_fields(base), **overrides})
+    except Exception as exc:
+        raise MeshConfigError(f"resources: {exc}") from exc
+
+
 def build_agent_parts(config: AgentConfig, name: str, seed: int) -> tuple[ContractorProfile, dict[str, Backend]]:
-    backend, resources = build_backend(config.backend, config.resources, seed)
+    """The agent's profile and backends by model name. A gateway's backend needs its requester's bus, so its
+    dict is empty here; :func:`run_mesh` adds the StrategyBackend once that bus is up."""
+    if isinstance(config.backend, StrategyBackendConfig):
+        resources = _gateway_resources(config.backend, config.resources)
+        backends: dict[str, Backend] = {}
+    else:
+        backend, resources = build_backend(config.backend, config.resources, seed)
+        backends = {resources.offer().name: backend}
     offer = resources.offer()
     profile = ContractorProfile(
         name=name,
@@ -295,7 +329,7 @@ def build_agent_parts(config: AgentConfig, name: str, seed: int) -> tuple[Contra
         bid_hold_ms=config.bid_hold_ms,
         overhead_ms=config.overhead_ms,
     )
-    return profile, {offer.name: backend}
+    return profile, backends
 
 
 # --- bus ------------------------------------------------------------------------------------------------------
@@ -334,20 +368,55 @@ async def _serve_agent(
     backends: dict[str, Backend],
     trust: TrustStore,
     credentials: tuple[str | None, str | None] = (None, None),
+    gateway: Gateway | None = None,
     *,
     task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One agent on its own bus connection, as on its own machine; closes its backends when it stops."""
+    """One agent on its own bus connection, as on its own machine; closes its backends when it stops. A gateway
+    also runs its own requester on that connection and answers with its strategy."""
     try:
-        async with connect_bus(url, name=profile.name, nkey_seed=credentials[0], creds=credentials[1]) as bus:
+        async with (
+            connect_bus(url, name=profile.name, nkey_seed=credentials[0], creds=credentials[1]) as bus,
+            anyio.create_task_group() as tg,
+        ):
+            if gateway is not None:
+                requester = Requester(gateway.identity, bus=bus, trust=trust, service=False)
+                await tg.start(requester.run)
+                model = profile.models[0].name
+                backends[model] = StrategyBackend(
+                    requester,
+                    gateway.strategy,
+                    budget_micros=gateway.config.budget_micros,
+                    form=gateway.config.form,
+                )
             agent = Agent(identity, profile, backends, bus=bus, trust=trust, rng=random.Random())
-            async with anyio.create_task_group() as tg:
-                await tg.start(agent.run)
-                task_status.started(agent)
+            await tg.start(agent.run)
+            task_status.started(agent)
+            await agent.done.wait()
+            tg.cancel_scope.cancel()  # a gateway's requester runs until its agent has left
     finally:
         with anyio.CancelScope(shield=True):
             for backend in backends.values():
                 await backend.aclose()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """What a gateway agent needs besides its profile: its requester's identity, its strategy and its budget."""
+
+    identity: Identity
+    strategy: Strategy
+    config: StrategyBackendConfig
+
+
+def _gateway(config: MeshConfig, agent: AgentConfig, identities: dict[str, Identity], name: str) -> Gateway | None:
+    if not isinstance(agent.backend, StrategyBackendConfig):
+        return None
+    try:
+        strategy = build_strategy(parse_strategy_option(agent.backend.strategy, config.strategies))
+    except StrategyConfigError as exc:
+        raise MeshConfigError(f"agent {name}: backend strategy: {exc}") from exc
+    return Gateway(identities[gateway_requester_name(name)], strategy, agent.backend)
 
 
 @dataclass
@@ -395,11 +464,13 @@ async def run_mesh(
                 if wanted is not None and name not in wanted:
                     continue
                 profile, backends = build_agent_parts(agent_config, name, seed=i)
-                parts.append((name, profile, backends))
+                parts.append((name, profile, backends, _gateway(config, agent_config, identities, name)))
         tg = await stack.enter_async_context(anyio.create_task_group())
         try:
-            for name, profile, backends in parts:
-                agent = await tg.start(_serve_agent, url, identities[name], profile, backends, trust, credentials)
+            for name, profile, backends, gateway in parts:
+                agent = await tg.start(
+                    _serve_agent, url, identities[name], profile, backends, trust, credentials, gateway
+                )
                 agents.append(agent)
             log.info("mesh.up", url=url, agents=len(agents))
             yield RunningMesh(url, agents, trust, identities, server)

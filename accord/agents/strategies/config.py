@@ -39,6 +39,7 @@ __all__ = [
     "StrategySpec",
     "build_strategy",
     "parse_strategy_option",
+    "resolve_routers",
 ]
 
 Tiers = Annotated[list[Tier], Meta(max_length=3)]
@@ -145,6 +146,19 @@ def _verifier(spec: CascadeSpec, base: Path | None) -> Verifier:
         router=_router(spec.router, base, "cascade scorer"),
         threshold=0.5 if spec.threshold is None else spec.threshold,
     )
+
+
+def resolve_routers(spec: StrategySpec, base: Path) -> StrategySpec:
+    """``spec`` with every router file path taken relative to ``base`` (a mesh file's directory)."""
+    replace = msgspec.structs.replace
+    if isinstance(spec, RouteSpec) and spec.router is not None:
+        return replace(spec, router=str(base / spec.router))
+    if isinstance(spec, CascadeSpec):
+        router = str(base / spec.router) if spec.router is not None else None
+        return replace(
+            spec, router=router, first=resolve_routers(spec.first, base), then=resolve_routers(spec.then, base)
+        )
+    return spec
 
 
 def build_strategy(spec: StrategySpec, *, base: Path | None = None) -> Strategy:
