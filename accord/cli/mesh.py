@@ -160,7 +160,7 @@ def register(app: typer.Typer) -> None:
             chosen = parse_strategy_option(strategy or config.strategy or "single", config.strategies)
             if isinstance(chosen, SingleSpec) and tier:
                 chosen = SingleSpec(tiers=list(tier))
-            runner = build_strategy(chosen, base=mesh.parent)
+            runner = build_strategy(chosen)  # mesh-file routers are resolved already; --strategy ones from here
             context = context_file.read_text(encoding="utf-8") if context_file is not None else None
         except (StrategyConfigError, OSError) as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}")
