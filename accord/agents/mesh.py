@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +60,7 @@ from accord.bus.server import NatsServer
 from accord.errors import AccordError
 from accord.protocol.contractor import ContractorProfile
 from accord.protocol.market import Ineligibility, rank
-from accord.protocol.messages import Constraints, Privacy, Task, Tier
+from accord.protocol.messages import Privacy, Task, Tier
 from accord.protocol.requester import RequesterMachine, TaskSpec
 from accord.security import (
     Certificate,
@@ -491,31 +491,13 @@ class NoAgentError(AccordError):
     """No advertised agent could take the task within the wait; the message says what the registry saw."""
 
 
-def _distrust(trust: TrustStore, agent_id: str, constraints: Constraints) -> str | None:
-    """Why the requester's trust rule refuses ``agent_id`` for a task (None: it does not). The rule: certified
-    now, and certified for the task's residency class and privacy class."""
-    try:
-        cert = trust.check(agent_id, now_ns())
-    except SecurityError as exc:
-        return f"untrusted ({exc.reason.value})"
-    if constraints.residency is not None and constraints.residency not in cert.residency:
-        return f"not certified for residency {constraints.residency}"
-    if constraints.privacy is not Privacy.PUBLIC and constraints.privacy not in cert.privacy:
-        return f"not certified for privacy {constraints.privacy.value}"
-    return None
-
-
-def _trust_policy(trust: TrustStore) -> Callable[[str, Constraints], bool]:
-    return lambda agent_id, constraints: _distrust(trust, agent_id, constraints) is None
-
-
 def _task_of(requester: Requester, spec: TaskSpec) -> Task:
     """The Task a requester would announce for ``spec`` (built by a throwaway machine: pure, sends nothing)."""
     machine = RequesterMachine(
         requester.id,
         spec,
         rng=random.Random(0),
-        trusted=_trust_policy(requester.trust),
+        trusted=requester.trusted,
         verify_bid=lambda _bid, _digest: False,
     )
     return machine.task
@@ -525,7 +507,7 @@ def _candidates(requester: Requester, task: Task, now: int) -> tuple[list[str], 
     """(agents in the registry that could take ``task`` now, best first; why none could, if so)."""
     registry = requester.registry
     offers = registry.offers(task, now=now)
-    ranking = rank(offers, task, now=now, trusted=_trust_policy(requester.trust), predictor=requester.predictor)
+    ranking = rank(offers, task, now=now, trusted=requester.trusted, predictor=requester.predictor)
     eligible = [s.offer.agent_id for s in ranking.eligible]
     if eligible:
         return eligible, ""
@@ -538,7 +520,7 @@ def _candidates(requester: Requester, task: Task, now: int) -> tuple[list[str], 
     reasons: Counter[str] = Counter()
     for offer, why in ranking.ineligible:
         if why is Ineligibility.UNTRUSTED:
-            reasons[_distrust(requester.trust, offer.agent_id, task.constraints) or why.value] += 1
+            reasons[requester.distrust(offer.agent_id, task.constraints) or why.value] += 1
         else:
             reasons[why.value] += 1
     ruled = ", ".join(f"{why} x{n}" for why, n in reasons.most_common())

@@ -370,7 +370,7 @@ class Requester:
             self.id,
             spec,
             rng=self._rng,
-            trusted=self._trusted,
+            trusted=self.trusted,
             verify_bid=self._bid_verifier(bids),
             registry=self.registry,
             predictor=self.predictor,
@@ -416,15 +416,22 @@ class Requester:
         return pending.outcome
 
     # --- hooks for the machine ----------------------------------------------------------------------------------
-    def _trusted(self, agent_id: str, constraints: Constraints) -> bool:
-        """Trusted, unrevoked, and certified for the task's residency and privacy class."""
+    def distrust(self, agent_id: str, constraints: Constraints) -> str | None:
+        """Why this requester's trust rule refuses ``agent_id`` for a task with ``constraints`` (None: it does
+        not). The rule: certified now (trusted, unrevoked), and for the task's residency and privacy class."""
         try:
             cert = self.trust.check(agent_id, now_ns())
-        except SecurityError:
-            return False
+        except SecurityError as exc:
+            return f"untrusted ({exc.reason.value})"
         if constraints.residency is not None and constraints.residency not in cert.residency:
-            return False
-        return constraints.privacy is Privacy.PUBLIC or constraints.privacy in cert.privacy
+            return f"not certified for residency {constraints.residency}"
+        if constraints.privacy is not Privacy.PUBLIC and constraints.privacy not in cert.privacy:
+            return f"not certified for privacy {constraints.privacy.value}"
+        return None
+
+    def trusted(self, agent_id: str, constraints: Constraints) -> bool:
+        """The machine's trust hook (market.TrustPolicy): :meth:`distrust` finds nothing."""
+        return self.distrust(agent_id, constraints) is None
 
     def _bid_verifier(self, bids: dict[str, Opened]) -> Callable[[str, str], bool]:
         """The machine's ``verify_bid`` hook over one task's peeked bid frames (keyed by payload digest)."""
@@ -663,7 +670,7 @@ class Requester:
         if not offers:
             live = self.registry.count(now=at)
             return f"no advertised agent with a free slot takes kind {task.kind!r} ({live} agents known)"
-        ranking = rank(offers, task, now=at, trusted=self._trusted, predictor=self.predictor)
+        ranking = rank(offers, task, now=at, trusted=self.trusted, predictor=self.predictor)
         if not ranking.ineligible:
             return ""
         reasons = Counter(why.value for _, why in ranking.ineligible)
