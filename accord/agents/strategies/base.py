@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 import anyio
 
 from accord.agents.requester import Requester, TaskFailed, TaskOutcome
+from accord.agents.resources import estimate_prompt_tokens
 from accord.errors import AccordError
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Privacy, ReasonCode, Role, Tier
 from accord.protocol.requester import TaskSpec
@@ -268,9 +269,10 @@ class Session:
         if cap <= 0:
             self._refuse(role, tier_tuple, "budget")
             return None
+        messages = ask.messages()
         spec = TaskSpec(
             kind=ask.kind,
-            messages=ask.messages(),
+            messages=messages,
             constraints=Constraints(
                 deadline_ns=deadline,
                 max_price_micros=cap,
@@ -278,7 +280,7 @@ class Session:
                 privacy=ask.privacy if privacy is None else privacy,
                 preferred_tiers=list(tier_tuple),
             ),
-            est_input_tokens=sum(len(m.content) for m in ask.messages()) // 4 + 1,
+            est_input_tokens=estimate_prompt_tokens(messages),
             max_output_tokens=ask.max_output_tokens,
             policy=self.policy,
             bid_window_ms=self.bid_window_ms,

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from accord.agents.resources import estimate_prompt_tokens
 from accord.agents.routers.base import Query
 from accord.agents.strategies.base import Answer, Ask, Session, as_answer
 from accord.protocol.messages import Tier
@@ -88,7 +89,7 @@ def _cheapest(
     of that side can answer before the deadline; None when the registry knows no agent."""
     now = time.time_ns()
     left_ms = (session.deadline_ns - now) / 1e6
-    tokens_in = sum(len(m.content) for m in ask.messages()) / 4
+    tokens_in = estimate_prompt_tokens(ask.messages())
     sides: dict[Tier, tuple[int, bool]] = {}
     for entry in session.requester.registry.live(now=now):
         advert = entry.advert
