@@ -7,10 +7,10 @@ What :func:`replay_mesh` starts, all in this process except the server:
 - an operator key made in memory for this run (never written anywhere) that certifies every agent and the
   requester, so every frame is signed and verified as in any mesh;
 - per :class:`TierAgents`, ``replicas`` agents of that tier on their own bus connections, each answering with
-  :class:`~accord.agents.backends.replay.ReplayBackend` from the shared outcome log as the tier's model, and
+  :class:`~accord.backends.replay.ReplayBackend` from the shared outcome log as the tier's model, and
   advertising the tier's price sheet (so bids, awards and payments are market numbers). Timings are simulated and
   not real time: the backend reports the latency its resource model predicts and answers at once;
-- a :class:`~accord.agents.requester.Requester` on its own connection.
+- a :class:`~accord.runtime.requester.Requester` on its own connection.
 
 Use (the strategies and the routing benchmark drive it the same way)::
 
@@ -20,7 +20,7 @@ Use (the strategies and the routing benchmark drive it the same way)::
         outcome.model, outcome.price_micros, outcome.attestation.output_checked
 
 ``ask`` submits one task preferring one tier and returns the verified :class:`TaskOutcome` (or raises
-:class:`~accord.agents.requester.TaskFailed`); at most ``concurrency`` tasks run at once and each task's deadline
+:class:`~accord.runtime.requester.TaskFailed`); at most ``concurrency`` tasks run at once and each task's deadline
 starts when it gets its slot.
 """
 
@@ -36,18 +36,18 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from accord.agents.agent import Agent
-from accord.agents.backends.replay import OutcomeLog, ReplayBackend
-from accord.agents.mesh import embedded_server
-from accord.agents.requester import Requester, TaskOutcome
-from accord.agents.resources import ResourceModel, estimate_prompt_tokens
-from accord.agents.timers import now_ns
+from accord.backends.replay import OutcomeLog, ReplayBackend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
 from accord.errors import AccordError
+from accord.mesh.run import embedded_server
 from accord.protocol.contractor import ContractorProfile
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Tier
+from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens
 from accord.protocol.requester import RequesterConfig, TaskSpec
+from accord.runtime.agent import Agent
+from accord.runtime.requester import Requester, TaskOutcome
+from accord.runtime.timers import now_ns
 from accord.security import Certificate, Identity, KeyKind, TrustStore, sign_certificate
 
 __all__ = ["BENCH_REQUESTER_CONFIG", "MeshCounters", "ReplayMesh", "TierAgents", "replay_mesh"]

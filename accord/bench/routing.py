@@ -5,10 +5,10 @@ One :func:`~accord.bench.replay_mesh.replay_mesh` serves every set: a device tie
 (Mixtral-8x7B) and a cloud tier replaying the strong one (GPT-4), priced with the sets' price sheets. Per set
 (RouteLLM's MMLU, GSM8K, MT-Bench, or a generated log):
 
-1. **both tiers**: every query through the market to each tier (:func:`~accord.agents.routers.live.collect`);
+1. **both tiers**: every query through the market to each tier (:func:`~accord.bench.live.collect`);
    outcome records built from the verified results; failures counted (there should be none); the records
    checked against the set's own (same quality on every row, cost within rounding).
-2. **cross-fit**: a :class:`~accord.agents.routers.table.PairTable` of those records and the cross-fitted router
+2. **cross-fit**: a :class:`~accord.routing.table.PairTable` of those records and the cross-fitted router
    suite, shown as the offline benchmark shows it, with the plot. Fitting runs in worker processes
    (``workers``), one job per router kind, while the mesh goes on with the next set.
 3. **live**: the best cross-fitted router at its CPT(50%) point (and, where a cascade was fitted, the cascade at
@@ -31,10 +31,11 @@ import anyio.to_process
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from accord.agents.backends.replay import OutcomeLog
-from accord.agents.routers.base import RouterError
-from accord.agents.routers.crossfit import CrossFit, SuiteRun, crossfit_kind, suite_from_fits
-from accord.agents.routers.live import (
+from accord.backends.replay import OutcomeLog
+from accord.bench.data.workload import Workload, routellm_workload, synthetic_workload
+from accord.bench.evaluation.crossfit import CrossFit, SuiteRun, crossfit_kind, suite_from_fits
+from accord.bench.evaluation.suite_view import best_router, goal_line, show_suite
+from accord.bench.live import (
     Collection,
     LiveRun,
     OperatingPoint,
@@ -43,10 +44,6 @@ from accord.agents.routers.live import (
     operating_point,
     route_live,
 )
-from accord.agents.routers.store import ROUTER_KINDS
-from accord.agents.routers.suite_view import best_router, goal_line, show_suite
-from accord.agents.routers.table import PairTable
-from accord.agents.routers.workload import Workload, routellm_workload, synthetic_workload
 from accord.bench.replay_mesh import ReplayMesh, TierAgents, replay_mesh
 from accord.bench.routing_report import (
     RoutingBenchResult,
@@ -57,6 +54,9 @@ from accord.bench.routing_report import (
     row_summaries,
 )
 from accord.protocol.messages import Tier
+from accord.routing.base import RouterError
+from accord.routing.store import ROUTER_KINDS
+from accord.routing.table import PairTable
 
 __all__ = ["RoutingBench", "bench_tiers", "compare_tables", "live_points", "run_routing_bench"]
 

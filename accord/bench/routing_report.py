@@ -8,9 +8,9 @@ from collections import Counter
 import msgspec
 from rich.table import Table
 
-from accord.agents.routers.crossfit import SuiteRun
-from accord.agents.routers.live import LiveRun
-from accord.agents.routers.render import format_quality
+from accord.bench.evaluation.crossfit import SuiteRun
+from accord.bench.evaluation.render import format_quality
+from accord.bench.live import LiveRun
 
 __all__ = [
     "LiveSummary",

@@ -3,7 +3,7 @@ GSM8K rows, next to the single models (``accord bench routing --strategy ...``).
 
 The mesh: two device agents replaying the weak model (Mixtral-8x7B) and one cloud agent replaying the strong one
 (GPT-4), priced with the set's price sheets. Every query runs each strategy through the market
-(:func:`accord.agents.strategies.run_strategy`: signed bids, awards and payments, verified attestations); the
+(:func:`accord.strategies.run_strategy`: signed bids, awards and payments, verified attestations); the
 answer's correctness is the recorded correctness of the model whose text the strategy returned (a vote returns
 one of its voters' texts, an aggregator its own), and the cost is what the market was paid. A second accuracy
 column grades by final number (the returned number is that of a recorded answer the set marked right): the set's
@@ -29,8 +29,10 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from accord.agents.routers.workload import BenchQuery, Workload
-from accord.agents.strategies import (
+from accord.bench.data.workload import BenchQuery, Workload
+from accord.bench.replay_mesh import ReplayMesh, TierAgents, replay_mesh
+from accord.protocol.messages import Tier
+from accord.strategies import (
     Ask,
     StrategyFailed,
     StrategyResult,
@@ -40,8 +42,6 @@ from accord.agents.strategies import (
     parse_strategy_option,
     run_strategy,
 )
-from accord.bench.replay_mesh import ReplayMesh, TierAgents, replay_mesh
-from accord.protocol.messages import Tier
 
 __all__ = [
     "DEFAULT_STRATEGIES",

@@ -43,7 +43,6 @@ from accord.bus.base import (
 from accord.bus.faulty import FaultEvent, FaultPlan, FaultRates, FaultyBus
 from accord.bus.fencing import Claim, FencedError, claim, ensure_current, read_claim
 from accord.bus.memory import MemoryBroker, MemoryBus
-from accord.bus.permissions import agent_permissions, inbox_prefix, kv_award_key
 
 if TYPE_CHECKING:
     from accord.bus.nats import NatsBus
@@ -90,12 +89,9 @@ __all__ = [
     "SlowConsumerError",
     "StreamState",
     "Subscription",
-    "agent_permissions",
     "check_subject",
     "claim",
     "ensure_current",
-    "inbox_prefix",
-    "kv_award_key",
     "read_claim",
     "subject_matches",
 ]

@@ -87,7 +87,7 @@ class NkeyUser:
     """A user authenticated by an nkey public key (``U...``), with NATS permissions.
 
     ``permissions`` is the nats-server ``permissions`` block, e.g. from
-    :func:`accord.bus.permissions.agent_permissions`; None means no restriction.
+    :func:`accord.security.permissions.agent_permissions`; None means no restriction.
     """
 
     def __init__(self, nkey: str, permissions: Mapping[str, Any] | None = None) -> None:

@@ -11,15 +11,15 @@ import msgspec
 import typer
 from rich.console import Console
 
-from accord.agents.routers.datasets import SETS
-from accord.agents.routers.store import ROUTER_KINDS
-from accord.agents.routers.workload import routellm_workload, synthetic_workload
-from accord.agents.strategies import StrategyConfigError, parse_strategy_option
+from accord.bench.data.routellm import SETS
+from accord.bench.data.workload import routellm_workload, synthetic_workload
 from accord.bench.routing import RoutingBench, run_routing_bench
 from accord.bench.routing_report import RoutingBenchResult
 from accord.bench.strategies import DEFAULT_STRATEGIES, run_strategy_bench
 from accord.cli.logging import configure_logging
 from accord.cli.mesh import _run
+from accord.routing.store import ROUTER_KINDS
+from accord.strategies import StrategyConfigError, parse_strategy_option
 
 __all__ = ["register", "resolve_datasets_dir"]
 

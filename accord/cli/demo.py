@@ -27,28 +27,28 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from accord.agents.backends import LlamaCppConfig, LlamaCppServer
-from accord.agents.config import (
+from accord.backends import LlamaCppConfig, LlamaCppServer
+from accord.cli.logging import configure_logging
+from accord.cli.mesh import _run
+from accord.mesh.config import (
     AgentConfig,
     LlamaCppBackendConfig,
     MeshConfig,
     OpenAIBackendConfig,
     SimulatedBackendConfig,
 )
-from accord.agents.mesh import REQUESTER_NAME, RunningMesh, connect_bus, run_mesh
-from accord.agents.requester import Requester, TaskFailed, TaskOutcome
-from accord.agents.strategies import (
+from accord.mesh.run import REQUESTER_NAME, RunningMesh, connect_bus, run_mesh
+from accord.protocol.messages import ChatMessage, Constraints, Policy, Privacy, Role, Tier
+from accord.protocol.requester import TaskSpec
+from accord.runtime.requester import Requester, TaskFailed, TaskOutcome
+from accord.runtime.timers import now_ns
+from accord.strategies import (
     Ask,
     Ensemble,
     StrategyFailed,
     StrategyResult,
     run_strategy,
 )
-from accord.agents.timers import now_ns
-from accord.cli.logging import configure_logging
-from accord.cli.mesh import _run
-from accord.protocol.messages import ChatMessage, Constraints, Policy, Privacy, Role, Tier
-from accord.protocol.requester import TaskSpec
 
 __all__ = ["WORKLOAD", "register"]
 

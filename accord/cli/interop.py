@@ -27,11 +27,11 @@ from accord.interop.a2a import (
     advertise_to_card,
     card_to_agent_config,
 )
-from accord.interop.asyncapi import DEFAULT_PATH, asyncapi_yaml
 from accord.interop.errors import InteropError
 from accord.interop.toml import dumps as toml_dumps
 from accord.protocol.codec import decode_json
 from accord.protocol.messages import Advertise, Tier
+from accord.spec.asyncapi import DEFAULT_PATH, asyncapi_yaml
 
 __all__ = ["register"]
 

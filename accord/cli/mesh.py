@@ -15,8 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from accord.agents.config import MeshConfig, MeshConfigError, load_mesh
-from accord.agents.mesh import (
+from accord.bus.base import BusError
+from accord.cli.logging import configure_logging
+from accord.errors import AccordError
+from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
+from accord.mesh.run import (
     DISCOVERY_WAIT_MS,
     REQUESTER_NAME,
     MeshState,
@@ -25,8 +28,12 @@ from accord.agents.mesh import (
     load_trust,
     run_mesh,
 )
-from accord.agents.requester import Requester, TaskFailed
-from accord.agents.strategies import (
+from accord.protocol.messages import Constraints, Privacy, Tier
+from accord.protocol.requester import TaskSpec
+from accord.runtime.requester import Requester, TaskFailed
+from accord.runtime.timers import now_ns
+from accord.security import TrustStore
+from accord.strategies import (
     Ask,
     StrategyConfigError,
     StrategyFailed,
@@ -35,14 +42,7 @@ from accord.agents.strategies import (
     parse_strategy_option,
     run_strategy,
 )
-from accord.agents.strategies.config import SingleSpec
-from accord.agents.timers import now_ns
-from accord.bus.base import BusError
-from accord.cli.logging import configure_logging
-from accord.errors import AccordError
-from accord.protocol.messages import Constraints, Privacy, Tier
-from accord.protocol.requester import TaskSpec
-from accord.security import TrustStore
+from accord.strategies.parsing import SingleSpec
 
 __all__ = ["register"]
 

@@ -10,12 +10,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from accord.agents.outcomes import Outcome, OutcomeLogError, read_outcomes, write_outcomes
-from accord.agents.routers.base import RouterError
-from accord.agents.routers.evaluate import Report, baseline_reports, evaluate_scores
-from accord.agents.routers.render import plot_reports, report_table
-from accord.agents.routers.store import ROUTER_KINDS, load_router, make_router, overlap, save_router
-from accord.agents.routers.table import PairTable
+from accord.bench.evaluation.evaluate import Report, baseline_reports, evaluate_scores
+from accord.bench.evaluation.render import plot_reports, report_table
+from accord.routing.base import RouterError
+from accord.routing.records import Outcome, OutcomeLogError, read_outcomes, write_outcomes
+from accord.routing.store import ROUTER_KINDS, load_router, make_router, overlap, save_router
+from accord.routing.table import PairTable
 
 __all__ = ["register"]
 
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
         plot: Plot = None,
     ) -> None:
         """Train and evaluate on the same logs with k-fold cross-fitting (in-distribution numbers)."""
-        from accord.agents.routers.suite import crossfit_suite
+        from accord.bench.evaluation.suite import crossfit_suite
 
         table = _table(_read(logs), weak, strong)
         try:
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         keep_contaminated: Annotated[bool, typer.Option(help="Keep the contaminated prompts.")] = False,
     ) -> None:
         """Write an outcome log (one record per query and model) from a RouteLLM evaluation set."""
-        from accord.agents.routers.datasets import load_routellm_outcomes
+        from accord.bench.data.routellm import load_routellm_outcomes
 
         try:
             records = load_routellm_outcomes(set_name, datasets, drop_contaminated=not keep_contaminated)

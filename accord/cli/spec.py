@@ -23,7 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from accord.errors import RemoteProtocolError
-from accord.protocol import codec, schema, vectors
+from accord.protocol import codec
+from accord.spec import message_vectors as vectors
+from accord.spec import schemas as schema
 
 __all__ = [
     "ARTIFACTS",
@@ -156,7 +158,7 @@ def check_message_vectors(spec_dir: Path) -> list[CheckResult]:
 
 def check_security_vectors(spec_dir: Path) -> list[CheckResult]:
     """Signed frames and the attestation in vectors/security verify (or are refused as stated) and are current."""
-    from accord.security import vectors as security_vectors
+    from accord.spec import security_vectors
 
     problems = security_vectors.check(spec_dir)
     if not problems:
@@ -166,7 +168,7 @@ def check_security_vectors(spec_dir: Path) -> list[CheckResult]:
 
 def check_asyncapi(spec_dir: Path) -> list[CheckResult]:
     """spec/asyncapi.yaml equals what the message types and subject scheme generate."""
-    from accord.interop import asyncapi
+    from accord.spec import asyncapi
 
     path = spec_dir / "asyncapi.yaml"
     ok = path.is_file() and path.read_text(encoding="utf-8") == asyncapi.render_yaml(asyncapi.asyncapi_document())

@@ -86,7 +86,7 @@ _I64_MAX: Final = 2**63 - 1
 # --- bounded scalars -------------------------------------------------------------------------------------------
 # Patterns end in ``\Z``, not ``$``: msgspec matches with Python's ``re.search``, where ``$`` also matches before a
 # trailing newline (so ``"eu\n"`` would pass as a token and could smuggle a newline into a subject or a log line).
-# The JSON Schemas (accord.protocol.schema) rewrite ``\Z`` to ``$``, its meaning in ECMA-262 regexes.
+# The JSON Schemas (accord.spec.schemas) rewrite ``\Z`` to ``$``, its meaning in ECMA-262 regexes.
 MessageId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z", description="128 random bits, lowercase hex")]
 TaskId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z", description="128 random bits, lowercase hex")]
 AgentId = Annotated[

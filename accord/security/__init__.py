@@ -33,6 +33,7 @@ from accord.security.errors import (
 from accord.security.frames import Expect, Opened, open_frame, peek, seal, verify
 from accord.security.identity import Identity, load_identity, public_key_of, save_identity
 from accord.security.nkeys import KeyKind
+from accord.security.permissions import agent_permissions, inbox_prefix, kv_award_key
 from accord.security.replay import ReplayGuard
 from accord.security.trust import CertStatus, TrustStore
 
@@ -61,7 +62,10 @@ __all__ = [
     "TrustError",
     "TrustStore",
     "VerifiedAttestation",
+    "agent_permissions",
     "attest",
+    "inbox_prefix",
+    "kv_award_key",
     "load_identity",
     "open_frame",
     "pae",

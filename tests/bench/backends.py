@@ -28,7 +28,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from accord.agents.backends import (
+from accord.backends import (
     SIM_SMALL,
     Completion,
     CompletionRequest,

@@ -34,7 +34,7 @@ from accord.protocol.messages import (
     Task,
     Tier,
 )
-from accord.protocol.vectors import message_vectors
+from accord.spec.message_vectors import message_vectors
 
 
 # --- the floor: the same fields and types, no Meta, no tag --------------------------------------------------

@@ -45,7 +45,7 @@ from accord.protocol.messages import (
 )
 from accord.protocol.registry import Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, TaskSpec
-from tests.stateful.market_world import BASE_NS, MS, agent_id
+from tests.support.market_world import BASE_NS, MS, agent_id
 
 REQ: Final = agent_id("bench-requester")
 HEARTBEAT: Final = TimerFired(TimerKind.HEARTBEAT)

@@ -44,16 +44,17 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
-from accord.agents.agent import Agent
-from accord.agents.config import load_mesh
-from accord.agents.mesh import REQUESTER_NAME, MeshState, build_agent_parts, load_trust
-from accord.agents.requester import Requester, TaskFailed
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.config import load_mesh
+from accord.mesh.run import REQUESTER_NAME, MeshState, build_agent_parts, load_trust
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Role
 from accord.protocol.requester import RequesterConfig, TaskSpec
+from accord.runtime.agent import Agent
+from accord.runtime.requester import Requester, TaskFailed
 from accord.security import TrustStore
 from tests.bench.raw_rounds import RawResult, run_raw
+from tests.support.paths import REPO_ROOT
 
 FAR_GROUPS = ("far-a", "far-b", "far-c", "far-d")
 
@@ -259,7 +260,7 @@ def _spawn_far(files: list[Path], url: str, logs: Path) -> list[subprocess.Popen
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                     start_new_session=True,
                 )
             )

@@ -21,15 +21,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from accord.agents.routers.bandit import BanditRouter, simulate_online
-from accord.agents.routers.crossfit import run_suite
-from accord.agents.routers.datasets import SETS, load_routellm_outcomes
-from accord.agents.routers.evaluate import Report
-from accord.agents.routers.render import format_quality
-from accord.agents.routers.store import ROUTER_KINDS
-from accord.agents.routers.suite_view import show_suite
-from accord.agents.routers.synthetic import synthetic_outcomes
-from accord.agents.routers.table import PairTable
+from accord.bench.data.routellm import SETS, load_routellm_outcomes
+from accord.bench.data.synthetic import synthetic_outcomes
+from accord.bench.evaluation.crossfit import run_suite
+from accord.bench.evaluation.evaluate import Report
+from accord.bench.evaluation.render import format_quality
+from accord.bench.evaluation.suite_view import show_suite
+from accord.routing.bandit import BanditRouter, simulate_online
+from accord.routing.store import ROUTER_KINDS
+from accord.routing.table import PairTable
 
 console = Console(width=None if sys.stdout.isatty() else 170)
 

@@ -15,16 +15,16 @@ from typing import Final, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from accord.agents.agent import Agent
-from accord.agents.backends.simulated import SIM_SMALL, SimulatedBackend
+from accord.backends.simulated import SIM_SMALL, SimulatedBackend
 from accord.bus.nats import NatsBus
-from accord.bus.permissions import agent_permissions, inbox_prefix
 from accord.bus.server import NkeyUser
 from accord.conformance import KitConfig, Report, run_suite
 from accord.conformance.fixtures import Fault, FixtureAgent
 from accord.protocol.contractor import ContractorProfile
 from accord.protocol.messages import ModelOffer, Tier
+from accord.runtime.agent import Agent
 from accord.security import Identity
+from accord.security.permissions import agent_permissions, inbox_prefix
 from accord.security.testing import Pki
 
 __all__ = [

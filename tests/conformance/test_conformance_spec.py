@@ -7,7 +7,6 @@ import io
 import json
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Final
 
 from rich.console import Console
@@ -17,8 +16,9 @@ from accord.conformance.fixtures import FIXTURES, Fault
 from accord.conformance.session import corrupt_signature
 from accord.protocol.messages import Cancel
 from accord.security import Identity, SecurityError, TrustStore, open_frame, seal
+from tests.support.paths import SPEC_DIR
 
-SPEC: Final = Path(__file__).resolve().parents[2] / "spec"
+SPEC: Final = SPEC_DIR
 
 
 def test_conformance_doc_lists_every_check_as_the_kit_states_it() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from accord.agents.backends import (
+from accord.backends import (
     SMOLLM2_MODEL,
     BackendError,
     BackendErrorReason,

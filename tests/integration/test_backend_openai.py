@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from accord.agents.backends import (
+from accord.backends import (
     SMOLLM2_MODEL,
     BackendError,
     BackendErrorReason,

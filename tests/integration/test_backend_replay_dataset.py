@@ -1,4 +1,4 @@
-"""The replay backend on the real RouteLLM evaluation logs (../shared/datasets; see tests/datasets.py)."""
+"""The replay backend on the real RouteLLM evaluation logs (../shared/datasets; see tests/support/datasets.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from accord.agents.backends import NO_TEXT_MARKER, CompletionRequest, ReplayBackend, ReplayMissError
-from accord.agents.backends.routellm import (
+from accord.backends import NO_TEXT_MARKER, CompletionRequest, ReplayBackend, ReplayMissError
+from accord.bench.data.routellm_replay import (
     STRONG_MODEL,
     WEAK_MODEL,
     contaminated_prompts,
@@ -17,7 +17,7 @@ from accord.agents.backends.routellm import (
     load_mt_bench,
     load_routellm,
 )
-from tests.datasets import ROUTELLM_EVALS_DIR, dataset, require_datasets
+from tests.support.datasets import ROUTELLM_EVALS_DIR, dataset, require_datasets
 
 pytestmark = dataset
 

@@ -9,11 +9,11 @@ import msgspec
 import pytest
 from typer.testing import CliRunner
 
-from accord.agents.routers.store import ROUTER_KINDS
 from accord.bench.routing_report import RoutingBenchResult, SetResult
 from accord.bus.server import live_servers
 from accord.cli import app
-from tests.datasets import dataset, require_datasets
+from accord.routing.store import ROUTER_KINDS
+from tests.support.datasets import dataset, require_datasets
 
 pytestmark = pytest.mark.integration
 

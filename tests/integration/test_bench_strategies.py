@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from accord.agents.routers.workload import synthetic_workload
+from accord.bench.data.workload import synthetic_workload
 from accord.bench.strategies import reference_rows, run_strategy_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]

@@ -14,21 +14,14 @@ import anyio
 import nkeys
 import pytest
 
-from accord.bus import (
-    BusTimeoutError,
-    PermissionDeniedError,
-    agent_permissions,
-    claim,
-    inbox_prefix,
-    kv_award_key,
-)
+from accord.bus import BusTimeoutError, PermissionDeniedError, claim
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, NkeyUser
 from accord.protocol import subjects
 from accord.protocol.messages import Tier
-from accord.security import Identity
+from accord.security import Identity, agent_permissions, inbox_prefix, kv_award_key
 from accord.security.testing import Pki
-from tests.runtime_kit import make_profile, sim_backend
+from tests.support.runtime_kit import make_profile, sim_backend
 
 
 def _user() -> tuple[str, str]:
@@ -153,7 +146,7 @@ async def _gather(bus: NatsBus, subject: str, *, window_s: float = 0.5) -> list[
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_permissioned_agent_answers_the_nats_service_protocol(secured_server: NatsServer) -> None:
-    from accord.agents.agent import Agent  # the runtime shell on a connection restricted by the template
+    from accord.runtime.agent import Agent  # the runtime shell on a connection restricted by the template
 
     profile = make_profile("edge-1", tier=Tier.EDGE, residency=("eu",))
     async with (

@@ -15,8 +15,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from accord.agents.backends.base import Completion, CompletionRequest, DeltaCallback
-from accord.agents.offline import (
+from accord.backends.base import Completion, CompletionRequest, DeltaCallback
+from accord.bus.nats import NatsBus
+from accord.bus.server import NatsServer
+from accord.offline import (
     DEFAULT_STREAM,
     AnswerRoute,
     DeviceRequester,
@@ -24,14 +26,12 @@ from accord.agents.offline import (
     JournalSync,
     audit_outcomes,
 )
-from accord.agents.requester import Requester
-from accord.agents.resources import ResourceModel
-from accord.bus.nats import NatsBus
-from accord.bus.server import NatsServer
 from accord.protocol.messages import Tier, Timings, Usage
+from accord.protocol.pricing import ResourceModel
+from accord.runtime.requester import Requester
 from accord.security import verify_attestation
 from accord.security.testing import Pki
-from tests.runtime_kit import AgentSpec, make_agent, spec, wait_for, wait_registry
+from tests.support.runtime_kit import AgentSpec, make_agent, spec, wait_for, wait_registry
 
 
 class EchoBackend:
@@ -153,7 +153,7 @@ async def test_offline_answer_syncs_exactly_once_after_the_broker_returns(
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_broker_lost_while_an_agent_works_the_device_answers_locally(tmp_path: Path) -> None:
-    from tests.runtime_kit import BlockingBackend
+    from tests.support.runtime_kit import BlockingBackend
 
     server = NatsServer(name="accord-offline-mid")
     await server.astart()

@@ -22,15 +22,16 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from accord.agents.config import load_mesh
-from accord.agents.mesh import MeshState, load_trust
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.config import load_mesh
+from accord.mesh.run import MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.messages import Advertise, Withdraw
 from accord.security import peek
+from tests.support.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 
 MESH = """
 [[agents]]

@@ -19,14 +19,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from accord.agents.config import load_mesh
-from accord.agents.mesh import REQUESTER_NAME, MeshState, load_trust
-from accord.agents.requester import Requester
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.config import load_mesh
+from accord.mesh.run import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Role
 from accord.protocol.requester import RequesterConfig, TaskSpec
-from tests.runtime_kit import History, wait_for, wait_registry
+from accord.runtime.requester import Requester
+from tests.support.paths import REPO_ROOT
+from tests.support.runtime_kit import History, wait_for, wait_registry
 
 MESH = """
 [[agents]]
@@ -89,7 +90,7 @@ def _spawn(name: str, mesh: Path, url: str, logs: Path) -> subprocess.Popen[byte
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             start_new_session=True,
         )
     finally:

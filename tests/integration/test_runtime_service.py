@@ -11,13 +11,13 @@ import anyio
 import pytest
 from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
 
-from accord.agents.backends.base import BackendErrorReason
-from accord.agents.requester import Requester
+from accord.backends.base import BackendErrorReason
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.runtime.requester import Requester
 from accord.security.testing import Pki
-from tests.runtime_kit import AgentSpec, make_agent, spec, wait_registry
-from tests.unit.test_runtime_shells import _FailingBackend
+from tests.support.runtime_kit import AgentSpec, make_agent, spec, wait_registry
+from tests.unit.runtime.test_runtime_shells import _FailingBackend
 
 
 async def _gather(bus: NatsBus, subject: str, *, window_s: float = 0.5) -> list[dict[str, Any]]:

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from accord.agents.agent import Agent
-from accord.agents.backends import SMOLLM2_MODEL, LlamaCppBackend
-from accord.agents.config import AgentConfig, LlamaCppBackendConfig
-from accord.agents.mesh import build_agent_parts
-from accord.agents.requester import Requester, TaskFailed, TaskOutcome
+from accord.backends import SMOLLM2_MODEL, LlamaCppBackend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.config import AgentConfig, LlamaCppBackendConfig
+from accord.mesh.run import build_agent_parts
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Privacy, Role, Tier
 from accord.protocol.requester import RequesterConfig, TaskSpec
+from accord.runtime.agent import Agent
+from accord.runtime.requester import Requester, TaskFailed, TaskOutcome
 from accord.security.testing import Pki
-from tests.runtime_kit import AgentSpec, History, make_agent, wait_registry
+from tests.support.runtime_kit import AgentSpec, History, make_agent, wait_registry
 
 
 @dataclass(frozen=True)

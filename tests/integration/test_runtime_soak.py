@@ -31,17 +31,18 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from accord.agents.agent import Agent
-from accord.agents.config import AgentConfig, load_mesh
-from accord.agents.mesh import MeshState, build_agent_parts, load_trust
-from accord.agents.requester import Requester
 from accord.bus.faulty import FaultPlan, FaultRates, FaultyBus
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.config import AgentConfig, load_mesh
+from accord.mesh.run import MeshState, build_agent_parts, load_trust
 from accord.protocol.messages import ChatMessage, Constraints, Mechanism, Policy, Role
 from accord.protocol.requester import RequesterConfig, TaskSpec
+from accord.runtime.agent import Agent
+from accord.runtime.requester import Requester
 from accord.security import Identity, TrustStore
-from tests.runtime_kit import History, wait_for
+from tests.support.paths import REPO_ROOT
+from tests.support.runtime_kit import History, wait_for
 
 MESH = """
 [[agents]]
@@ -129,7 +130,7 @@ def _spawn(mesh: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             start_new_session=True,
         )
     finally:

@@ -24,11 +24,19 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from accord.agents.agent import Agent
-from accord.agents.backends.base import Completion, CompletionRequest, DeltaCallback
-from accord.agents.requester import Requester
-from accord.agents.routers.base import Query
-from accord.agents.strategies import (
+from accord.backends.base import Completion, CompletionRequest, DeltaCallback
+from accord.bus.base import BusMessage, Subscription
+from accord.bus.nats import NatsBus
+from accord.bus.server import NatsServer
+from accord.protocol.digests import output_digest
+from accord.protocol.messages import Role, Tier, Timings, Usage
+from accord.protocol.requester import RequesterConfig
+from accord.routing.base import Query
+from accord.runtime.agent import Agent
+from accord.runtime.requester import Requester
+from accord.security import verify_attestation
+from accord.security.testing import Pki
+from accord.strategies import (
     Ask,
     Cascade,
     Debate,
@@ -46,16 +54,8 @@ from accord.agents.strategies import (
     normalise,
     run_strategy,
 )
-from accord.agents.strategies.prompts import CONFIDENCE_INSTRUCTION
-from accord.bus.base import BusMessage, Subscription
-from accord.bus.nats import NatsBus
-from accord.bus.server import NatsServer
-from accord.protocol.digests import output_digest
-from accord.protocol.messages import Role, Tier, Timings, Usage
-from accord.protocol.requester import RequesterConfig
-from accord.security import verify_attestation
-from accord.security.testing import Pki
-from tests.runtime_kit import AgentSpec, make_agent, wait_registry
+from accord.strategies.prompts import CONFIDENCE_INSTRUCTION
+from tests.support.runtime_kit import AgentSpec, make_agent, wait_registry
 
 pytestmark = pytest.mark.integration
 

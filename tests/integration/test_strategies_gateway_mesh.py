@@ -9,12 +9,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from accord.agents.config import MeshConfigError, parse_mesh, resolve_paths
-from accord.agents.mesh import connect_bus, gateway_requester_name, run_mesh
-from accord.agents.requester import Requester
+from accord.mesh.config import MeshConfigError, parse_mesh, resolve_paths
+from accord.mesh.run import connect_bus, gateway_requester_name, run_mesh
 from accord.protocol.messages import ChatMessage, Constraints, Role, Tier
 from accord.protocol.requester import TaskSpec
-from tests.runtime_kit import wait_registry
+from accord.runtime.requester import Requester
+from tests.support.runtime_kit import wait_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 

@@ -1,7 +1,7 @@
 """The market under churn and faults: a Hypothesis RuleBasedStateMachine over the pure machines.
 
 Each run builds a mesh (2 requesters, 2-4 contractors) on a simulated network with one FIFO queue per link
-(tests/stateful/market_world.py) and applies up to 100 rules: announce, deliver, drop, duplicate, reorder,
+(tests/support/market_world.py) and applies up to 100 rules: announce, deliver, drop, duplicate, reorder,
 delay, partition/heal, agent join/leave/crash/restart, requester crash/restart (restore from the persisted
 snapshot), clock advance (on time or stalled), backend failure, user cancel, forged bids (the verification hook
 refuses them) and crafted ineligible bids (one broken eligibility rule each).
@@ -45,7 +45,7 @@ from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.messages import Bid, Mechanism, Privacy, Tier
 from accord.protocol.requester import TaskSpec
-from tests.stateful.market_world import (
+from tests.support.market_world import (
     MAX_PRICES,
     MS,
     PRIVACIES,

@@ -1,0 +1,79 @@
+"""LLM backends behind one small interface (:class:`Backend`): chat messages in; text, usage, timings out.
+
+- :class:`OpenAIBackend`: any OpenAI-compatible chat-completions endpoint over httpx (vLLM, Ollama, llama.cpp's
+  server, OpenAI), with retries, streaming and typed errors.
+- :class:`LlamaCppBackend`: a local GGUF model in process through xllamacpp (SmolLM2-135M by default);
+  :class:`LlamaCppServer` also serves it on an OpenAI-compatible loopback endpoint.
+- :class:`ReplayBackend`: answers from an outcome log of real responses (:mod:`.routellm` loads the RouteLLM sets).
+- :class:`SimulatedBackend`: a seeded simulation (models named ``sim-*``) for load and scale tests.
+"""
+
+from accord.backends.base import (
+    Backend,
+    BackendError,
+    BackendErrorReason,
+    Completion,
+    CompletionRequest,
+    Delta,
+    DeltaCallback,
+    MetadataValue,
+    normalize_prompt,
+    with_system,
+)
+from accord.backends.llamacpp import (
+    DEFAULT_STOP,
+    DEFAULT_SYSTEM,
+    SMOLLM2_INSTALL,
+    SMOLLM2_MODEL,
+    XLLAMACPP_INSTALL,
+    LlamaCppBackend,
+    LlamaCppConfig,
+    LlamaCppServer,
+    find_smollm2_gguf,
+    smollm2_resources,
+)
+from accord.backends.openai import OpenAIBackend
+from accord.backends.replay import (
+    NO_TEXT_MARKER,
+    OutcomeLog,
+    OutcomeRecord,
+    ReplayBackend,
+    ReplayMissError,
+    load_outcome_log,
+)
+from accord.backends.simulated import SIM_LARGE, SIM_MEDIUM, SIM_SMALL, SimProfile, SimulatedBackend
+
+__all__ = [
+    "DEFAULT_STOP",
+    "DEFAULT_SYSTEM",
+    "NO_TEXT_MARKER",
+    "SIM_LARGE",
+    "SIM_MEDIUM",
+    "SIM_SMALL",
+    "SMOLLM2_INSTALL",
+    "SMOLLM2_MODEL",
+    "XLLAMACPP_INSTALL",
+    "Backend",
+    "BackendError",
+    "BackendErrorReason",
+    "Completion",
+    "CompletionRequest",
+    "Delta",
+    "DeltaCallback",
+    "LlamaCppBackend",
+    "LlamaCppConfig",
+    "LlamaCppServer",
+    "MetadataValue",
+    "OpenAIBackend",
+    "OutcomeLog",
+    "OutcomeRecord",
+    "ReplayBackend",
+    "ReplayMissError",
+    "SimProfile",
+    "SimulatedBackend",
+    "find_smollm2_gguf",
+    "load_outcome_log",
+    "normalize_prompt",
+    "smollm2_resources",
+    "with_system",
+]

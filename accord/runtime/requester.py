@@ -1,0 +1,707 @@
+"""The Requester shell: one requester machine per task, a shared inbox, and ``await submit(spec)``.
+
+Verification follows docs/VERIFICATION.md: bids are only peeked (decoded, not verified) when they arrive; the
+machine asks the ``verify_bid`` hook for the bid it is about to award. Every frame it acts on (AwardAck,
+AwardReject, Result, Failure; a Progress while it still stands for the ack; a Decline while an award is out,
+where it means AwardReject) is fully verified with the replay guard, and a Result's attestation is verified
+against its output before the machine sees the Result: a result whose attestation fails is dropped (the lease
+then runs out and the task is re-awarded), never accepted. Other Progress and Decline frames are only peeked.
+An Advertise is verified when its card is new or changed, and a heartbeat repeating a verified card is peeked
+(its sender's certificate still checked); a Withdraw is always verified. Every frame must arrive on a subject
+whose last token is its sender (spec 4.1).
+
+The registry is a :class:`~accord.protocol.shortlists.CachingRegistry` by default: shortlists are reused per
+class of task for 250 ms, so a call for proposals costs the same with ten agents or a thousand.
+
+Counters: :class:`RequesterStats` (``requester.stats``). On a bus that can host it
+(:class:`accord.bus.ServiceHost`) the requester also answers the NATS service protocol as an instance of
+``accord-requester`` with one endpoint, ``submit`` (requests: tasks submitted; errors: tasks failed).
+
+Use::
+
+    requester = Requester(identity, bus=bus, trust=trust)
+    async with anyio.create_task_group() as tg:
+        await tg.start(requester.run)
+        outcome = await requester.submit(TaskSpec(messages=[...], constraints=Constraints(...)))
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, MutableSet
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+
+import accord
+from accord.bus.base import (
+    Bus,
+    BusError,
+    BusMessage,
+    EndpointCounts,
+    ServiceEndpoint,
+    ServiceHandle,
+    ServiceHost,
+    Subscription,
+)
+from accord.errors import AccordError
+from accord.protocol import subjects
+from accord.protocol.actions import (
+    Accept,
+    Action,
+    Broadcast,
+    CancelTimer,
+    Fail,
+    Multicast,
+    Outcome,
+    Rejected,
+    RejectReason,
+    ReportProgress,
+    Send,
+    SetTimer,
+)
+from accord.protocol.codec import encode
+from accord.protocol.digests import payload_digest
+from accord.protocol.events import CancelTask, Event, Received, Start, TimerFired, TimerKind
+from accord.protocol.market import Reputation, ReputationPredictor, rank
+from accord.protocol.messages import (
+    Advertise,
+    Award,
+    Bid,
+    Constraints,
+    Decline,
+    Message,
+    Privacy,
+    Progress,
+    ReasonCode,
+    Result,
+    Task,
+    Tier,
+    Withdraw,
+)
+from accord.protocol.registry import Registry
+from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
+from accord.protocol.shortlists import CachingRegistry
+from accord.runtime.outbox import Outbox
+from accord.runtime.timers import TimerService, now_ns
+from accord.security import (
+    Expect,
+    Identity,
+    Opened,
+    Reason,
+    ReplayError,
+    ReplayGuard,
+    SecurityError,
+    SignatureError,
+    TrustStore,
+    VerifiedAttestation,
+    peek,
+    verify,
+    verify_result_attestation,
+)
+
+__all__ = [
+    "SERVICE_NAME",
+    "ActionObserver",
+    "Requester",
+    "RequesterStats",
+    "TaskFailed",
+    "TaskOutcome",
+    "announce_subjects",
+]
+
+log = structlog.get_logger(__name__)
+
+ProgressCallback = Callable[[Progress], None]
+"""Called synchronously with each Progress of the current awardee, in order."""
+
+ActionObserver = Callable[[str, Action, int], None]
+"""Called synchronously with (task id, action, now ns) for every action a task's machine returns, before the
+shell carries it out: a tap for audit logs and for tests that record the market's history."""
+
+SERVICE_NAME = "accord-requester"
+"""The NATS service kind a requester registers as."""
+
+
+class TaskFailed(AccordError):
+    """A submitted task ended without an accepted result; ``reason`` is the protocol's ReasonCode."""
+
+    def __init__(self, task_id: str, reason: ReasonCode, detail: str = "") -> None:
+        self.task_id = task_id
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"task {task_id} failed: {reason.value}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """What ``submit`` returns: the accepted answer and everything needed to account for it."""
+
+    task_id: str
+    answer: str
+    agent_id: str
+    model: str
+    price_micros: int
+    latency_ms: float
+    attempt: int
+    result: Result
+    attestation: VerifiedAttestation
+
+
+@dataclass(slots=True)
+class RequesterStats:
+    """Monotonic counters of one requester (also reported through ``$SRV.STATS``)."""
+
+    submitted: int = 0
+    completed: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    """Tasks that ended without a result, by reason code (``cancelled`` included)."""
+    reawards: int = 0
+    """Awards of an attempt after the first (another agent got the task after an attempt ended)."""
+    verification_failures: int = 0
+    """Frames this requester acted on (winning bid, ack, reject, result, failure) or attestations that failed a
+    signature, trust or attestation check. Replays and malformed frames are not counted here."""
+    refused_frames: int = 0
+    """Every frame dropped before its machine saw it (malformed, wrong subject, replay, failed verification)."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Messages the machines refused (late, fenced, duplicate...) and frames for unknown tasks, by reason."""
+    spent_micros: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.completed - sum(self.failed.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "submitted": self.submitted,
+            "completed": self.completed,
+            "failed": dict(self.failed),
+            "reawards": self.reawards,
+            "verification_failures": self.verification_failures,
+            "refused_frames": self.refused_frames,
+            "rejected": dict(self.rejected),
+            "spent_micros": self.spent_micros,
+        }
+
+
+class _Pending:
+    """One submitted task: its machine, the raw bid frames it may verify, and how it ended."""
+
+    __slots__ = (
+        "avoid",
+        "bids",
+        "declines",
+        "done",
+        "error",
+        "machine",
+        "on_progress",
+        "outcome",
+        "started_ns",
+        "verified",
+    )
+
+    def __init__(
+        self,
+        machine: RequesterMachine,
+        bids: dict[str, Opened],
+        started_ns: int,
+        on_progress: ProgressCallback | None,
+        avoid: MutableSet[str] | None = None,
+    ) -> None:
+        self.machine = machine
+        self.avoid = avoid
+        self.bids = bids
+        self.verified: dict[str, VerifiedAttestation] = {}
+        self.declines: Counter[str] = Counter()
+        """Why agents declined or bids were ineligible: the detail of a no_bids / no_eligible_bids failure."""
+        self.done = anyio.Event()
+        self.outcome: TaskOutcome | None = None
+        self.error: TaskFailed | None = None
+        self.started_ns = started_ns
+        self.on_progress = on_progress
+
+
+class Requester:
+    """Submits tasks to the mesh and returns verified outcomes (see the module docstring)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        bus: Bus,
+        trust: TrustStore,
+        registry: Registry | None = None,
+        config: RequesterConfig | None = None,
+        reputation: Reputation | None = None,
+        max_in_flight: int = 64,
+        rng: random.Random | None = None,
+        replay_guard: ReplayGuard | None = None,
+        watch_adverts: bool = True,
+        observer: ActionObserver | None = None,
+        service: bool = True,
+    ) -> None:
+        self.identity = identity
+        self.id = identity.id
+        self.bus = bus
+        self.trust = trust
+        self.registry = registry if registry is not None else CachingRegistry()
+        self.config = config if config is not None else RequesterConfig()
+        self.reputation = reputation if reputation is not None else Reputation()
+        self.predictor = ReputationPredictor(self.reputation)
+        self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard(start_ns=now_ns())
+        self.stats = RequesterStats()
+        self.watch_adverts = watch_adverts
+        self.observer = observer
+        self._want_service = service
+        self._service: ServiceHandle | None = None
+        self._rng = rng if rng is not None else random.Random()
+        self._limit = anyio.CapacityLimiter(max_in_flight)
+        self._tasks: dict[str, _Pending] = {}
+        self._inboxes: dict[str, str] = {}
+        self._cards: dict[str, Advertise] = {}
+        self._outbox = Outbox(bus, identity)
+        self._timers: TimerService[tuple[str, TimerKind]] = TimerService(self._on_timer)
+        self._ready = False
+        self._log = log.bind(requester=self.id[:12])
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen on the inbox (and for adverts) until cancelled."""
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._timers.run)
+                await tg.start(self._outbox.run)
+                inbox = await self.bus.subscribe(subjects.direct_filter(self.id), max_pending=65_536)
+                tg.start_soon(self._pump, inbox, self._receive)
+                if self.watch_adverts:
+                    adverts = await self.bus.subscribe(subjects.advertise_filter(), max_pending=65_536)
+                    tg.start_soon(self._pump, adverts, self._receive_advert)
+                await self._register_service()
+                self._ready = True
+                task_status.started()
+        finally:
+            self._ready = False
+            if self._service is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await self._service.stop()
+
+    @property
+    def timer_lateness_ns(self) -> int:
+        """How late (at most) this requester's timers have been handled: with it, every task ends by its
+        deadline plus this (spec 5.7)."""
+        return self._timers.max_lateness_ns
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks submitted and not yet ended (those waiting for a slot under ``max_in_flight`` included)."""
+        return self.stats.in_flight
+
+    @property
+    def running(self) -> int:
+        """Tasks whose machine is running now (at most ``max_in_flight``)."""
+        return len(self._tasks)
+
+    async def _register_service(self) -> None:
+        if not self._want_service or not isinstance(self.bus, ServiceHost):
+            return
+        try:
+            self._service = await self.bus.add_service(
+                SERVICE_NAME,
+                accord.__version__,
+                description="Accord requester",
+                metadata={"agent_id": self.id, "protocol": subjects.PREFIX},
+                endpoints=(ServiceEndpoint("submit", subjects.direct_filter(self.id), {"what": "tasks"}),),
+                stats=self.service_counts,
+            )
+        except BusError as exc:
+            self._log.warning("service.unavailable", error=str(exc))
+
+    def service_counts(self) -> dict[str, EndpointCounts]:
+        s = self.stats
+        failed = sum(s.failed.values())
+        data: dict[str, int | float | str] = {
+            "completed": s.completed,
+            "reawards": s.reawards,
+            "verification_failures": s.verification_failures,
+            "refused_frames": s.refused_frames,
+            "spent_micros": s.spent_micros,
+            "in_flight": s.in_flight,
+        }
+        data.update({f"failed_{reason}": n for reason, n in sorted(s.failed.items())})
+        last = max(s.failed, key=lambda r: s.failed[r]) if s.failed else ""
+        return {"submit": EndpointCounts(requests=s.submitted, errors=failed, last_error=last, data=data)}
+
+    async def _pump(self, sub: Subscription, handler: Callable[[BusMessage], None]) -> None:
+        outbox = self._outbox
+        async with sub:
+            async for msg in sub:
+                outbox.hold()  # what the machine sends in answer goes out from this task, before the next read
+                try:
+                    handler(msg)
+                except Exception:  # the top of a shell loop: log and go on (never swallow cancellation)
+                    self._log.exception("frame.crashed", subject=msg.subject)
+                await outbox.flush()
+
+    # --- the API ------------------------------------------------------------------------------------------------
+    async def submit(
+        self,
+        spec: TaskSpec,
+        *,
+        on_progress: ProgressCallback | None = None,
+        avoid: MutableSet[str] | None = None,
+    ) -> TaskOutcome:
+        """Run one task through the market; the verified outcome, or TaskFailed with the reason.
+
+        ``avoid``: agents not to award this task to. The requester adds every agent it awards this task to, so
+        sibling tasks that share one set (an ensemble's k calls) each go to a different agent.
+
+        At most ``max_in_flight`` tasks run at once; further calls wait for a slot (backpressure), but never past
+        the task's deadline: a task still queued then fails with ``deadline_exceeded``. Cancelling the caller
+        cancels the task (one Cancel goes to the awardee and to every agent that bid, spec 5.9).
+        """
+        if not self._ready:
+            raise AccordError("Requester.run() must be started before submit()")
+        bids: dict[str, Opened] = {}
+        machine = RequesterMachine(
+            self.id,
+            spec,
+            rng=self._rng,
+            trusted=self.trusted,
+            verify_bid=self._bid_verifier(bids),
+            registry=self.registry,
+            predictor=self.predictor,
+            config=self.config,
+            avoid=avoid if avoid is not None else (),
+        )
+        task_id = machine.task_id
+        self.stats.submitted += 1
+        acquired = False
+        try:
+            self._limit.acquire_nowait()  # a free slot (the common case): no cancel scope, no event-loop round
+            acquired = True
+        except anyio.WouldBlock:
+            try:
+                with anyio.move_on_after(max(0.0, (spec.constraints.deadline_ns - now_ns()) / 1e9)):
+                    await self._limit.acquire()
+                    acquired = True
+            except BaseException:  # cancelled while waiting for a slot: it never started
+                self.stats.failed[ReasonCode.CANCELLED.value] += 1
+                raise
+        pending = _Pending(machine, bids, now_ns(), on_progress, avoid)
+        self._tasks[task_id] = pending
+        try:
+            self._outbox.hold()
+            try:
+                self._feed(pending, Start())  # fails at once if the deadline passed while it was queued
+            finally:
+                await self._outbox.flush()  # the call for proposals goes out from this task: no hop
+            await pending.done.wait()
+        except BaseException:
+            if not machine.is_terminal:
+                self._feed(pending, CancelTask())  # synchronous: the Cancel is queued even when cancelled
+            raise
+        finally:
+            for kind in TimerKind:
+                self._timers.cancel((task_id, kind))
+            self._tasks.pop(task_id, None)
+            if acquired:
+                self._limit.release()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.outcome is not None
+        return pending.outcome
+
+    # --- hooks for the machine ----------------------------------------------------------------------------------
+    def distrust(self, agent_id: str, constraints: Constraints) -> str | None:
+        """Why this requester's trust rule refuses ``agent_id`` for a task with ``constraints`` (None: it does
+        not). The rule: certified now (trusted, unrevoked), and for the task's residency and privacy class."""
+        try:
+            cert = self.trust.check(agent_id, now_ns())
+        except SecurityError as exc:
+            return f"untrusted ({exc.reason.value})"
+        if constraints.residency is not None and constraints.residency not in cert.residency:
+            return f"not certified for residency {constraints.residency}"
+        if constraints.privacy is not Privacy.PUBLIC and constraints.privacy not in cert.privacy:
+            return f"not certified for privacy {constraints.privacy.value}"
+        return None
+
+    def trusted(self, agent_id: str, constraints: Constraints) -> bool:
+        """The machine's trust hook (market.TrustPolicy): :meth:`distrust` finds nothing."""
+        return self.distrust(agent_id, constraints) is None
+
+    def _bid_verifier(self, bids: dict[str, Opened]) -> Callable[[str, str], bool]:
+        """The machine's ``verify_bid`` hook over one task's peeked bid frames (keyed by payload digest)."""
+
+        def verify_bid(bid_id: str, digest: str) -> bool:
+            opened = bids.get(digest)
+            if opened is None or opened.message.id != bid_id:
+                return False
+            try:
+                verify(opened, self.trust, now_ns())
+            except SecurityError as exc:
+                self.stats.verification_failures += 1
+                self._log.warning("bid.forged", bid_id=bid_id, error=str(exc))
+                return False
+            return True
+
+        return verify_bid
+
+    # --- receiving ----------------------------------------------------------------------------------------------
+    def _refuse(self, exc: SecurityError | AccordError, subject: str, task_id: str | None = None) -> None:
+        self.stats.refused_frames += 1
+        if isinstance(exc, SecurityError) and not isinstance(exc, ReplayError):
+            if exc.reason is not Reason.MALFORMED:
+                self.stats.verification_failures += 1
+            self._log.warning("frame.refused", subject=subject, task_id=task_id, error=str(exc))
+        else:  # replays and context mismatches happen with any duplicating link: not alarming
+            self._log.debug("frame.refused", subject=subject, task_id=task_id, error=str(exc))
+
+    def _receive_advert(self, msg: BusMessage) -> None:
+        """Feed the registry. A heartbeat whose card (everything but id, time, sequence, load and expiry) is the
+        one last verified for its sender is only peeked, its sender's certificate checked (docs/VERIFICATION.md
+        allows peeking adverts: they only shape the shortlist); a new or changed card, and every Withdraw, is
+        fully verified. With a thousand agents this saves some 300 signature checks a second."""
+        now = now_ns()
+        try:
+            peeked = peek(msg.data)
+            message = peeked.message
+            if msg.subject.rpartition(".")[2] != message.sender:
+                raise SignatureError(Reason.SENDER_MISMATCH, f"{message.sender} published on {msg.subject}")
+            card = _card(message) if isinstance(message, Advertise) else None
+            if card is not None and self._cards.get(message.sender) == card:
+                self.trust.check(message.sender, now)
+            else:
+                verify(peeked, self.trust, now, replay_guard=self.replay_guard)
+                if card is not None:
+                    if len(self._cards) >= self.registry.max_agents:
+                        self._cards.clear()
+                    self._cards[message.sender] = card
+        except AccordError as exc:
+            self.stats.refused_frames += 1
+            if (
+                isinstance(exc, SecurityError)
+                and not isinstance(exc, ReplayError)
+                and exc.reason is not Reason.MALFORMED
+            ):
+                self.stats.verification_failures += 1
+            self._log.debug("advert.refused", subject=msg.subject, error=str(exc))
+            return
+        if isinstance(message, Advertise):
+            self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
+        elif isinstance(message, Withdraw):
+            self._cards.pop(message.sender, None)
+            self.registry.withdraw(message, now=now)
+
+    def _receive(self, msg: BusMessage) -> None:
+        now = now_ns()
+        try:
+            peeked = peek(msg.data)
+            if msg.subject.rpartition(".")[2] != peeked.message.sender:  # spec 4.1
+                raise SignatureError(Reason.SENDER_MISMATCH, f"{peeked.message.sender} published on {msg.subject}")
+        except AccordError as exc:
+            self.stats.refused_frames += 1
+            self._log.warning("frame.refused", subject=msg.subject, error=str(exc))
+            return
+        message = peeked.message
+        task_id = getattr(message, "task_id", None)
+        pending = self._tasks.get(task_id) if isinstance(task_id, str) else None
+        if pending is None:
+            self.stats.rejected["unknown_task"] += 1
+            return
+        if isinstance(message, Bid):
+            digest = payload_digest(peeked.payload)
+            pending.bids[digest] = peeked
+            self._feed(pending, Received(message, digest=digest), now)
+            return
+        if not self._acts_on(pending, message):
+            self._feed(pending, Received(message), now)
+            return
+        try:
+            opened = verify(
+                peeked, self.trust, now, replay_guard=self.replay_guard, expect=Expect(task_id=task_id)
+            )
+        except SecurityError as exc:
+            self._refuse(exc, msg.subject, task_id)
+            return
+        message = opened.message
+        if isinstance(message, Result) and not self._check_attestation(pending, opened, now):
+            return
+        self._feed(pending, Received(message, digest=payload_digest(opened.payload)), now)
+
+    @staticmethod
+    def _acts_on(pending: _Pending, message: Message) -> bool:
+        """Whether the machine may act on ``message`` (then it is verified first) or only look at it (peeked).
+
+        A Progress is acted on while it may stand for the awardee's ack; a Decline while an award is out (after
+        a direct award it means AwardReject; in a bid round it only removes a bidder). Everything else the
+        machine acts on.
+        """
+        state = pending.machine.state
+        if isinstance(message, Progress):
+            return state is RequesterState.AWARDED
+        if isinstance(message, Decline):
+            return state is RequesterState.AWARDED or state is RequesterState.ACKNOWLEDGED
+        return True
+
+    def _check_attestation(self, pending: _Pending, opened: Opened, now: int) -> bool:
+        """Bind a verified Result to its attestation, this requester and the Award this requester sent."""
+        result = opened.message
+        award = pending.machine.award
+        assert isinstance(result, Result)
+        try:
+            verified = verify_result_attestation(
+                opened,
+                self.trust,
+                now,
+                requester=self.id,
+                award_payload=encode(award) if award is not None and award.attempt == result.attempt else None,
+            )
+        except SecurityError as exc:
+            self.stats.verification_failures += 1
+            self.stats.refused_frames += 1
+            self._log.warning("result.attestation_refused", task_id=result.task_id, error=str(exc))
+            return False
+        if verified.statement.prompt_digest != pending.machine.task.prompt_digest:
+            self.stats.verification_failures += 1
+            self.stats.refused_frames += 1
+            self._log.warning("result.attestation_mismatch", task_id=result.task_id)
+            return False
+        pending.verified[result.id] = verified
+        return True
+
+    def _on_timer(self, key: tuple[str, TimerKind]) -> None:
+        pending = self._tasks.get(key[0])
+        if pending is not None:
+            self._feed(pending, TimerFired(key[1], key[0]))
+
+    # --- the machine and its actions ----------------------------------------------------------------------------
+    def _feed(self, pending: _Pending, event: Event, now: int | None = None) -> None:
+        now = now_ns() if now is None else now
+        try:
+            actions = pending.machine.handle(event, now=now)
+        except AccordError as exc:
+            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            return
+        if isinstance(event, Received) and isinstance(event.message, Decline):
+            pending.declines[f"declined {event.message.reason}"] += 1
+        self._apply(pending, actions, now)
+
+    def _apply(self, pending: _Pending, actions: list[Action], now: int) -> None:
+        task_id = pending.machine.task_id
+        observer = self.observer
+        for action in actions:
+            if observer is not None:
+                observer(task_id, action, now)
+            t = type(action)  # exact types (actions are final structs), most frequent first
+            if t is SetTimer:
+                assert isinstance(action, SetTimer)
+                self._timers.set((task_id, action.kind), action.at_ns)
+            elif t is CancelTimer:
+                assert isinstance(action, CancelTimer)
+                self._timers.cancel((task_id, action.kind))
+            elif t is Send:
+                assert isinstance(action, Send)
+                message = action.message
+                if type(message) is Award:
+                    if message.attempt > 1:
+                        self.stats.reawards += 1
+                    if pending.avoid is not None:
+                        pending.avoid.add(message.winner)
+                self._send(action.to, message)
+            elif t is Multicast:
+                assert isinstance(action, Multicast)
+                self._outbox.multicast([self._inbox_of(to) for to in action.to], action.message)
+            elif t is Rejected:
+                assert isinstance(action, Rejected)
+                self.stats.rejected[action.reason.value] += 1
+                if action.reason is RejectReason.INELIGIBLE:
+                    pending.declines[f"ineligible {action.detail.partition(':')[0]}"] += 1
+            elif t is Outcome:
+                assert isinstance(action, Outcome)
+                self.reputation.record(action.agent_id, 1.0 if action.success else 0.0)
+            elif t is Accept:
+                assert isinstance(action, Accept)
+                self._accept(pending, action, now)
+            elif t is Fail:
+                assert isinstance(action, Fail)
+                self._fail(pending, action)
+            elif t is ReportProgress:
+                assert isinstance(action, ReportProgress)
+                if pending.on_progress is not None:
+                    pending.on_progress(action.progress)
+            else:  # Execute, Abort: contractor actions never come from a requester machine
+                self._log.warning("action.unexpected", action=t.__name__)
+
+    def _send(self, to: str | Broadcast, message: Message) -> None:
+        if isinstance(to, Broadcast):
+            assert isinstance(message, Task)
+            for subject in announce_subjects(message, self.id):
+                self._outbox.send(subject, message)
+        else:
+            self._outbox.send(self._inbox_of(to), message)
+
+    def _inbox_of(self, to: str) -> str:
+        """``subjects.direct(to, self)``, validated once per peer (the cache is bounded)."""
+        subject = self._inboxes.get(to)
+        if subject is None:
+            if len(self._inboxes) > 4096:
+                self._inboxes.clear()
+            subject = self._inboxes[to] = subjects.direct(to, self.id)
+        return subject
+
+    def _fail(self, pending: _Pending, action: Fail) -> None:
+        self.stats.failed[action.reason.value] += 1
+        detail = action.detail
+        if not detail and pending.declines:
+            detail = ", ".join(f"{why} x{n}" for why, n in pending.declines.most_common())
+        elif not detail and action.reason in (ReasonCode.NO_BIDS, ReasonCode.NO_ELIGIBLE_BIDS):
+            detail = self._diagnose(pending.machine.task)
+        pending.error = TaskFailed(action.task_id, action.reason, detail)
+        pending.done.set()
+
+    def _diagnose(self, task: Task) -> str:
+        """Why no agent took ``task``, as far as the registry tells (for the message of a no-bids failure)."""
+        at = task.ts  # when it was last announced
+        offers = self.registry.offers(task, now=at)
+        if not offers:
+            live = self.registry.count(now=at)
+            return f"no advertised agent with a free slot takes kind {task.kind!r} ({live} agents known)"
+        ranking = rank(offers, task, now=at, trusted=self.trusted, predictor=self.predictor)
+        if not ranking.ineligible:
+            return ""
+        reasons = Counter(why.value for _, why in ranking.ineligible)
+        return "advertised agents ruled out by " + ", ".join(f"{why} x{n}" for why, n in reasons.most_common())
+
+    def _accept(self, pending: _Pending, action: Accept, now: int) -> None:
+        result = action.result
+        verified = pending.verified.get(result.id)
+        assert verified is not None, "an accepted result always passed attestation checks"
+        self.stats.completed += 1
+        self.stats.spent_micros += action.price_micros
+        pending.outcome = TaskOutcome(
+            task_id=action.task_id,
+            answer=result.output,
+            agent_id=result.sender,
+            model=result.model,
+            price_micros=action.price_micros,
+            latency_ms=(now - pending.started_ns) / 1e6,
+            attempt=result.attempt,
+            result=result,
+            attestation=verified,
+        )
+        pending.done.set()
+
+
+def _card(advert: Advertise) -> Advertise:
+    """The parts of an Advertise that a heartbeat repeats: without id, ts, seq, load and expiry."""
+    return msgspec.structs.replace(advert, id="0" * 32, ts=0, seq=0, load=0, expires_ns=None)
+
+
+def announce_subjects(task: Task, requester: str) -> list[str]:
+    """The broadcast subjects of a Task: one per preferred tier (or ``any``), with its residency class."""
+    tiers: list[Tier | None] = [*task.constraints.preferred_tiers] or [None]
+    return [subjects.announce(t, task.constraints.residency, task.kind, requester) for t in tiers]

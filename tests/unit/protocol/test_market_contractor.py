@@ -1,0 +1,523 @@
+"""The contractor machine: whether to bid, capacity reserved while a bid is valid and released on every path,
+awards accepted or rejected, execution reports, cancel, lease, shutdown, heartbeats."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from accord.protocol.actions import (
+    BROADCAST,
+    Abort,
+    Action,
+    CancelTimer,
+    Execute,
+    Rejected,
+    RejectReason,
+    Send,
+    SetTimer,
+    new_message_id,
+)
+from accord.protocol.codec import encode
+from accord.protocol.contractor import AgentState, ContractorMachine, ContractorProfile, JobState, quote_task
+from accord.protocol.digests import payload_digest
+from accord.protocol.events import (
+    ExecutionDone,
+    ExecutionFailed,
+    ExecutionProgress,
+    Received,
+    Shutdown,
+    Start,
+    TimerFired,
+    TimerKind,
+)
+from accord.protocol.messages import (
+    Advertise,
+    Award,
+    AwardAck,
+    AwardReject,
+    Bid,
+    Cancel,
+    Decline,
+    Failure,
+    Mechanism,
+    ModelOffer,
+    Privacy,
+    Progress,
+    ReasonCode,
+    Result,
+    Task,
+    Tier,
+    Withdraw,
+)
+from tests.support.market_world import BASE_NS, MS, agent_id, constraints
+
+NOW = BASE_NS
+REQ = agent_id("requester")
+ME = agent_id("contractor")
+DIGEST = "ee" * 32
+_ids = random.Random(5)
+
+FAST = ModelOffer(
+    name="fast", context_window=4_000, tokens_per_s=1_000.0, price_out_per_1k_micros=2_000, quality=0.7, ttft_ms=10
+)
+GOOD = ModelOffer(
+    name="good", context_window=8_000, tokens_per_s=250.0, price_out_per_1k_micros=9_000, quality=0.9, ttft_ms=10
+)
+PROFILE = ContractorProfile(
+    name="c",
+    tier=Tier.EDGE,
+    region="eu",
+    residency=("eu",),
+    privacy=(Privacy.PUBLIC, Privacy.INTERNAL),
+    models=(FAST, GOOD),
+    slots=2,
+    bid_hold_ms=200,
+)
+
+
+def mid() -> str:
+    return new_message_id(_ids)
+
+
+def task(**kw: object) -> Task:
+    c = {k: kw.pop(k) for k in ("residency", "privacy", "tiers", "min_quality") if k in kw}
+    fields: dict[str, object] = {
+        "id": mid(),
+        "sender": REQ,
+        "ts": NOW,
+        "task_id": mid(),
+        "prompt_digest": DIGEST,
+        "max_output_tokens": 100,
+        "bid_window_ms": 50,
+        "constraints": constraints(
+            NOW, deadline_ms=int(kw.pop("deadline_ms", 2_000)), max_price=int(kw.pop("max_price", 10_000)), **c
+        ),
+    }
+    fields.update(kw)
+    return Task(**fields)  # type: ignore[arg-type]
+
+
+class Agent:
+    def __init__(self, profile: ContractorProfile = PROFILE) -> None:
+        self.m = ContractorMachine(ME, profile, rng=random.Random(3))
+        self.now = NOW
+        self.m.handle(Start(), now=NOW)
+
+    def at(self, ms: int) -> Agent:
+        self.now = NOW + ms * MS
+        return self
+
+    def handle(self, event: object) -> list[Action]:
+        out = self.m.handle(event, now=self.now)  # type: ignore[arg-type]
+        self.m.check_invariants()
+        assert 0 <= self.m.used_slots <= self.m.profile.slots
+        return out
+
+    def offer(self, t: Task, *, broadcast: bool = False) -> list[Action]:
+        return self.handle(Received(t, broadcast=broadcast))
+
+    def bid_for(self, t: Task) -> Bid:
+        (bid,) = sent(self.offer(t), Bid)
+        return bid
+
+    def award(self, t: Task, bid: Bid | None, **kw: object) -> tuple[Award, list[Action]]:
+        fields: dict[str, object] = {
+            "id": mid(),
+            "sender": REQ,
+            "ts": self.now,
+            "task_id": t.task_id,
+            "attempt": 1,
+            "winner": ME,
+            "bid_id": bid.id if bid else mid(),
+            "bid_digest": payload_digest(encode(bid)) if bid else DIGEST,
+            "price_micros": bid.price_micros if bid else 10_000,
+            "ack_by_ns": self.now + 100 * MS,
+            "lease_until_ns": self.now + 1_000 * MS,
+        }
+        fields.update(kw)
+        award = Award(**fields)  # type: ignore[arg-type]
+        return award, self.handle(Received(award))
+
+
+def sent(actions: Sequence[Action], kind: type) -> list:  # type: ignore[type-arg]
+    return [a.message for a in actions if isinstance(a, Send) and isinstance(a.message, kind)]
+
+
+# --- bidding -----------------------------------------------------------------------------------------------------
+def test_bids_its_best_model_and_reserves_a_slot() -> None:
+    ag = Agent()
+    t = task()
+    out = ag.offer(t)
+    (bid,) = sent(out, Bid)
+    assert out[0].to == REQ  # type: ignore[union-attr]
+    # score = q - price - 0.01 * latency_s: fast 0.7 - 0.0002 - 0.0011, good 0.9 - 0.0009 - 0.0041
+    assert (bid.model, bid.price_micros, bid.est_latency_ms, bid.quality) == ("good", 900, 410, 0.9)
+    assert bid.valid_until_ns == NOW + 250 * MS and bid.task_id == t.task_id and bid.sender == ME
+    assert (bid.tier, bid.region, bid.residency) == (Tier.EDGE, "eu", ["eu"])
+    assert SetTimer(TimerKind.BID_EXPIRY, bid.valid_until_ns, t.task_id) in out
+    assert ag.m.used_slots == 1 and ag.m.job_state(t.task_id) is JobState.BIDDING
+
+
+@pytest.mark.parametrize(
+    ("t", "reason"),
+    [
+        (task(kind="code"), ReasonCode.UNSUPPORTED_KIND),
+        (task(residency="us"), ReasonCode.RESIDENCY),
+        (task(privacy=Privacy.CONFIDENTIAL), ReasonCode.PRIVACY),
+        (task(tiers=(Tier.CLOUD,)), ReasonCode.OTHER),
+        (task(max_price=100), ReasonCode.OVER_BUDGET),
+        (task(deadline_ms=100), ReasonCode.DEADLINE_INFEASIBLE),
+        (task(min_quality=0.95), ReasonCode.QUALITY_BELOW_MIN),
+        (task(est_input_tokens=7_950), ReasonCode.CONTEXT_TOO_LONG),
+    ],
+)
+def test_declines_with_a_reason(t: Task, reason: ReasonCode) -> None:
+    assert quote_task(PROFILE, t, now=NOW) is reason
+    ag = Agent()
+    (decline,) = sent(ag.offer(t), Decline)
+    assert decline.reason == reason.value and decline.task_id == t.task_id
+    assert ag.offer(task(**{}), broadcast=True)  # a feasible broadcast still gets a bid
+    silent = Agent()
+    assert silent.offer(t, broadcast=True) == []  # infeasible broadcast: no answer
+    assert silent.m.used_slots == 0
+
+
+def test_busy_when_every_slot_is_reserved() -> None:
+    ag = Agent()
+    ag.bid_for(task())
+    ag.bid_for(task())
+    (decline,) = sent(ag.offer(task()), Decline)
+    assert decline.reason == "busy" and ag.m.used_slots == 2
+
+
+def test_posted_price_bids_the_posted_price_if_it_covers_the_cost() -> None:
+    ag = Agent()
+    bid = ag.bid_for(task(mechanism=Mechanism.POSTED_PRICE, max_price=5_000))
+    assert bid.price_micros == 5_000
+    assert sent(Agent().offer(task(mechanism=Mechanism.POSTED_PRICE, max_price=100)), Decline)
+
+
+def test_shared_backend_latency_grows_with_load() -> None:
+    shared = ContractorProfile(name="s", tier=Tier.EDGE, region="eu", models=(FAST,), slots=3, shared_backend=True)
+    ag = Agent(shared)
+    latencies = [ag.bid_for(task()).est_latency_ms for _ in range(3)]
+    assert latencies == [110, 210, 310]
+
+
+# --- awards ------------------------------------------------------------------------------------------------------
+def test_award_is_acked_and_executed() -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    award, out = ag.at(60).award(t, bid)
+    (ack,) = sent(out, AwardAck)
+    assert (ack.task_id, ack.attempt, ack.award_id, ack.sender) == (t.task_id, 1, award.id, ME)
+    assert Execute(t, award, "good") in out
+    assert CancelTimer(TimerKind.BID_EXPIRY, t.task_id) in out
+    assert SetTimer(TimerKind.LEASE, award.lease_until_ns, t.task_id) in out
+    assert ag.m.job_state(t.task_id) is JobState.RUNNING and ag.m.used_slots == 1
+    # a duplicated award gets the same ack again (its first copy may have been lost)
+    again = ag.handle(Received(award))
+    assert sent(again, AwardAck) == [ack]
+    out = ag.at(70).handle(ExecutionProgress(t.task_id, 1, "he", 1))
+    (p,) = sent(out, Progress)
+    assert (p.seq, p.delta) == (0, "he")
+    out = ag.at(300).handle(ExecutionDone(t.task_id, 1, "hello", attestation=b"dsse"))
+    (result,) = sent(out, Result)
+    assert (result.award_id, result.model, result.output, result.attestation) == (
+        award.id,
+        "good",
+        "hello",
+        b"dsse",
+    )
+    assert ag.m.used_slots == 0 and ag.m.job_state(t.task_id) is JobState.DONE
+    assert [a.reason for a in ag.handle(ExecutionDone(t.task_id, 1, "again")) if isinstance(a, Rejected)] == [
+        RejectReason.STALE
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"price_micros": 899}, "over_budget"),
+        ({"lease_until_ns": NOW + 100 * MS}, "deadline_infeasible"),
+        ({"ack_by_ns": NOW + 60 * MS}, "other"),
+    ],
+)
+def test_unacceptable_award_is_rejected_and_releases(change: dict[str, object], reason: str) -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    _, out = ag.at(60).award(t, bid, **change)
+    (reject,) = sent(out, AwardReject)
+    assert reject.reason == reason and ag.m.used_slots == 0
+    assert ag.m.job_state(t.task_id) is JobState.RELEASED
+
+
+@pytest.mark.parametrize("change", [{"bid_id": "0" * 32}, {"bid_digest": "0" * 64}])
+def test_award_for_a_bid_we_never_made_is_rejected_without_changing_state(change: dict[str, object]) -> None:
+    """Spec 7.5: a refused frame changes no state; our real bid still binds us (3.5) and its award still works."""
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    _, out = ag.at(60).award(t, bid, **change)
+    (reject,) = sent(out, AwardReject)
+    assert reject.reason == "other" and ag.m.used_slots == 1
+    assert ag.m.job_state(t.task_id) is JobState.BIDDING
+    _, out = ag.award(t, bid)
+    assert sent(out, AwardAck) and ag.m.job_state(t.task_id) is JobState.RUNNING
+
+
+def test_award_after_bid_expiry_or_for_unknown_task_is_rejected() -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    assert ag.at(250).handle(TimerFired(TimerKind.BID_EXPIRY, t.task_id)) == []
+    assert ag.m.used_slots == 0 and ag.m.job_state(t.task_id) is JobState.RELEASED
+    _, out = ag.award(t, bid)
+    assert sent(out, AwardReject)[0].reason == "bid_expired"
+    _, out = ag.award(task(), None)
+    assert sent(out, AwardReject)[0].reason == "unknown_task"
+
+
+def test_awards_and_cancels_from_strangers_are_ignored() -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    _, out = ag.award(t, bid, sender=agent_id("impostor"))
+    assert [a.reason for a in out if isinstance(a, Rejected)] == [RejectReason.NOT_REQUESTER]
+    _, out = ag.award(t, bid, winner=agent_id("other"))
+    assert [a.reason for a in out if isinstance(a, Rejected)] == [RejectReason.MISMATCH]
+    cancel = Cancel(id=mid(), sender=agent_id("impostor"), ts=NOW, task_id=t.task_id)
+    assert [a.reason for a in ag.handle(Received(cancel)) if isinstance(a, Rejected)] == [
+        RejectReason.NOT_REQUESTER
+    ]
+    assert ag.m.used_slots == 1
+
+
+def test_direct_task_then_award() -> None:
+    ag = Agent()
+    t = task(mechanism=Mechanism.DIRECT)
+    assert ag.offer(t) == [] and ag.m.job_state(t.task_id) is JobState.OFFERED and ag.m.used_slots == 0
+    award, out = ag.at(5).award(t, None, price_micros=900)
+    assert sent(out, AwardAck) and ag.m.used_slots == 1
+    assert next(a for a in out if isinstance(a, Execute)).model == "good"
+    del award
+
+
+# --- release on every path ---------------------------------------------------------------------------------------
+def test_cancel_releases_bidding_and_running() -> None:
+    ag = Agent()
+    t1, t2 = task(), task()
+    ag.bid_for(t1)
+    bid2 = ag.bid_for(t2)
+    ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t1.task_id)))
+    assert ag.m.used_slots == 1
+    ag.at(60).award(t2, bid2)
+    # a cancel of another attempt does not touch the running one
+    stale = Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t2.task_id, attempt=2)
+    assert [a.reason for a in ag.handle(Received(stale)) if isinstance(a, Rejected)] == [RejectReason.FENCED]
+    out = ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t2.task_id, attempt=1)))
+    assert Abort(t2.task_id, 1, ReasonCode.CANCELLED) in out and ag.m.used_slots == 0
+
+
+def test_backend_failure_and_lease_expiry_release() -> None:
+    ag = Agent()
+    t1, t2 = task(), task()
+    b1, b2 = ag.bid_for(t1), ag.bid_for(t2)
+    ag.at(60).award(t1, b1)
+    award2, _ = ag.award(t2, b2)
+    (failure,) = sent(ag.handle(ExecutionFailed(t1.task_id, 1, ReasonCode.BACKEND_TIMEOUT, "slow")), Failure)
+    assert (failure.reason, failure.detail) == ("backend_timeout", "slow") and ag.m.used_slots == 1
+    out = ag.at((award2.lease_until_ns - NOW) // MS).handle(TimerFired(TimerKind.LEASE, t2.task_id))
+    assert Abort(t2.task_id, 1, ReasonCode.LEASE_EXPIRED) in out
+    assert sent(out, Failure)[0].reason == "lease_expired" and ag.m.used_slots == 0
+
+
+def test_shutdown_fails_running_work_withdraws_and_refuses_awards() -> None:
+    ag = Agent()
+    t1, t2 = task(), task()
+    b1 = ag.bid_for(t1)
+    ag.bid_for(t2)
+    ag.at(60).award(t1, b1)
+    out = ag.handle(Shutdown())
+    assert sent(out, Failure)[0].reason == "shutdown" and Abort(t1.task_id, 1, ReasonCode.SHUTDOWN) in out
+    assert sent(out, Withdraw) and ag.m.state is AgentState.STOPPED and ag.m.used_slots == 0
+    _, out = ag.award(t2, None)
+    assert sent(out, AwardReject)[0].reason == "shutdown"
+    assert ag.handle(TimerFired(TimerKind.HEARTBEAT)) == []
+
+
+def test_reannounce_reevaluates_a_released_task_and_resends_a_standing_bid() -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    again = msgspec_replace(t, id=mid(), attempt=2)
+    assert sent(ag.offer(again), Bid) == [bid]  # the bid stands: sent again in case it was lost
+    assert [a.reason for a in ag.offer(t) if isinstance(a, Rejected)] == [RejectReason.DUPLICATE]
+    ag.at(250).handle(TimerFired(TimerKind.BID_EXPIRY, t.task_id))
+    third = msgspec_replace(t, id=mid(), attempt=3)
+    (fresh,) = sent(ag.offer(third), Bid)
+    assert fresh.id != bid.id and ag.m.used_slots == 1
+
+
+def msgspec_replace(t: Task, **kw: object) -> Task:
+    import msgspec
+
+    return msgspec.structs.replace(t, **kw)
+
+
+def test_heartbeats_carry_load_and_sequence() -> None:
+    m = ContractorMachine(ME, PROFILE, rng=random.Random(1))
+    out = m.handle(Start(), now=NOW)
+    (adv,) = sent(out, Advertise)
+    assert out[0].to == BROADCAST and (adv.seq, adv.load, adv.slots) == (0, 0, 2)  # type: ignore[union-attr]
+    assert SetTimer(TimerKind.HEARTBEAT, NOW + PROFILE.ttl_ms * MS // 3) in out
+    t = task()
+    m.handle(Received(t), now=NOW)
+    assert m.handle(TimerFired(TimerKind.HEARTBEAT), now=NOW + MS) == []  # early: stale
+    (adv2,) = sent(m.handle(TimerFired(TimerKind.HEARTBEAT), now=NOW + 3_400 * MS), Advertise)
+    assert (adv2.seq, adv2.load) == (1, 1)  # the bid holds its slot
+    m.handle(TimerFired(TimerKind.BID_EXPIRY, t.task_id), now=NOW + 3_401 * MS)
+    (adv3,) = sent(m.handle(TimerFired(TimerKind.HEARTBEAT), now=NOW + 7_000 * MS), Advertise)
+    assert (adv3.seq, adv3.load) == (2, 0)
+    assert m.job_state(t.task_id) is JobState.NONE  # forgotten after the task's deadline
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["task", "award", "cancel", "expire", "done", "fail", "lease"]), st.integers(0, 3)
+        ),
+        max_size=40,
+    )
+)
+def test_capacity_stays_within_bounds_under_any_sequence(ops: list[tuple[str, int]]) -> None:
+    ag = Agent()
+    tasks = [task() for _ in range(4)]
+    bids: dict[int, Bid] = {}
+    for step, (op, i) in enumerate(ops):
+        t = tasks[i]
+        ag.at(step * 20)
+        if op == "task":
+            for b in sent(ag.offer(msgspec_replace(t, id=mid(), attempt=1 + step)), Bid):
+                bids[i] = b
+        elif op == "award":
+            ag.award(t, bids.get(i))
+        elif op == "cancel":
+            ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=ag.now, task_id=t.task_id)))
+        elif op == "expire":
+            ag.handle(TimerFired(TimerKind.BID_EXPIRY, t.task_id))
+        elif op == "lease":
+            ag.handle(TimerFired(TimerKind.LEASE, t.task_id))
+        elif op == "done":
+            ag.handle(ExecutionDone(t.task_id, 1, "x"))
+        else:
+            ag.handle(ExecutionFailed(t.task_id, 1))
+    ag.handle(Shutdown())
+    assert ag.m.used_slots == 0
+
+
+# --- losing: a Cancel releases a bid at once (spec 5.9) ----------------------------------------------------------
+def test_losing_bid_is_released_and_forgotten_on_the_task_wide_cancel() -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    assert ag.m.used_slots == 1
+    lost = Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id, reason="superseded")
+    out = ag.at(120).handle(Received(lost))
+    assert out == [CancelTimer(TimerKind.BID_EXPIRY, t.task_id)]  # nothing is sent back
+    assert ag.m.used_slots == 0 and ag.m.job_state(t.task_id) is JobState.RELEASED
+    assert (TimerKind.BID_EXPIRY, t.task_id) not in ag.m.timers
+    # idempotent: the same Cancel again (or another copy) changes nothing
+    assert rejected(ag.handle(Received(lost))) == [RejectReason.DUPLICATE]
+    assert ag.m.used_slots == 0
+    # the task is over for us: a re-announce that arrives late gets no new bid, an Award no ack
+    again = msgspec_replace(t, id=mid(), attempt=2)
+    assert rejected(ag.offer(again)) == [RejectReason.TERMINAL] and ag.m.used_slots == 0
+    _, out = ag.award(t, bid)
+    assert not sent(out, AwardAck) and sent(out, AwardReject) and ag.m.used_slots == 0
+    # the freed slot is usable at once by another task
+    assert ag.bid_for(task()) and ag.bid_for(task()) and ag.m.used_slots == 2
+
+
+def test_cancel_of_an_attempt_whose_award_never_arrived_releases_the_bid() -> None:
+    """The requester awarded us attempt 1, the Award was lost, the ack timed out: the Cancel naming attempt 1
+    reaches us while we only hold the bid. We can never win this task again (no agent gets two attempts)."""
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    out = ag.at(200).handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id, attempt=1)))
+    assert CancelTimer(TimerKind.BID_EXPIRY, t.task_id) in out and ag.m.used_slots == 0
+    _, out = ag.award(t, bid, ack_by_ns=ag.now + 100 * MS)  # the lost Award turns up after all
+    assert not sent(out, AwardAck) and ag.m.used_slots == 0
+
+
+def test_cancel_for_a_direct_offer_and_for_unknown_tasks() -> None:
+    ag = Agent()
+    t = task(mechanism=Mechanism.DIRECT)
+    ag.offer(t)
+    ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id)))
+    assert ag.m.job_state(t.task_id) is JobState.RELEASED and ag.m.used_slots == 0
+    unknown = Cancel(id=mid(), sender=REQ, ts=NOW, task_id=mid())
+    assert rejected(ag.handle(Received(unknown))) == [RejectReason.UNKNOWN_TASK]
+    assert ag.m.job_state(unknown.task_id) is JobState.NONE
+
+
+def test_a_bid_released_by_expiry_still_rebids_but_not_after_a_cancel() -> None:
+    ag = Agent()
+    t = task()
+    ag.bid_for(t)
+    ag.at(250).handle(TimerFired(TimerKind.BID_EXPIRY, t.task_id))
+    assert sent(ag.offer(msgspec_replace(t, id=mid(), attempt=2)), Bid)  # re-announce: evaluated afresh
+    ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id)))
+    assert not sent(ag.offer(msgspec_replace(t, id=mid(), attempt=3)), Bid) and ag.m.used_slots == 0
+
+
+def rejected(actions: Sequence[Action]) -> list[RejectReason]:
+    return [a.reason for a in actions if isinstance(a, Rejected)]
+
+
+@pytest.mark.asyncio
+async def test_agent_shells_free_the_losers_slots_when_the_task_completes() -> None:
+    """Through the real shells on a MemoryBus: the losers' inboxes get the requester's signed Cancel, the Agent
+    verifies it and feeds it to its machine, and their single slots are free long before their bids lapse."""
+    import anyio
+
+    from accord.bus.memory import MemoryBroker
+    from accord.runtime.agent import Agent as AgentShell
+    from accord.runtime.requester import Requester
+    from accord.security.testing import Pki
+    from tests.support.runtime_kit import make_profile, sim_backend, spec, wait_for, wait_registry
+
+    broker = MemoryBroker(seed=4)
+    pki = Pki(random.Random(4))
+    agents = [
+        AgentShell(
+            pki.agent(f"loser-test-{i}", tier=Tier.CLOUD, region="local", residency=("eu",)),
+            make_profile(f"loser-test-{i}", price_out_per_1k_micros=100 * (i + 1), slots=1, bid_hold_ms=60_000),
+            {"sim-small": sim_backend()},
+            bus=broker.bus(),
+            trust=pki.trust,
+            rng=random.Random(i),
+        )
+        for i in range(3)
+    ]
+    req = Requester(pki.agent("req"), bus=broker.bus(), trust=pki.trust, rng=random.Random(7))
+    async with anyio.create_task_group() as tg:
+        await tg.start(req.run)
+        for a in agents:
+            await tg.start(a.run)
+        await wait_registry(req, agents)
+        outcome = await req.submit(spec(deadline_ms=30_000))
+        await wait_for(lambda: all(a.machine.free_slots == 1 for a in agents), timeout_s=10, what="slots freed")
+        tg.cancel_scope.cancel()
+    assert outcome.agent_id == agents[0].id
+    assert [a.stats.bids for a in agents] == [1, 1, 1]
+    assert [a.stats.cancels for a in agents] == [0, 1, 1]  # the winner is not told; each loser once
+    assert all(a.stats.refused == 0 for a in agents)

@@ -1,0 +1,256 @@
+"""Comparing answers: normal forms per answer form, majority voting, self-reported confidence, chunking."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from accord.protocol.messages import Tier
+from accord.strategies import CallRecord, extract_choice, extract_number, majority, normalise
+from accord.strategies.cascade import parse_confidence, strip_confidence
+from accord.strategies.split import chunk_text
+
+
+def _rec(answer: str | None, price: int = 0, agent: str = "a") -> CallRecord:
+    return CallRecord(
+        role="answer",
+        tiers=(Tier.CLOUD,),
+        max_price_micros=1000,
+        agent_id=agent,
+        price_micros=price,
+        answer=answer,
+        failure=None if answer is not None else "no_bids",
+    )
+
+
+# --- numbers -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("Natalia sold 48 clips in April and 24 in May.\n#### 1,234", "1234"),
+        ("The answer is $42.00", "42"),
+        ("so the total is \\boxed{7}.", "7"),
+        ("Answer: 1,000.50 dollars", "1000.5"),
+        ("the answer is -3.50", "-3.5"),
+        ("She has 3 apples, then buys 5 more: 8", "8"),  # no marker: the last number
+        ("The answer is 12. (It took 3 steps.)", "12"),  # the marked number beats a later one
+        ("#### 5\n\nanswer is 6", "6"),  # several markers: the last
+        ("3.0", "3"),
+        ("100", "100"),
+        ("2.50 kg", "2.5"),
+        ("about .5 of it", "0.5"),
+        ("no number here", None),
+        ("", None),
+    ],
+)
+def test_extract_number(text: str, number: str | None) -> None:
+    assert extract_number(text) == number
+
+
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [
+        ("(C)", "C"),
+        ("Answer: b", "B"),
+        ("The answer is C.", "C"),
+        ("option A is wrong; the answer is (D)", "D"),
+        ("B", "B"),
+        ("  d) \n", "D"),
+        ("Paris is the capital.", None),
+        ("", None),
+    ],
+)
+def test_extract_choice(text: str, letter: str | None) -> None:
+    assert extract_choice(text) == letter
+
+
+def test_extract_choice_prefers_the_stated_answer_over_options_discussed_after_it() -> None:
+    # How chat models answer multiple choice: the verdict first, then why the other options are wrong.
+    assert extract_choice("The answer is (B). Option (A) is wrong because the rate is fixed.") == "B"
+    assert extract_choice("Answer: C\nNote that (A) and (D) ignore friction.") == "C"
+
+
+@pytest.mark.parametrize(
+    ("text", "form", "normal"),
+    [
+        ("#### 1,234", "math", "1234"),
+        ("The answer is $1234.00", "math", "1234"),
+        ("\\boxed{1234}", "math", "1234"),
+        ("I cannot tell", "math", "i cannot tell"),  # no number: the free-text form
+        ("(C)", "mcq", "C"),
+        ("Answer: c", "mcq", "C"),
+        ("None of them.", "mcq", "none of them"),  # no letter: the free-text form
+        ("  Paris,   France! ", "chat", "paris france"),
+        ("PARIS france", "chat", "paris france"),
+        ("The answer is 42", "chat", "the answer is 42"),  # chat form does not extract numbers
+    ],
+)
+def test_normalise(text: str, form: str, normal: str) -> None:
+    assert normalise(text, form) == normal
+
+
+def test_normalise_ignores_the_confidence_line_a_cascade_asks_for() -> None:
+    # SelfConfidence asks the first stage to end with "Confidence: N/10"; when that stage is an ensemble or a
+    # debate, its answers are voted on with that line still in them, so the scale must not become the answer.
+    assert normalise("Six times seven is 42.\nConfidence: 9/10", "math") == "42"
+    assert normalise("The answer is (B)\nConfidence: 8/10", "mcq") == "B"
+    votes = [_rec("41\nConfidence: 9/10"), _rec("42\nConfidence: 8/10"), _rec("42\nConfidence: 6/10")]
+    winner = majority(votes, "math")
+    assert winner is not None and normalise(winner.text, "math") == "42"
+    assert winner.confidence == pytest.approx(2 / 3)
+
+
+# --- majority ----------------------------------------------------------------------------------------------------
+def test_majority_groups_by_normal_form_and_returns_the_first_full_text() -> None:
+    records = [_rec("I think 41"), _rec("The answer is 42."), _rec("#### 42"), _rec(None), _rec("42")]
+    winner = majority(records, "math")
+    assert winner is not None
+    assert winner.text == "The answer is 42."  # a vote never invents text: the first answer of its form
+    assert [r.answer for r in winner.calls] == ["The answer is 42.", "#### 42", "42"]
+    assert winner.confidence == pytest.approx(3 / 4)  # failed calls do not vote
+
+
+def test_majority_tie_goes_to_the_better_paid_voters() -> None:
+    records = [_rec("(A)", price=10), _rec("(B)", price=50), _rec("A", price=10), _rec("Answer: b", price=5)]
+    winner = majority(records, "mcq")
+    assert winner is not None
+    assert normalise(winner.text, "mcq") == "B"  # 2 votes each; B's voters were paid 55, A's 20
+    assert winner.confidence == pytest.approx(0.5)
+
+
+def test_majority_tie_at_equal_pay_goes_to_the_earliest_answer() -> None:
+    records = [_rec("cat", price=10), _rec("dog", price=10), _rec("Dog!", price=10), _rec("Cat.", price=10)]
+    winner = majority(records)
+    assert winner is not None and winner.text == "cat"
+    swapped = majority([records[1], records[0], records[3], records[2]])
+    assert swapped is not None and swapped.text == "dog"
+
+
+def test_majority_of_nothing_is_none() -> None:
+    assert majority([]) is None
+    assert majority([_rec(None), _rec(None)]) is None
+
+
+def test_majority_single_voter_has_full_confidence() -> None:
+    winner = majority([_rec(None), _rec("7")], "math")
+    assert winner is not None and winner.text == "7" and winner.confidence == 1.0
+
+
+# --- confidence --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("42\nConfidence: 7/10", 0.7),
+        ("confidence=85/100", 0.85),
+        ("Confidence: 0.8", 0.8),
+        ("Confidence: 8", 0.8),  # no scale and above 1: out of 10
+        ("Confidence: 12/10", 1.0),  # clamped
+        ("Confidence: 2/10 ... on reflection, Confidence: 9/10", 0.9),  # the last one
+        ("I am fairly sure.", None),
+    ],
+)
+def test_parse_confidence(text: str, value: float | None) -> None:
+    got = parse_confidence(text)
+    assert got == (pytest.approx(value) if value is not None else None)
+
+
+def test_parse_confidence_reads_percentages() -> None:
+    # "Confidence: 30%" is a low confidence; read as 30/10 and clamped it would never escalate.
+    assert parse_confidence("42\nConfidence: 30%") == pytest.approx(0.3)
+    assert parse_confidence("Confidence: 95 %") == pytest.approx(0.95)
+
+
+@pytest.mark.parametrize(
+    ("text", "stripped"),
+    [
+        ("42\nConfidence: 9/10", "42"),
+        ("First line.\n\nSecond line.\nconfidence: 3/10\n", "First line.\n\nSecond line."),
+        ("Confidence: 9/10", "Confidence: 9/10"),  # nothing else: keep the text rather than return nothing
+        ("No confidence line here", "No confidence line here"),
+        ("Confidence: 5/10\n42", "Confidence: 5/10\n42"),  # only a LAST line is stripped
+    ],
+)
+def test_strip_confidence(text: str, stripped: str) -> None:
+    assert strip_confidence(text) == stripped
+
+
+# --- chunks ------------------------------------------------------------------------------------------------------
+def test_chunk_text_cuts_at_paragraphs_and_keeps_every_word() -> None:
+    text = "\n\n".join(f"Paragraph {i}: " + "word " * 30 for i in range(6))
+    chunks = chunk_text(text, 400)
+    assert len(chunks) > 1
+    assert all(len(c) <= 400 for c in chunks)
+    assert all(c.startswith("Paragraph") for c in chunks)  # cut at paragraph ends
+    assert " ".join(" ".join(chunks).split()) == " ".join(text.split())
+
+
+def test_chunk_text_without_breaks_cuts_at_the_size() -> None:
+    assert chunk_text("x" * 50, 20) == ["x" * 20, "x" * 20, "x" * 10]
+    assert chunk_text("  short  ", 20) == ["short"]
+    assert chunk_text("   ", 20) == []
+
+
+@given(st.text(alphabet=st.sampled_from("ab .\n"), max_size=400), st.integers(min_value=8, max_value=120))
+def test_chunk_text_bounds_and_content(text: str, size: int) -> None:
+    chunks = chunk_text(text, size)
+    assert all(0 < len(c) <= size for c in chunks)
+    assert "".join("".join(chunks).split()) == "".join(text.split())  # nothing lost, nothing added
+
+
+# --- properties --------------------------------------------------------------------------------------------------
+_words = st.text(alphabet=st.sampled_from("abcdefghij klmnopqrstuvwxyz,.!?\n"), max_size=40)
+_numbers = st.decimals(min_value=-(10**9), max_value=10**9, places=3, allow_nan=False, allow_infinity=False)
+_markers = st.sampled_from(["", "#### ", "The answer is ", "answer: ", "\\boxed{", "The answer is $"])
+
+
+@given(_words, _markers, _numbers, _words)
+def test_normalise_math_is_idempotent_and_reads_the_number(
+    before: str, marker: str, number: object, after: str
+) -> None:
+    text = f"{before} {marker}{number}{'}' if marker == chr(92) + 'boxed{' else ''} {after}"
+    normal = normalise(text, "math")
+    assert normalise(normal, "math") == normal
+    if marker:  # a marked number is the answer, whatever text follows (the filler has no digits)
+        assert normal == normalise(str(number), "math")
+
+
+_letters = st.sampled_from("ABCDEFGHIJabcdefghij")
+_mcq = st.sampled_from(["({})", "Answer: {}", "The answer is {}.", "{}", "answer is ({})", "Option {}"])
+
+
+@given(_mcq, _letters)
+def test_normalise_mcq_is_idempotent(template: str, letter: str) -> None:
+    normal = normalise(template.format(letter), "mcq")
+    assert normal == letter.upper()
+    assert normalise(normal, "mcq") == normal
+
+
+@given(st.text(max_size=60))
+def test_normalise_chat_is_idempotent(text: str) -> None:
+    normal = normalise(text)
+    assert normalise(normal) == normal
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["42", "#### 42", "41", "The answer is 40", "forty", None]), st.integers(0, 50)),
+        max_size=9,
+    )
+)
+def test_majority_winner_has_the_most_votes(votes: list[tuple[str | None, int]]) -> None:
+    records = [_rec(a, price=p, agent=f"agent{i}") for i, (a, p) in enumerate(votes)]
+    counts = Counter(normalise(r.answer, "math") for r in records if r.answer is not None)
+    winner = majority(records, "math")
+    if not counts:
+        assert winner is None
+        return
+    assert winner is not None
+    form = normalise(winner.text, "math")
+    assert counts[form] == max(counts.values())
+    assert len(winner.calls) == counts[form]
+    assert all(normalise(r.answer or "", "math") == form for r in winner.calls)
+    assert winner.confidence == pytest.approx(counts[form] / sum(counts.values()))
+    assert winner.text == winner.calls[0].answer
