@@ -37,7 +37,8 @@ from accord.mesh.config import (
     OpenAIBackendConfig,
     SimulatedBackendConfig,
 )
-from accord.mesh.run import REQUESTER_NAME, RunningMesh, connect_bus, run_mesh
+from accord.mesh.run import RunningMesh, connect_bus, run_mesh
+from accord.mesh.state import REQUESTER_NAME
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Privacy, Role, Tier
 from accord.protocol.requester import TaskSpec
 from accord.runtime.requester import Requester, TaskFailed, TaskOutcome

@@ -19,15 +19,9 @@ from accord.bus.base import BusError
 from accord.cli.logging import configure_logging
 from accord.errors import AccordError
 from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
-from accord.mesh.run import (
-    DISCOVERY_WAIT_MS,
-    REQUESTER_NAME,
-    MeshState,
-    await_candidates,
-    connect_bus,
-    load_trust,
-    run_mesh,
-)
+from accord.mesh.discovery import DISCOVERY_WAIT_MS, await_candidates
+from accord.mesh.run import connect_bus, run_mesh
+from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.messages import Constraints, Privacy, Tier
 from accord.protocol.requester import TaskSpec
 from accord.runtime.requester import Requester, TaskFailed

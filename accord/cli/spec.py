@@ -32,7 +32,7 @@ __all__ = [
     "CHECKS",
     "ArtifactSet",
     "Check",
-    "CheckResult",
+    "SpecCheck",
     "check_artifacts",
     "check_message_vectors",
     "default_spec_dir",
@@ -60,14 +60,14 @@ class ArtifactSet:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class SpecCheck:
     check: str
     item: str
     ok: bool
     detail: str = ""
 
 
-Check = Callable[[Path], list[CheckResult]]
+Check = Callable[[Path], list[SpecCheck]]
 """A check over the spec directory; one result per item it looked at."""
 
 ARTIFACTS: list[ArtifactSet] = [
@@ -90,9 +90,9 @@ def _committed(directory: Path) -> set[str]:
     return {p.relative_to(directory).as_posix() for p in directory.rglob("*.json") if p.is_file()}
 
 
-def check_artifacts(spec_dir: Path) -> list[CheckResult]:
+def check_artifacts(spec_dir: Path) -> list[SpecCheck]:
     """Every generated file exists and is byte-identical; no stale .json file lies in a generated directory."""
-    results: list[CheckResult] = []
+    results: list[SpecCheck] = []
     for artifact in ARTIFACTS:
         check = f"{artifact.name} current"
         directory = spec_dir / artifact.directory
@@ -101,14 +101,14 @@ def check_artifacts(spec_dir: Path) -> list[CheckResult]:
             item = f"{artifact.directory}/{name}"
             path = directory / name
             if not path.is_file():
-                results.append(CheckResult(check, item, False, f"missing; run `{artifact.command}`"))
+                results.append(SpecCheck(check, item, False, f"missing; run `{artifact.command}`"))
             elif path.read_bytes() != content:
-                results.append(CheckResult(check, item, False, f"differs from the code; run `{artifact.command}`"))
+                results.append(SpecCheck(check, item, False, f"differs from the code; run `{artifact.command}`"))
             else:
-                results.append(CheckResult(check, item, True))
+                results.append(SpecCheck(check, item, True))
         for name in sorted(_committed(directory) - set(expected)):
             item = f"{artifact.directory}/{name}"
-            results.append(CheckResult(check, item, False, f"stale (not generated); run `{artifact.command}`"))
+            results.append(SpecCheck(check, item, False, f"stale (not generated); run `{artifact.command}`"))
     return results
 
 
@@ -138,11 +138,11 @@ def _check_invalid_vector(path: Path) -> str:
     return "decoded, but every decoder must refuse it"
 
 
-def check_message_vectors(spec_dir: Path) -> list[CheckResult]:
+def check_message_vectors(spec_dir: Path) -> list[SpecCheck]:
     """Each committed message vector decodes, matches its JSON form and re-encodes byte for byte; each invalid
     vector is refused with its reason."""
     directory = spec_dir / "vectors" / "messages"
-    results: list[CheckResult] = []
+    results: list[SpecCheck] = []
     for name in sorted(_committed(directory)):
         invalid = name.startswith(f"{vectors.INVALID_DIR}/")
         check = "refused as stated" if invalid else "decode, re-encode"
@@ -150,45 +150,45 @@ def check_message_vectors(spec_dir: Path) -> list[CheckResult]:
             problem = (_check_invalid_vector if invalid else _check_valid_vector)(directory / name)
         except (RemoteProtocolError, ValueError, KeyError, TypeError, AttributeError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
-        results.append(CheckResult(check, f"vectors/messages/{name}", not problem, problem))
+        results.append(SpecCheck(check, f"vectors/messages/{name}", not problem, problem))
     if not results:
-        results.append(CheckResult("decode, re-encode", "vectors/messages", False, "no vectors found"))
+        results.append(SpecCheck("decode, re-encode", "vectors/messages", False, "no vectors found"))
     return results
 
 
-def check_security_vectors(spec_dir: Path) -> list[CheckResult]:
+def check_security_vectors(spec_dir: Path) -> list[SpecCheck]:
     """Signed frames and the attestation in vectors/security verify (or are refused as stated) and are current."""
     from accord.spec import security_vectors
 
     problems = security_vectors.check(spec_dir)
     if not problems:
-        return [CheckResult("signed vectors verify", "vectors/security", True)]
-    return [CheckResult("signed vectors verify", "vectors/security", False, p) for p in problems]
+        return [SpecCheck("signed vectors verify", "vectors/security", True)]
+    return [SpecCheck("signed vectors verify", "vectors/security", False, p) for p in problems]
 
 
-def check_asyncapi(spec_dir: Path) -> list[CheckResult]:
+def check_asyncapi(spec_dir: Path) -> list[SpecCheck]:
     """spec/asyncapi.yaml equals what the message types and subject scheme generate."""
     from accord.spec import asyncapi
 
     path = spec_dir / "asyncapi.yaml"
     ok = path.is_file() and path.read_text(encoding="utf-8") == asyncapi.render_yaml(asyncapi.asyncapi_document())
     detail = "" if ok else "missing or stale; run `accord interop asyncapi`"
-    return [CheckResult("asyncapi current", "asyncapi.yaml", ok, detail)]
+    return [SpecCheck("asyncapi current", "asyncapi.yaml", ok, detail)]
 
 
 CHECKS: list[Check] = [check_artifacts, check_message_vectors, check_security_vectors, check_asyncapi]
 """Run in order by ``accord spec check``; other areas append theirs."""
 
 
-def run_checks(spec_dir: Path, checks: Sequence[Check] | None = None) -> list[CheckResult]:
+def run_checks(spec_dir: Path, checks: Sequence[Check] | None = None) -> list[SpecCheck]:
     """Run every check; a check that raises is reported as one failed result, never as a crash."""
-    results: list[CheckResult] = []
+    results: list[SpecCheck] = []
     for check in CHECKS if checks is None else checks:
         try:
             results.extend(check(spec_dir))
         except Exception as exc:  # a broken check is a failed check; report it and run the others
             name = getattr(check, "__name__", repr(check))
-            results.append(CheckResult(name, str(spec_dir), False, f"check raised {type(exc).__name__}: {exc}"))
+            results.append(SpecCheck(name, str(spec_dir), False, f"check raised {type(exc).__name__}: {exc}"))
     return results
 
 

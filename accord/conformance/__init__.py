@@ -17,8 +17,8 @@ from accord.conformance.registry import (
     all_checks,
 )
 from accord.conformance.report import print_report, to_json, to_junit
-from accord.conformance.runner import Report, run_conformance, run_suite, select_checks
-from accord.conformance.session import Frame, KitConfig, Session
+from accord.conformance.runner import ConformanceReport, run_conformance, run_suite, select_checks
+from accord.conformance.session import Frame, KitConfig, KitSession
 
 __all__ = [
     "CHECK_IDS",
@@ -28,8 +28,8 @@ __all__ = [
     "Frame",
     "KitConfig",
     "NotApplicable",
-    "Report",
-    "Session",
+    "ConformanceReport",
+    "KitSession",
     "Status",
     "all_checks",
     "print_report",

@@ -34,7 +34,7 @@ from accord.bus.base import Bus, BusError, BusMessage, Subscription
 from accord.errors import AccordError, RemoteProtocolError
 from accord.protocol import subjects
 from accord.protocol.codec import decode, encode
-from accord.protocol.contractor import ContractorProfile, Quote, quote_task
+from accord.protocol.contractor import ContractorProfile, quote_task
 from accord.protocol.digests import output_digest, payload_digest, prompt_digest
 from accord.protocol.market import NS_PER_MS, sheet_quote
 from accord.protocol.messages import (
@@ -52,6 +52,7 @@ from accord.protocol.messages import (
     Task,
     Usage,
 )
+from accord.protocol.pricing import Quote
 from accord.security import (
     FrameError,
     Identity,
@@ -338,7 +339,7 @@ class FixtureAgent:
             price, latency = sheet_quote(
                 m, input_tokens=task.est_input_tokens, output_tokens=task.max_output_tokens
             )
-            return Quote(m.name, price, latency, m.quality)
+            return Quote(model=m.name, price_micros=price, est_latency_ms=latency, quality=m.quality)
         if task.messages and prompt_digest(task.messages) != task.prompt_digest:
             return "other"
         q = quote_task(self.profile, task, now=now)
@@ -377,7 +378,7 @@ class FixtureAgent:
             attempt=task.attempt,
             model=q.model,
             price_micros=q.price_micros,
-            est_latency_ms=q.latency_ms,
+            est_latency_ms=q.est_latency_ms,
             quality=q.quality,
             valid_until_ns=now if bad else valid_until,
             tier=self.profile.tier,

@@ -19,7 +19,7 @@ from typing import Final
 import msgspec
 
 from accord.conformance.registry import CheckFailed, NotApplicable, check, fail
-from accord.conformance.session import GRACE_MS, MS, Frame, Match, Probe, Session, about, now_ns
+from accord.conformance.session import GRACE_MS, MS, Frame, KitSession, Match, Probe, about, now_ns
 from accord.errors import LocalProtocolError
 from accord.protocol import subjects
 from accord.protocol.codec import encode
@@ -49,7 +49,7 @@ UNSERVED_KIND: Final = "conformance-unserved"
 
 
 # --- shared scenarios -----------------------------------------------------------------------------------------
-async def probe(s: Session) -> Probe:
+async def probe(s: KitSession) -> Probe:
     """The eligible probe: one targeted Task and the agent's Bid for it (cached)."""
     cached = s.cache.get("probe")
     if isinstance(cached, Probe):
@@ -81,7 +81,7 @@ class AwardFlow:
         return encode(self.award)
 
 
-async def award_flow(s: Session) -> AwardFlow:
+async def award_flow(s: KitSession) -> AwardFlow:
     """Award the probe bid after its window closes; wait for the ack and the result (cached)."""
     cached = s.cache.get("flow")
     if isinstance(cached, AwardFlow):
@@ -123,7 +123,7 @@ def attested_award_digest(result: Result) -> str | None:
 
 
 # --- advertisement --------------------------------------------------------------------------------------------
-def _advert_problems(s: Session, frame: Frame) -> list[str]:
+def _advert_problems(s: KitSession, frame: Frame) -> list[str]:
     msg = frame.message
     assert isinstance(msg, Advertise)
     problems: list[str] = []
@@ -160,7 +160,7 @@ def _advert_problems(s: Session, frame: Frame) -> list[str]:
     bounds (at least one model, protocol_versions containing 1), is fresh (ts within the skew window, not
     expired) and carries a TTL between 1 s and 1 h.""",
 )
-async def advertise_valid(s: Session) -> str:
+async def advertise_valid(s: KitSession) -> str:
     frame = await s.first_advert()
     msg = frame.message
     assert isinstance(msg, Advertise)
@@ -181,7 +181,7 @@ async def advertise_valid(s: Session) -> str:
     ttl_ms / 3 + 250 ms, or any of whose intervals exceeds ttl_ms. Signatures and subjects of heartbeats are
     judged by advertise.valid and frames.signed.)""",
 )
-async def advertise_heartbeat(s: Session) -> str:
+async def advertise_heartbeat(s: KitSession) -> str:
     first = await s.first_advert()
     adv = first.message
     assert isinstance(adv, Advertise)
@@ -218,7 +218,7 @@ async def advertise_heartbeat(s: Session) -> str:
     requirement="""A Task sent to the agent's inbox that it can serve (a kind among its skills, no residency
     requirement, public, a generous budget and deadline) gets a Bid, not a Decline or silence.""",
 )
-async def task_bid_eligible(s: Session) -> str:
+async def task_bid_eligible(s: KitSession) -> str:
     p = await probe(s)
     b = p.message
     delay = (p.bid.at_ns - p.task.ts) / 1e6
@@ -231,7 +231,7 @@ Case = tuple[Task, str]
 """An ineligible Task and the Decline reason it must get ("" for any reason)."""
 
 
-def _builders(s: Session, adv: Advertise) -> dict[str, tuple[Callable[[], Awaitable[Task]], str] | str]:
+def _builders(s: KitSession, adv: Advertise) -> dict[str, tuple[Callable[[], Awaitable[Task]], str] | str]:
     """Per case: how to build its Task and the reason it must get, or why the case does not apply."""
     residency = UNSERVED_RESIDENCY
     while residency in adv.residency:  # pragma: no cover - an agent serving our made-up class
@@ -256,7 +256,7 @@ def _builders(s: Session, adv: Advertise) -> dict[str, tuple[Callable[[], Awaita
     }
 
 
-async def _ineligible_round(s: Session) -> dict[str, Case | str]:
+async def _ineligible_round(s: KitSession) -> dict[str, Case | str]:
     """Send the ineligible Tasks at once; per case: (task, expected reason) or why it is not applicable.
 
     A case answered only with Decline(busy) is sent again (a new Task) until the reply timeout: busy says
@@ -288,7 +288,7 @@ async def _ineligible_round(s: Session) -> dict[str, Case | str]:
     return cases
 
 
-async def _barrier(s: Session) -> bool:
+async def _barrier(s: KitSession) -> bool:
     """Send an eligible Task after the others and wait for any answer to it: an agent that reads its inbox in
     order has then answered every earlier Task (its replies come on one subject, in order). False: no answer."""
     barrier = await s.task()
@@ -300,12 +300,12 @@ async def _barrier(s: Session) -> bool:
     return reply is not None
 
 
-def _only_busy(s: Session, task: Task) -> bool:
+def _only_busy(s: KitSession, task: Task) -> bool:
     replies = s.select(about(task.task_id, Bid, Decline))
     return bool(replies) and all(isinstance(f.message, Decline) and f.message.reason == "busy" for f in replies)
 
 
-async def _declines(s: Session, case: str) -> str:
+async def _declines(s: KitSession, case: str) -> str:
     cases = await _ineligible_round(s)
     c = cases[case]
     if isinstance(c, str):
@@ -343,7 +343,7 @@ async def _declines(s: Session, case: str) -> str:
     requirement="""A targeted Task whose residency class the agent does not serve gets a Decline with reason
     `residency` and no Bid.""",
 )
-async def task_decline_residency(s: Session) -> str:
+async def task_decline_residency(s: KitSession) -> str:
     return await _declines(s, "residency")
 
 
@@ -354,7 +354,7 @@ async def task_decline_residency(s: Session) -> str:
     requirement="""A targeted Task of a kind not among the agent's advertised skills gets a Decline with reason
     `unsupported_kind` and no Bid (not applicable when the agent advertises no skills, i.e. serves every kind).""",
 )
-async def task_decline_kind(s: Session) -> str:
+async def task_decline_kind(s: KitSession) -> str:
     return await _declines(s, "kind")
 
 
@@ -365,7 +365,7 @@ async def task_decline_kind(s: Session) -> str:
     requirement="""A targeted Task whose deadline falls before its own bid window closes (no one can meet it) gets
     a Decline with reason `deadline_infeasible` and no Bid.""",
 )
-async def task_decline_deadline(s: Session) -> str:
+async def task_decline_deadline(s: KitSession) -> str:
     return await _declines(s, "deadline")
 
 
@@ -376,7 +376,7 @@ async def task_decline_deadline(s: Session) -> str:
     requirement="""A targeted Task whose max_price_micros is below the price every advertised model's sheet gives
     for it gets a Decline with reason `over_budget` and no Bid (not applicable when the sheet is free).""",
 )
-async def task_decline_price(s: Session) -> str:
+async def task_decline_price(s: KitSession) -> str:
     return await _declines(s, "price")
 
 
@@ -388,7 +388,7 @@ async def task_decline_price(s: Session) -> str:
     task whose prompt does not match: a targeted Task with a wrong prompt_digest gets no Bid (a Decline, with any
     reason, or nothing).""",
 )
-async def task_prompt_digest(s: Session) -> str:
+async def task_prompt_digest(s: KitSession) -> str:
     return await _declines(s, "prompt")
 
 
@@ -400,7 +400,7 @@ async def task_prompt_digest(s: Session) -> str:
     requirement="""A Bid must reach the requester before the Task's bid window closes (task ts + bid_window_ms);
     the requester ranks only the bids it holds then (the kit allows 250 ms for transit and its own scheduling).""",
 )
-async def bid_window(s: Session) -> str:
+async def bid_window(s: KitSession) -> str:
     p = await probe(s)
     late_ms = (p.bid.at_ns - p.window_close_ns) / 1e6
     if late_ms > GRACE_MS:
@@ -421,7 +421,7 @@ async def bid_window(s: Session) -> str:
     a model the agent advertises, asks at most the Task's max_price_micros, and states the agent's advertised tier
     and region.""",
 )
-async def bid_fields(s: Session) -> str:
+async def bid_fields(s: KitSession) -> str:
     p = await probe(s)
     b = p.message
     adv = await s.capabilities()
@@ -454,7 +454,7 @@ async def bid_fields(s: Session) -> str:
     requirement="""An Award of the agent's own bid is answered with an AwardAck (or an AwardReject) naming the
     award's id, task and attempt, before the award's ack_by_ns.""",
 )
-async def award_ack(s: Session) -> str:
+async def award_ack(s: KitSession) -> str:
     flow = await award_flow(s)
     a = flow.award
     if flow.answer is None:
@@ -472,7 +472,7 @@ async def award_ack(s: Session) -> str:
     return f"AwardAck after {in_ms:.0f} ms"
 
 
-async def _result(s: Session) -> tuple[AwardFlow, Frame, Result]:
+async def _result(s: KitSession) -> tuple[AwardFlow, Frame, Result]:
     flow = await award_flow(s)
     a = flow.award
     if flow.answer is not None and isinstance(flow.answer.message, AwardReject):
@@ -498,7 +498,7 @@ async def _result(s: Session) -> tuple[AwardFlow, Frame, Result]:
     (trust, signature, sender == key_id == the awardee), names the award's task_id, attempt and award_id, and the
     model of the winning bid.""",
 )
-async def result_sealed(s: Session) -> str:
+async def result_sealed(s: KitSession) -> str:
     flow, frame, result = await _result(s)
     a = flow.award
     problems: list[str] = []
@@ -527,7 +527,7 @@ async def result_sealed(s: Session) -> str:
     requester (the kit), the prompt digest of the Task, the model of the Result, and as award_digest the SHA-256
     of the Award payload the kit sent.""",
 )
-async def result_attested(s: Session) -> str:
+async def result_attested(s: KitSession) -> str:
     flow, frame, result = await _result(s)
     a = flow.award
     if not result.attestation:
@@ -562,7 +562,7 @@ async def result_attested(s: Session) -> str:
     requirement="""After a Cancel of the running attempt (sent right after its Award) the agent stops: no Result
     for that attempt follows; a Failure, if any, has reason `cancelled`.""",
 )
-async def cancel_stops(s: Session) -> str:
+async def cancel_stops(s: KitSession) -> str:
     p = await s.bid_for()
     await s.sleep_until(p.window_close_ns + 5 * MS)
     award = s.award(p.task, p.bid)

@@ -1,6 +1,6 @@
 """The conformance checks: their ids, what each requires (citing spec/PROTOCOL.md), and their outcomes.
 
-A check is an async function over a :class:`~accord.conformance.session.Session`. It returns a short note when
+A check is an async function over a :class:`~accord.conformance.session.KitSession`. It returns a short note when
 the agent passed, raises :class:`CheckFailed` (with the frames it got) when it did not, and
 :class:`NotApplicable` when the agent does not advertise the capability the check needs. Ids are stable
 (``area.rule``): CI pipelines and the negative fixtures refer to them.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from accord.errors import AccordError
 
 if TYPE_CHECKING:
-    from accord.conformance.session import Frame, Session
+    from accord.conformance.session import Frame, KitSession
 
 __all__ = [
     "CHECK_IDS",
@@ -91,7 +91,7 @@ def fail(detail: str, *frames: Frame | None) -> CheckFailed:
     return CheckFailed(detail, [f for f in frames if f is not None])
 
 
-CheckFunc = Callable[["Session"], Awaitable[str]]
+CheckFunc = Callable[["KitSession"], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)

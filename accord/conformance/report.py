@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from accord.conformance.registry import CheckResult, Status
-from accord.conformance.runner import Report
+from accord.conformance.runner import ConformanceReport
 
 __all__ = ["REPORT_VERSION", "print_report", "to_json", "to_junit"]
 
@@ -42,7 +42,7 @@ def _result_json(r: CheckResult) -> dict[str, object]:
     }
 
 
-def to_json(report: Report) -> bytes:
+def to_json(report: ConformanceReport) -> bytes:
     """The report as JSON: metadata, counts per status, and every check with the frames behind a failure."""
     data = {
         "report_version": REPORT_VERSION,
@@ -65,7 +65,7 @@ def _frames_text(r: CheckResult) -> str:
     return "\n".join(json.dumps(f, ensure_ascii=False)[:_FRAME_CHARS] for f in r.frames)
 
 
-def to_junit(report: Report) -> bytes:
+def to_junit(report: ConformanceReport) -> bytes:
     """JUnit XML: one testsuite, one testcase per check; failures carry the requirement and the frames;
     checks that do not apply are skipped."""
     counts = report.counts()
@@ -114,7 +114,7 @@ def to_junit(report: Report) -> bytes:
     return data + b"\n"
 
 
-def print_report(report: Report, console: Console | None = None) -> None:
+def print_report(report: ConformanceReport, console: Console | None = None) -> None:
     """The table of checks, then every failure: what the spec requires and the frames the agent sent."""
     console = console or Console()
     table = Table(title=f"Accord conformance: agent {report.agent_id}", title_justify="left")

@@ -1,4 +1,4 @@
-"""Run the conformance checks against one agent and collect a :class:`Report`.
+"""Run the conformance checks against one agent and collect a :class:`ConformanceReport`.
 
 ``run_suite(config, bus)`` drives an agent over any :class:`~accord.bus.base.Bus`; ``run_conformance`` connects
 to NATS first (nkey seed or credentials file) and runs it there. Checks run one after another: an agent with a
@@ -16,16 +16,16 @@ import structlog
 
 from accord.bus.base import Bus
 from accord.conformance.registry import CheckFailed, CheckResult, CheckSpec, NotApplicable, Status, all_checks
-from accord.conformance.session import KitConfig, Session, now_ns
+from accord.conformance.session import KitConfig, KitSession, now_ns
 from accord.errors import AccordError
 
-__all__ = ["Report", "run_conformance", "run_suite", "select_checks"]
+__all__ = ["ConformanceReport", "run_conformance", "run_suite", "select_checks"]
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
-class Report:
+class ConformanceReport:
     """The outcome of one run: one result per check, in run order."""
 
     agent_id: str
@@ -65,7 +65,7 @@ def select_checks(ids: tuple[str, ...] | None) -> list[CheckSpec]:
     return [c for c in checks if c.id in ids]
 
 
-async def _run_one(spec: CheckSpec, session: Session) -> CheckResult:
+async def _run_one(spec: CheckSpec, session: KitSession) -> CheckResult:
     started = time.perf_counter()
     frames: list[dict[str, object]] = []
     try:
@@ -86,11 +86,11 @@ async def _run_one(spec: CheckSpec, session: Session) -> CheckResult:
     return CheckResult(spec.id, spec.title, status, spec.sections, spec.requirement, detail, frames, elapsed)
 
 
-async def run_suite(config: KitConfig, bus: Bus, *, url: str = "") -> Report:
+async def run_suite(config: KitConfig, bus: Bus, *, url: str = "") -> ConformanceReport:
     """Run the selected checks against ``config.agent_id`` over ``bus`` (already connected)."""
     checks = select_checks(config.checks)
-    session = Session(config, bus)
-    report = Report(config.agent_id, config.identity.id, url, session.started_ns)
+    session = KitSession(config, bus)
+    report = ConformanceReport(config.agent_id, config.identity.id, url, session.started_ns)
     async with anyio.create_task_group() as tg:
         await session.start(tg)
         for spec in checks:
@@ -106,7 +106,7 @@ async def run_conformance(
     *,
     nkey_seed: str | None = None,
     credentials: str | Path | None = None,
-) -> Report:
+) -> ConformanceReport:
     """Connect to NATS at ``url`` (as the kit) and run the suite; BusError when the connection fails."""
     from accord.bus.nats import NatsBus
 

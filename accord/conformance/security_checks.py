@@ -22,8 +22,8 @@ from accord.conformance.session import (
     GRACE_MS,
     MS,
     Frame,
+    KitSession,
     Probe,
-    Session,
     about,
     corrupt_signature,
     new_id,
@@ -80,7 +80,7 @@ def _none(p: Probe, honest: Award | None = None) -> list[Bad]:
 
 
 async def _refused(
-    s: Session, pre: BadAwards, post: BadAwards, cancels: BadCancels, what: str, *, may_reject: bool = False
+    s: KitSession, pre: BadAwards, post: BadAwards, cancels: BadCancels, what: str, *, may_reject: bool = False
 ) -> str:
     """Run the shared scenario (see the module docstring); a note on success, CheckFailed otherwise.
 
@@ -146,7 +146,7 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def _award(s: Session, p: Probe, **changes: object) -> Award:
+def _award(s: KitSession, p: Probe, **changes: object) -> Award:
     return s.award(p.task, p.bid, **changes)
 
 
@@ -159,7 +159,7 @@ def _award(s: Session, p: Probe, **changes: object) -> Award:
     for a forged Award, a forged Cancel does not stop the work, and the honest Award sent with them still works
     and is the one its Result attests.""",
 )
-async def refuse_bad_signature(s: Session) -> str:
+async def refuse_bad_signature(s: KitSession) -> str:
     def forged(p: Probe) -> list[Bad]:
         a = _award(s, p)
         return [Bad(a, corrupt_signature(s.seal(a)))]
@@ -180,7 +180,7 @@ async def refuse_bad_signature(s: Session) -> str:
     never answered or acted on, and an untrusted requester's Task never leads to paid work (no AwardAck, no Result
     for its Award).""",
 )
-async def refuse_unknown_key(s: Session) -> str:
+async def refuse_unknown_key(s: KitSession) -> str:
     u = s.unknown
 
     def by_unknown(p: Probe) -> list[Bad]:
@@ -213,7 +213,7 @@ async def refuse_unknown_key(s: Session) -> str:
     return note + "; an untrusted requester's Award was not acted on"
 
 
-async def _try_send(s: Session, frame: bytes, subject: str) -> bool:
+async def _try_send(s: KitSession, frame: bytes, subject: str) -> bool:
     """Publish on ``subject``; False when the server's permissions refuse it."""
     try:
         await s.send(frame, subject)
@@ -231,7 +231,7 @@ async def _try_send(s: Session, frame: bytes, subject: str) -> bool:
     Result for an expired Award, an expired Cancel does not stop the work, and the honest Award sent with them
     still works.""",
 )
-async def refuse_expired(s: Session) -> str:
+async def refuse_expired(s: KitSession) -> str:
     def expired(p: Probe) -> list[Bad]:
         a = _award(s, p, expires_ns=now_ns() - 1_000 * MS)
         return [Bad(a, s.seal(a))]
@@ -251,7 +251,7 @@ async def refuse_expired(s: Session) -> str:
     dated beyond its max_skew (5 s) ahead is refused (future); neither is answered or changes anything (checked
     with frames ten minutes off), and the honest Award sent with them still works.""",
 )
-async def refuse_stale(s: Session) -> str:
+async def refuse_stale(s: KitSession) -> str:
     def stale(p: Probe) -> list[Bad]:
         now = now_ns()
         old, ahead = _award(s, p, ts=now - TEN_MINUTES_NS), _award(s, p, ts=now + TEN_MINUTES_NS)
@@ -274,7 +274,7 @@ async def refuse_stale(s: Session) -> str:
     AwardAck, AwardReject or Result for it and no change of state; the honest Award of the same bid, sent before
     and after such Awards, still works and is the one its Result attests.""",
 )
-async def refuse_wrong_winner(s: Session) -> str:
+async def refuse_wrong_winner(s: KitSession) -> str:
     def other_winner(p: Probe) -> list[Bad]:
         a = _award(s, p, winner=Identity.generate().id)
         return [Bad(a, s.seal(a))]
@@ -291,7 +291,7 @@ async def refuse_wrong_winner(s: Session) -> str:
     sent before and after such Awards, still works and is the one its Result attests. An Award for a task it
     never saw gets no AwardAck or Result (5.6: AwardReject `unknown_task`).""",
 )
-async def refuse_unknown_bid(s: Session) -> str:
+async def refuse_unknown_bid(s: KitSession) -> str:
     def unknown_bid(p: Probe) -> list[Bad]:
         a = _award(s, p, bid_id=new_id(), bid_digest=hashlib.sha256(new_id().encode()).hexdigest())
         return [Bad(a, s.seal(a))]
@@ -316,7 +316,7 @@ async def refuse_unknown_bid(s: Session) -> str:
     requirement="""The same Task frame delivered twice has one effect only: one Bid (the second copy is a replay,
     refused or ignored).""",
 )
-async def refuse_replay_task(s: Session) -> str:
+async def refuse_replay_task(s: KitSession) -> str:
     p = await s.bid_for(copies=2)
     await s.sleep_until(s.until(s.config.quiet_ms))
     await s.release(p.task)
@@ -334,7 +334,7 @@ async def refuse_replay_task(s: Session) -> str:
     requirement="""The same Award frame delivered twice is acted on once (the copy is a replay, rule 4): at most
     one AwardAck, exactly one Result, no AwardReject for it.""",
 )
-async def refuse_replay_award(s: Session) -> str:
+async def refuse_replay_award(s: KitSession) -> str:
     p = await s.bid_for()
     await s.sleep_until(p.window_close_ns + 5 * MS)
     award = s.award(p.task, p.bid)
@@ -358,7 +358,7 @@ async def refuse_replay_award(s: Session) -> str:
     return f"{len(acks)} AwardAck and 1 Result for the Award frame sent twice"
 
 
-async def _malformed(s: Session) -> list[tuple[str, bytes, str]]:
+async def _malformed(s: KitSession) -> list[tuple[str, bytes, str]]:
     """(label, frame, task id or "") of each malformed frame; a task id here must never get an answer."""
     kit = s.kit
     garbage = b"\xc1" + hashlib.sha256(b"garbage").digest() * 2  # 0xc1 is never used in msgpack
@@ -387,7 +387,7 @@ async def _malformed(s: Session) -> list[tuple[str, bytes, str]]:
     1 MiB is refused unread (too_large) even when validly signed. None gets an answer, and the agent still bids
     on a fresh honest Task afterwards.""",
 )
-async def robust_malformed(s: Session) -> str:
+async def robust_malformed(s: KitSession) -> str:
     frames = await _malformed(s)  # only ever to the agent's inbox: other agents on the bus are not under test
     for _label, frame, _task_id in frames:
         await s.send(frame)
@@ -426,7 +426,7 @@ async def robust_malformed(s: Session) -> str:
     PAE(payload_type, payload), sender == key_id == the agent), fresh (ts within max_skew and max_age, not
     expired on arrival), and never reuses a message id for different content.""",
 )
-async def frames_signed(s: Session) -> str:
+async def frames_signed(s: KitSession) -> str:
     guard = ReplayGuard()
     seen: dict[str, bytes | None] = {}
     problems: list[tuple[Frame, str]] = []

@@ -57,7 +57,7 @@ __all__ = [
     "Match",
     "Probe",
     "Recorder",
-    "Session",
+    "KitSession",
     "about",
     "corrupt_signature",
     "new_id",
@@ -244,7 +244,7 @@ class Probe:
 
 
 @dataclass(slots=True)
-class Session:
+class KitSession:
     """One conformance run against one agent: the kit's identity, the bus, and everything recorded."""
 
     config: KitConfig

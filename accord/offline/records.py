@@ -125,23 +125,7 @@ def first_user_prompt(messages: Sequence[ChatMessage]) -> str:
 
 def local_task(identity: Identity, spec: TaskSpec, *, rng: random.Random, now: int) -> Task:
     """The Task of a local answer: the device is its sender, as it would be when announcing it."""
-    task_id = new_message_id(rng)
-    return Task(
-        id=task_id,
-        sender=identity.id,
-        ts=now,
-        task_id=task_id,
-        kind=spec.kind,
-        messages=spec.messages,
-        prompt_digest=spec.prompt_digest if spec.prompt_digest is not None else prompt_digest(spec.messages),
-        prompt_ref=spec.prompt_ref,
-        est_input_tokens=spec.est_input_tokens,
-        max_output_tokens=spec.max_output_tokens,
-        constraints=spec.constraints,
-        policy=spec.policy,
-        mechanism=spec.mechanism,
-        bid_window_ms=spec.bid_window_ms,
-    )
+    return spec.to_task(sender=identity.id, task_id=new_message_id(rng), ts=now)
 
 
 @dataclass(frozen=True, slots=True)

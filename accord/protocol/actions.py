@@ -4,8 +4,8 @@ A shell executes the actions of one ``handle`` call in order. Messages in ``Send
 (id, sender, ts set by the machine); the shell encodes them with :func:`accord.protocol.codec.encode`, signs
 the payload and publishes it. ``SetTimer``/``CancelTimer`` manage one timer per ``(kind, task_id)``; when a
 timer is due the shell calls ``handle(TimerFired(kind, task_id), now=...)``. The other actions are reports for
-the shell's user (``Accept``, ``Fail``, ``ReportProgress``), for reputation (``Outcome``), for the backend
-(``Execute``, ``Abort``) and for logs and metrics (``Rejected``).
+the shell's user (``Accept``, ``Fail``, ``ReportProgress``), for reputation (``AttemptEnded``), for the backend
+(``Execute``, ``Abort``) and for logs and metrics (``Reject``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ __all__ = [
     "Execute",
     "Fail",
     "Multicast",
-    "Outcome",
+    "AttemptEnded",
     "RejectReason",
-    "Rejected",
+    "Reject",
     "ReportProgress",
     "Send",
     "SetTimer",
@@ -56,7 +56,7 @@ BROADCAST = Broadcast()
 
 
 class RejectReason(enum.StrEnum):
-    """Why a machine refused an input (reported in :class:`Rejected`, never sent on the wire)."""
+    """Why a machine refused an input (reported in :class:`Reject`, never sent on the wire)."""
 
     DUPLICATE = "duplicate"
     """Seen before (same id, or the same answer to the same award)."""
@@ -141,7 +141,7 @@ class ReportProgress(Struct, frozen=True):
     progress: Progress
 
 
-class Outcome(Struct, frozen=True):
+class AttemptEnded(Struct, frozen=True):
     """Requester: how an attempt ended, for the reputation that tempers predicted quality
     (``market.Reputation.record``). ``success`` is True only for the accepted result."""
 
@@ -169,7 +169,7 @@ class Abort(Struct, frozen=True):
     reason: ReasonCode
 
 
-class Rejected(Struct, frozen=True):
+class Reject(Struct, frozen=True):
     """An input was refused (late, duplicate, fenced, forged, ineligible, ...). For logs and metrics only: the
     machine's state is as if the input had never arrived."""
 
@@ -186,8 +186,8 @@ Action = (
     | Accept
     | Fail
     | ReportProgress
-    | Outcome
+    | AttemptEnded
     | Execute
     | Abort
-    | Rejected
+    | Reject
 )

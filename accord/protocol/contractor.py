@@ -49,7 +49,7 @@ from accord.protocol.actions import (
     Action,
     CancelTimer,
     Execute,
-    Rejected,
+    Reject,
     RejectReason,
     Send,
     SetTimer,
@@ -90,13 +90,13 @@ from accord.protocol.messages import (
     Tier,
     Withdraw,
 )
+from accord.protocol.pricing import Quote
 
 __all__ = [
     "AgentState",
     "ContractorMachine",
     "ContractorProfile",
     "JobState",
-    "Quote",
     "quote_task",
 ]
 
@@ -151,15 +151,6 @@ class ContractorProfile(Struct, frozen=True, kw_only=True):
     battery: float | None = None
 
 
-class Quote(Struct, frozen=True, gc=False):
-    """The contractor's own offer for a task: its best feasible model, its cost and latency."""
-
-    model: str
-    price_micros: int
-    latency_ms: int
-    quality: float
-
-
 def quote_task(profile: ContractorProfile, task: Task, *, now: int, in_flight: int = 0) -> Quote | ReasonCode:
     """The best model ``profile`` can offer for ``task`` at ``now``, or the reason it cannot take it.
 
@@ -211,7 +202,7 @@ def quote_task(profile: ContractorProfile, task: Task, *, now: int, in_flight: i
             best_quality = m.quality
     if best is None:
         return reason
-    return Quote(best[3], best[1], best[2], best_quality)
+    return Quote(model=best[3], price_micros=best[1], est_latency_ms=best[2], quality=best_quality)
 
 
 _FOREIGN_BID: Final = "award names another bid"
@@ -455,19 +446,19 @@ class ContractorMachine:
 
     def _on_unexpected(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, Received)
-        return [Rejected(RejectReason.UNEXPECTED, event.message)]
+        return [Reject(RejectReason.UNEXPECTED, event.message)]
 
     def _on_stale(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         if isinstance(event, TimerFired):
             return []
-        return [Rejected(RejectReason.STALE, None, f"{type(event).__name__} for a job not running")]
+        return [Reject(RejectReason.STALE, None, f"{type(event).__name__} for a job not running")]
 
     def _on_stopped(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, Received)
         msg = event.message
         if isinstance(msg, Award) and msg.winner == self.agent_id:
-            return [self._reject(msg, ReasonCode.SHUTDOWN, now), Rejected(RejectReason.STOPPED, msg)]
-        return [Rejected(RejectReason.STOPPED, msg)]
+            return [self._reject(msg, ReasonCode.SHUTDOWN, now), Reject(RejectReason.STOPPED, msg)]
+        return [Reject(RejectReason.STOPPED, msg)]
 
     # --- Task ---------------------------------------------------------------------------------------------------
     def _on_task(self, event: Event, job: _Job | None, now: int) -> list[Action]:
@@ -475,16 +466,16 @@ class ContractorMachine:
         task = event.message
         assert isinstance(task, Task)
         if task.sender == self.agent_id:
-            return [Rejected(RejectReason.UNEXPECTED, task, "own task")]
+            return [Reject(RejectReason.UNEXPECTED, task, "own task")]
         if job is not None:
             if job.closed:
-                return [Rejected(RejectReason.TERMINAL, task, "cancelled by its requester")]
+                return [Reject(RejectReason.TERMINAL, task, "cancelled by its requester")]
             if job.state is _J.RELEASED and task.attempt > job.task.attempt:
                 del self._jobs[task.task_id]  # a re-announce: evaluate it afresh
             elif job.state is _J.BIDDING and task.attempt > job.task.attempt and job.bid is not None:
                 return [Send(task.sender, job.bid)]  # our bid may have been lost: it stands, send it again
             else:
-                return [Rejected(RejectReason.DUPLICATE, task)]
+                return [Reject(RejectReason.DUPLICATE, task)]
         p = self.profile
         q = quote_task(p, task, now=now, in_flight=self._used)
         direct = task.mechanism is Mechanism.DIRECT
@@ -510,7 +501,7 @@ class ContractorMachine:
             attempt=task.attempt,
             model=q.model,
             price_micros=price,
-            est_latency_ms=q.latency_ms,
+            est_latency_ms=q.est_latency_ms,
             quality=q.quality,
             valid_until_ns=valid_until,
             tier=p.tier,
@@ -545,7 +536,7 @@ class ContractorMachine:
             return ReasonCode.OVER_BUDGET, f"price {award.price_micros} below {floor}"
         if now >= award.ack_by_ns:
             return ReasonCode.OTHER, "ack deadline passed"
-        if now + q.latency_ms * NS_PER_MS > award.lease_until_ns:
+        if now + q.est_latency_ms * NS_PER_MS > award.lease_until_ns:
             return ReasonCode.DEADLINE_INFEASIBLE, "lease too short"
         return None
 
@@ -554,21 +545,21 @@ class ContractorMachine:
         award = event.message
         assert isinstance(award, Award)
         if award.winner != self.agent_id:
-            return [Rejected(RejectReason.MISMATCH, award, "award names another agent")]
+            return [Reject(RejectReason.MISMATCH, award, "award names another agent")]
         if job is None:
             return [self._reject(award, ReasonCode.UNKNOWN_TASK, now)]
         task = job.task
         if award.sender != task.sender:
-            return [Rejected(RejectReason.NOT_REQUESTER, award)]
+            return [Reject(RejectReason.NOT_REQUESTER, award)]
         if job.state is _J.RUNNING or job.state is _J.DONE:
             current = job.award
             assert current is not None
             if award.id == current.id:
                 if job.state is _J.RUNNING and job.ack is not None:
-                    return [Send(task.sender, job.ack), Rejected(RejectReason.DUPLICATE, award)]
-                return [Rejected(RejectReason.DUPLICATE, award)]
+                    return [Send(task.sender, job.ack), Reject(RejectReason.DUPLICATE, award)]
+                return [Reject(RejectReason.DUPLICATE, award)]
             if award.attempt < current.attempt:
-                return [Rejected(RejectReason.FENCED, award)]
+                return [Reject(RejectReason.FENCED, award)]
             return [self._reject(award, ReasonCode.BUSY, now, "already took another attempt of this task")]
         if job.state is _J.RELEASED:
             return [self._reject(award, job.reason or ReasonCode.OTHER, now)]
@@ -607,13 +598,13 @@ class ContractorMachine:
         msg = event.message
         assert isinstance(msg, Cancel)
         if job is None:
-            return [Rejected(RejectReason.UNKNOWN_TASK, msg)]
+            return [Reject(RejectReason.UNKNOWN_TASK, msg)]
         if msg.sender != job.task.sender:
-            return [Rejected(RejectReason.NOT_REQUESTER, msg)]
+            return [Reject(RejectReason.NOT_REQUESTER, msg)]
         if job.state is _J.RUNNING:
             assert job.award is not None
             if msg.attempt is not None and msg.attempt != job.award.attempt:
-                return [Rejected(RejectReason.FENCED, msg)]
+                return [Reject(RejectReason.FENCED, msg)]
             out: list[Action] = [Abort(job.task.task_id, job.award.attempt, ReasonCode.CANCELLED)]
             job.closed = True
             return out + self._release(job, _J.RELEASED, ReasonCode.CANCELLED)
@@ -627,7 +618,7 @@ class ContractorMachine:
             job.bid_digest = ""
             return out
         job.closed = True  # released or done: nothing is held, but this agent is finished with the task
-        return [Rejected(RejectReason.DUPLICATE, msg)]
+        return [Reject(RejectReason.DUPLICATE, msg)]
 
     # --- timers -------------------------------------------------------------------------------------------------
     def _on_bid_expired(self, event: Event, job: _Job | None, now: int) -> list[Action]:
@@ -654,7 +645,7 @@ class ContractorMachine:
     def _on_exec_progress(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, ExecutionProgress)
         if not self._running_attempt(job, event.attempt):
-            return [Rejected(RejectReason.STALE, None, "progress for another attempt")]
+            return [Reject(RejectReason.STALE, None, "progress for another attempt")]
         assert job is not None
         msg = Progress(
             id=new_message_id(self._rng),
@@ -672,7 +663,7 @@ class ContractorMachine:
     def _on_exec_done(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, ExecutionDone)
         if not self._running_attempt(job, event.attempt):
-            return [Rejected(RejectReason.STALE, None, "result for another attempt")]
+            return [Reject(RejectReason.STALE, None, "result for another attempt")]
         assert job is not None and job.award is not None and job.quote is not None
         result = Result(
             id=new_message_id(self._rng),
@@ -693,7 +684,7 @@ class ContractorMachine:
     def _on_exec_failed(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, ExecutionFailed)
         if not self._running_attempt(job, event.attempt):
-            return [Rejected(RejectReason.STALE, None, "failure for another attempt")]
+            return [Reject(RejectReason.STALE, None, "failure for another attempt")]
         assert job is not None
         out: list[Action] = [self._failure(job, event.reason, now, event.detail)]
         return out + self._release(job, _J.DONE, event.reason)

@@ -118,7 +118,7 @@ class ClaimPredictor:
 class Reputation:
     """Per-agent outcome record: the sum and count of outcome scores in [0, 1] (1 = accepted result).
 
-    Fed by the shell from the requester's ``Outcome`` actions (or from a judge's quality signal).
+    Fed by the shell from the requester's ``AttemptEnded`` actions (or from a judge's quality signal).
     """
 
     __slots__ = ("_stats",)

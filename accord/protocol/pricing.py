@@ -98,7 +98,7 @@ class DevicePolicy(Struct, frozen=True, kw_only=True):
     """Requests that may wait per slot before the agent declines with ``busy``."""
 
 
-class Quote(Struct, frozen=True, kw_only=True):
+class Quote(Struct, frozen=True, kw_only=True, gc=False):
     """What a bid for one task would say: the price (for the maximum output) and the latency estimate."""
 
     model: str

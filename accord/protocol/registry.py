@@ -16,13 +16,15 @@ shared by its requester machines; the shell feeds it every verified Advertise an
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
 from msgspec import Struct
 
 from accord.protocol.market import (
     NS_PER_MS,
+    Ineligibility,
     Offer,
     QualityPredictor,
     TrustPolicy,
@@ -32,7 +34,7 @@ from accord.protocol.market import (
 )
 from accord.protocol.messages import PROTOCOL_VERSION, Advertise, Mechanism, Task, Withdraw
 
-__all__ = ["Registry", "RegistryEntry"]
+__all__ = ["Candidates", "Registry", "RegistryEntry"]
 
 _TOMBSTONE_NS: Final = 3_600_000 * NS_PER_MS
 """How long a Withdraw's tombstone is kept: the longest TTL an Advertise may carry."""
@@ -44,6 +46,13 @@ class RegistryEntry(Struct, frozen=True, gc=False):
     """SHA-256 of the Advertise's payload bytes (direct awards bind it as ``bid_digest``)."""
     received_ns: int
     expires_ns: int
+
+
+class Candidates(Struct, frozen=True):
+    """The agents of the registry that could take a task now (best first), and why none could, if so."""
+
+    eligible: list[str]
+    why_none: str = ""
 
 
 class Registry:
@@ -194,6 +203,36 @@ class Registry:
         offers = self.offers(task, now=now, exclude=exclude, prefilter=True)
         ranking = rank(offers, task, now=now, trusted=trusted, predictor=predictor, limit=k)
         return [s.offer.agent_id for s in ranking.eligible]
+
+    def candidates(
+        self,
+        task: Task,
+        *,
+        now: int,
+        trusted: TrustPolicy,
+        predictor: QualityPredictor,
+        explain_untrusted: Callable[[str], str | None] | None = None,
+    ) -> Candidates:
+        """Who could take ``task`` by the advertised price sheets (the rules of spec 6.1), best first; when nobody
+        could, a one-line diagnosis of what the registry saw. ``explain_untrusted(agent_id)`` may say why the
+        trust rule refused an agent (e.g. "not certified for residency eu") instead of plain ``untrusted``."""
+        offers = self.offers(task, now=now)
+        ranking = rank(offers, task, now=now, trusted=trusted, predictor=predictor)
+        eligible = [s.offer.agent_id for s in ranking.eligible]
+        if eligible:
+            return Candidates(eligible)
+        live = self.count(now=now)
+        if live == 0:
+            return Candidates([], "no agent advertised on the mesh")
+        agents = f"{live} agent{'s' if live != 1 else ''} advertised"
+        if not offers:
+            return Candidates([], f"{agents}, none with a free slot that takes kind {task.kind!r} and its prompt")
+        reasons: Counter[str] = Counter()
+        for offer, why in ranking.ineligible:
+            explained = explain_untrusted(offer.agent_id) if explain_untrusted is not None else None
+            reasons[explained if why is Ineligibility.UNTRUSTED and explained else why.value] += 1
+        ruled = ", ".join(f"{why} x{n}" for why, n in reasons.most_common())
+        return Candidates([], f"{agents}, all ruled out by the task's constraints: {ruled}")
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -18,7 +18,7 @@ Contract with the shell:
   payload bytes (needed for bids). The shell verifies the signature of every AwardAck, AwardReject, Progress,
   Result and Failure before feeding it; it does NOT verify bids: the machine calls ``verify_bid(bid_id,
   digest)`` for the bid it is about to award (and, under second price, for the runner-up that sets the price),
-  and drops a bid that fails (``Rejected(FORGED)``), moving on to the next best. Keep each bid's raw frame
+  and drops a bid that fails (``Reject(FORGED)``), moving on to the next best. Keep each bid's raw frame
   (keyed by digest) until the task is terminal so the hook can verify it.
 - Carry out the returned actions in order; keep one timer per ``TimerKind`` (``task_id`` is this task's id)
   and report due timers with ``TimerFired``.
@@ -34,7 +34,7 @@ Rules the machine enforces (spec 5.3 - 5.6):
 - Bids are sealed: they are only compared when the window closes (or when every agent of a targeted call has
   answered). Bids after the window are refused (``late``).
 - The attempt number is the fencing epoch: each award increments it, and acks, rejects, progress, results and
-  failures are accepted only from the current attempt's awardee (older attempts: ``Rejected(FENCED)``).
+  failures are accepted only from the current attempt's awardee (older attempts: ``Reject(FENCED)``).
 - On ack timeout, award reject, lease expiry or Failure the attempt ends: the next eligible bid gets attempt
   n+1 (an agent never gets two attempts at one task), or the task is re-announced if the deadline leaves time
   for another round, or it fails with a typed reason. It fails with ``deadline_exceeded`` at its deadline at
@@ -65,11 +65,11 @@ from accord.protocol.actions import (
     BROADCAST,
     Accept,
     Action,
+    AttemptEnded,
     CancelTimer,
     Fail,
     Multicast,
-    Outcome,
-    Rejected,
+    Reject,
     RejectReason,
     ReportProgress,
     Send,
@@ -193,6 +193,26 @@ class TaskSpec(Struct, frozen=True, kw_only=True):
     mechanism: Mechanism = Mechanism.FIRST_PRICE
     bid_window_ms: int = 50
 
+    def to_task(self, *, sender: str, task_id: str, ts: int = 0) -> Task:
+        """The Task this spec asks for, announced by ``sender`` (the one place a Task is built from a spec)."""
+        digest = self.prompt_digest if self.prompt_digest is not None else prompt_digest(self.messages)
+        return Task(
+            id=task_id,
+            sender=sender,
+            ts=ts,
+            task_id=task_id,
+            kind=self.kind,
+            messages=self.messages,
+            prompt_digest=digest,
+            prompt_ref=self.prompt_ref,
+            est_input_tokens=self.est_input_tokens,
+            max_output_tokens=self.max_output_tokens,
+            constraints=self.constraints,
+            policy=self.policy,
+            mechanism=self.mechanism,
+            bid_window_ms=self.bid_window_ms,
+        )
+
 
 class RequesterSnapshot(Struct, kw_only=True):
     """The machine's whole state; :meth:`RequesterMachine.snapshot` is its msgpack encoding."""
@@ -261,24 +281,7 @@ class RequesterMachine:
         ``avoid``: agents this task must not be awarded to, read at every award (the shell may keep adding to
         it: sibling tasks of one strategy share a set so that each goes to a different agent); like ``tried``
         they are skipped silently. Not part of the snapshot."""
-        digest = spec.prompt_digest if spec.prompt_digest is not None else prompt_digest(spec.messages)
-        task_id = new_message_id(rng)
-        task = Task(
-            id=task_id,
-            sender=agent_id,
-            ts=0,
-            task_id=task_id,
-            kind=spec.kind,
-            messages=spec.messages,
-            prompt_digest=digest,
-            prompt_ref=spec.prompt_ref,
-            est_input_tokens=spec.est_input_tokens,
-            max_output_tokens=spec.max_output_tokens,
-            constraints=spec.constraints,
-            policy=spec.policy,
-            mechanism=spec.mechanism,
-            bid_window_ms=spec.bid_window_ms,
-        )
+        task = spec.to_task(sender=agent_id, task_id=new_message_id(rng))
         self._d = RequesterSnapshot(agent_id=agent_id, task=task, mechanism=spec.mechanism)
         self._rng = rng
         self.trusted = trusted
@@ -438,7 +441,7 @@ class RequesterMachine:
         d = self._d
         out = self._release_all(now, reason)
         if d.state in _ON_AWARD and d.award is not None:
-            out.append(Outcome(d.award.winner, d.task.task_id, d.award.attempt, False, reason))
+            out.append(AttemptEnded(d.award.winner, d.task.task_id, d.award.attempt, False, reason))
         out += self._disarm(*sorted(d.timers))
         d.state = _S.FAILED
         d.outcome = reason
@@ -509,7 +512,7 @@ class RequesterMachine:
             return True
         d.offers.pop(offer.bid_id, None)
         d.dropped.add(offer.bid_id)
-        out.append(Rejected(RejectReason.FORGED, None, f"bid {offer.bid_id} claiming {offer.agent_id}"))
+        out.append(Reject(RejectReason.FORGED, None, f"bid {offer.bid_id} claiming {offer.agent_id}"))
         return False
 
     def _award_next(self, now: int) -> tuple[list[Action], bool]:
@@ -534,7 +537,7 @@ class RequesterMachine:
             for offer, why in ranking.ineligible:  # eligibility only gets worse with time: drop for good
                 del d.offers[offer.bid_id]
                 d.dropped.add(offer.bid_id)
-                out.append(Rejected(RejectReason.INELIGIBLE, None, f"{why.value}: bid {offer.bid_id}"))
+                out.append(Reject(RejectReason.INELIGIBLE, None, f"{why.value}: bid {offer.bid_id}"))
         eligible = ranking.eligible
         while eligible:
             if not self._verified(eligible[0].offer, out):
@@ -650,7 +653,7 @@ class RequesterMachine:
         a = d.award
         if a is None:  # pragma: no cover - guarded by the transition table and _current
             raise LocalProtocolError("no award to fail")
-        out: list[Action] = [Outcome(a.winner, d.task.task_id, a.attempt, False, reason)]
+        out: list[Action] = [AttemptEnded(a.winner, d.task.task_id, a.attempt, False, reason)]
         if notify:
             out.append(Send(a.winner, self._cancel_msg(now, a.attempt, reason)))
             d.bidders.discard(a.winner)  # told already: its slot is released by this Cancel (spec 5.9)
@@ -732,21 +735,21 @@ class RequesterMachine:
 
     def _on_unexpected(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)
-        return [Rejected(RejectReason.UNEXPECTED, event.message)]
+        return [Reject(RejectReason.UNEXPECTED, event.message)]
 
     def _on_terminal(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)
         msg = event.message
         if isinstance(msg, Result) and msg.id == self._d.result_id:
-            return [Rejected(RejectReason.DUPLICATE, msg)]
-        return [Rejected(RejectReason.TERMINAL, msg)]
+            return [Reject(RejectReason.DUPLICATE, msg)]
+        return [Reject(RejectReason.TERMINAL, msg)]
 
     def _on_late(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)
         msg = event.message
         if isinstance(msg, Bid):
             self._note_bidder(msg, now)
-        return [Rejected(RejectReason.LATE, msg)]
+        return [Reject(RejectReason.LATE, msg)]
 
     def _note_bidder(self, bid: Bid, now: int) -> None:
         """Remember who bid (it holds a slot until its bid lapses or it hears that the task ended), bounded."""
@@ -777,13 +780,13 @@ class RequesterMachine:
         assert isinstance(bid, Bid)
         d = self._d
         if bid.task_id != d.task.task_id:
-            return [Rejected(RejectReason.UNKNOWN_TASK, bid)]
+            return [Reject(RejectReason.UNKNOWN_TASK, bid)]
         if bid.id in d.offers or bid.id in d.dropped:
-            return [Rejected(RejectReason.DUPLICATE, bid)]
+            return [Reject(RejectReason.DUPLICATE, bid)]
         if bid.valid_until_ns <= now:
-            return [Rejected(RejectReason.EXPIRED, bid)]
+            return [Reject(RejectReason.EXPIRED, bid)]
         if len(d.offers) + len(d.dropped) >= self.config.max_bids:
-            return [Rejected(RejectReason.TOO_MANY, bid)]
+            return [Reject(RejectReason.TOO_MANY, bid)]
         digest = event.digest or payload_digest(encode(bid))
         d.offers[bid.id] = Offer.from_bid(bid, digest)
         d.ever_offered = True
@@ -801,12 +804,12 @@ class RequesterMachine:
         assert isinstance(msg, Decline)
         d = self._d
         if msg.task_id != d.task.task_id:
-            return [Rejected(RejectReason.UNKNOWN_TASK, msg)]
+            return [Reject(RejectReason.UNKNOWN_TASK, msg)]
         if d.state in _OPEN:
             return self._close_if_all_answered(msg.sender, now)
         if d.direct and self._current(msg.attempt, msg.sender, None) is None:
             return self._attempt_failed(now, ReasonCode.AWARD_REJECTED, notify=False)
-        return [Rejected(RejectReason.LATE, msg)]
+        return [Reject(RejectReason.LATE, msg)]
 
     def _on_ack(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)
@@ -814,9 +817,9 @@ class RequesterMachine:
         assert isinstance(msg, AwardAck)
         why = self._current(msg.attempt, msg.sender, msg.award_id)
         if why is not None:
-            return [Rejected(why, msg)]
+            return [Reject(why, msg)]
         if self._d.state is _S.ACKNOWLEDGED:
-            return [Rejected(RejectReason.DUPLICATE, msg)]
+            return [Reject(RejectReason.DUPLICATE, msg)]
         self._d.state = _S.ACKNOWLEDGED
         return self._disarm(TimerKind.ACK)
 
@@ -826,7 +829,7 @@ class RequesterMachine:
         assert isinstance(msg, AwardReject)
         why = self._current(msg.attempt, msg.sender, msg.award_id)
         if why is not None:
-            return [Rejected(why, msg)]
+            return [Reject(why, msg)]
         return self._attempt_failed(now, ReasonCode.AWARD_REJECTED, notify=False)
 
     def _on_failure(self, event: Event, now: int) -> list[Action]:
@@ -835,7 +838,7 @@ class RequesterMachine:
         assert isinstance(msg, Failure)
         why = self._current(msg.attempt, msg.sender, None)
         if why is not None:
-            return [Rejected(why, msg)]
+            return [Reject(why, msg)]
         return self._attempt_failed(now, reason_code(msg.reason), notify=False)
 
     def _on_progress(self, event: Event, now: int) -> list[Action]:
@@ -845,13 +848,13 @@ class RequesterMachine:
         d = self._d
         why = self._current(msg.attempt, msg.sender, None)
         if why is not None:
-            return [Rejected(why, msg)]
+            return [Reject(why, msg)]
         out: list[Action] = []
         if d.state is _S.AWARDED:  # progress implies the award arrived: an implicit ack
             d.state = _S.ACKNOWLEDGED
             out += self._disarm(TimerKind.ACK)
         if msg.seq <= d.progress_seq:
-            out.append(Rejected(RejectReason.STALE, msg))
+            out.append(Reject(RejectReason.STALE, msg))
             return out
         d.progress_seq = msg.seq
         out.append(ReportProgress(msg))
@@ -864,18 +867,18 @@ class RequesterMachine:
         d = self._d
         why = self._current(msg.attempt, msg.sender, msg.award_id)
         if why is not None:
-            return [Rejected(why, msg)]
+            return [Reject(why, msg)]
         award = d.award
         assert award is not None and d.awarded is not None
         if not d.awarded.direct and msg.model != d.awarded.model:  # a bid names its model; a price sheet may not
-            return [Rejected(RejectReason.MISMATCH, msg, f"model {msg.model} != bid {d.awarded.model}")]
+            return [Reject(RejectReason.MISMATCH, msg, f"model {msg.model} != bid {d.awarded.model}")]
         out = self._release_all(now, ReasonCode.SUPERSEDED, keep=msg.sender)
         out += self._disarm(*sorted(d.timers))
         d.state = _S.COMPLETED
         d.result_id = msg.id
         d.paid_micros = award.price_micros
         out.append(Accept(d.task.task_id, msg, award, award.price_micros))
-        out.append(Outcome(award.winner, d.task.task_id, award.attempt, True, None))
+        out.append(AttemptEnded(award.winner, d.task.task_id, award.attempt, True, None))
         return out
 
     # --- invariants ---------------------------------------------------------------------------------------------

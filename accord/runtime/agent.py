@@ -31,12 +31,13 @@ import dataclasses
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar, assert_never
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-import accord
 from accord.backends.base import (
     Backend,
     BackendError,
@@ -45,29 +46,20 @@ from accord.backends.base import (
     Delta,
     DeltaCallback,
 )
-from accord.bus.base import (
-    Bus,
-    BusError,
-    BusMessage,
-    EndpointCounts,
-    ServiceEndpoint,
-    ServiceHandle,
-    ServiceHost,
-    Subscription,
-)
+from accord.bus.base import Bus, BusMessage, EndpointCounts, ServiceEndpoint
 from accord.errors import AccordError, RemoteProtocolError
 from accord.protocol import subjects
 from accord.protocol.actions import (
     Abort,
     Accept,
     Action,
+    AttemptEnded,
     Broadcast,
     CancelTimer,
     Execute,
     Fail,
     Multicast,
-    Outcome,
-    Rejected,
+    Reject,
     ReportProgress,
     Send,
     SetTimer,
@@ -102,17 +94,13 @@ from accord.protocol.messages import (
     Role,
     Task,
 )
-from accord.runtime.outbox import Outbox
-from accord.runtime.timers import TimerService, now_ns
+from accord.runtime.endpoint import Endpoint
+from accord.runtime.timers import now_ns
 from accord.security import (
     Identity,
-    Reason,
-    ReplayError,
     ReplayGuard,
-    SignatureError,
     TrustStore,
     attest,
-    peek,
     verify,
 )
 
@@ -123,6 +111,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 SERVICE_NAME = "accord-agent"
 """The NATS service kind every agent registers as (``nats micro ls`` groups them under it)."""
+
+_TimerKey = tuple[TimerKind, str]
 
 
 @dataclass(slots=True)
@@ -155,8 +145,10 @@ class AgentStats:
         return self.refused_cfp + self.refused_inbox
 
 
-class Agent:
+class Agent(Endpoint[_TimerKey]):
     """One LLM endpoint in the mesh (see the module docstring)."""
+
+    service_name: ClassVar[str] = SERVICE_NAME
 
     def __init__(
         self,
@@ -175,44 +167,28 @@ class Agent:
         missing = {m.name for m in profile.models} - set(backends)
         if missing:
             raise AccordError(f"agent {profile.name}: no backend for models {sorted(missing)}")
-        self.identity = identity
-        self.id = identity.id
+        super().__init__(
+            identity,
+            bus=bus,
+            trust=trust,
+            replay_guard=replay_guard,
+            rng=rng,
+            service=service,
+            log=log.bind(agent_id=identity.id, agent=profile.name),
+        )
         self.profile = profile
         self.backends = dict(backends)
-        self.bus = bus
-        self.trust = trust
-        self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard(start_ns=now_ns())
-        self._rng = rng if rng is not None else random.Random()
         self.machine = ContractorMachine(self.id, profile, rng=self._rng)
         self.system_prompt = system_prompt
         self.stream_progress = stream_progress
         self.stats = AgentStats()
-        self._want_service = service
-        self._service: ServiceHandle | None = None
-        self._outbox = Outbox(bus, identity)
-        self._timers: TimerService[tuple[TimerKind, str]] = TimerService(self._on_timer)
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
         self._award_digests: dict[tuple[str, int], str] = {}
         """SHA-256 of the payload of each running attempt's Award, as received (its attestation binds it)."""
         self._incoming_award: tuple[str, str] | None = None
-        self._inboxes: dict[str, str] = {}
-        self._handlers: dict[type[Action], Callable[[Action], None]] = {
-            Send: self._do_send,
-            Multicast: self._do_multicast,
-            SetTimer: self._do_set_timer,
-            CancelTimer: self._do_cancel_timer,
-            Execute: self._do_execute,
-            Abort: self._do_abort,
-            Rejected: self._do_rejected,
-            Accept: self._do_nothing,
-            Fail: self._do_nothing,
-            ReportProgress: self._do_nothing,
-            Outcome: self._do_nothing,
-        }
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
         self._done = anyio.Event()
-        self._log = log.bind(agent_id=self.id[:12], agent=profile.name)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def subscriptions(self) -> list[str]:
@@ -226,11 +202,6 @@ class Agent:
         """Set when :meth:`run` has returned (after a stop, a crash or a cancellation)."""
         return self._done
 
-    @property
-    def service_id(self) -> str | None:
-        """This agent's instance id in the NATS service protocol (None when the bus hosts no service)."""
-        return self._service.id if self._service is not None else None
-
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Subscribe, advertise, serve until :meth:`stop`; then fail running work, withdraw and return."""
         try:
@@ -240,7 +211,8 @@ class Agent:
                 await tg.start(self._outbox.run)
                 for subject in self.subscriptions():
                     sub = await self.bus.subscribe(subject, max_pending=4096)
-                    tg.start_soon(self._pump, sub, subject.startswith(f"{subjects.PREFIX}.cfp."))
+                    broadcast = subject.startswith(f"{subjects.PREFIX}.cfp.")
+                    tg.start_soon(self._pump, sub, partial(self._receive, broadcast=broadcast))
                 await self._register_service()
                 self._apply(self.machine.handle(Start(), now=now_ns()))
                 self._log.info("agent.online", tier=self.profile.tier.value, models=list(self.backends))
@@ -250,9 +222,7 @@ class Agent:
                 await self._outbox.drain()
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                if self._service is not None:
-                    await self._service.stop()
+            await self._stop_service()
             self._done.set()
         self._log.info("agent.offline", **_stats(self.stats))
 
@@ -261,36 +231,28 @@ class Agent:
         self._stop.set()
 
     async def _register_service(self) -> None:
-        if not self._want_service or not isinstance(self.bus, ServiceHost):
-            return
         p = self.profile
-        metadata = {
-            "agent_id": self.id,
-            "name": p.name,
-            "tier": p.tier.value,
-            "region": p.region,
-            "models": ",".join(m.name for m in p.models),
-            "protocol": subjects.PREFIX,
-        }
-        endpoints = (
-            ServiceEndpoint(
-                "cfp", f"{subjects.PREFIX}.cfp.>", {"what": "calls for proposals; errors: frames refused"}
-            ),
-            ServiceEndpoint(
-                "award", subjects.direct_filter(self.id), {"what": "awards; errors: rejects, failures, refusals"}
+        await self._register_as_service(
+            description=f"Accord agent {p.name}",
+            metadata={
+                "agent_id": self.id,
+                "name": p.name,
+                "tier": p.tier.value,
+                "region": p.region,
+                "models": ",".join(m.name for m in p.models),
+                "protocol": subjects.PREFIX,
+            },
+            endpoints=(
+                ServiceEndpoint(
+                    "cfp", f"{subjects.PREFIX}.cfp.>", {"what": "calls for proposals; errors: frames refused"}
+                ),
+                ServiceEndpoint(
+                    "award",
+                    subjects.direct_filter(self.id),
+                    {"what": "awards; errors: rejects, failures, refusals"},
+                ),
             ),
         )
-        try:
-            self._service = await self.bus.add_service(
-                SERVICE_NAME,
-                accord.__version__,
-                description=f"Accord agent {p.name}",
-                metadata=metadata,
-                endpoints=endpoints,
-                stats=self.service_counts,
-            )
-        except BusError as exc:
-            self._log.warning("service.unavailable", error=str(exc))
 
     def service_counts(self) -> dict[str, EndpointCounts]:
         """The per-endpoint counts ``$SRV.STATS`` reports (see the module docstring)."""
@@ -320,36 +282,20 @@ class Agent:
         }
 
     # --- receiving ----------------------------------------------------------------------------------------------
-    async def _pump(self, sub: Subscription, broadcast: bool) -> None:
-        outbox = self._outbox
-        async with sub:
-            async for msg in sub:
-                outbox.hold()  # what the machine sends in answer goes out from this task, before the next read
-                try:
-                    self._receive(msg, broadcast)
-                except Exception:  # the top of a shell loop: log and go on (never swallow cancellation)
-                    self._log.exception("frame.crashed", subject=msg.subject)
-                await outbox.flush()
-
     def _refuse(self, msg: BusMessage, broadcast: bool, exc: AccordError) -> None:
         if broadcast:
             self.stats.refused_cfp += 1
         else:
             self.stats.refused_inbox += 1
         self.stats.last_error = str(exc)[:200]
-        if isinstance(exc, ReplayError):  # duplicates happen on any at-least-once path: not alarming
-            self._log.debug("frame.refused", subject=msg.subject, error=str(exc))
-        else:
-            self._log.warning("frame.refused", subject=msg.subject, error=str(exc))
+        self._log_refusal(exc, msg.subject)
 
-    def _receive(self, msg: BusMessage, broadcast: bool) -> None:
+    def _receive(self, msg: BusMessage, *, broadcast: bool) -> None:
         self.stats.received += 1
         now = now_ns()
         try:
-            peeked = peek(msg.data)
+            peeked = self._peek_from_sender(msg)
             message = peeked.message
-            if msg.subject.rpartition(".")[2] != message.sender:  # spec 4.1: the last token is the publisher
-                raise SignatureError(Reason.SENDER_MISMATCH, f"{message.sender} published on {msg.subject}")
             if isinstance(message, Task):
                 self.trust.check(message.sender, now)  # a dict lookup; the signature is not needed to bid
                 if message.messages and prompt_digest(message.messages) != message.prompt_digest:
@@ -392,65 +338,42 @@ class Agent:
 
     # --- carrying out actions ---------------------------------------------------------------------------------
     def _apply(self, actions: list[Action]) -> None:
-        handlers = self._handlers
         for action in actions:
-            handlers[type(action)](action)
+            match action:
+                case Send(to=to, message=message):
+                    counter = _SENT_COUNTERS.get(type(message))
+                    if counter is not None:
+                        counter(self.stats, message)
+                    if isinstance(to, Broadcast):
+                        subject = subjects.advertise(self.profile.tier, self.profile.region, self.id)
+                    else:
+                        subject = self._inbox_of(to)
+                    self._outbox.send(subject, message)
+                case Multicast(to=to, message=message):
+                    self._outbox.multicast([self._inbox_of(peer) for peer in to], message)
+                case SetTimer(kind=kind, at_ns=at_ns, task_id=task_id):
+                    self._timers.set((kind, task_id), at_ns)
+                case CancelTimer(kind=kind, task_id=task_id):
+                    self._timers.cancel((kind, task_id))
+                case Execute():
+                    self._start_execution(action)
+                case Abort(task_id=task_id, attempt=attempt):
+                    self._abort((task_id, attempt))
+                case Reject(reason=reason, detail=detail):
+                    self.stats.rejected += 1
+                    self._log.debug("message.rejected", reason=reason.value, detail=detail)
+                case Accept() | Fail() | ReportProgress() | AttemptEnded():
+                    # requester-side reports never come from a contractor machine
+                    self._log.warning("action.unexpected", action=type(action).__name__)
+                case _:
+                    assert_never(action)
 
-    def _do_send(self, action: Action) -> None:
-        assert isinstance(action, Send)
-        message = action.message
-        counter = _SENT_COUNTERS.get(type(message))
-        if counter is not None:
-            counter(self.stats, message)
-        to = action.to
-        if isinstance(to, Broadcast):
-            subject = subjects.advertise(self.profile.tier, self.profile.region, self.id)
-        else:
-            subject = self._inbox_of(to)
-        self._outbox.send(subject, message)
-
-    def _inbox_of(self, to: str) -> str:
-        """``subjects.direct(to, self)``, validated once per peer (the cache is bounded)."""
-        subject = self._inboxes.get(to)
-        if subject is None:
-            if len(self._inboxes) > 4096:
-                self._inboxes.clear()
-            subject = self._inboxes[to] = subjects.direct(to, self.id)
-        return subject
-
-    def _do_multicast(self, action: Action) -> None:
-        assert isinstance(action, Multicast)
-        self._outbox.multicast([self._inbox_of(to) for to in action.to], action.message)
-
-    def _do_set_timer(self, action: Action) -> None:
-        assert isinstance(action, SetTimer)
-        self._timers.set((action.kind, action.task_id), action.at_ns)
-
-    def _do_cancel_timer(self, action: Action) -> None:
-        assert isinstance(action, CancelTimer)
-        self._timers.cancel((action.kind, action.task_id))
-
-    def _do_execute(self, action: Action) -> None:
-        assert isinstance(action, Execute)
-        self._start_execution(action)
-
-    def _do_abort(self, action: Action) -> None:
-        assert isinstance(action, Abort)
-        key = (action.task_id, action.attempt)
+    def _abort(self, key: tuple[str, int]) -> None:
         self._award_digests.pop(key, None)
         scope = self._running.pop(key, None)
         if scope is not None:
             self.stats.aborted += 1
             scope.cancel()
-
-    def _do_rejected(self, action: Action) -> None:
-        assert isinstance(action, Rejected)
-        self.stats.rejected += 1
-        self._log.debug("message.rejected", reason=action.reason.value, detail=action.detail)
-
-    def _do_nothing(self, action: Action) -> None:
-        """Requester-side reports (Accept, Fail, ReportProgress, Outcome) never come from a contractor."""
-        self._log.warning("action.unexpected", action=type(action).__name__)
 
     # --- executing ----------------------------------------------------------------------------------------------
     def _start_execution(self, action: Execute) -> None:

@@ -31,34 +31,27 @@ import random
 from collections import Counter
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
+from typing import ClassVar, assert_never
 
 import anyio
 import msgspec
 import structlog
 from anyio.abc import TaskStatus
 
-import accord
-from accord.bus.base import (
-    Bus,
-    BusError,
-    BusMessage,
-    EndpointCounts,
-    ServiceEndpoint,
-    ServiceHandle,
-    ServiceHost,
-    Subscription,
-)
+from accord.bus.base import Bus, BusMessage, EndpointCounts, ServiceEndpoint
 from accord.errors import AccordError
 from accord.protocol import subjects
 from accord.protocol.actions import (
+    Abort,
     Accept,
     Action,
+    AttemptEnded,
     Broadcast,
     CancelTimer,
+    Execute,
     Fail,
     Multicast,
-    Outcome,
-    Rejected,
+    Reject,
     RejectReason,
     ReportProgress,
     Send,
@@ -67,7 +60,7 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Event, Received, Start, TimerFired, TimerKind
-from accord.protocol.market import Reputation, ReputationPredictor, rank
+from accord.protocol.market import Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
     Award,
@@ -83,11 +76,11 @@ from accord.protocol.messages import (
     Tier,
     Withdraw,
 )
-from accord.protocol.registry import Registry
+from accord.protocol.registry import Candidates, Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
 from accord.protocol.shortlists import CachingRegistry
-from accord.runtime.outbox import Outbox
-from accord.runtime.timers import TimerService, now_ns
+from accord.runtime.endpoint import Endpoint
+from accord.runtime.timers import now_ns
 from accord.security import (
     Expect,
     Identity,
@@ -96,10 +89,8 @@ from accord.security import (
     ReplayError,
     ReplayGuard,
     SecurityError,
-    SignatureError,
     TrustStore,
     VerifiedAttestation,
-    peek,
     verify,
     verify_result_attestation,
 )
@@ -225,8 +216,10 @@ class _Pending:
         self.on_progress = on_progress
 
 
-class Requester:
+class Requester(Endpoint[tuple[str, TimerKind]]):
     """Submits tasks to the mesh and returns verified outcomes (see the module docstring)."""
+
+    service_name: ClassVar[str] = SERVICE_NAME
 
     def __init__(
         self,
@@ -244,29 +237,26 @@ class Requester:
         observer: ActionObserver | None = None,
         service: bool = True,
     ) -> None:
-        self.identity = identity
-        self.id = identity.id
-        self.bus = bus
-        self.trust = trust
+        super().__init__(
+            identity,
+            bus=bus,
+            trust=trust,
+            replay_guard=replay_guard,
+            rng=rng,
+            service=service,
+            log=log.bind(requester=identity.id),
+        )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
         self.reputation = reputation if reputation is not None else Reputation()
         self.predictor = ReputationPredictor(self.reputation)
-        self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard(start_ns=now_ns())
         self.stats = RequesterStats()
         self.watch_adverts = watch_adverts
         self.observer = observer
-        self._want_service = service
-        self._service: ServiceHandle | None = None
-        self._rng = rng if rng is not None else random.Random()
         self._limit = anyio.CapacityLimiter(max_in_flight)
         self._tasks: dict[str, _Pending] = {}
-        self._inboxes: dict[str, str] = {}
         self._cards: dict[str, Advertise] = {}
-        self._outbox = Outbox(bus, identity)
-        self._timers: TimerService[tuple[str, TimerKind]] = TimerService(self._on_timer)
         self._ready = False
-        self._log = log.bind(requester=self.id[:12])
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -285,9 +275,7 @@ class Requester:
                 task_status.started()
         finally:
             self._ready = False
-            if self._service is not None:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                    await self._service.stop()
+            await self._stop_service()
 
     @property
     def timer_lateness_ns(self) -> int:
@@ -306,19 +294,11 @@ class Requester:
         return len(self._tasks)
 
     async def _register_service(self) -> None:
-        if not self._want_service or not isinstance(self.bus, ServiceHost):
-            return
-        try:
-            self._service = await self.bus.add_service(
-                SERVICE_NAME,
-                accord.__version__,
-                description="Accord requester",
-                metadata={"agent_id": self.id, "protocol": subjects.PREFIX},
-                endpoints=(ServiceEndpoint("submit", subjects.direct_filter(self.id), {"what": "tasks"}),),
-                stats=self.service_counts,
-            )
-        except BusError as exc:
-            self._log.warning("service.unavailable", error=str(exc))
+        await self._register_as_service(
+            description="Accord requester",
+            metadata={"agent_id": self.id, "protocol": subjects.PREFIX},
+            endpoints=(ServiceEndpoint("submit", subjects.direct_filter(self.id), {"what": "tasks"}),),
+        )
 
     def service_counts(self) -> dict[str, EndpointCounts]:
         s = self.stats
@@ -334,17 +314,6 @@ class Requester:
         data.update({f"failed_{reason}": n for reason, n in sorted(s.failed.items())})
         last = max(s.failed, key=lambda r: s.failed[r]) if s.failed else ""
         return {"submit": EndpointCounts(requests=s.submitted, errors=failed, last_error=last, data=data)}
-
-    async def _pump(self, sub: Subscription, handler: Callable[[BusMessage], None]) -> None:
-        outbox = self._outbox
-        async with sub:
-            async for msg in sub:
-                outbox.hold()  # what the machine sends in answer goes out from this task, before the next read
-                try:
-                    handler(msg)
-                except Exception:  # the top of a shell loop: log and go on (never swallow cancellation)
-                    self._log.exception("frame.crashed", subject=msg.subject)
-                await outbox.flush()
 
     # --- the API ------------------------------------------------------------------------------------------------
     async def submit(
@@ -451,14 +420,20 @@ class Requester:
         return verify_bid
 
     # --- receiving ----------------------------------------------------------------------------------------------
-    def _refuse(self, exc: SecurityError | AccordError, subject: str, task_id: str | None = None) -> None:
+    def _refuse(self, exc: AccordError, subject: str, *, task_id: str | None = None, quiet: bool = False) -> None:
+        """Count a frame dropped before its machine saw it (a failed check of a frame from a known key also counts
+        as a verification failure) and log it (``quiet``: at debug level, for adverts)."""
         self.stats.refused_frames += 1
-        if isinstance(exc, SecurityError) and not isinstance(exc, ReplayError):
-            if exc.reason is not Reason.MALFORMED:
-                self.stats.verification_failures += 1
-            self._log.warning("frame.refused", subject=subject, task_id=task_id, error=str(exc))
-        else:  # replays and context mismatches happen with any duplicating link: not alarming
-            self._log.debug("frame.refused", subject=subject, task_id=task_id, error=str(exc))
+        if (
+            isinstance(exc, SecurityError)
+            and not isinstance(exc, ReplayError)
+            and exc.reason is not Reason.MALFORMED
+        ):
+            self.stats.verification_failures += 1
+        if quiet:
+            self._log.debug("frame.refused", subject=subject, error=str(exc))
+        else:
+            self._log_refusal(exc, subject, task_id=task_id)
 
     def _receive_advert(self, msg: BusMessage) -> None:
         """Feed the registry. A heartbeat whose card (everything but id, time, sequence, load and expiry) is the
@@ -467,10 +442,8 @@ class Requester:
         fully verified. With a thousand agents this saves some 300 signature checks a second."""
         now = now_ns()
         try:
-            peeked = peek(msg.data)
+            peeked = self._peek_from_sender(msg)
             message = peeked.message
-            if msg.subject.rpartition(".")[2] != message.sender:
-                raise SignatureError(Reason.SENDER_MISMATCH, f"{message.sender} published on {msg.subject}")
             card = _card(message) if isinstance(message, Advertise) else None
             if card is not None and self._cards.get(message.sender) == card:
                 self.trust.check(message.sender, now)
@@ -481,14 +454,7 @@ class Requester:
                         self._cards.clear()
                     self._cards[message.sender] = card
         except AccordError as exc:
-            self.stats.refused_frames += 1
-            if (
-                isinstance(exc, SecurityError)
-                and not isinstance(exc, ReplayError)
-                and exc.reason is not Reason.MALFORMED
-            ):
-                self.stats.verification_failures += 1
-            self._log.debug("advert.refused", subject=msg.subject, error=str(exc))
+            self._refuse(exc, msg.subject, quiet=True)
             return
         if isinstance(message, Advertise):
             self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
@@ -499,12 +465,9 @@ class Requester:
     def _receive(self, msg: BusMessage) -> None:
         now = now_ns()
         try:
-            peeked = peek(msg.data)
-            if msg.subject.rpartition(".")[2] != peeked.message.sender:  # spec 4.1
-                raise SignatureError(Reason.SENDER_MISMATCH, f"{peeked.message.sender} published on {msg.subject}")
+            peeked = self._peek_from_sender(msg)
         except AccordError as exc:
-            self.stats.refused_frames += 1
-            self._log.warning("frame.refused", subject=msg.subject, error=str(exc))
+            self._refuse(exc, msg.subject)
             return
         message = peeked.message
         task_id = getattr(message, "task_id", None)
@@ -525,7 +488,7 @@ class Requester:
                 peeked, self.trust, now, replay_guard=self.replay_guard, expect=Expect(task_id=task_id)
             )
         except SecurityError as exc:
-            self._refuse(exc, msg.subject, task_id)
+            self._refuse(exc, msg.subject, task_id=task_id)
             return
         message = opened.message
         if isinstance(message, Result) and not self._check_attestation(pending, opened, now):
@@ -596,45 +559,37 @@ class Requester:
         for action in actions:
             if observer is not None:
                 observer(task_id, action, now)
-            t = type(action)  # exact types (actions are final structs), most frequent first
-            if t is SetTimer:
-                assert isinstance(action, SetTimer)
-                self._timers.set((task_id, action.kind), action.at_ns)
-            elif t is CancelTimer:
-                assert isinstance(action, CancelTimer)
-                self._timers.cancel((task_id, action.kind))
-            elif t is Send:
-                assert isinstance(action, Send)
-                message = action.message
-                if type(message) is Award:
-                    if message.attempt > 1:
-                        self.stats.reawards += 1
-                    if pending.avoid is not None:
-                        pending.avoid.add(message.winner)
-                self._send(action.to, message)
-            elif t is Multicast:
-                assert isinstance(action, Multicast)
-                self._outbox.multicast([self._inbox_of(to) for to in action.to], action.message)
-            elif t is Rejected:
-                assert isinstance(action, Rejected)
-                self.stats.rejected[action.reason.value] += 1
-                if action.reason is RejectReason.INELIGIBLE:
-                    pending.declines[f"ineligible {action.detail.partition(':')[0]}"] += 1
-            elif t is Outcome:
-                assert isinstance(action, Outcome)
-                self.reputation.record(action.agent_id, 1.0 if action.success else 0.0)
-            elif t is Accept:
-                assert isinstance(action, Accept)
-                self._accept(pending, action, now)
-            elif t is Fail:
-                assert isinstance(action, Fail)
-                self._fail(pending, action)
-            elif t is ReportProgress:
-                assert isinstance(action, ReportProgress)
-                if pending.on_progress is not None:
-                    pending.on_progress(action.progress)
-            else:  # Execute, Abort: contractor actions never come from a requester machine
-                self._log.warning("action.unexpected", action=t.__name__)
+            match action:
+                case SetTimer(kind=kind, at_ns=at_ns):
+                    self._timers.set((task_id, kind), at_ns)
+                case CancelTimer(kind=kind):
+                    self._timers.cancel((task_id, kind))
+                case Send(to=to, message=message):
+                    if isinstance(message, Award):
+                        if message.attempt > 1:
+                            self.stats.reawards += 1
+                        if pending.avoid is not None:
+                            pending.avoid.add(message.winner)
+                    self._send(to, message)
+                case Multicast(to=to, message=message):
+                    self._outbox.multicast([self._inbox_of(peer) for peer in to], message)
+                case Reject(reason=reason, detail=detail):
+                    self.stats.rejected[reason.value] += 1
+                    if reason is RejectReason.INELIGIBLE:
+                        pending.declines[f"ineligible {detail.partition(':')[0]}"] += 1
+                case AttemptEnded(agent_id=agent_id, success=success):
+                    self.reputation.record(agent_id, 1.0 if success else 0.0)
+                case Accept():
+                    self._accept(pending, action, now)
+                case Fail():
+                    self._fail(pending, action)
+                case ReportProgress(progress=progress):
+                    if pending.on_progress is not None:
+                        pending.on_progress(progress)
+                case Execute() | Abort():  # contractor actions never come from a requester machine
+                    self._log.warning("action.unexpected", action=type(action).__name__)
+                case _:
+                    assert_never(action)
 
     def _send(self, to: str | Broadcast, message: Message) -> None:
         if isinstance(to, Broadcast):
@@ -643,15 +598,6 @@ class Requester:
                 self._outbox.send(subject, message)
         else:
             self._outbox.send(self._inbox_of(to), message)
-
-    def _inbox_of(self, to: str) -> str:
-        """``subjects.direct(to, self)``, validated once per peer (the cache is bounded)."""
-        subject = self._inboxes.get(to)
-        if subject is None:
-            if len(self._inboxes) > 4096:
-                self._inboxes.clear()
-            subject = self._inboxes[to] = subjects.direct(to, self.id)
-        return subject
 
     def _fail(self, pending: _Pending, action: Fail) -> None:
         self.stats.failed[action.reason.value] += 1
@@ -665,16 +611,18 @@ class Requester:
 
     def _diagnose(self, task: Task) -> str:
         """Why no agent took ``task``, as far as the registry tells (for the message of a no-bids failure)."""
-        at = task.ts  # when it was last announced
-        offers = self.registry.offers(task, now=at)
-        if not offers:
-            live = self.registry.count(now=at)
-            return f"no advertised agent with a free slot takes kind {task.kind!r} ({live} agents known)"
-        ranking = rank(offers, task, now=at, trusted=self.trusted, predictor=self.predictor)
-        if not ranking.ineligible:
-            return ""
-        reasons = Counter(why.value for _, why in ranking.ineligible)
-        return "advertised agents ruled out by " + ", ".join(f"{why} x{n}" for why, n in reasons.most_common())
+        return self.candidates(task, now=task.ts).why_none  # as of its last announce
+
+    def candidates(self, task: Task, *, now: int) -> Candidates:
+        """Agents this requester's registry knows that could take ``task`` now (spec 6.1 by their price sheets),
+        best first, and why none could: the one diagnosis a no-bids failure and a wait for agents share."""
+        return self.registry.candidates(
+            task,
+            now=now,
+            trusted=self.trusted,
+            predictor=self.predictor,
+            explain_untrusted=lambda agent_id: self.distrust(agent_id, task.constraints),
+        )
 
     def _accept(self, pending: _Pending, action: Accept, now: int) -> None:
         result = action.result

@@ -46,8 +46,9 @@ from rich.table import Table
 
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.build import build_agent_parts
 from accord.mesh.config import load_mesh
-from accord.mesh.run import REQUESTER_NAME, MeshState, build_agent_parts, load_trust
+from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Role
 from accord.protocol.requester import RequesterConfig, TaskSpec
 from accord.runtime.agent import Agent

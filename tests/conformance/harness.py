@@ -18,7 +18,7 @@ from anyio.abc import TaskStatus
 from accord.backends.simulated import SIM_SMALL, SimulatedBackend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NkeyUser
-from accord.conformance import KitConfig, Report, run_suite
+from accord.conformance import ConformanceReport, KitConfig, run_suite
 from accord.conformance.fixtures import Fault, FixtureAgent
 from accord.protocol.contractor import ContractorProfile
 from accord.protocol.messages import ModelOffer, Tier
@@ -176,13 +176,15 @@ def kit_config(pki: Pki, agent: Identity, **changes: object) -> KitConfig:
     return KitConfig(agent_id=agent.id, identity=kit, trust=pki.trust, **timings)  # type: ignore[arg-type]
 
 
-async def run_kits(url: str, configs: dict[str, KitConfig], *, stagger_ms: int = 200) -> dict[str, Report]:
+async def run_kits(
+    url: str, configs: dict[str, KitConfig], *, stagger_ms: int = 200
+) -> dict[str, ConformanceReport]:
     """Run one kit per config concurrently (each on its own connection); reports by name.
 
     Starts are staggered so that the kits' bursts (first probes, the 1 MiB frames) do not all land on the one
     event loop at the same moment, which would measure the test's own scheduling, not the agents.
     """
-    reports: dict[str, Report] = {}
+    reports: dict[str, ConformanceReport] = {}
 
     async def one(delay_ms: int, name: str, config: KitConfig) -> None:
         await anyio.sleep(delay_ms / 1000)

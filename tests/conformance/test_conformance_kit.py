@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from accord.bus.server import NatsServer
-from accord.conformance import CHECK_IDS, Report, Status, print_report, to_json, to_junit
+from accord.conformance import CHECK_IDS, ConformanceReport, Status, print_report, to_json, to_junit
 from accord.conformance.fixtures import FIXTURES, Fault
 from accord.security.testing import Pki
 from tests.conformance.harness import (
@@ -42,8 +42,8 @@ KNOWN_AGENT_BUGS: Final[dict[str, str]] = {}
 """Checks our own Agent fails because of bugs outside the kit (reported; the checks are not weakened)."""
 
 
-def _run_all(url: str) -> tuple[dict[str, Report], float]:
-    async def main() -> dict[str, Report]:
+def _run_all(url: str) -> tuple[dict[str, ConformanceReport], float]:
+    async def main() -> dict[str, ConformanceReport]:
         pki = Pki()
         async with AsyncExitStack() as stack:
             agents = {OURS: await start_sim_agent(stack, url, pki)}
@@ -66,7 +66,7 @@ def _run_all(url: str) -> tuple[dict[str, Report], float]:
 
 
 @pytest.fixture(scope="module")
-def reports() -> Iterator[dict[str, Report]]:
+def reports() -> Iterator[dict[str, ConformanceReport]]:
     server = NatsServer(name="accord-conformance", extra={"max_payload": MAX_PAYLOAD}).start()
     try:
         reports, seconds = _run_all(server.url)
@@ -81,32 +81,32 @@ def reports() -> Iterator[dict[str, Report]]:
     yield reports
 
 
-def _failed(report: Report) -> set[str]:
+def _failed(report: ConformanceReport) -> set[str]:
     return {r.id for r in report.failed}
 
 
-def _explain(report: Report) -> str:
+def _explain(report: ConformanceReport) -> str:
     return "\n".join(f"{r.id}: {r.status.value}: {r.detail}" for r in report.results if r.status is Status.FAILED)
 
 
-def test_every_check_ran(reports: dict[str, Report]) -> None:
+def test_every_check_ran(reports: dict[str, ConformanceReport]) -> None:
     for name, report in reports.items():
         assert [r.id for r in report.results] == list(CHECK_IDS), name
 
 
-def test_our_agent_fails_only_its_known_bugs(reports: dict[str, Report]) -> None:
+def test_our_agent_fails_only_its_known_bugs(reports: dict[str, ConformanceReport]) -> None:
     report = reports[OURS]
     assert _failed(report) == set(KNOWN_AGENT_BUGS), _explain(report)
     assert report.status("task.decline_kind") is Status.PASSED  # our profile makes every check applicable
     assert report.status("task.decline_price") is Status.PASSED
 
 
-def test_our_agent_passes_every_check(reports: dict[str, Report]) -> None:
+def test_our_agent_passes_every_check(reports: dict[str, ConformanceReport]) -> None:
     report = reports[OURS]
     assert report.ok, _explain(report)
 
 
-def test_checks_an_agent_does_not_advertise_for_do_not_apply(reports: dict[str, Report]) -> None:
+def test_checks_an_agent_does_not_advertise_for_do_not_apply(reports: dict[str, ConformanceReport]) -> None:
     report = reports[FREE]
     assert report.ok, _explain(report)
     not_applicable = {r.id: r.detail for r in report.results if r.status is Status.NOT_APPLICABLE}
@@ -116,7 +116,7 @@ def test_checks_an_agent_does_not_advertise_for_do_not_apply(reports: dict[str, 
 
 
 @pytest.mark.parametrize("fault", list(Fault), ids=[f.value for f in Fault])
-def test_fixture_fails_exactly_what_it_breaks(reports: dict[str, Report], fault: Fault) -> None:
+def test_fixture_fails_exactly_what_it_breaks(reports: dict[str, ConformanceReport], fault: Fault) -> None:
     report = reports[fault.value]
     expected = FIXTURES[fault].breaks
     assert _failed(report) == expected, _explain(report)
@@ -126,7 +126,7 @@ def test_fixture_fails_exactly_what_it_breaks(reports: dict[str, Report], fault:
     assert not not_applicable, not_applicable
 
 
-def test_failures_carry_the_frames_they_rest_on(reports: dict[str, Report]) -> None:
+def test_failures_carry_the_frames_they_rest_on(reports: dict[str, ConformanceReport]) -> None:
     late = next(r for r in reports[Fault.BIDS_LATE.value].results if r.id == "bid.window")
     assert late.status is Status.FAILED
     frame = late.frames[0]
@@ -138,7 +138,7 @@ def test_failures_carry_the_frames_they_rest_on(reports: dict[str, Report]) -> N
     assert {f["message"]["type"] for f in ignored.frames} == {"result"}  # type: ignore[index]
 
 
-def test_reports_serialise_for_ci(reports: dict[str, Report]) -> None:
+def test_reports_serialise_for_ci(reports: dict[str, ConformanceReport]) -> None:
     report = reports[Fault.BIDS_WHEN_INELIGIBLE.value]
     data = json.loads(to_json(report))
     assert data["ok"] is False

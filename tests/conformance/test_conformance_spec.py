@@ -11,7 +11,16 @@ from typing import Final
 
 from rich.console import Console
 
-from accord.conformance import CHECK_IDS, CheckResult, Report, Status, all_checks, print_report, to_json, to_junit
+from accord.conformance import (
+    CHECK_IDS,
+    CheckResult,
+    ConformanceReport,
+    Status,
+    all_checks,
+    print_report,
+    to_json,
+    to_junit,
+)
 from accord.conformance.fixtures import FIXTURES, Fault
 from accord.conformance.session import corrupt_signature
 from accord.protocol.messages import Cancel
@@ -66,8 +75,8 @@ def test_a_corrupted_signature_is_refused_as_bad_signature() -> None:
         raise AssertionError("a corrupted signature verified")
 
 
-def _report() -> Report:
-    report = Report("UAGENT", "UKIT", "nats://127.0.0.1:4222", 1_700_000_000 * 10**9, 1234)
+def _report() -> ConformanceReport:
+    report = ConformanceReport("UAGENT", "UKIT", "nats://127.0.0.1:4222", 1_700_000_000 * 10**9, 1234)
     frame: dict[str, object] = {"subject": "accord.v1.dm.UKIT.UAGENT", "message": {"type": "bid", "price": 3}}
     report.results = [
         CheckResult("bid.window", "In time", Status.FAILED, ("3.4", "6.5"), "in time", "late <&>", [frame], 5),

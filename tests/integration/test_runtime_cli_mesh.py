@@ -25,7 +25,7 @@ import pytest
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
 from accord.mesh.config import load_mesh
-from accord.mesh.run import MeshState, load_trust
+from accord.mesh.state import MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.messages import Advertise, Withdraw
 from accord.security import peek

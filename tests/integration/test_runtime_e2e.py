@@ -22,7 +22,7 @@ import pytest
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
 from accord.mesh.config import load_mesh
-from accord.mesh.run import REQUESTER_NAME, MeshState, load_trust
+from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Role
 from accord.protocol.requester import RequesterConfig, TaskSpec
 from accord.runtime.requester import Requester

@@ -21,8 +21,8 @@ import pytest
 from accord.backends import SMOLLM2_MODEL, LlamaCppBackend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.build import build_agent_parts
 from accord.mesh.config import AgentConfig, LlamaCppBackendConfig
-from accord.mesh.run import build_agent_parts
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Privacy, Role, Tier
 from accord.protocol.requester import RequesterConfig, TaskSpec
 from accord.runtime.agent import Agent

@@ -34,8 +34,9 @@ from anyio.abc import TaskStatus
 from accord.bus.faulty import FaultPlan, FaultRates, FaultyBus
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.mesh.build import build_agent_parts
 from accord.mesh.config import AgentConfig, load_mesh
-from accord.mesh.run import MeshState, build_agent_parts, load_trust
+from accord.mesh.state import MeshState, load_trust
 from accord.protocol.messages import ChatMessage, Constraints, Mechanism, Policy, Role
 from accord.protocol.requester import RequesterConfig, TaskSpec
 from accord.runtime.agent import Agent

@@ -10,7 +10,8 @@ import anyio
 import pytest
 
 from accord.mesh.config import MeshConfigError, parse_mesh, resolve_paths
-from accord.mesh.run import connect_bus, gateway_requester_name, run_mesh
+from accord.mesh.run import connect_bus, run_mesh
+from accord.mesh.state import gateway_requester_name
 from accord.protocol.messages import ChatMessage, Constraints, Role, Tier
 from accord.protocol.requester import TaskSpec
 from accord.runtime.requester import Requester

@@ -24,13 +24,13 @@ from accord.protocol.actions import (
     Abort,
     Accept,
     Action,
+    AttemptEnded,
     Broadcast,
     CancelTimer,
     Execute,
     Fail,
     Multicast,
-    Outcome,
-    Rejected,
+    Reject,
     RejectReason,
     ReportProgress,
     Send,
@@ -335,7 +335,7 @@ class World:
         seen = self.bid_ids.setdefault(tid, set())
         if isinstance(event, Received) and isinstance(event.message, Bid) and was_live:
             bid = event.message
-            refused = {a.reason for a in actions if isinstance(a, Rejected) and a.message is bid}
+            refused = {a.reason for a in actions if isinstance(a, Reject) and a.message is bid}
             late = RejectReason.LATE in refused
             if not refused & self._NOT_RECORDED and not (
                 late and (bid.valid_until_ns <= self.now or bid.id in seen)
@@ -412,7 +412,7 @@ class World:
                 rec.terminal_ns = self.now
                 rec.outcome = a.reason.value
                 self.stats[f"failed:{a.reason.value}"] += 1
-            elif isinstance(a, Outcome):
+            elif isinstance(a, AttemptEnded):
                 assert requester is not None
                 key = (a.task_id, a.attempt)
                 if key in self.outcomes:
@@ -425,7 +425,7 @@ class World:
             elif isinstance(a, Abort):
                 assert contractor is not None
                 contractor.executions.pop((a.task_id, a.attempt), None)
-            elif isinstance(a, Rejected):
+            elif isinstance(a, Reject):
                 self.stats[f"rejected:{a.reason.value}"] += 1
             elif isinstance(a, ReportProgress):
                 self.stats["progress"] += 1

@@ -1,6 +1,6 @@
 """The command line: bad input gives a clear message and a non-zero exit, never a traceback (the commands run
 as subprocesses, as a user runs them, all at once to keep the wall time down); and `accord ask`'s wait for an
-agent that could take the question (:func:`accord.mesh.run.await_candidates`, over MemoryBus).
+agent that could take the question (:func:`accord.mesh.discovery.await_candidates`, over MemoryBus).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from accord.bus.memory import MemoryBroker
 from accord.bus.server import free_port
-from accord.mesh.run import DISCOVERY_WAIT_MS, NoAgentError, await_candidates
+from accord.mesh.discovery import DISCOVERY_WAIT_MS, NoAgentError, await_candidates
 from accord.protocol.messages import Privacy, Tier
 from accord.runtime.requester import Requester
 from accord.security import Identity, save_identity

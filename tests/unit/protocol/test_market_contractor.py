@@ -16,7 +16,7 @@ from accord.protocol.actions import (
     Action,
     CancelTimer,
     Execute,
-    Rejected,
+    Reject,
     RejectReason,
     Send,
     SetTimer,
@@ -236,7 +236,7 @@ def test_award_is_acked_and_executed() -> None:
         b"dsse",
     )
     assert ag.m.used_slots == 0 and ag.m.job_state(t.task_id) is JobState.DONE
-    assert [a.reason for a in ag.handle(ExecutionDone(t.task_id, 1, "again")) if isinstance(a, Rejected)] == [
+    assert [a.reason for a in ag.handle(ExecutionDone(t.task_id, 1, "again")) if isinstance(a, Reject)] == [
         RejectReason.STALE
     ]
 
@@ -290,13 +290,11 @@ def test_awards_and_cancels_from_strangers_are_ignored() -> None:
     t = task()
     bid = ag.bid_for(t)
     _, out = ag.award(t, bid, sender=agent_id("impostor"))
-    assert [a.reason for a in out if isinstance(a, Rejected)] == [RejectReason.NOT_REQUESTER]
+    assert [a.reason for a in out if isinstance(a, Reject)] == [RejectReason.NOT_REQUESTER]
     _, out = ag.award(t, bid, winner=agent_id("other"))
-    assert [a.reason for a in out if isinstance(a, Rejected)] == [RejectReason.MISMATCH]
+    assert [a.reason for a in out if isinstance(a, Reject)] == [RejectReason.MISMATCH]
     cancel = Cancel(id=mid(), sender=agent_id("impostor"), ts=NOW, task_id=t.task_id)
-    assert [a.reason for a in ag.handle(Received(cancel)) if isinstance(a, Rejected)] == [
-        RejectReason.NOT_REQUESTER
-    ]
+    assert [a.reason for a in ag.handle(Received(cancel)) if isinstance(a, Reject)] == [RejectReason.NOT_REQUESTER]
     assert ag.m.used_slots == 1
 
 
@@ -321,7 +319,7 @@ def test_cancel_releases_bidding_and_running() -> None:
     ag.at(60).award(t2, bid2)
     # a cancel of another attempt does not touch the running one
     stale = Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t2.task_id, attempt=2)
-    assert [a.reason for a in ag.handle(Received(stale)) if isinstance(a, Rejected)] == [RejectReason.FENCED]
+    assert [a.reason for a in ag.handle(Received(stale)) if isinstance(a, Reject)] == [RejectReason.FENCED]
     out = ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t2.task_id, attempt=1)))
     assert Abort(t2.task_id, 1, ReasonCode.CANCELLED) in out and ag.m.used_slots == 0
 
@@ -359,7 +357,7 @@ def test_reannounce_reevaluates_a_released_task_and_resends_a_standing_bid() -> 
     bid = ag.bid_for(t)
     again = msgspec_replace(t, id=mid(), attempt=2)
     assert sent(ag.offer(again), Bid) == [bid]  # the bid stands: sent again in case it was lost
-    assert [a.reason for a in ag.offer(t) if isinstance(a, Rejected)] == [RejectReason.DUPLICATE]
+    assert [a.reason for a in ag.offer(t) if isinstance(a, Reject)] == [RejectReason.DUPLICATE]
     ag.at(250).handle(TimerFired(TimerKind.BID_EXPIRY, t.task_id))
     third = msgspec_replace(t, id=mid(), attempt=3)
     (fresh,) = sent(ag.offer(third), Bid)
@@ -480,7 +478,7 @@ def test_a_bid_released_by_expiry_still_rebids_but_not_after_a_cancel() -> None:
 
 
 def rejected(actions: Sequence[Action]) -> list[RejectReason]:
-    return [a.reason for a in actions if isinstance(a, Rejected)]
+    return [a.reason for a in actions if isinstance(a, Reject)]
 
 
 @pytest.mark.asyncio

@@ -13,11 +13,11 @@ from accord.protocol.actions import (
     BROADCAST,
     Accept,
     Action,
+    AttemptEnded,
     CancelTimer,
     Fail,
     Multicast,
-    Outcome,
-    Rejected,
+    Reject,
     RejectReason,
     ReportProgress,
     Send,
@@ -190,7 +190,7 @@ def award_in(actions: Sequence[Action]) -> Award:
 
 
 def rejected(actions: Sequence[Action]) -> list[RejectReason]:
-    return [a.reason for a in actions if isinstance(a, Rejected)]
+    return [a.reason for a in actions if isinstance(a, Reject)]
 
 
 # --- the round ---------------------------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_happy_round_first_price() -> None:
     result, out = h.at(120).result(award)
     accept = next(a for a in out if isinstance(a, Accept))
     assert accept.result == result and accept.price_micros == 800 and h.m.paid_micros == 800
-    assert Outcome(B, h.tid, 1, True, None) in out
+    assert AttemptEnded(B, h.tid, 1, True, None) in out
     assert h.m.state is RequesterState.COMPLETED and not h.m.timers
     assert {a.kind for a in out if isinstance(a, CancelTimer)} == {TimerKind.LEASE, TimerKind.DEADLINE}
 
@@ -291,7 +291,7 @@ def test_ack_timeout_reawards_with_the_next_attempt_and_fences_the_old_awardee()
     out = h.at(150).timer(TimerKind.ACK)
     (cancel,) = sent(out, Cancel)
     assert cancel.attempt == 1 and cancel.reason == "ack_timeout"
-    assert Outcome(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT) in out
+    assert AttemptEnded(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT) in out
     second = award_in(out)
     assert (second.winner, second.attempt) == (B, 2)
     # the old awardee wakes up: its ack and its result are refused, not accepted
@@ -324,7 +324,7 @@ def test_attempt_failures_reaward(how: str) -> None:
         out = h.at((first.lease_until_ns - NOW) // MS).timer(TimerKind.LEASE)
         reason = ReasonCode.LEASE_EXPIRED
         assert sent(out, Cancel)[0].attempt == 1
-    assert Outcome(A, h.tid, 1, False, reason) in out
+    assert AttemptEnded(A, h.tid, 1, False, reason) in out
     assert award_in(out).winner == B and h.m.attempt == 2
 
 
@@ -554,7 +554,9 @@ def test_last_attempt_failing_reports_one_outcome_and_one_cancel() -> None:
     h.at(1).bid(A)
     award_in(h.at(50).close_window())
     out = h.at(150).timer(TimerKind.ACK)  # no other bid, no time for another round: the task fails
-    assert [a for a in out if isinstance(a, Outcome)] == [Outcome(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT)]
+    assert [a for a in out if isinstance(a, AttemptEnded)] == [
+        AttemptEnded(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT)
+    ]
     assert [c.attempt for c in sent(out, Cancel)] == [1]
     assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.ACK_TIMEOUT
 

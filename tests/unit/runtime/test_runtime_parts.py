@@ -13,7 +13,7 @@ import pytest
 from accord.bus.base import BusError, BusMessage
 from accord.bus.memory import MemoryBroker, MemoryBus
 from accord.mesh.config import MeshConfigError, load_mesh
-from accord.mesh.run import REQUESTER_NAME, MeshState, load_trust
+from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.actions import new_message_id
 from accord.protocol.market import ReputationPredictor

@@ -1,0 +1,174 @@
+"""A mesh's state dir: its keys and trust file, shared by `accord up`, `accord ask` and `accord agents`.
+
+With no trust file configured the mesh is its own operator: it creates an operator key once and certifies every
+agent and the local requester with the residency and privacy classes of the mesh file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from accord.mesh.config import MeshConfig, MeshConfigError, StrategyBackendConfig
+from accord.protocol.messages import Privacy, Tier
+from accord.security import (
+    Certificate,
+    Identity,
+    KeyKind,
+    SecurityError,
+    TrustStore,
+    load_identity,
+    save_identity,
+)
+from accord.security.certs import sign_certificate
+
+__all__ = ["REQUESTER_NAME", "MeshState", "gateway_requester_name", "load_trust"]
+
+log = structlog.get_logger(__name__)
+
+_YEAR_NS = 365 * 24 * 3600 * 10**9
+REQUESTER_NAME = "requester"
+"""The identity name of the mesh's local requester (what `accord ask` signs with)."""
+
+
+@dataclass
+class MeshState:
+    """Keys and trust of one mesh, kept in its state dir."""
+
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @property
+    def trust_file(self) -> Path:
+        return self.directory / "trust.json"
+
+    @property
+    def url_file(self) -> Path:
+        return self.directory / "nats.url"
+
+    def identity(self, name: str, kind: KeyKind = KeyKind.USER) -> Identity:
+        """The identity stored under ``name`` (created on first use, mode 0600)."""
+        path = self.directory / "keys" / f"{name}.seed"
+        if path.exists():
+            return load_identity(path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = Identity.generate(kind)
+        save_identity(identity, path)
+        return identity
+
+    def certify_all(self, config: MeshConfig, identities: dict[str, Identity]) -> TrustStore:
+        """Make this mesh the operator of its own agents: a trust file with one certificate per identity.
+
+        An existing trust file in the state dir is reused as long as it certifies every identity exactly as the
+        mesh file describes it (so that several ``accord up --only NAME`` processes of one mesh share it);
+        otherwise every certificate is issued afresh and the file replaced.
+        """
+        operator = self.identity("operator", KeyKind.OPERATOR)
+        now = time.time_ns()
+        wanted = {name: self._describe(config, name, identity) for name, identity in identities.items()}
+        if self.trust_file.exists():
+            try:
+                existing = TrustStore.load(self.trust_file)
+                if _covers(existing, wanted, operator.id, now):
+                    return existing
+            except SecurityError as exc:
+                log.warning("mesh.trust_file_replaced", file=str(self.trust_file), error=str(exc))
+        trust = TrustStore([operator.id])
+        for serial, (_name, cert) in enumerate(sorted(wanted.items()), start=1):
+            cert = msgspec.structs.replace(
+                cert,
+                serial=int(now // 1000) + serial,
+                not_before_ns=now - 3600 * 10**9,
+                not_after_ns=now + _YEAR_NS,
+                issuer=operator.id,
+            )
+            trust.add_certificate(sign_certificate(cert, operator))
+        trust.save(self.trust_file)
+        return trust
+
+    @staticmethod
+    def _describe(config: MeshConfig, name: str, identity: Identity) -> Certificate:
+        """The certificate fields the mesh file implies for ``name`` (validity and issuer left to the caller)."""
+        agent = next((a for a in config.agents if name in a.replica_names()), None)
+        return Certificate(
+            serial=0,
+            agent_id=identity.id,
+            name=name,
+            tier=agent.tier if agent else Tier.EDGE,
+            region=agent.region if agent else "local",
+            residency=list(agent.residency) if agent else _all_residencies(config),
+            privacy=list(agent.privacy) if agent else list(Privacy),
+            not_before_ns=0,
+            not_after_ns=0,
+            issuer="",
+        )
+
+
+def _covers(trust: TrustStore, wanted: dict[str, Certificate], operator: str, now: int) -> bool:
+    """True if ``trust`` certifies every wanted identity, by ``operator``, as described, for at least a day."""
+    for want in wanted.values():
+        try:
+            cert = trust.check(want.agent_id, now)
+        except SecurityError:
+            return False
+        if (
+            cert.issuer != operator
+            or cert.not_after_ns < now + 24 * 3600 * 10**9
+            or (cert.name, cert.tier, cert.region, sorted(cert.residency), sorted(cert.privacy))
+            != (want.name, want.tier, want.region, sorted(want.residency), sorted(want.privacy))
+        ):
+            return False
+    return True
+
+
+def _all_residencies(config: MeshConfig) -> list[str]:
+    return sorted({r for a in config.agents for r in a.residency})[:16]
+
+
+def load_trust(
+    config: MeshConfig, state: MeshState, *, require: Iterable[str] = ()
+) -> tuple[TrustStore, dict[str, Identity]]:
+    """Identities of every agent replica and of the local requester, and the trust store that covers them.
+
+    With a trust file configured, every identity named in ``require`` must be trusted by it now; otherwise
+    MeshConfigError names the agent, its key and the reason (an unknown key would only be refused by every
+    peer, silently).
+    """
+    identities: dict[str, Identity] = {}
+    gateways: dict[str, str] = {}  # a gateway agent -> the identity name of its own requester
+    for agent in config.agents:
+        for name in agent.replica_names():
+            identities[name] = load_identity(agent.key) if agent.key and agent.count == 1 else state.identity(name)
+            if isinstance(agent.backend, StrategyBackendConfig):
+                gateways[name] = gateway_requester_name(name)
+                identities[gateways[name]] = state.identity(gateways[name])
+    identities[REQUESTER_NAME] = state.identity(REQUESTER_NAME)
+    require = [n for name in require for n in (name, gateways.get(name)) if n is not None]
+    if config.trust.file is None:
+        return state.certify_all(config, identities), identities
+    trust = TrustStore.load(config.trust.file)
+    now = time.time_ns()
+    for name in require:
+        identity = identities.get(name)
+        if identity is None:
+            raise MeshConfigError(f"no agent named {name!r} in the mesh file")
+        try:
+            trust.check(identity.id, now)
+        except SecurityError as exc:
+            raise MeshConfigError(
+                f"agent {name}: its key {identity.id} is not trusted by {config.trust.file} "
+                f"({exc.reason.value}); certify it with `accord keys issue` or fix the key file"
+            ) from exc
+    return trust, identities
+
+
+def gateway_requester_name(agent: str) -> str:
+    """The identity under which a gateway agent's own requester runs its strategy's tasks."""
+    return f"{agent}-requester"

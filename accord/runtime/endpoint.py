@@ -1,0 +1,151 @@
+"""What the Agent and the Requester shells share: one endpoint on the bus.
+
+An endpoint has an identity, a bus, a trust store and a replay guard; an :class:`~accord.runtime.outbox.Outbox`
+that seals and publishes what its machines send; a :class:`~accord.runtime.timers.TimerService` that turns their
+``SetTimer`` into ``TimerFired``; receive loops (:meth:`Endpoint._pump`) that feed frames to a synchronous handler
+and publish its answers before reading on; the sender check every frame passes first (spec 4.1: the last token
+of the subject is the publisher); the inbox subject of each peer, validated once; and, on a bus that can host it,
+a NATS service registration (``$SRV.PING|INFO|STATS``) whose counts come from :meth:`Endpoint.service_counts`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import anyio
+
+import accord
+from accord.bus.base import (
+    Bus,
+    BusError,
+    BusMessage,
+    EndpointCounts,
+    ServiceEndpoint,
+    ServiceHandle,
+    ServiceHost,
+    Subscription,
+)
+from accord.errors import AccordError
+from accord.protocol import subjects
+from accord.runtime.outbox import Outbox
+from accord.runtime.timers import TimerService, now_ns
+from accord.security import Identity, Opened, Reason, ReplayError, ReplayGuard, SignatureError, TrustStore, peek
+
+__all__ = ["Endpoint"]
+
+K = TypeVar("K", bound=Hashable)
+
+_MAX_INBOXES = 4096
+"""Peers whose inbox subject is remembered; the cache is cleared when it would grow past this."""
+
+
+class Endpoint(Generic[K]):
+    """The shared half of a shell; ``K`` is the key type of its timers."""
+
+    service_name: ClassVar[str]
+    """The NATS service kind instances of this shell register as (``nats micro ls`` groups them under it)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        bus: Bus,
+        trust: TrustStore,
+        replay_guard: ReplayGuard | None,
+        rng: random.Random | None,
+        service: bool,
+        log: Any,
+    ) -> None:
+        self.identity = identity
+        self.id = identity.id
+        self.bus = bus
+        self.trust = trust
+        self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard(start_ns=now_ns())
+        self._rng = rng if rng is not None else random.Random()
+        self._log = log
+        """A structlog logger bound to this endpoint's identity (structlog loggers are untyped: ``Any``)."""
+        self._outbox = Outbox(bus, identity)
+        self._timers: TimerService[K] = TimerService(self._on_timer)
+        self._inboxes: dict[str, str] = {}
+        self._want_service = service
+        self._service: ServiceHandle | None = None
+
+    # --- hooks --------------------------------------------------------------------------------------------------
+    def _on_timer(self, key: K) -> None:
+        raise NotImplementedError
+
+    def service_counts(self) -> dict[str, EndpointCounts]:
+        """The per-endpoint counts ``$SRV.STATS`` reports."""
+        raise NotImplementedError
+
+    # --- receiving ----------------------------------------------------------------------------------------------
+    async def _pump(self, sub: Subscription, handler: Callable[[BusMessage], None]) -> None:
+        """Feed every frame of ``sub`` to ``handler``; what the machines send in answer goes out from this task,
+        before the next read (no hop to the outbox's task)."""
+        outbox = self._outbox
+        async with sub:
+            async for msg in sub:
+                outbox.hold()
+                try:
+                    handler(msg)
+                except Exception:  # the top of a shell loop: log and go on (never swallow cancellation)
+                    self._log.exception("frame.crashed", subject=msg.subject)
+                await outbox.flush()
+
+    @staticmethod
+    def _peek_from_sender(msg: BusMessage) -> Opened:
+        """Decode a frame without verifying it, and check that it arrived on a subject whose last token is its
+        sender (spec 4.1); raises a SecurityError otherwise."""
+        opened = peek(msg.data)
+        sender = opened.message.sender
+        if msg.subject.rpartition(".")[2] != sender:
+            raise SignatureError(Reason.SENDER_MISMATCH, f"{sender} published on {msg.subject}")
+        return opened
+
+    def _log_refusal(self, exc: AccordError, subject: str, **context: object) -> None:
+        """Replays happen on any at-least-once path (debug); anything else is worth a warning."""
+        if isinstance(exc, ReplayError):
+            self._log.debug("frame.refused", subject=subject, error=str(exc), **context)
+        else:
+            self._log.warning("frame.refused", subject=subject, error=str(exc), **context)
+
+    # --- sending ------------------------------------------------------------------------------------------------
+    def _inbox_of(self, to: str) -> str:
+        """``subjects.direct(to, self)``, validated once per peer (the cache is bounded)."""
+        subject = self._inboxes.get(to)
+        if subject is None:
+            if len(self._inboxes) > _MAX_INBOXES:
+                self._inboxes.clear()
+            subject = self._inboxes[to] = subjects.direct(to, self.id)
+        return subject
+
+    # --- the NATS service protocol ------------------------------------------------------------------------------
+    async def _register_as_service(
+        self, *, description: str, metadata: Mapping[str, str], endpoints: Sequence[ServiceEndpoint]
+    ) -> None:
+        if not self._want_service or not isinstance(self.bus, ServiceHost):
+            return
+        try:
+            self._service = await self.bus.add_service(
+                self.service_name,
+                accord.__version__,
+                description=description,
+                metadata=dict(metadata),
+                endpoints=tuple(endpoints),
+                stats=self.service_counts,
+            )
+        except BusError as exc:
+            self._log.warning("service.unavailable", error=str(exc))
+
+    async def _stop_service(self) -> None:
+        """Leave the service protocol (shielded, bounded: also on the way out of a cancelled run)."""
+        if self._service is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self._service.stop()
+
+    @property
+    def service_id(self) -> str | None:
+        """This endpoint's instance id in the NATS service protocol (None when the bus hosts no service)."""
+        return self._service.id if self._service is not None else None
