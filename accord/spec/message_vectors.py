@@ -7,8 +7,9 @@ for byte, and compare the files with what this module generates.
 
 The examples tell one story: a requester announces a task, an edge agent bids and wins, acknowledges,
 streams progress, returns a result and its attestation; a device agent declines; plus the other verbs.
-Digests inside them are real (the task's prompt digest, the award's bid digest, the attestation's output
-and award digests), so an implementer can check those too.
+The bid, award, acknowledgement, result and attestation come from :mod:`accord.spec.story`, which the
+security vectors tell too. Digests inside them are real (the task's prompt digest, the award's bid digest,
+the attestation's output and award digests), so an implementer can check those too.
 
 Each valid vector file holds ``{"type", "description", "msgpack_hex", "json"}``; each invalid one holds
 ``{"name", "description", "msgpack_hex", "reason"}`` where ``reason`` is the decode error reason
@@ -17,14 +18,13 @@ Each valid vector file holds ``{"type", "description", "msgpack_hex", "json"}``;
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Final
 
 import msgspec
 
 from accord.protocol.codec import encode, encode_json
-from accord.protocol.digests import output_digest, payload_digest, prompt_digest
+from accord.protocol.digests import prompt_digest
 from accord.protocol.messages import (
     MESSAGE_TYPES,
     Advertise,
@@ -55,6 +55,7 @@ from accord.protocol.messages import (
     message_tag,
 )
 from accord.spec.schemas import JsonObject, render_json
+from accord.spec.story import MODEL, T0_NS, Answer, Parties, Story, at, fixed_id, tell
 
 __all__ = [
     "CONTRACTOR",
@@ -72,10 +73,6 @@ __all__ = [
     "vector_files",
 ]
 
-T0_NS: Final = 1_767_225_600_000_000_000
-"""2026-01-01T00:00:00Z in ns: the base of every timestamp in the vectors."""
-_MS: Final = 1_000_000  # ns per ms
-
 
 def _agent(name: str) -> str:
     """A readable, pattern-valid agent id: 'U' + name + 'A' padding to 56 characters (not a real key)."""
@@ -84,8 +81,7 @@ def _agent(name: str) -> str:
 
 
 def _id(label: str) -> str:
-    """A fixed 128-bit id derived from a label (so the vectors never change between runs)."""
-    return hashlib.sha256(f"accord-vector:{label}".encode()).hexdigest()[:32]
+    return fixed_id("accord-vector", label)
 
 
 REQUESTER: Final = _agent("REQUESTER")
@@ -93,6 +89,46 @@ CONTRACTOR: Final = _agent("CONTRACTQREDGE")
 DEVICE_AGENT: Final = _agent("DEVICEPHQNE")
 INVALID_DIR: Final = "invalid"
 """Subdirectory (of spec/vectors/messages/) holding the frames a decoder must refuse."""
+
+_PROMPT: Final = (
+    ChatMessage(role=Role.SYSTEM, content="Answer in one sentence."),
+    ChatMessage(role=Role.USER, content="Résumez: « Les données restent dans l'UE. » (日本語も可)"),
+)
+_ANSWER: Final = Answer(
+    output="The data stays in the EU.",
+    usage=Usage(input_tokens=48, output_tokens=9),
+    timings=Timings(queued_ms=5, ttft_ms=190, total_ms=820),
+    backend="llama_cpp",
+)
+_PLACEHOLDER_ATTESTATION: Final = b'{"payloadType":"application/vnd.in-toto+json","payload":"","signatures":[]}'
+
+_DESCRIPTIONS: Final[dict[type[Message], str]] = {
+    Advertise: "An edge agent's card: one model with its price sheet, residency class eu, 4 slots.",
+    Withdraw: "The edge agent leaves the mesh (reason shutdown).",
+    Task: (
+        "A call for proposals with two chat messages (non-ASCII content), its prompt digest, "
+        "constraints (deadline, budget, residency eu, internal privacy, edge or cloud), second price."
+    ),
+    Bid: "The edge agent's bid for attempt 1 (expires_ns null).",
+    Decline: "A device agent declines: not certified for residency eu.",
+    Award: (
+        "The requester awards attempt 1 to the edge agent at the second price; bid_digest is the "
+        "SHA-256 of the bid vector's msgpack bytes."
+    ),
+    AwardAck: "The winner accepts the award (award_id = the award's id).",
+    AwardReject: "An agent refuses the award of attempt 2: busy.",
+    Progress: "The first streamed chunk of output (seq 0).",
+    Result: (
+        "The result of attempt 1 with usage and timings; attestation is a placeholder byte string "
+        "(encoded as msgpack bin, as base64 in JSON)."
+    ),
+    Attestation: (
+        "The statement the winner attests to: prompt digest of the task, award digest (SHA-256 of the "
+        "award vector's bytes), output digest (SHA-256 of the UTF-8 output)."
+    ),
+    Cancel: "The requester cancels every attempt of another task.",
+    Failure: "A contractor reports that its backend timed out.",
+}
 
 
 class MessageVector(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,17 +147,26 @@ class InvalidVector(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-def _examples() -> list[MessageVector]:
-    task_id = _id("task")
-    prompt = [
-        ChatMessage(role=Role.SYSTEM, content="Answer in one sentence."),
-        ChatMessage(role=Role.USER, content="Résumez: « Les données restent dans l'UE. » (日本語も可)"),
-    ]
+def _story() -> Story:
+    """The shared story (accord.spec.story) told with the readable agent ids and a placeholder attestation."""
+    return tell(
+        Parties(requester=REQUESTER, contractor=CONTRACTOR),
+        ids=_id,
+        prompt=_PROMPT,
+        answer=_ANSWER,
+        attest=lambda _statement: _PLACEHOLDER_ATTESTATION,
+    )
+
+
+def _examples() -> list[Message]:
+    """The story's messages plus one of each other type, told around the same task."""
+    story = _story()
+    task_id = story.task_id
     advertise = Advertise(
         id=_id("advertise"),
         sender=CONTRACTOR,
         ts=T0_NS,
-        expires_ns=T0_NS + 10_000 * _MS,
+        expires_ns=at(10_000),
         name="edge-fra-1",
         tier=Tier.EDGE,
         region="eu-central",
@@ -129,7 +174,7 @@ def _examples() -> list[MessageVector]:
         skills=["chat", "summarize"],
         models=[
             ModelOffer(
-                name="llama-3.1-8b-instruct:q4",
+                name=MODEL,
                 context_window=131_072,
                 tokens_per_s=85.5,
                 price_in_per_1k_micros=40,
@@ -149,17 +194,17 @@ def _examples() -> list[MessageVector]:
     task = Task(
         id=_id("task-message"),
         sender=REQUESTER,
-        ts=T0_NS + 1_000 * _MS,
-        expires_ns=T0_NS + 3_000 * _MS,
+        ts=at(1_000),
+        expires_ns=at(3_000),
         task_id=task_id,
         kind="chat",
-        messages=prompt,
-        prompt_digest=prompt_digest(prompt),
+        messages=list(_PROMPT),
+        prompt_digest=prompt_digest(_PROMPT),
         prompt_ref=None,
         est_input_tokens=48,
         max_output_tokens=128,
         constraints=Constraints(
-            deadline_ns=T0_NS + 6_000 * _MS,
+            deadline_ns=at(6_000),
             max_price_micros=5_000,
             min_quality=0.5,
             residency="eu",
@@ -171,57 +216,19 @@ def _examples() -> list[MessageVector]:
         bid_window_ms=50,
         attempt=1,
     )
-    bid = Bid(
-        id=_id("bid"),
-        sender=CONTRACTOR,
-        ts=T0_NS + 1_010 * _MS,
-        expires_ns=None,
-        task_id=task_id,
-        attempt=1,
-        model="llama-3.1-8b-instruct:q4",
-        price_micros=1_200,
-        est_latency_ms=900,
-        quality=0.62,
-        valid_until_ns=T0_NS + 2_000 * _MS,
-        tier=Tier.EDGE,
-        region="eu-central",
-        residency=["eu"],
-    )
     decline = Decline(
         id=_id("decline"),
         sender=DEVICE_AGENT,
-        ts=T0_NS + 1_005 * _MS,
+        ts=at(1_005),
         task_id=task_id,
         attempt=1,
         reason="residency",
         detail="not certified for residency class eu",
     )
-    award = Award(
-        id=_id("award"),
-        sender=REQUESTER,
-        ts=T0_NS + 1_060 * _MS,
-        expires_ns=T0_NS + 1_260 * _MS,
-        task_id=task_id,
-        attempt=1,
-        winner=CONTRACTOR,
-        bid_id=bid.id,
-        bid_digest=payload_digest(encode(bid)),
-        price_micros=1_100,
-        ack_by_ns=T0_NS + 1_260 * _MS,
-        lease_until_ns=T0_NS + 5_000 * _MS,
-    )
-    award_ack = AwardAck(
-        id=_id("award-ack"),
-        sender=CONTRACTOR,
-        ts=T0_NS + 1_070 * _MS,
-        task_id=task_id,
-        attempt=1,
-        award_id=award.id,
-    )
     award_reject = AwardReject(
         id=_id("award-reject"),
         sender=CONTRACTOR,
-        ts=T0_NS + 1_075 * _MS,
+        ts=at(1_075),
         task_id=task_id,
         attempt=2,
         award_id=_id("award-attempt-2"),
@@ -231,113 +238,34 @@ def _examples() -> list[MessageVector]:
     progress = Progress(
         id=_id("progress"),
         sender=CONTRACTOR,
-        ts=T0_NS + 1_300 * _MS,
+        ts=at(1_300),
         task_id=task_id,
         attempt=1,
         seq=0,
         delta="The data ",
         output_tokens=3,
     )
-    output = "The data stays in the EU."
-    usage = Usage(input_tokens=48, output_tokens=9)
-    timings = Timings(queued_ms=5, ttft_ms=190, total_ms=820)
-    attestation_bytes = b'{"payloadType":"application/vnd.in-toto+json","payload":"","signatures":[]}'
-    result = Result(
-        id=_id("result"),
-        sender=CONTRACTOR,
-        ts=T0_NS + 1_900 * _MS,
-        expires_ns=None,
-        task_id=task_id,
-        attempt=1,
-        award_id=award.id,
-        model="llama-3.1-8b-instruct:q4",
-        output=output,
-        usage=usage,
-        timings=timings,
-        attestation=attestation_bytes,
-    )
-    attestation = Attestation(
-        id=_id("attestation"),
-        sender=CONTRACTOR,
-        ts=T0_NS + 1_900 * _MS,
-        task_id=task_id,
-        attempt=1,
-        agent=CONTRACTOR,
-        requester=REQUESTER,
-        prompt_digest=task.prompt_digest,
-        award_digest=payload_digest(encode(award)),
-        output_digest=output_digest(output),
-        model="llama-3.1-8b-instruct:q4",
-        backend="llama_cpp",
-        usage=usage,
-        timings=timings,
-    )
     cancel = Cancel(
-        id=_id("cancel"),
-        sender=REQUESTER,
-        ts=T0_NS + 1_950 * _MS,
-        task_id=_id("task-2"),
-        attempt=None,
-        reason="superseded",
+        id=_id("cancel"), sender=REQUESTER, ts=at(1_950), task_id=_id("task-2"), attempt=None, reason="superseded"
     )
     failure = Failure(
         id=_id("failure"),
         sender=CONTRACTOR,
-        ts=T0_NS + 2_500 * _MS,
+        ts=at(2_500),
         task_id=_id("task-3"),
         attempt=2,
         reason="backend_timeout",
         detail="backend did not answer within 3000 ms",
     )
-    withdraw = Withdraw(id=_id("withdraw"), sender=CONTRACTOR, ts=T0_NS + 9_000 * _MS, reason="shutdown")
-    return [
-        MessageVector(
-            message=advertise,
-            description="An edge agent's card: one model with its price sheet, residency class eu, 4 slots.",
-        ),
-        MessageVector(message=withdraw, description="The edge agent leaves the mesh (reason shutdown)."),
-        MessageVector(
-            message=task,
-            description=(
-                "A call for proposals with two chat messages (non-ASCII content), its prompt digest, "
-                "constraints (deadline, budget, residency eu, internal privacy, edge or cloud), second price."
-            ),
-        ),
-        MessageVector(message=bid, description="The edge agent's bid for attempt 1 (expires_ns null)."),
-        MessageVector(message=decline, description="A device agent declines: not certified for residency eu."),
-        MessageVector(
-            message=award,
-            description=(
-                "The requester awards attempt 1 to the edge agent at the second price; bid_digest is the "
-                "SHA-256 of the bid vector's msgpack bytes."
-            ),
-        ),
-        MessageVector(message=award_ack, description="The winner accepts the award (award_id = the award's id)."),
-        MessageVector(message=award_reject, description="An agent refuses the award of attempt 2: busy."),
-        MessageVector(message=progress, description="The first streamed chunk of output (seq 0)."),
-        MessageVector(
-            message=result,
-            description=(
-                "The result of attempt 1 with usage and timings; attestation is a placeholder byte string "
-                "(encoded as msgpack bin, as base64 in JSON)."
-            ),
-        ),
-        MessageVector(
-            message=attestation,
-            description=(
-                "The statement the winner attests to: prompt digest of the task, award digest (SHA-256 of the "
-                "award vector's bytes), output digest (SHA-256 of the UTF-8 output)."
-            ),
-        ),
-        MessageVector(message=cancel, description="The requester cancels every attempt of another task."),
-        MessageVector(message=failure, description="A contractor reports that its backend timed out."),
-    ]
+    withdraw = Withdraw(id=_id("withdraw"), sender=CONTRACTOR, ts=at(9_000), reason="shutdown")
+    told = [story.bid, story.award, story.award_ack, story.attestation, story.result]
+    return [advertise, withdraw, task, decline, award_reject, progress, cancel, failure, *told]
 
 
 def message_vectors() -> list[MessageVector]:
     """One example per message type, in MESSAGE_TYPES order."""
-    examples = {type(v.message): v for v in _examples()}
-    return [examples[type_] for type_ in MESSAGE_TYPES]
+    examples = {type(message): message for message in _examples()}
+    return [MessageVector(message=examples[type_], description=_DESCRIPTIONS[type_]) for type_ in MESSAGE_TYPES]
 
 
 def vector_file_name(type_: type[Message]) -> str:
@@ -356,81 +284,85 @@ def vector_document(vector: MessageVector) -> JsonObject:
     }
 
 
-def _raw(fields: dict[str, object]) -> bytes:
-    """A msgpack map with exactly these keys in this order (no types, no validation)."""
-    return msgspec.msgpack.encode(fields)
-
-
 def invalid_vectors() -> list[InvalidVector]:
     """Frames every v1 decoder MUST refuse, each with the decode error reason it maps to."""
-    bid = next(v.message for v in _examples() if isinstance(v.message, Bid))
-    valid = json.loads(encode_json(bid))  # the bid vector as plain data, keys in wire order
+    bid = _story().bid
+    valid: dict[str, object] = json.loads(encode_json(bid))  # the bid vector as plain data, keys in wire order
     bid_bytes = encode(bid)
+
+    def bid_with(**changes: object) -> bytes:
+        """The bid as a raw msgpack map (no types, no validation), these keys' values replaced in place."""
+        return msgspec.msgpack.encode({**valid, **changes})
+
+    def bid_without(key: str) -> bytes:
+        """The bid as a raw msgpack map without ``key``."""
+        return msgspec.msgpack.encode({k: v for k, v in valid.items() if k != key})
+
     return [
         InvalidVector(
             name="unknown_type",
             description="A well-formed message whose type tag this version does not know.",
-            frame=_raw({**valid, "type": "offer"}),
+            frame=bid_with(type="offer"),
             reason="unknown_type",
         ),
         InvalidVector(
             name="missing_type",
             description="A map without the type key.",
-            frame=_raw({k: v for k, v in valid.items() if k != "type"}),
+            frame=bid_without("type"),
             reason="invalid",
         ),
         InvalidVector(
             name="missing_required_field",
             description="A bid without its required price_micros.",
-            frame=_raw({k: v for k, v in valid.items() if k != "price_micros"}),
+            frame=bid_without("price_micros"),
             reason="invalid",
         ),
         InvalidVector(
             name="out_of_bounds",
             description="A bid with quality 1.5 (bound: 0..1).",
-            frame=_raw({**valid, "quality": 1.5}),
+            frame=bid_with(quality=1.5),
             reason="invalid",
         ),
         InvalidVector(
             name="float_for_int",
             description="A bid whose price_micros is the float 1200.0 (integers MUST be msgpack ints).",
-            frame=_raw({**valid, "price_micros": 1200.0}),
+            frame=bid_with(price_micros=1200.0),
             reason="invalid",
         ),
         InvalidVector(
             name="token_with_newline",
             description='A bid whose region is "eu\\n": a token never contains a newline (or a dot, or a space).',
-            frame=_raw({**valid, "region": "eu\n"}),
+            frame=bid_with(region="eu\n"),
             reason="invalid",
         ),
         InvalidVector(
             name="uppercase_id",
             description="A bid whose id is uppercase hex (ids are lowercase hex).",
-            frame=_raw({**valid, "id": valid["id"].upper()}),
+            frame=bid_with(id=bid.id.upper()),
             reason="invalid",
         ),
         InvalidVector(
             name="unsupported_version",
             description="A valid bid carrying v=2: a v1 decoder refuses another major version.",
-            frame=_raw({**valid, "v": 2}),
+            frame=bid_with(v=2),
             reason="unsupported_version",
         ),
         InvalidVector(
             name="bin_for_str",
             description="A bid whose model is msgpack bin instead of str.",
-            frame=_raw({**valid, "model": valid["model"].encode()}),
+            frame=bid_with(model=bid.model.encode()),
             reason="invalid",
         ),
         InvalidVector(
             name="ext_value",
             description="A bid whose model is a msgpack ext value.",
-            frame=_raw({**valid, "model": msgspec.msgpack.Ext(1, b"x")}),
+            frame=bid_with(model=msgspec.msgpack.Ext(1, b"x")),
             reason="invalid",
         ),
         InvalidVector(
             name="nil_for_required",
             description="A bid whose required price_micros is nil.",
-            frame=_raw({**valid, "price_micros": None}),
+            frame=bid_with(price_micros=None),
             reason="invalid",
         ),
         InvalidVector(
@@ -448,7 +380,7 @@ def invalid_vectors() -> list[InvalidVector]:
         InvalidVector(
             name="bad_utf8",
             description="A bid whose region string holds the invalid UTF-8 byte 0xff.",
-            frame=_raw({**valid, "region": "eu-X"}).replace(b"eu-X", b"eu-\xff"),
+            frame=bid_with(region="eu-X").replace(b"eu-X", b"eu-\xff"),
             reason="malformed",
         ),
         InvalidVector(

@@ -1,8 +1,9 @@
 """Golden security vectors (spec/vectors/security/): signed frames, an attestation and a trust file.
 
 Made deterministically (Ed25519 signatures are deterministic) from the RFC 8032 section 7.1 test keys, fixed ids
-and fixed timestamps. ``python -m accord.spec.security_vectors write spec`` writes them; :func:`check` verifies the
-committed files and compares them with what :func:`generate` makes now (``accord spec check`` calls it).
+and fixed timestamps; the messages are the story of :mod:`accord.spec.story`, told between those keys.
+``python -m accord.spec.security_vectors write spec`` writes them; :func:`check` verifies the committed files and
+compares them with what :func:`generate` makes now (``accord spec check`` calls it).
 
 The RFC 8032 secrets are public: these keys MUST NOT be trusted anywhere but in tests.
 """
@@ -20,30 +21,18 @@ from typing import Final
 import msgspec
 
 from accord.protocol.codec import encode
-from accord.protocol.digests import output_digest, payload_digest, prompt_digest
-from accord.protocol.messages import (
-    Attestation,
-    Award,
-    AwardAck,
-    Bid,
-    ChatMessage,
-    Message,
-    Privacy,
-    Result,
-    Role,
-    Tier,
-    Timings,
-    Usage,
-)
+from accord.protocol.digests import payload_digest
+from accord.protocol.messages import ChatMessage, Message, Privacy, Role, Tier, Timings, Usage
 from accord.security.attest import attest, verify_attestation
 from accord.security.certs import Certificate, RevocationList, sign_certificate, sign_revocations
-from accord.security.envelope import PAYLOAD_TYPE_CERT, Envelope, encode_envelope, pae
+from accord.security.envelope import PAYLOAD_TYPE_CERT, PAYLOAD_TYPE_FRAME, encode_envelope, sign_envelope
 from accord.security.errors import SecurityError
 from accord.security.frames import Expect, open_frame, seal
 from accord.security.identity import Identity
 from accord.security.nkeys import KeyKind
 from accord.security.replay import ReplayGuard
 from accord.security.trust import TrustStore
+from accord.spec.story import T0_NS, Answer, Parties, S, Story, Timeline, fixed_id, tell
 
 __all__ = ["VECTORS_SUBDIR", "check", "generate", "write"]
 
@@ -57,17 +46,29 @@ RFC8032_SECRETS: Final = {
     "outsider": "f5e5767cf153319517630f226876b86c8160cc583bc013744c6bf255f5cc0ee5",
     "revoked": "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
 }
-T0_NS: Final = 1_767_225_600_000_000_000
-"""2026-01-01T00:00:00Z."""
-_MS: Final = 1_000_000
-_S: Final = 1_000 * _MS
-NOW_NS: Final = T0_NS + 2 * _S
+NOW_NS: Final = T0_NS + 2 * S
 """The time at which the vectors are verified (unless one says otherwise)."""
-_YEAR_NS: Final = 365 * 24 * 3600 * _S
+_YEAR_NS: Final = 365 * 24 * 3600 * S
+
+_PROMPT: Final = (ChatMessage(role=Role.USER, content="Summarise: the data stays in the EU."),)
+_ANSWER: Final = Answer(
+    output="The data remains within the EU.",
+    usage=Usage(input_tokens=12, output_tokens=9),
+    timings=Timings(queued_ms=3, ttft_ms=180, total_ms=620),
+    backend="llamacpp",
+)
+_TIMELINE: Final = Timeline(
+    bid_valid_until_ms=3_000, award_ms=1_070, award_expires_ms=None, ack_by_ms=1_570, ack_ms=1_080
+)
 
 
 def _id(label: str) -> str:
-    return hashlib.sha256(f"accord-security-vector:{label}".encode()).hexdigest()[:32]
+    return fixed_id("accord-security-vector", label)
+
+
+def _story_id(label: str) -> str:
+    """The story's ids; these vectors were first made with the acknowledgement labelled ``ack``."""
+    return _id("ack" if label == "award-ack" else label)
 
 
 def _keys() -> dict[str, Identity]:
@@ -106,105 +107,31 @@ def _trust_file(keys: dict[str, Identity]) -> bytes:
     return store.to_json()
 
 
-def _messages(keys: dict[str, Identity]) -> dict[str, Message]:
-    contractor, requester = keys["contractor"].id, keys["requester"].id
-    task_id = _id("task")
-    prompt = [ChatMessage(role=Role.USER, content="Summarise: the data stays in the EU.")]
-    bid = Bid(
-        id=_id("bid"),
-        sender=contractor,
-        ts=T0_NS + 1_010 * _MS,
-        task_id=task_id,
-        attempt=1,
-        model="llama-3.1-8b-instruct:q4",
-        price_micros=1_200,
-        est_latency_ms=900,
-        quality=0.62,
-        valid_until_ns=T0_NS + 3 * _S,
-        tier=Tier.EDGE,
-        region="eu-central",
-        residency=["eu"],
+def _story(keys: dict[str, Identity]) -> Story:
+    """The shared story (accord.spec.story) between the test keys, with an attestation the contractor signs."""
+    contractor = keys["contractor"]
+    return tell(
+        Parties(requester=keys["requester"].id, contractor=contractor.id),
+        ids=_story_id,
+        prompt=_PROMPT,
+        answer=_ANSWER,
+        timeline=_TIMELINE,
+        attest=lambda statement: attest(statement, contractor),
     )
-    award = Award(
-        id=_id("award"),
-        sender=requester,
-        ts=T0_NS + 1_070 * _MS,
-        task_id=task_id,
-        attempt=1,
-        winner=contractor,
-        bid_id=bid.id,
-        bid_digest=payload_digest(encode(bid)),
-        price_micros=1_100,
-        ack_by_ns=T0_NS + 1_570 * _MS,
-        lease_until_ns=T0_NS + 5 * _S,
-    )
-    ack = AwardAck(
-        id=_id("ack"), sender=contractor, ts=T0_NS + 1_080 * _MS, task_id=task_id, attempt=1, award_id=award.id
-    )
-    output = "The data remains within the EU."
-    usage = Usage(input_tokens=12, output_tokens=9)
-    timings = Timings(queued_ms=3, ttft_ms=180, total_ms=620)
-    statement = Attestation(
-        id=_id("attestation"),
-        sender=contractor,
-        ts=T0_NS + 1_900 * _MS,
-        task_id=task_id,
-        attempt=1,
-        agent=contractor,
-        requester=requester,
-        prompt_digest=prompt_digest(prompt),
-        award_digest=payload_digest(encode(award)),
-        output_digest=output_digest(output),
-        model="llama-3.1-8b-instruct:q4",
-        backend="llamacpp",
-        usage=usage,
-        timings=timings,
-    )
-    attestation = attest(statement, keys["contractor"])
-    result = Result(
-        id=_id("result"),
-        sender=contractor,
-        ts=T0_NS + 1_900 * _MS,
-        task_id=task_id,
-        attempt=1,
-        award_id=award.id,
-        model="llama-3.1-8b-instruct:q4",
-        output=output,
-        usage=usage,
-        timings=timings,
-        attestation=attestation,
-    )
-    return {"bid": bid, "award": award, "award_ack": ack, "result": result, "statement": statement}
 
 
-def _frame_vectors(keys: dict[str, Identity], msgs: dict[str, Message]) -> list[dict[str, object]]:
+def _frame_vectors(keys: dict[str, Identity], story: Story) -> list[dict[str, object]]:
     contractor, requester = keys["contractor"], keys["requester"]
-    bid, award, ack, result = msgs["bid"], msgs["award"], msgs["award_ack"], msgs["result"]
-    assert isinstance(result, Result) and isinstance(award, Award) and isinstance(bid, Bid)
+    bid, award, ack, result = story.bid, story.award, story.award_ack, story.result
     task = {"task_id": bid.task_id, "attempt": 1}
     good_bid = seal(bid, contractor)
     bad_sig = bytearray(good_bid)
     bad_sig[-1] ^= 0x01  # the envelope's last field is sig: its last byte
     # An outsider's key, and a trusted key signing a bid that claims to come from someone else.
     outsider_bid = seal(_with(bid, sender=keys["outsider"].id), keys["outsider"])
-    impersonation = encode_envelope(
-        Envelope(
-            v=1,
-            payload_type="application/vnd.accord.v1+msgpack",
-            payload=encode(bid),
-            key_id=requester.id,
-            sig=requester.sign(pae("application/vnd.accord.v1+msgpack", encode(bid))),
-        )
-    )
-    cert_typed = encode_envelope(
-        Envelope(
-            v=1,
-            payload_type=PAYLOAD_TYPE_CERT,
-            payload=encode(bid),
-            key_id=contractor.id,
-            sig=contractor.sign(pae(PAYLOAD_TYPE_CERT, encode(bid))),
-        )
-    )
+    # seal() makes neither (its sender must be the signer, its type a frame's): sign them by hand.
+    impersonation = encode_envelope(sign_envelope(PAYLOAD_TYPE_FRAME, encode(bid), requester))
+    cert_typed = encode_envelope(sign_envelope(PAYLOAD_TYPE_CERT, encode(bid), contractor))
     revoked_bid = seal(_with(bid, sender=keys["revoked"].id), keys["revoked"])
 
     def ok(name: str, frame: bytes, msg: Message, context: dict[str, object], text: str) -> dict[str, object]:
@@ -268,8 +195,8 @@ def _frame_vectors(keys: dict[str, Identity], msgs: dict[str, Message]) -> list[
             "wrong_payload_type",
             "A bid payload in an envelope typed as a certificate.",
         ),
-        bad("bid-stale", good_bid, "stale", "The good bid, received 61 s after its ts.", now_ns=bid.ts + 61 * _S),
-        bad("bid-future", good_bid, "future", "The good bid, received 6 s before its ts.", now_ns=bid.ts - 6 * _S),
+        bad("bid-stale", good_bid, "stale", "The good bid, received 61 s after its ts.", now_ns=bid.ts + 61 * S),
+        bad("bid-future", good_bid, "future", "The good bid, received 6 s before its ts.", now_ns=bid.ts - 6 * S),
         bad(
             "bid-other-task",
             good_bid,
@@ -287,10 +214,8 @@ def _with(message: Message, **changes: object) -> Message:
 def generate() -> dict[str, bytes]:
     """Every vector file, by name, as bytes."""
     keys = _keys()
-    msgs = _messages(keys)
-    result = msgs["result"]
-    statement = msgs["statement"]
-    assert isinstance(result, Result) and isinstance(statement, Attestation)
+    story = _story(keys)
+    result, statement = story.result, story.attestation
     manifest = {
         "description": "Accord security vectors; see spec/PROTOCOL.md sections 7-10. RFC 8032 test keys: "
         "never trust them outside tests.",
@@ -305,7 +230,7 @@ def generate() -> dict[str, bytes]:
             }
             for name, ident in keys.items()
         },
-        "frames": _frame_vectors(keys, msgs),
+        "frames": _frame_vectors(keys, story),
         "attestations": [
             {
                 "name": "result-attestation",
