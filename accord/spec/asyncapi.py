@@ -50,6 +50,7 @@ from accord.protocol.messages import (
 )
 from accord.security.envelope import ENVELOPE_VERSION, PAYLOAD_TYPE_FRAME, Envelope
 from accord.security.nkeys import encode_public
+from accord.spec.schemas import JsonObject, JsonValue, portable
 
 __all__ = [
     "ASYNCAPI_VERSION",
@@ -63,8 +64,6 @@ __all__ = [
     "render_yaml",
 ]
 
-JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
-JsonObject = dict[str, JsonValue]
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 DEFAULT_PATH: Final = "spec/asyncapi.yaml"
@@ -199,23 +198,8 @@ def _as_json(value: object) -> JsonValue:
     return result
 
 
-def _portable(node: JsonValue) -> JsonValue:
-    """Rewrite Python-only regex syntax for ECMA-262 (JSON Schema's dialect): a final ``\\Z`` becomes ``$``."""
-    if isinstance(node, dict):
-        out: JsonObject = {}
-        for key, value in node.items():
-            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z"):
-                out[key] = value[:-2] + "$"
-            else:
-                out[key] = _portable(value)
-        return out
-    if isinstance(node, list):
-        return [_portable(item) for item in node]
-    return node
-
-
 def _pattern_of(type_: object) -> str:
-    schema = _portable(_as_json(msgspec.json.schema(type_)))
+    schema = portable(_as_json(msgspec.json.schema(type_)))
     if not isinstance(schema, dict) or not isinstance(schema.get("pattern"), str):  # pragma: no cover
         raise TypeError(f"{type_!r} has no pattern")
     pattern = schema["pattern"]
@@ -434,7 +418,7 @@ def _messages() -> dict[str, JsonValue]:
 
 def _schemas() -> dict[str, JsonValue]:
     _, raw = msgspec.json.schema_components((*MESSAGE_TYPES, Envelope), ref_template=_SCHEMAS + "{name}")
-    components = _portable(_as_json(raw))
+    components = portable(_as_json(raw))
     if not isinstance(components, dict):  # pragma: no cover - msgspec returns a dict
         raise TypeError("schema components are not an object")
     return {name: components[name] for name in sorted(components)}

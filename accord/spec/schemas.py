@@ -21,7 +21,9 @@ __all__ = [
     "COMBINED_SCHEMA_FILE",
     "JSON_SCHEMA_DIALECT",
     "JsonObject",
+    "JsonValue",
     "message_schemas",
+    "portable",
     "render_json",
     "schema_file_name",
     "schema_files",
@@ -44,7 +46,7 @@ def schema_file_name(type_: type[Message]) -> str:
     return f"{message_tag(type_)}.schema.json"
 
 
-def _portable(node: JsonValue) -> JsonValue:
+def portable(node: JsonValue) -> JsonValue:
     """Rewrite Python-only regex syntax for ECMA-262 (JSON Schema's dialect): a final ``\\Z`` becomes ``$``."""
     if isinstance(node, dict):
         out: JsonObject = {}
@@ -52,10 +54,10 @@ def _portable(node: JsonValue) -> JsonValue:
             if key == "pattern" and isinstance(value, str) and value.endswith("\\Z"):
                 out[key] = value[:-2] + "$"
             else:
-                out[key] = _portable(value)
+                out[key] = portable(value)
         return out
     if isinstance(node, list):
-        return [_portable(item) for item in node]
+        return [portable(item) for item in node]
     return node
 
 
@@ -94,13 +96,13 @@ def message_schemas() -> dict[str, JsonObject]:
     roots, raw_components = msgspec.json.schema_components(
         (AnyMessage, *MESSAGE_TYPES), ref_template=_REF_PREFIX + "{name}"
     )
-    components_value = _portable(_as_json(raw_components))
+    components_value = portable(_as_json(raw_components))
     if not isinstance(components_value, dict):  # pragma: no cover - msgspec returns a dict
         raise TypeError("schema components are not an object")
     components: dict[str, JsonValue] = components_value
     docs: dict[str, JsonObject] = {}
 
-    combined = _portable(_as_json(roots[0]))
+    combined = portable(_as_json(roots[0]))
     if not isinstance(combined, dict):  # pragma: no cover
         raise TypeError("schema root is not an object")
     docs[COMBINED_SCHEMA_FILE] = {
@@ -111,7 +113,7 @@ def message_schemas() -> dict[str, JsonObject]:
         "$defs": _reachable(combined, components),
     }
     for type_, root_value in zip(MESSAGE_TYPES, roots[1:], strict=True):
-        root = _portable(_as_json(root_value))
+        root = portable(_as_json(root_value))
         if not isinstance(root, dict):  # pragma: no cover
             raise TypeError("schema root is not an object")
         docs[schema_file_name(type_)] = {
