@@ -55,7 +55,7 @@ from accord.bench.routing_report import (
 )
 from accord.protocol.messages import Tier
 from accord.routing.base import RouterError
-from accord.routing.store import ROUTER_KINDS
+from accord.routing.files import ROUTER_KINDS
 from accord.routing.table import PairTable
 
 __all__ = ["RoutingBench", "bench_tiers", "compare_tables", "live_points", "run_routing_bench"]

@@ -18,7 +18,7 @@ from accord.bench.routing_report import RoutingBenchResult
 from accord.bench.strategies import DEFAULT_STRATEGIES, run_strategy_bench
 from accord.cli.logging import configure_logging
 from accord.cli.mesh import _run
-from accord.routing.store import ROUTER_KINDS
+from accord.routing.files import ROUTER_KINDS
 from accord.strategies import StrategyConfigError, parse_strategy_option
 
 __all__ = ["register", "resolve_datasets_dir"]

@@ -13,8 +13,8 @@ from rich.console import Console
 from accord.bench.evaluation.evaluate import Report, baseline_reports, evaluate_scores
 from accord.bench.evaluation.render import plot_reports, report_table
 from accord.routing.base import RouterError
+from accord.routing.files import ROUTER_KINDS, load_router, make_router, overlap, save_router
 from accord.routing.records import Outcome, OutcomeLogError, read_outcomes, write_outcomes
-from accord.routing.store import ROUTER_KINDS, load_router, make_router, overlap, save_router
 from accord.routing.table import PairTable
 
 __all__ = ["register"]

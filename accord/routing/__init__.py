@@ -14,9 +14,9 @@ from accord.routing.bandit import BanditRouter, OnlineRun, simulate_online
 from accord.routing.base import Query, Router, RouterError
 from accord.routing.common import PairRouter
 from accord.routing.features import TextFeaturizer
+from accord.routing.files import ROUTER_KINDS, RouterFile, load_router, make_router, save_router
 from accord.routing.logistic import LogisticRouter
 from accord.routing.mf import MFRouter
-from accord.routing.store import ROUTER_KINDS, RouterFile, load_router, make_router, save_router
 from accord.routing.subject import SubjectRouter
 from accord.routing.table import PairTable, infer_pair
 from accord.routing.verifier import CascadeRouter

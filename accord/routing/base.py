@@ -5,7 +5,7 @@ sending the query to the strong model instead of the weak one (in quality units 
 "more worth escalating"). The caller turns scores into decisions with a threshold (:meth:`Router.route`) or,
 with several models, compares :meth:`Router.predict` (predicted quality per model) against prices.
 Routers are fitted on :class:`~accord.routing.records.Outcome` records and saved as data (msgpack or JSON via
-msgspec, never pickle): see :mod:`accord.routing.store`.
+msgspec, never pickle): see :mod:`accord.routing.files`.
 """
 
 from __future__ import annotations

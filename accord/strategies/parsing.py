@@ -24,7 +24,7 @@ from msgspec import Meta, Struct, field
 
 from accord.errors import AccordError
 from accord.protocol.messages import Tier
-from accord.routing.store import load_router
+from accord.routing.files import load_router
 from accord.strategies.base import Strategy
 from accord.strategies.cascade import Cascade, JudgeVerifier, ScorerVerifier, SelfConfidence, Verifier
 from accord.strategies.debate import Debate

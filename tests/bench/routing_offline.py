@@ -28,7 +28,7 @@ from accord.bench.evaluation.evaluate import Report
 from accord.bench.evaluation.render import format_quality
 from accord.bench.evaluation.suite_view import show_suite
 from accord.routing.bandit import BanditRouter, simulate_online
-from accord.routing.store import ROUTER_KINDS
+from accord.routing.files import ROUTER_KINDS
 from accord.routing.table import PairTable
 
 console = Console(width=None if sys.stdout.isatty() else 170)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from accord.bench.routing_report import RoutingBenchResult, SetResult
 from accord.bus.server import live_servers
 from accord.cli import app
-from accord.routing.store import ROUTER_KINDS
+from accord.routing.files import ROUTER_KINDS
 from tests.support.datasets import dataset, require_datasets
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import numpy as np
 from accord.bench.evaluation.evaluate import Report, baseline_reports, evaluate_scores, fold_ids
 from accord.routing.base import FloatArray, Query, RouterError
 from accord.routing.common import PairRouter
-from accord.routing.store import make_router
+from accord.routing.files import make_router
 from accord.routing.table import PairTable
 
 __all__ = ["CrossFit", "SuiteRun", "crossfit_kind", "crossfit_models", "run_suite", "suite_from_fits"]

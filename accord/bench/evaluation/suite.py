@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from accord.bench.evaluation.evaluate import Report, crossfit_scores, evaluate_scores
 from accord.routing.common import PairRouter
-from accord.routing.store import make_router
+from accord.routing.files import make_router
 from accord.routing.table import PairTable
 
 __all__ = ["crossfit_suite"]

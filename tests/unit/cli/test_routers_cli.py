@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from accord.bench.data.synthetic import synthetic_outcomes
 from accord.cli import app
+from accord.routing.files import load_router
 from accord.routing.records import write_outcomes
-from accord.routing.store import load_router
 
 runner = CliRunner()
 

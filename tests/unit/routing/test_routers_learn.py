@@ -15,9 +15,9 @@ from accord.bench.evaluation.suite import crossfit_suite
 from accord.routing.bandit import BanditRouter, simulate_online
 from accord.routing.base import Query, Router, RouterError
 from accord.routing.features import TextFeaturizer
+from accord.routing.files import ROUTER_KINDS, load_router, make_router, overlap, save_router
 from accord.routing.logistic import LogisticRouter
 from accord.routing.mf import MFRouter
-from accord.routing.store import ROUTER_KINDS, load_router, make_router, overlap, save_router
 from accord.routing.subject import SubjectRouter
 from accord.routing.table import PairTable
 from accord.routing.verifier import CascadeRouter, answer_tokens, check_arithmetic

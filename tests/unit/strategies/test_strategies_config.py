@@ -9,7 +9,7 @@ import pytest
 
 from accord.bench.data.synthetic import synthetic_outcomes
 from accord.protocol.messages import Tier
-from accord.routing.store import save_router
+from accord.routing.files import save_router
 from accord.routing.subject import SubjectRouter
 from accord.strategies import (
     STRATEGY_KINDS,
