@@ -133,6 +133,10 @@ def _frame_vectors(keys: dict[str, Identity], story: Story) -> list[dict[str, ob
     impersonation = encode_envelope(sign_envelope(PAYLOAD_TYPE_FRAME, encode(bid), requester))
     cert_typed = encode_envelope(sign_envelope(PAYLOAD_TYPE_CERT, encode(bid), contractor))
     revoked_bid = seal(_with(bid, sender=keys["revoked"].id), keys["revoked"])
+    # Bytes that are no message at all, under a signature that does not verify: a receiver that decoded before
+    # verifying would report them malformed (and would have parsed an attacker's bytes first).
+    garbage = bytearray(encode_envelope(sign_envelope(PAYLOAD_TYPE_FRAME, b"\xc1 not msgpack", contractor)))
+    garbage[-1] ^= 0x01
 
     def ok(name: str, frame: bytes, msg: Message, context: dict[str, object], text: str) -> dict[str, object]:
         return {
@@ -179,6 +183,12 @@ def _frame_vectors(keys: dict[str, Identity], story: Story) -> list[dict[str, ob
             "The result, carrying the attestation of attestation.dsse.json.",
         ),
         bad("bid-bad-signature", bytes(bad_sig), "bad_signature", "The bid with the last signature byte flipped."),
+        bad(
+            "garbage-bad-signature",
+            bytes(garbage),
+            "bad_signature",
+            "Undecodable payload bytes under a bad signature: refused for the signature, never parsed.",
+        ),
         bad("bid-unknown-key", outsider_bid, "unknown_key", "A bid signed by a key no certificate names."),
         bad(
             "bid-revoked", revoked_bid, "revoked", "A bid signed by a key whose certificate (serial 3) is revoked."

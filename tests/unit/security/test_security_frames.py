@@ -258,12 +258,30 @@ def test_arbitrary_bytes_only_ever_raise_security_errors(data: bytes) -> None:
 
 @given(st.integers(0, 10_000), st.integers(0, 7))
 def test_every_single_bit_flip_of_a_frame_is_refused(position: int, bit: int) -> None:
+    """Any flipped bit is refused; one inside the signed payload always for its signature (verify before
+    decode: the flip may well have made the payload undecodable, and that must not be what is reported)."""
     frame = bytearray(_SHARED_FRAME)
-    frame[position % len(frame)] ^= 1 << bit
-    with pytest.raises(SecurityError):
+    at = position % len(frame)
+    frame[at] ^= 1 << bit
+    with pytest.raises(SecurityError) as info:
         open_frame(bytes(frame), _SHARED.trust, ReplayGuard(), T0)
+    if _PAYLOAD_AT <= at < _PAYLOAD_AT + len(_SHARED_PAYLOAD):
+        assert info.value.reason is Reason.BAD_SIGNATURE, info.value
+
+
+@given(st.binary(max_size=400), st.binary(min_size=64, max_size=64))
+def test_any_bad_signature_over_any_payload_is_refused_before_decoding(payload: bytes, sig: bytes) -> None:
+    """A trusted key id, any payload bytes (almost never a message), a signature that does not verify: refused
+    with ``bad_signature``, whatever the payload is; decoding it first would report ``malformed``."""
+    env = Envelope(v=1, payload_type=PAYLOAD_TYPE_FRAME, payload=payload, key_id=_SHARED_AGENT.id, sig=sig)
+    with pytest.raises(SignatureError) as info:
+        open_frame(msgspec.msgpack.encode(env), _SHARED.trust, ReplayGuard(), T0)
+    assert info.value.reason is Reason.BAD_SIGNATURE
 
 
 _SHARED = Pki(random.Random(11))
 _SHARED_AGENT = _SHARED.agent()
-_SHARED_FRAME = seal(_bid(_SHARED_AGENT, random.Random(1)), _SHARED_AGENT)
+_SHARED_BID = _bid(_SHARED_AGENT, random.Random(1))
+_SHARED_FRAME = seal(_SHARED_BID, _SHARED_AGENT)
+_SHARED_PAYLOAD = encode(_SHARED_BID)
+_PAYLOAD_AT = _SHARED_FRAME.index(_SHARED_PAYLOAD)
