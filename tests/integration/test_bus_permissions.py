@@ -8,7 +8,6 @@ import json
 import os
 import random
 from collections.abc import Iterator
-from typing import Any
 
 import anyio
 import nkeys
@@ -21,7 +20,7 @@ from accord.protocol import subjects
 from accord.protocol.messages import Tier
 from accord.security import Identity, agent_permissions, inbox_prefix, kv_award_key
 from accord.security.testing import Pki
-from tests.support.runtime_kit import make_profile, sim_backend
+from tests.support.runtime_kit import make_profile, service_answers, sim_backend
 
 
 def _user() -> tuple[str, str]:
@@ -130,19 +129,6 @@ async def test_unknown_key_cannot_connect(secured_server: NatsServer) -> None:
         await NatsBus(secured_server.url, connect_attempts=1).connect()
 
 
-async def _gather(bus: NatsBus, subject: str, *, window_s: float = 0.5) -> list[dict[str, Any]]:
-    """Publish a service-protocol request and collect every answer that comes back within ``window_s``."""
-    inbox = f"_INBOX.accord-perms.{random.getrandbits(64):x}"
-    answers: list[dict[str, Any]] = []
-    async with await bus.subscribe(inbox) as sub:
-        await bus.publish(subject, b"", reply=inbox)
-        with anyio.move_on_after(window_s):
-            async for msg in sub:
-                if msg.data:  # an empty message is a status (503: no responders), not an answer
-                    answers.append(json.loads(msg.data))
-    return answers
-
-
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_permissioned_agent_answers_the_nats_service_protocol(secured_server: NatsServer) -> None:
@@ -157,8 +143,8 @@ async def test_a_permissioned_agent_answers_the_nats_service_protocol(secured_se
         async with anyio.create_task_group() as tg:
             await tg.start(agent.run)
             assert agent.service_id is not None  # $SRV.* subscriptions were allowed
-            pings = await _gather(ops, "$SRV.PING")
-            kind = await _gather(ops, "$SRV.PING.accord-agent")
+            pings = await service_answers(ops, "$SRV.PING", expect=1)
+            kind = await service_answers(ops, "$SRV.PING.accord-agent", expect=1)
             info = await ops.request(f"$SRV.INFO.accord-agent.{agent.service_id}", b"", timeout_ms=2000)
             stats = await ops.request(f"$SRV.STATS.accord-agent.{agent.service_id}", b"", timeout_ms=2000)
             await bus.flush()  # any refused publish (a reply) would be reported here

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
 
 import anyio
 import pytest
@@ -16,24 +15,8 @@ from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
 from accord.runtime.requester import Requester
 from accord.security.testing import Pki
-from tests.support.runtime_kit import AgentSpec, make_agent, spec, wait_registry
+from tests.support.runtime_kit import AgentSpec, make_agent, service_answers, spec, wait_registry
 from tests.unit.runtime.test_runtime_shells import _FailingBackend
-
-
-async def _gather(bus: NatsBus, subject: str, *, window_s: float = 0.5) -> list[dict[str, Any]]:
-    """Publish a service-protocol request and collect every answer that comes back within ``window_s``."""
-    inbox = f"_INBOX.accord-test.{random.getrandbits(64):x}"
-    sub = await bus.subscribe(inbox)
-    answers: list[dict[str, Any]] = []
-    async with sub:
-        await bus.publish(subject, b"", reply=inbox)
-        with anyio.move_on_after(window_s):
-            async for msg in sub:
-                if not msg.data:  # a status message (503: no responders), not an answer
-                    assert msg.headers is not None and msg.headers.get("Status") == "503"
-                    continue
-                answers.append(json.loads(msg.data))
-    return answers
 
 
 @pytest.mark.integration
@@ -61,12 +44,12 @@ async def test_agents_and_requesters_answer_the_nats_service_protocol() -> None:
                 outcome = await req.submit(spec())
                 assert outcome.agent_id == good.id and outcome.attempt == 2
 
-                pings = await _gather(ops, "$SRV.PING")
-                infos = await _gather(ops, "$SRV.INFO.accord-agent")
-                stats = await _gather(ops, "$SRV.STATS")
+                pings = await service_answers(ops, "$SRV.PING", expect=3)
+                infos = await service_answers(ops, "$SRV.INFO.accord-agent", expect=2)
+                stats = await service_answers(ops, "$SRV.STATS", expect=3)
                 one = await ops.request(f"$SRV.STATS.accord-agent.{good.service_id}", b"", timeout_ms=2000)
                 tg.cancel_scope.cancel()
-            after = await _gather(ops, "$SRV.PING", window_s=0.3)
+            after = await service_answers(ops, "$SRV.PING", expect=0)
     finally:
         await server.acleanup()
 

@@ -5,11 +5,13 @@ Used by tests/unit/test_runtime_*.py (MemoryBus) and tests/integration/test_runt
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -32,6 +34,7 @@ __all__ = [
     "History",
     "make_agent",
     "make_profile",
+    "service_answers",
     "sim_backend",
     "spec",
     "wait_for",
@@ -163,6 +166,26 @@ async def wait_registry(requester: Requester, agents: Sequence[Agent | str], *, 
     )
 
 
+async def service_answers(bus: Bus, subject: str, *, expect: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Publish a NATS service-protocol request ($SRV.PING, INFO, STATS) and return its answers as soon as
+    ``expect`` have come; with ``expect=0``, once the server reports that nobody listens (status 503). Waits on
+    the answers themselves, never on a time window: more time only fails the test later."""
+    inbox = f"_INBOX.accord-test.{random.getrandbits(64):x}"
+    answers: list[dict[str, Any]] = []
+    with anyio.fail_after(timeout_s):
+        async with await bus.subscribe(inbox) as sub:
+            await bus.publish(subject, b"", reply=inbox)
+            async for msg in sub:
+                if msg.data:
+                    answers.append(json.loads(msg.data))
+                else:  # a status message: 503, nobody listens
+                    assert msg.headers is not None and msg.headers.get("Status") == "503", msg.headers
+                    assert expect == 0, f"no responders on {subject}, {expect} expected"
+                if len(answers) >= expect:
+                    break
+    return answers
+
+
 class BlockingBackend:
     """A backend that blocks until released (or cancelled), recording what happened to each call."""
 
@@ -172,10 +195,17 @@ class BlockingBackend:
         self.release = anyio.Event()
         self.calls = 0
         self.cancelled = 0
+        self._called = anyio.Event()
 
     @property
     def name(self) -> str:
         return "blocking"
+
+    async def wait_calls(self, n: int) -> None:
+        """Return once ``n`` calls have started (each of them waits for ``release``)."""
+        while self.calls < n:
+            self._called = anyio.Event()
+            await self._called.wait()
 
     @property
     def model(self) -> str:
@@ -186,6 +216,7 @@ class BlockingBackend:
 
         self.calls += 1
         self.started.set()
+        self._called.set()
         try:
             await self.release.wait()
         except BaseException:

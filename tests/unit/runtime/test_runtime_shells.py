@@ -296,9 +296,8 @@ async def test_deadline_no_agent_can_meet_fails_clearly_and_loses_nothing() -> N
 
 async def test_submit_applies_backpressure_at_max_in_flight() -> None:
     w = _World(seed=8)
-    agents = [
-        w.agent(AgentSpec(f"a{i}", slots=8, backend=sim_backend(realtime=True, ttft_ms=80))) for i in range(2)
-    ]
+    backend = BlockingBackend()  # shared: no task can end before it is released
+    agents = [w.agent(AgentSpec(f"a{i}", slots=8, backend=backend)) for i in range(2)]
     running: list[int] = []
     req_holder: list[Requester] = []
 
@@ -322,10 +321,13 @@ async def test_submit_applies_backpressure_at_max_in_flight() -> None:
         async with anyio.create_task_group() as work:
             for i in range(6):
                 work.start_soon(one, i)
-            await anyio.sleep(0.05)
+            with anyio.fail_after(10):
+                await backend.wait_calls(2)  # the two running tasks are executing; none can end yet
             in_flight.append(req.in_flight)
+            assert req.running == 2 and backend.calls == 2
+            backend.release.set()
         tg.cancel_scope.cancel()
-    assert len(outcomes) == 6
+    assert len(outcomes) == 6 and backend.calls == 6
     assert max(running) == 2  # never more than two machines at once...
     assert in_flight == [6]  # ...while all six callers wait their turn
     assert req.stats.completed == 6 and req.stats.in_flight == 0
