@@ -357,6 +357,44 @@ def test_at_most_one_result_is_accepted() -> None:
     assert sum(isinstance(a, Accept) for a in h.log) == 1
 
 
+def test_a_completed_task_refuses_every_later_result_even_after_a_restart() -> None:
+    """Completed at attempt 2, then restored from its snapshot: the same Result again, the awardee's retry with
+    a new id and attempt 1's late answer are all refused, and nothing else happens (no Accept, no payment)."""
+    h = Harness()
+    first = _two_bids(h)
+    second = award_in(h.at(150).timer(TimerKind.ACK))
+    accepted, out = h.at(160).result(second)
+    assert [a.result for a in out if isinstance(a, Accept)] == [accepted]
+    h.m = RequesterMachine.restore(
+        h.m.snapshot(), rng=random.Random(3), trusted=h.trusted, verify_bid=h.verify, config=h.config
+    )
+    assert h.at(170).handle(Recovered()) == []
+    retry = msgspec.structs.replace(accepted, id=mid())
+    _, late = h.result(first)
+    for out, reason in (
+        (h.handle(Received(accepted)), RejectReason.DUPLICATE),
+        (h.handle(Received(retry)), RejectReason.TERMINAL),
+        (late, RejectReason.TERMINAL),
+    ):
+        assert out == [Reject(reason, out[0].message)], out
+    assert h.m.state is RequesterState.COMPLETED and h.m.paid_micros == second.price_micros
+
+
+def test_an_expired_lease_with_no_bid_left_starts_a_new_round() -> None:
+    h = Harness()
+    h.start()
+    h.at(1).bid(A, price_micros=100)
+    award = award_in(h.at(50).close_window())
+    h.at(55).ack(award)
+    out = h.at((award.lease_until_ns - NOW) // MS).timer(TimerKind.LEASE)
+    assert AttemptEnded(A, h.tid, 1, False, ReasonCode.LEASE_EXPIRED) in out
+    assert not any(isinstance(a, Fail) for a in out)
+    (task,) = sent(out, Task)
+    assert task.attempt == 2 and h.m.state is RequesterState.ANNOUNCED
+    _, out = h.bid(B, price_micros=200)  # the new round takes bids from others (A had its attempt)
+    assert award_in(h.at((award.lease_until_ns - NOW) // MS + 50).close_window()).winner == B
+
+
 def test_progress_is_an_implicit_ack_and_stale_progress_is_refused() -> None:
     h = Harness()
     award = _two_bids(h)
