@@ -1,5 +1,6 @@
-"""Shared test configuration: Hypothesis profiles (``ci`` derandomised and sized for CI, ``dev`` larger), and
-structlog's global configuration reset after every test."""
+"""Shared test configuration: Hypothesis profiles (``ci`` derandomised and sized for CI, ``dev`` larger,
+``mutation`` the ci examples without shrinking, for ``python -m tests.mutation``), and structlog's global
+configuration reset after every test."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "ci",
@@ -24,6 +25,11 @@ settings.register_profile(
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(  # a mutant only has to fail, and fast: the ci examples, no shrinking
+    "mutation",
+    parent=settings.get_profile("ci"),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

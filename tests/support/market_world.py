@@ -8,7 +8,14 @@ partition, crash, ...), so a Hypothesis state machine or a unit test decides the
 It also keeps the ground truth the safety invariants are checked against: every award sent, every result
 accepted, every bid that was crafted ineligible or forged, who is trusted for what, and who bid on each task and
 was not yet told that it lost (spec 5.9: when a task ends, ONE Cancel goes to all of them; a contractor that gets
-it holds no slot for the task any more).
+it holds no slot for the task any more). From the bids each requester took and the rounds it announced, the world
+judges every failure on its own: a task may fail (other than by deadline or cancel) only when its attempts are
+used up, or when no untried agent's bid is eligible and no further round fits (spec 5.5).
+
+``stats`` counts the cases the invariants are about, so a test can show they happen: Results delivered to a
+completed task (``case:result_after_completion``), attempts ended by lease expiry and what followed
+(``case:lease_expired``, ``case:reaward_after_lease``, ...), second-price awards whose price the budget capped
+(``case:second_price_capped``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import random
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import msgspec
 
 from accord.protocol.actions import (
     Abort,
@@ -50,23 +59,35 @@ from accord.protocol.events import (
     Start,
     TimerFired,
     TimerKind,
+    event_type,
 )
-from accord.protocol.market import NS_PER_MS, Reputation, ReputationPredictor, sheet_quote
+from accord.protocol.market import (
+    NS_PER_MS,
+    Offer,
+    Reputation,
+    ReputationPredictor,
+    rank,
+    sheet_quote,
+    vickrey_price,
+)
 from accord.protocol.messages import (
     Advertise,
     Award,
     Bid,
     Cancel,
     Constraints,
+    Mechanism,
     Message,
     ModelOffer,
     Privacy,
+    ReasonCode,
+    Result,
     Task,
     Tier,
     Withdraw,
 )
 from accord.protocol.registry import Registry
-from accord.protocol.requester import RequesterConfig, RequesterMachine, TaskSpec
+from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
 
 BASE_NS = 1_700_000_000 * 10**9
 MS = NS_PER_MS
@@ -215,6 +236,7 @@ class TaskRecord:
     requester: str
     constraints: Constraints
     mechanism_asked: str
+    window_ms: int = 50
     terminal_ns: int | None = None
     outcome: str = ""
 
@@ -249,6 +271,9 @@ class World:
         self.violations: list[str] = []
         self.owed: dict[str, set[str]] = {}  # task -> bidders the requester recorded and has not told yet
         self.bid_ids: dict[str, set[str]] = {}  # task -> ids of the bids its requester recorded
+        self.offered: dict[str, set[str]] = {}  # task -> ids of the bids its requester took as offers
+        self.announces: Counter[str] = Counter()  # task -> bid rounds its requester announced
+        self.results_delivered: deque[tuple[str, str, bytes]] = deque(maxlen=32)  # (src, dst, frame) to requesters
 
     # --- membership ---------------------------------------------------------------------------------------------
     def add_requester(self, name: str) -> RequesterNode:
@@ -276,7 +301,7 @@ class World:
         machine = self._new_requester_machine(node, spec)
         tid = machine.task_id
         node.machines[tid] = machine
-        self.tasks[tid] = TaskRecord(tid, requester, spec.constraints, spec.mechanism.value)
+        self.tasks[tid] = TaskRecord(tid, requester, spec.constraints, spec.mechanism.value, spec.bid_window_ms)
         self._run_requester(node, tid, Start())
         return tid
 
@@ -313,7 +338,118 @@ class World:
         node.snapshots[task_id] = machine.snapshot()  # persisted before the actions are carried out
         self.stats["requester_events"] += 1
         self._track_losers(machine, event, actions, was_live)
+        self._track_offers(task_id, event, actions, was_live)
+        if not was_live and not all(isinstance(a, Reject) for a in actions):
+            self.violations.append(f"task {task_id} ended, yet {event_type(event).name} made it act: {actions}")
+        self._count_cases(node, machine, event, actions, was_live)
         self._execute(node.agent_id, actions, requester=node, task_id=task_id)
+        for a in actions:
+            if isinstance(a, Fail):
+                self._check_gave_up_rightly(a, event)
+
+    def _track_offers(self, task_id: str, event: Event, actions: list[Action], was_live: bool) -> None:
+        """The bids the requester took as offers (no Reject for them) and the rounds it announced."""
+        bid = event.message if was_live and isinstance(event, Received) else None
+        if isinstance(bid, Bid) and not any(isinstance(a, Reject) and a.message is bid for a in actions):
+            self.offered.setdefault(task_id, set()).add(bid.id)
+        for a in actions:
+            if isinstance(a, Send | Multicast) and isinstance(a.message, Task):
+                self.announces[task_id] += a.message.mechanism is not Mechanism.DIRECT
+
+    def _tried(self, task_id: str, before: int | None = None) -> set[str]:
+        """The agents awarded the task (in attempts before ``before``)."""
+        return {aw.winner for (t, n), aw in self.awards.items() if t == task_id and (before is None or n < before)}
+
+    def eligible_bids(self, task_id: str, tried: set[str]) -> list[Bid]:
+        """The bids the requester holds that pass every eligibility rule now, judged here from the ground truth
+        (forged ones excluded: verification drops them). Tasks with a quality floor are not judged (a quality
+        prediction moves with the reputation, so an offer dropped earlier may pass now)."""
+        c = self.tasks[task_id].constraints
+        if c.min_quality > 0:
+            return []
+        out = []
+        for bid_id in sorted(self.offered.get(task_id, ())):
+            bid = self.bids_seen[bid_id]
+            if (
+                bid.sender not in tried
+                and bid.id not in self.crafted_ineligible
+                and payload_digest(encode(bid)) not in self.forged
+                and bid.valid_until_ns > self.now
+                and self.trusted(bid.sender, c)
+                and (c.residency is None or c.residency in bid.residency)
+                and (not c.preferred_tiers or bid.tier in c.preferred_tiers)
+                and bid.price_micros <= c.max_price_micros
+                and self.now + bid.est_latency_ms * MS <= c.deadline_ns
+            ):
+                out.append(bid)
+        return out
+
+    def _check_gave_up_rightly(self, fail: Fail, event: Event) -> None:
+        """Spec 5.5: an attempt that ends early (ack timeout, award reject, lease expiry, Failure) leads to the
+        next eligible bid or another round while attempts, bids and time allow; a task fails only when none
+        does. (A backoff timer that fires too late for a round fails the task whatever bids it holds: spec 5.4
+        awards nothing during the pause.)"""
+        if fail.reason in (ReasonCode.DEADLINE_EXCEEDED, ReasonCode.CANCELLED):
+            return
+        tid = fail.task_id
+        rec = self.tasks[tid]
+        cfg = self.config
+        tried = self._tried(tid)
+        if len(tried) >= cfg.max_attempts:
+            return
+        last_round = rec.constraints.deadline_ns - (rec.window_ms + cfg.min_exec_ms) * MS - 1
+        if self.announces[tid] < cfg.max_announces and self.now <= last_round:
+            self.violations.append(f"task {tid} failed ({fail.reason.value}) with time for another round")
+            return
+        if isinstance(event, TimerFired) and event.kind is TimerKind.REANNOUNCE:
+            return
+        held = self.eligible_bids(tid, tried)
+        if held:
+            self.violations.append(f"task {tid} failed ({fail.reason.value}) holding eligible bids {held}")
+
+    def _count_cases(
+        self, node: RequesterNode, machine: RequesterMachine, event: Event, actions: list[Action], was_live: bool
+    ) -> None:
+        """Count the cases the invariants are about (see the module docstring)."""
+        stats = self.stats
+        msg = event.message if isinstance(event, Received) else None
+        if isinstance(msg, Result) and not was_live and machine.state is RequesterState.COMPLETED:
+            duplicate = any(a.result.id == msg.id for a in self.accepted.get(machine.task_id, []))
+            stats["case:result_after_completion"] += 1
+            stats["case:result_after_completion:" + ("duplicate" if duplicate else "other")] += 1
+        if any(isinstance(a, AttemptEnded) and a.reason is ReasonCode.LEASE_EXPIRED for a in actions):
+            stats["case:lease_expired"] += 1
+            if any(isinstance(a, Send) and isinstance(a.message, Award) for a in actions):
+                stats["case:reaward_after_lease"] += 1
+            elif any(isinstance(a, Fail) for a in actions):
+                stats["case:failed_after_lease"] += 1
+            else:
+                stats["case:new_round_after_lease"] += 1
+        for a in actions:
+            if isinstance(a, Send) and isinstance(a.message, Award) and a.message.bid_id in self.bids_seen:
+                self._count_second_price(node, machine, a.message)
+
+    def _count_second_price(self, node: RequesterNode, machine: RequesterMachine, award: Award) -> None:
+        """A second-price award whose runner-up sets a price above the budget: the cap must bind."""
+        if machine.task.mechanism is not Mechanism.SECOND_PRICE:
+            return
+        self.stats["case:second_price_award"] += 1
+        tid = award.task_id
+        bids = (self.bids_seen[b] for b in sorted(self.offered.get(tid, ())))
+        offers = [Offer.from_bid(b, d) for b in bids if (d := payload_digest(encode(b))) not in self.forged]
+        predictor = ReputationPredictor(node.reputation)
+        tried = self._tried(tid, before=award.attempt)
+        ranking = rank(
+            offers, machine.task, now=self.now, trusted=self.trusted, predictor=predictor, exclude=tried
+        )
+        if len(ranking.eligible) < 2 or ranking.eligible[0].offer.bid_id != award.bid_id:
+            return
+        unbounded = msgspec.structs.replace(
+            machine.task,
+            constraints=msgspec.structs.replace(machine.task.constraints, max_price_micros=2**62),
+        )
+        if vickrey_price(ranking.eligible[0], ranking.eligible[1], unbounded) > award.price_micros:
+            self.stats["case:second_price_capped"] += 1
 
     _NOT_RECORDED = frozenset(
         {
@@ -485,6 +621,8 @@ class World:
                 self.violations.append("bid of a tier not preferred won")
             if bid.price_micros > c.max_price_micros:
                 self.violations.append("bid over budget won")
+            if award.price_micros < bid.price_micros:
+                self.violations.append(f"award pays {award.price_micros}, less than the bid {bid.price_micros}")
             if award.ts + bid.est_latency_ms * MS > c.deadline_ns or bid.valid_until_ns <= award.ts:
                 self.violations.append("bid too slow or expired won")
         elif award.bid_id in self.adverts_seen:  # direct award from a price sheet
@@ -547,6 +685,8 @@ class World:
         self.stats["delivered"] += 1
         rnode = self.requesters.get(dst)
         if rnode is not None:
+            if isinstance(message, Result):
+                self.results_delivered.append((src, dst, data))
             if not rnode.up:
                 self.faults["lost_at_crashed_node"] += 1
                 return
@@ -617,6 +757,16 @@ class World:
         j = 1 + i % (len(q) - 1)
         q[0], q[j] = q[j], q[0]
         self.faults["reorder"] += 1
+        return True
+
+    def redeliver(self, i: int) -> bool:
+        """Deliver again one of the last Results delivered to a requester (at-least-once delivery: a copy that
+        comes back late, after its task may have ended)."""
+        if not self.results_delivered:
+            return False
+        src, dst, data = self.results_delivered[i % len(self.results_delivered)]
+        self.links.setdefault((src, dst), deque()).append((data, False))
+        self.faults["redeliver"] += 1
         return True
 
     def delay(self, link: tuple[str, str], ms: int) -> bool:
@@ -769,6 +919,15 @@ class World:
         del cnode.executions[(tid, attempt)]
         self.faults["backend_error"] += 1
         self._run_contractor(cnode, ExecutionFailed(tid, attempt))
+        return True
+
+    def hang_execution(self, aid: str) -> bool:
+        """The backend of one running job never returns: no result, no failure (the requester's lease ends it)."""
+        cnode = self.contractors[aid]
+        if not cnode.executions:
+            return False
+        del cnode.executions[min(cnode.executions)]
+        self.faults["backend_hangs"] += 1
         return True
 
     # --- checks -------------------------------------------------------------------------------------------------
