@@ -1,5 +1,6 @@
-"""A run's budget (accord/strategies/base.py): each call may spend only what is left, side-by-side calls reserve
-their shares, and for any nesting of strategies and any prices the run never pays more than its budget.
+"""A strategy run's session (accord/strategies/base.py): each call may spend only what is left, side-by-side calls
+reserve their shares, and for any nesting of strategies and any prices the run never pays more than its budget;
+what each task asks for, how failures are recorded and when the run stops.
 
 The market is played by :class:`Market`, a stand-in for the requester that answers every task at a price it is
 told (never above the task's ``max_price_micros``: the real requester's guarantee, tested in tests/unit/protocol
@@ -20,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accord.protocol.messages import ReasonCode
+from accord.protocol.messages import Policy, Privacy, ReasonCode, Tier
 from accord.protocol.requester import TaskSpec
 from accord.runtime.requester import Requester, TaskFailed, TaskOutcome
 from accord.strategies import (
@@ -47,6 +48,8 @@ FULL = -1
 class Reply:
     price: int = FULL
     fails: bool = False
+    reason: ReasonCode = ReasonCode.NO_BIDS
+    detail: str = ""
     confidence: int = 9
     pauses: int = 1
     """Scheduling points before the answer: side-by-side calls end in varying orders."""
@@ -57,6 +60,8 @@ class Market:
     """Answers task i with ``replies[i % len(replies)]``; records every ceiling and what it paid."""
 
     replies: Sequence[Reply] = (Reply(),)
+    specs: list[TaskSpec] = field(default_factory=list)
+    avoids: list[object] = field(default_factory=list)
     budget: int | None = None
     """When set: at every submit, what is paid plus the ceilings of the calls in flight must fit in it."""
     caps: list[int] = field(default_factory=list)
@@ -65,6 +70,8 @@ class Market:
 
     async def submit(self, spec: TaskSpec, *, avoid: object = None) -> TaskOutcome:
         cap = spec.constraints.max_price_micros
+        self.specs.append(spec)
+        self.avoids.append(avoid)
         reply = self.replies[len(self.caps) % len(self.replies)]
         self.caps.append(cap)
         self.in_flight.append(cap)
@@ -77,7 +84,7 @@ class Market:
             self.in_flight.remove(cap)
         n = len(self.caps)
         if reply.fails:
-            raise TaskFailed(f"{n:032x}", ReasonCode.NO_BIDS)
+            raise TaskFailed(f"{n:032x}", reply.reason, reply.detail)
         price = cap if reply.price == FULL else min(reply.price, cap)
         self.paid += price
         text = f"42. Score: {reply.confidence}. Best: 1. Confidence: {reply.confidence}/10"
@@ -236,3 +243,129 @@ def test_spent_never_exceeds_the_budget(strategy: Strategy, replies: list[Reply]
     spent = anyio.run(main)
     assert market.paid <= budget
     assert spent is None or spent == market.paid
+
+
+# --- what each task asks for, failures, stopping -----------------------------------------------------------------
+def test_each_task_carries_the_ask_and_the_session_settings() -> None:
+    market = Market([Reply(price=100)])
+    policy = Policy(lambda_price=3.0, mu_latency=0.5)
+    ask = Ask("Sum the rows.", kind="table", max_output_tokens=77, residency="eu", privacy=Privacy.CONFIDENTIAL)
+    deadline = time.time_ns() + 60 * 10**9
+
+    async def main() -> None:
+        s = Session(
+            cast(Requester, market), budget_micros=900, deadline_ns=deadline, bid_window_ms=123, policy=policy
+        )
+        await s.call(ask, role="answer", tiers=(Tier.EDGE, Tier.DEVICE))
+        await s.call(ask, role="answer", privacy=Privacy.PUBLIC, deadline_ns=deadline - 10**9)
+
+    anyio.run(main)
+    first, second = market.specs
+    assert (first.kind, first.messages, first.max_output_tokens) == ("table", ask.messages(), 77)
+    assert first.est_input_tokens > 0 and first.policy == policy and first.bid_window_ms == 123
+    c = first.constraints
+    assert (c.residency, c.privacy, c.preferred_tiers, c.deadline_ns) == (
+        "eu",
+        Privacy.CONFIDENTIAL,
+        [Tier.EDGE, Tier.DEVICE],
+        deadline,
+    )
+    assert (second.constraints.privacy, second.constraints.deadline_ns) == (Privacy.PUBLIC, deadline - 10**9)
+
+
+@pytest.mark.parametrize(
+    ("reply", "failure", "exhausted"),
+    [
+        (Reply(fails=True, reason=ReasonCode.NO_BIDS, detail="nobody answered"), "no_bids", None),
+        (
+            Reply(fails=True, reason=ReasonCode.NO_ELIGIBLE_BIDS, detail="ineligible budget: bid x"),
+            "budget",
+            "budget",
+        ),
+        (Reply(fails=True, reason=ReasonCode.DEADLINE_EXCEEDED), "deadline_exceeded", "deadline"),
+        (Reply(fails=True, reason=ReasonCode.ACK_TIMEOUT), "ack_timeout", None),
+    ],
+)
+def test_a_failed_call_is_recorded_and_budget_or_deadline_stops_the_run(
+    reply: Reply, failure: str, exhausted: str | None
+) -> None:
+    market = Market([reply, Reply(price=10)])
+
+    async def main() -> Session:
+        s = _session(market, 1_000)
+        assert await s.call(ASK, role="answer") is None
+        await s.call(ASK, role="again")
+        return s
+
+    s = anyio.run(main)
+    first = s.calls[0]
+    assert (first.failure, first.task_id, first.detail) == (failure, f"{1:032x}", reply.detail)
+    assert s.exhausted == exhausted
+    if exhausted is None:  # the next call runs
+        assert s.calls[1].ok and s.spent_micros == 10 and len(market.specs) == 2
+    else:  # refused at once, for the same reason
+        assert s.calls[1].failure == exhausted and len(market.specs) == 1
+
+
+def test_no_call_starts_with_less_time_left_than_min_call_ms() -> None:
+    market = Market()
+
+    async def main() -> Session:
+        s = Session(cast(Requester, market), budget_micros=100, deadline_ns=time.time_ns() + 50 * 10**6)
+        assert await s.call(ASK, role="answer") is None
+        return s
+
+    s = anyio.run(main)
+    assert market.specs == [] and s.exhausted == "deadline"
+    assert [(c.role, c.failure, c.max_price_micros) for c in s.calls] == [("answer", "deadline", 0)]
+
+
+def test_call_many_seats_avoid_the_agents_kept_by_the_other_seats() -> None:
+    market = Market()
+
+    async def main() -> None:
+        s = _session(market, 900)
+        with s.stage("round"):
+            await s.call_many([ASK] * 3, role="seat", tiers=(Tier.CLOUD,), keep=["a", None, "c"])
+
+    anyio.run(main)
+    assert [set(a) for a in market.avoids] == [{"c"}, {"a", "c"}, {"a"}]  # type: ignore[call-overload]
+    assert all(spec.constraints.preferred_tiers == [Tier.CLOUD] for spec in market.specs)
+
+
+def test_run_strategy_reports_what_the_run_did() -> None:
+    market = Market([Reply(price=40, confidence=3), Reply(price=60)])
+    cascade = Cascade(first=Single(), then=Single(), verifier=SelfConfidence())
+
+    async def main() -> object:
+        return await run_strategy(cast(Requester, market), cascade, ASK, budget_micros=500, deadline_ms=60_000)
+
+    result = anyio.run(main)
+    assert result.strategy == "cascade" and result.spent_micros == 100 and result.budget_micros == 500
+    assert [c.role for c in result.calls] == ["draft/answer", "escalate/answer"]
+    assert result.stopped is None and result.answer.startswith("42") and result.latency_ms > 0
+    assert market.specs[0].bid_window_ms == 50 and market.specs[0].policy == Policy()
+
+
+@pytest.mark.parametrize(
+    ("replies", "reason"),
+    [
+        ([Reply(fails=True, reason=ReasonCode.ACK_TIMEOUT)], "ack_timeout"),
+        (
+            [Reply(fails=True, reason=ReasonCode.NO_BIDS), Reply(fails=True, reason=ReasonCode.ACK_TIMEOUT)],
+            "ack_timeout",
+        ),
+        ([Reply(fails=True, reason=ReasonCode.NO_ELIGIBLE_BIDS, detail="over budget")], "budget"),
+    ],
+)
+def test_a_run_without_an_answer_fails_with_the_reason(replies: list[Reply], reason: str) -> None:
+    market = Market(replies)
+    route = Cascade(first=Single(), then=Single(), verifier=SelfConfidence())
+
+    async def main() -> None:
+        await run_strategy(cast(Requester, market), route, ASK, budget_micros=500, deadline_ms=60_000)
+
+    with pytest.raises(StrategyFailed) as info:
+        anyio.run(main)
+    assert info.value.reason == reason and info.value.strategy == "cascade"
+    assert f"({info.value.calls[0].role}:" in str(info.value)
