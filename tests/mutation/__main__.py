@@ -20,6 +20,7 @@ def main() -> int:
     r = sub.add_parser("run", help="mutmut over the core modules, each group against its fast tests")
     r.add_argument("groups", nargs="*", help=", ".join(mutants.GROUPS) + " (default: all)")
     r.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    r.add_argument("--only", default="", help="only the group's modules whose path contains this")
     p = sub.add_parser("planted", help="plant the bugs of issue 19 one by one and list the tests that catch each")
     p.add_argument("names", nargs="*", help=", ".join(b.name for b in planted.PLANTED))
     args = parser.parse_args()
@@ -28,7 +29,7 @@ def main() -> int:
         unknown = set(args.groups) - set(mutants.GROUPS)
         if unknown:
             parser.error(f"unknown groups {sorted(unknown)}")
-        return mutants.run(args.groups, scratch, args.max_children)
+        return mutants.run(args.groups, scratch, args.max_children, args.only)
     return planted.run(args.names, scratch)
 
 

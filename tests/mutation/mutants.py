@@ -99,8 +99,10 @@ def show(tree: Path, name: str) -> str:
     return "\n".join(ln for ln in diff.stdout.splitlines() if re.match(r"^[-+](?![-+])", ln))
 
 
-def run_group(name: str, scratch: Path, max_children: int) -> dict[str, Counter[str]]:
+def run_group(name: str, scratch: Path, max_children: int, only: str = "") -> dict[str, Counter[str]]:
     group = GROUPS[name]
+    if only:  # a part of the group: its modules whose path contains ``only``
+        group = Group(tuple(m for m in group.modules if only in m) or group.modules, group.tests, group.env)
     tree = scratch / f"mutmut-{name}"
     copy_tree(tree)
     with (tree / "pyproject.toml").open("a", encoding="utf-8") as f:
@@ -126,7 +128,7 @@ def run_group(name: str, scratch: Path, max_children: int) -> dict[str, Counter[
     return counts
 
 
-def run(names: Sequence[str], scratch: Path, max_children: int) -> int:
+def run(names: Sequence[str], scratch: Path, max_children: int, only: str = "") -> int:
     for name in names or GROUPS:
-        run_group(name, scratch, max_children)
+        run_group(name, scratch, max_children, only)
     return 0
