@@ -135,6 +135,22 @@ def test_verify_accepts_raw_frames(pki: Pki) -> None:
     assert opened.verified and opened.signer == agent.id
 
 
+@pytest.mark.parametrize("peeked", [False, True], ids=["raw", "peeked"])
+def test_verify_applies_the_context_and_the_replay_guard(pki: Pki, peeked: bool) -> None:
+    """Raw or peeked, verify checks the receiver's context and admits the frame to the guard it is given."""
+    agent = pki.agent()
+    frame = seal(_bid(agent, pki.rng), agent)
+    given = peek(frame) if peeked else frame
+    with pytest.raises(ReplayError) as info:
+        verify(given, pki.trust, T0, expect=Expect(task_id=OTHER_TASK))
+    assert info.value.reason is Reason.CONTEXT_MISMATCH
+    guard = ReplayGuard()
+    verify(given, pki.trust, T0, replay_guard=guard, expect=Expect(task_id=TASK))
+    with pytest.raises(ReplayError) as info:
+        verify(given, pki.trust, T0, replay_guard=guard)
+    assert info.value.reason is Reason.REPLAY
+
+
 def test_peek_refuses_key_id_that_is_not_the_sender(pki: Pki) -> None:
     a, b = pki.agent(), pki.agent()
     payload = encode(_bid(a, pki.rng))
