@@ -222,11 +222,16 @@ def test_file_round_trip_and_caching(pki: Pki, tmp_path: Path) -> None:
     a, b = pki.agent("a"), pki.agent("b")
     pki.revoke(agents=[b.id])
     dev = random_identity(pki.rng)
-    pki.trust.trust_directly(dev.id, name="dev", tier=Tier.DEVICE, region="lab")
+    pki.trust.trust_directly(
+        dev.id, name="dev", tier=Tier.DEVICE, region="lab", residency=["eu"], privacy=[Privacy.CONFIDENTIAL]
+    )
     path = tmp_path / "trust.json"
-    pki.trust.save(path)
+    path.write_bytes(b"an older trust file")
+    pki.trust.save(path)  # replaces it
     assert path.stat().st_mode & 0o077 == 0
     loaded = TrustStore.load(path)
+    direct = loaded.check(dev.id, T0)
+    assert (direct.residency, direct.privacy, direct.region) == (["eu"], [Privacy.CONFIDENTIAL], "lab")
     assert loaded.to_json() == pki.trust.to_json() == path.read_bytes()
     assert loaded.check(a.id, T0).name == "a"
     assert loaded.check(dev.id, T0).issuer is None
