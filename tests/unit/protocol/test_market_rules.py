@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -137,6 +138,8 @@ def test_sheet_quote_rounds_up_and_scales_with_load() -> None:
     assert latency == 5 + 20 + 500
     _, loaded = sheet_quote(m, input_tokens=0, output_tokens=150, load=3)
     assert loaded == 20 + 1_500
+    big = msgspec.structs.replace(m, price_in_per_1k_micros=2_000_000, price_out_per_1k_micros=1_000_000)
+    assert sheet_quote(big, input_tokens=3_000, output_tokens=1_000)[0] == 6_000_000 + 1_000_000
 
 
 # --- ranking, ties, allocation -----------------------------------------------------------------------------------
@@ -250,6 +253,43 @@ def test_second_price_caps_and_reserve() -> None:
     assert payment(pair, free) == 120_000  # price does not move the score: the reserve
 
 
+def test_second_price_weighs_price_and_latency_by_the_policy() -> None:
+    """The winner's non-price advantage (quality, and latency at mu per second) is turned into micro-USD at
+    1e6 / lambda: with lambda 4 and mu 0.5, 0.2 of quality less 0.1 of latency (200 ms) is worth 25,000."""
+    t = task(max_price=1_000_000, mechanism=Mechanism.SECOND_PRICE, lam=4.0, mu=0.5)
+    winner = offer(1, price=10_000, quality=0.9, latency=300)
+    runner_up = offer(2, price=20_000, quality=0.7, latency=100)
+    eligible = _ranked([winner, runner_up], t)
+    assert [e.offer for e in eligible] == [winner, runner_up]
+    assert payment(eligible, t) == 20_000 + 25_000
+
+
+def test_the_mechanism_given_overrides_the_tasks() -> None:
+    """A direct award of a second-price task pays the offer's own price (the requester passes DIRECT)."""
+    t = task(max_price=1_000, mechanism=Mechanism.SECOND_PRICE)
+    eligible = _ranked([offer(1, price=300, quality=0.9), offer(2, price=100, quality=0.5)], t)
+    assert payment(eligible, t) == 1_000  # second price in score terms: capped at the budget
+    assert payment(eligible, t, Mechanism.DIRECT) == 300
+    assert payment(eligible, t, Mechanism.POSTED_PRICE) == 1_000
+
+
+def test_select_names_the_winner_the_runner_up_and_the_price() -> None:
+    t = task(max_price=1_000, mechanism=Mechanism.SECOND_PRICE, mu=0.0)
+    offers = [offer(1, price=100), offer(2, price=200), offer(3, price=300)]
+    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    assert sel is not None
+    assert (sel.winner.offer, sel.runner_up and sel.runner_up.offer, sel.price_micros) == (
+        offers[0],
+        offers[1],
+        200,
+    )
+    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS, exclude=[AGENTS[1]])
+    assert sel is not None and (sel.winner.offer, sel.price_micros) == (offers[1], 300)
+    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS, mechanism=Mechanism.FIRST_PRICE)
+    assert sel is not None and sel.price_micros == 100
+    assert select(offers[:1], t, now=NOW, trusted=trust_all, predictor=CLAIMS).runner_up is None  # type: ignore[union-attr]
+
+
 def test_first_and_posted_price() -> None:
     offers = [offer(1, price=300, quality=0.9), offer(2, price=100, quality=0.5)]
     first = task(max_price=1_000)
@@ -312,6 +352,8 @@ def test_reputation_tempers_the_claim() -> None:
         rep.record(AGENTS[1], 1.5)
     with pytest.raises(ValueError):
         ReputationPredictor(prior_strength=0)
+    assert ReputationPredictor(rep, prior_strength=0.5).predict(liar, t) == pytest.approx(0.5 / 4.5)
+    assert ReputationPredictor(rep).prior_strength == 10.0  # the documented default
 
 
 def test_reputation_changes_the_winner() -> None:
