@@ -81,6 +81,19 @@ def test_sender_bound_evicts_least_recent_and_raises_the_floor() -> None:
     assert _reason(g, "A", "a2", T0 + 2 * MS, T0 + 5 * MS) is Reason.STALE
 
 
+def test_the_floor_never_goes_down() -> None:
+    """Evicting a sender whose newest frame is below the floor (it was admitted before the floor rose) keeps the
+    floor: else an evicted sender's frames between the two would be admitted again."""
+    g = ReplayGuard(max_age_ms=60_000, max_senders=2)
+    g.admit("A", "a", T0 + 100 * MS, None, T0 + 300 * MS)
+    g.admit("B", "b", T0 + 200 * MS, None, T0 + 300 * MS)
+    g.admit("C", "c", T0 + 150 * MS, None, T0 + 300 * MS)  # evicts A: floor 100 ms
+    g.admit("D", "d", T0 + 210 * MS, None, T0 + 300 * MS)  # evicts B: floor 200 ms
+    g.admit("E", "e", T0 + 220 * MS, None, T0 + 300 * MS)  # evicts C, whose newest (150 ms) is below the floor
+    assert g.floor_ns == T0 + 200 * MS
+    assert _reason(g, "B", "b", T0 + 200 * MS, T0 + 300 * MS) is Reason.STALE
+
+
 def test_senders_entirely_outside_the_window_go_first() -> None:
     g = ReplayGuard(max_age_ms=1_000, max_senders=3)
     g.admit("A", "a", T0, None, T0)
@@ -140,7 +153,7 @@ def test_no_replay_is_ever_admitted(
         if replay and sent:
             frame = sent[pick % len(sent)]
         else:
-            frame = ("ABC"[pick % 3], f"m{len(sent)}", now - age_ms * MS)
+            frame = ("ABCDE"[pick % 5], f"m{len(sent)}", now - age_ms * MS)
             sent.append(frame)
         before = g.snapshot()
         try:
