@@ -34,6 +34,7 @@ PROPERTY_TESTS = (
     "test_no_replay_is_ever_admitted",
     "test_spent_never_exceeds_the_budget",
     "test_payment_never_exceeds_budget",
+    "test_second_price_stays_within_the_budget",
     "test_any_bad_signature_over_any_payload",
 )
 """Tests that are properties (Hypothesis over generated inputs) or stateful: each bug must be caught by one."""

@@ -230,6 +230,23 @@ def test_second_price_charges_the_second_best_price(prices: list[int]) -> None:
     assert payment(eligible, t) == ordered[1]
 
 
+@given(
+    st.integers(1, 1_000_000),
+    st.floats(0.5, 2_000.0),
+    st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.integers(1, 5_000)), min_size=2, max_size=4),
+)
+def test_second_price_stays_within_the_budget_and_above_the_bid(
+    budget: int, lam: float, bids: list[tuple[float, float, int]]
+) -> None:
+    """Any price weight, any qualities and latencies, prices anywhere up to the budget (the runner-up's near it
+    included): the winner is paid at least its bid and at most the budget."""
+    t = task(max_price=budget, mechanism=Mechanism.SECOND_PRICE, lam=lam)
+    offers = [offer(i, price=int(f * budget), quality=q, latency=lat) for i, (f, q, lat) in enumerate(bids)]
+    eligible = _ranked(offers, t)
+    price = payment(eligible, t)
+    assert eligible[0].offer.price_micros <= price <= budget
+
+
 def test_second_price_in_score_terms() -> None:
     t = task(max_price=500_000, mechanism=Mechanism.SECOND_PRICE, lam=1.0, mu=0.0)
     better = offer(1, price=100_000, quality=0.9)
