@@ -336,15 +336,71 @@ def test_call_many_seats_avoid_the_agents_kept_by_the_other_seats() -> None:
 def test_run_strategy_reports_what_the_run_did() -> None:
     market = Market([Reply(price=40, confidence=3), Reply(price=60)])
     cascade = Cascade(first=Single(), then=Single(), verifier=SelfConfidence())
+    seen: list[str] = []
+    policy = Policy(lambda_price=2.0)
+
+    async def main() -> object:
+        return await run_strategy(
+            cast(Requester, market),
+            cascade,
+            ASK,
+            budget_micros=500,
+            deadline_ms=60_000,
+            bid_window_ms=70,
+            policy=policy,
+            on_call=lambda c: seen.append(c.role),
+        )
+
+    result = anyio.run(main)
+    assert result.strategy == "cascade" and result.spent_micros == 100 and result.budget_micros == 500
+    assert [c.role for c in result.calls] == seen == ["draft/answer", "escalate/answer"]
+    assert result.stopped is None and result.answer.startswith("42") and result.latency_ms > 0
+    assert result.confidence is None  # the escalation's answer carries no verdict of its own
+    assert [(s.bid_window_ms, s.policy) for s in market.specs] == [(70, policy)] * 2
+    first = result.calls[0]
+    assert (first.task_id, first.agent_id, first.model, first.price_micros) == (f"{1:032x}", "agent-1", "m", 40)
+    assert (
+        first.outcome is not None
+        and first.outcome.price_micros == 40
+        and result.answered_by
+        == [
+            "agent-1",
+            "agent-2",
+        ]
+    )
+
+
+def test_a_confident_draft_is_the_answer_and_its_confidence_is_reported() -> None:
+    market = Market([Reply(price=40, confidence=9)])
+    cascade = Cascade(first=Single(), then=Single(), verifier=SelfConfidence())
 
     async def main() -> object:
         return await run_strategy(cast(Requester, market), cascade, ASK, budget_micros=500, deadline_ms=60_000)
 
     result = anyio.run(main)
-    assert result.strategy == "cascade" and result.spent_micros == 100 and result.budget_micros == 500
-    assert [c.role for c in result.calls] == ["draft/answer", "escalate/answer"]
-    assert result.stopped is None and result.answer.startswith("42") and result.latency_ms > 0
-    assert market.specs[0].bid_window_ms == 50 and market.specs[0].policy == Policy()
+    assert result.confidence == pytest.approx(0.9) and len(result.calls) == 1
+
+
+def test_a_run_that_ran_out_of_budget_says_so() -> None:
+    market = Market([Reply(price=FULL, confidence=2)])
+    cascade = Cascade(first=Single(), then=Single(), verifier=SelfConfidence())
+
+    async def main() -> object:
+        return await run_strategy(cast(Requester, market), cascade, ASK, budget_micros=1, deadline_ms=60_000)
+
+    result = anyio.run(main)  # one micro-USD: the draft may spend it, the escalation finds nothing left
+    assert market.caps == [1] and result.spent_micros == 1 and result.stopped == "budget"
+    assert [c.failure for c in result.calls] == [None, "budget"] and result.answer.startswith("42")
+
+
+def test_notes_go_into_the_system_message() -> None:
+    plain = Ask("Q?", system="Be brief.")
+    assert [m.content for m in plain.messages()] == ["Be brief.", "Q?"]
+    noted = plain.with_notes("A draft: 41.")
+    assert noted.notes == "A draft: 41." and [m.content for m in noted.messages()] == [
+        "Be brief.\n\nA draft: 41.",
+        "Q?",
+    ]
 
 
 @pytest.mark.parametrize(
