@@ -304,7 +304,19 @@ def test_select_names_the_winner_the_runner_up_and_the_price() -> None:
     assert sel is not None and (sel.winner.offer, sel.price_micros) == (offers[1], 300)
     sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS, mechanism=Mechanism.FIRST_PRICE)
     assert sel is not None and sel.price_micros == 100
+    pair = select(offers[:2], t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    assert pair is not None and pair.runner_up is not None and pair.runner_up.offer == offers[1]
     assert select(offers[:1], t, now=NOW, trusted=trust_all, predictor=CLAIMS).runner_up is None  # type: ignore[union-attr]
+
+
+def test_posted_price_ranks_every_offer_at_the_posted_price() -> None:
+    """With price weighing heavily, the cheap offer would win on its own price; at the posted price (the same
+    for all) quality decides."""
+    offers = [offer(1, price=900, quality=0.9), offer(2, price=100, quality=0.85)]
+    first = task(max_price=1_000, lam=1_000.0, mu=0.0)
+    assert _ranked(offers, first)[0].offer == offers[1]
+    posted = task(max_price=1_000, lam=1_000.0, mu=0.0, mechanism=Mechanism.POSTED_PRICE)
+    assert _ranked(offers, posted)[0].offer == offers[0]
 
 
 def test_first_and_posted_price() -> None:

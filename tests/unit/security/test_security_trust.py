@@ -275,3 +275,12 @@ def test_direct_trust_is_explicit_and_revocable(pki: Pki) -> None:
     assert info.value.reason is Reason.REVOKED
     with pytest.raises(FrameError):
         pki.trust.trust_directly("U" + "A" * 55, name="bad-checksum")
+
+
+def test_key_kinds_are_not_interchangeable(pki: Pki) -> None:
+    """An agent's key never becomes an issuer, and an operator's key is never trusted as an agent."""
+    agent = pki.agent("a")
+    with pytest.raises(FrameError):
+        TrustStore().add_operator(agent.id)
+    with pytest.raises(FrameError):
+        pki.trust.trust_directly(pki.operator.id, name="operator-as-agent")
