@@ -223,7 +223,14 @@ def test_file_round_trip_and_caching(pki: Pki, tmp_path: Path) -> None:
     pki.revoke(agents=[b.id])
     dev = random_identity(pki.rng)
     pki.trust.trust_directly(
-        dev.id, name="dev", tier=Tier.DEVICE, region="lab", residency=["eu"], privacy=[Privacy.CONFIDENTIAL]
+        dev.id,
+        name="dev",
+        tier=Tier.DEVICE,
+        region="lab",
+        residency=["eu"],
+        privacy=[Privacy.CONFIDENTIAL],
+        not_before_ns=T0 - 5,
+        not_after_ns=T0 + 10**12,
     )
     path = tmp_path / "trust.json"
     path.write_bytes(b"an older trust file")
@@ -232,6 +239,7 @@ def test_file_round_trip_and_caching(pki: Pki, tmp_path: Path) -> None:
     loaded = TrustStore.load(path)
     direct = loaded.check(dev.id, T0)
     assert (direct.residency, direct.privacy, direct.region) == (["eu"], [Privacy.CONFIDENTIAL], "lab")
+    assert (direct.not_before_ns, direct.not_after_ns) == (T0 - 5, T0 + 10**12)
     assert loaded.to_json() == pki.trust.to_json() == path.read_bytes()
     assert loaded.check(a.id, T0).name == "a"
     assert loaded.check(dev.id, T0).issuer is None
