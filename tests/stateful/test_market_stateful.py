@@ -528,6 +528,8 @@ def test_market_under_churn_and_faults(capsys: pytest.CaptureFixture[str]) -> No
         "backend_error",
         "user_cancel",
     }
+    if RUNS < 1_000:  # a quick check (MARKET_RUNS, python -m tests.mutation): the safety checks above only
+        return
     assert expected <= injected, expected - injected
     assert TOTALS["outcome:completed"] > 0 and TOTALS["awards"] > 0
     # the cases the invariants guard happen in a share of the runs (issue 19: a completed task's second Result
