@@ -249,6 +249,34 @@ def test_second_price_pays_the_runner_up_price_and_verifies_it() -> None:
     assert h.verified == [a.id, b.id]
 
 
+def test_a_forged_runner_up_does_not_set_the_second_price() -> None:
+    h = Harness(mechanism=Mechanism.SECOND_PRICE)
+    h.start()
+    a, _ = h.bid(A, price_micros=500)
+    forged, _ = h.bid(B, price_micros=600)
+    c, _ = h.bid(C, price_micros=700)
+    h.forged.add(forged.id)
+    out = h.at(50).close_window()
+    assert RejectReason.FORGED in rejected(out)
+    award = award_in(out)
+    assert (award.winner, award.price_micros) == (A, 700)  # C's price, not the forger's
+    assert h.verified == [a.id, forged.id, c.id]
+
+
+def test_reports_naming_another_award_or_from_another_agent_change_nothing() -> None:
+    """Ack, Result and Progress of the current attempt must come from its awardee and, where they name one,
+    answer its award: else they are refused and the award stays as it was."""
+    h = Harness()
+    award = _two_bids(h)
+    other = msgspec.structs.replace(award, id=mid())
+    assert rejected(h.at(55).ack(other)) == [RejectReason.MISMATCH]
+    _, out = h.result(other)
+    assert rejected(out) == [RejectReason.MISMATCH]
+    progress = Progress(id=mid(), sender=B, ts=h.now, task_id=h.tid, attempt=1, seq=1)
+    assert rejected(h.handle(Received(progress))) == [RejectReason.NOT_AWARDEE]
+    assert h.m.state is RequesterState.AWARDED and TimerKind.ACK in h.m.timers  # no implicit ack from B
+
+
 def test_forged_winner_is_dropped_and_the_next_best_wins() -> None:
     h = Harness()
     h.start()
