@@ -261,6 +261,12 @@ def test_a_forged_runner_up_does_not_set_the_second_price() -> None:
     award = award_in(out)
     assert (award.winner, award.price_micros) == (A, 700)  # C's price, not the forger's
     assert h.verified == [a.id, forged.id, c.id]
+    h = Harness(mechanism=Mechanism.SECOND_PRICE, max_price=10_000)
+    h.start()
+    h.bid(A, price_micros=500)
+    forged, _ = h.bid(B, price_micros=600)
+    h.forged.add(forged.id)
+    assert award_in(h.at(50).close_window()).price_micros == 10_000  # no runner-up left: the reserve
 
 
 def test_reports_naming_another_award_or_from_another_agent_change_nothing() -> None:
