@@ -4,7 +4,8 @@
   server, OpenAI), with retries, streaming and typed errors.
 - :class:`LlamaCppBackend`: a local GGUF model in process through xllamacpp (SmolLM2-135M by default);
   :class:`LlamaCppServer` also serves it on an OpenAI-compatible loopback endpoint.
-- :class:`ReplayBackend`: answers from an outcome log of real responses (:mod:`.routellm` loads the RouteLLM sets).
+- :class:`ReplayBackend`: answers from an :class:`OutcomeLog` of :class:`~accord.routing.records.Outcome` records
+  (real responses; :mod:`accord.bench.data.routellm` loads the RouteLLM sets).
 - :class:`SimulatedBackend`: a seeded simulation (models named ``sim-*``) for load and scale tests.
 """
 
@@ -36,7 +37,6 @@ from accord.backends.openai import OpenAIBackend
 from accord.backends.replay import (
     NO_TEXT_MARKER,
     OutcomeLog,
-    OutcomeRecord,
     ReplayBackend,
     ReplayMissError,
     load_outcome_log,
@@ -66,7 +66,6 @@ __all__ = [
     "MetadataValue",
     "OpenAIBackend",
     "OutcomeLog",
-    "OutcomeRecord",
     "ReplayBackend",
     "ReplayMissError",
     "SimProfile",

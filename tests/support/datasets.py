@@ -1,6 +1,8 @@
 """Where tests find the shared, read-only data sets, and the marker that says a test reads them.
 
-The data live outside the repository, in ``../shared/datasets`` relative to the repository root (never copied in).
+The data live outside the repository, in ``$ACCORD_DATASETS`` or else ``../shared/datasets`` relative to the
+repository root (never copied in): the lookup the library itself uses
+(:func:`accord.bench.data.routellm.default_datasets_dir`).
 A test that reads them is marked ``@dataset`` (``pytest -m dataset`` selects them, ``-m "not dataset"`` leaves
 them out) and fails with the path it tried when the data are missing: it is not skipped.
 """
@@ -12,9 +14,9 @@ from typing import Final
 
 import pytest
 
-from tests.support.paths import REPO_ROOT
+from accord.bench.data.routellm import default_datasets_dir
 
-DATASETS_DIR: Final = REPO_ROOT.parent / "shared" / "datasets"
+DATASETS_DIR: Final = default_datasets_dir()
 ROUTELLM_EVALS_DIR: Final = DATASETS_DIR / "routellm-evals" / "routellm" / "evals"
 
 dataset = pytest.mark.dataset

@@ -212,11 +212,13 @@ class FakeMesh:
 def two_turn_workload() -> tuple[OutcomeLog, BenchQuery]:
     query = bench_query(turns=2)
     log = OutcomeLog()
-    from accord.backends.replay import OutcomeRecord
-
     for model in (WEAK, STRONG):
         for i, prompt in enumerate(query.turns):
-            log.add(OutcomeRecord(prompt=prompt, model=model, response=f"{model} says {i}"))
+            log.add(
+                Outcome(
+                    query_id=query.query_id, prompt=prompt, model=model, response=f"{model} says {i}", turn=i + 1
+                )
+            )
     return log, query
 
 
