@@ -18,7 +18,6 @@ from accord.backends.base import (
     Delta,
     DeltaCallback,
     MetadataValue,
-    normalize_prompt,
     with_system,
 )
 from accord.backends.llamacpp import (
@@ -72,7 +71,6 @@ __all__ = [
     "SimulatedBackend",
     "find_smollm2_gguf",
     "load_outcome_log",
-    "normalize_prompt",
     "smollm2_resources",
     "with_system",
 ]

@@ -32,7 +32,6 @@ __all__ = [
     "DeltaCallback",
     "MetadataValue",
     "elapsed_ms",
-    "normalize_prompt",
     "with_system",
 ]
 
@@ -233,11 +232,6 @@ class Backend(Protocol):
 def elapsed_ms(start_ns: int, end_ns: int) -> int:
     """Whole milliseconds between two monotonic readings, clamped to what ``Timings`` holds."""
     return max(0, min(MAX_DURATION_MS, (end_ns - start_ns) // 1_000_000))
-
-
-def normalize_prompt(text: str) -> str:
-    """Whitespace-normalised text: runs of whitespace become one space, ends stripped (replay's lookup key)."""
-    return " ".join(text.split())
 
 
 def with_system(messages: Sequence[ChatMessage], system: str) -> list[ChatMessage]:

@@ -47,11 +47,10 @@ from accord.backends.base import (
     Delta,
     DeltaCallback,
     MetadataValue,
-    normalize_prompt,
 )
 from accord.protocol.messages import Timings, Usage
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens, estimate_tokens
-from accord.routing.records import OUTCOME_VERSION, Outcome, query_key, write_outcomes
+from accord.routing.records import OUTCOME_VERSION, Outcome, normalize_prompt, query_key, write_outcomes
 
 __all__ = [
     "NO_TEXT_MARKER",

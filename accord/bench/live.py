@@ -33,7 +33,6 @@ from typing import Protocol
 import anyio
 import numpy as np
 
-from accord.backends.base import normalize_prompt
 from accord.backends.replay import NO_TEXT_MARKER
 from accord.bench.data.workload import BenchQuery, Workload
 from accord.bench.evaluation.crossfit import CrossFit
@@ -42,7 +41,7 @@ from accord.errors import AccordError
 from accord.protocol.messages import ChatMessage, Role, Tier
 from accord.protocol.pricing import estimate_tokens
 from accord.routing.base import FloatArray, RouterError
-from accord.routing.records import Outcome
+from accord.routing.records import Outcome, normalize_prompt
 from accord.routing.table import PairTable
 from accord.runtime.requester import TaskOutcome
 

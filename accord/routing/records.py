@@ -33,6 +33,7 @@ __all__ = [
     "OutcomeLogError",
     "OutcomeWriter",
     "iter_outcomes",
+    "normalize_prompt",
     "query_key",
     "read_outcomes",
     "write_outcomes",
@@ -55,9 +56,15 @@ class OutcomeLogError(AccordError):
         super().__init__(f"{reason}: {detail}")
 
 
+def normalize_prompt(text: str) -> str:
+    """Whitespace-normalised text: runs of whitespace become one space, ends stripped (the key under which a
+    prompt is looked up in a log, and hashed by :func:`query_key`)."""
+    return " ".join(text.split())
+
+
 def query_key(prompt: str) -> str:
     """A stable id for a prompt: SHA-256 (first 16 bytes, hex) of its whitespace-normalised text."""
-    return hashlib.sha256(" ".join(prompt.split()).encode()).hexdigest()[:32]
+    return hashlib.sha256(normalize_prompt(prompt).encode()).hexdigest()[:32]
 
 
 class Outcome(Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -52,11 +52,10 @@ from typing import Final, Literal
 
 import msgspec
 
-from accord.backends.base import normalize_prompt
 from accord.backends.replay import OutcomeLog
 from accord.protocol.pricing import estimate_tokens
 from accord.routing.base import RouterError
-from accord.routing.records import Outcome
+from accord.routing.records import Outcome, normalize_prompt
 
 __all__ = [
     "DATASETS_ENV",

@@ -13,14 +13,13 @@ from accord.backends import (
     OpenAIBackend,
     ReplayBackend,
     SimulatedBackend,
-    normalize_prompt,
     with_system,
 )
 from accord.backends.base import MAX_DURATION_MS, elapsed_ms
 from accord.backends.replay import OutcomeLog
 from accord.errors import AccordError
 from accord.protocol.messages import ChatMessage, ReasonCode, Role
-from accord.routing.records import Outcome
+from accord.routing.records import Outcome, normalize_prompt
 
 
 def test_request_needs_messages_and_positive_max_tokens() -> None:
