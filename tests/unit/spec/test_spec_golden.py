@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import jsonschema
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
@@ -100,6 +101,21 @@ def test_schemas_accept_every_vector(path: Path) -> None:
     doc = json.loads(path.read_text(encoding="utf-8"))
     _validator(f"{doc['type']}.schema.json").validate(doc["json"])
     _validator(COMBINED_SCHEMA_FILE).validate(doc["json"])
+
+
+def test_schemas_carry_every_default() -> None:
+    """Every field with a default (a value or a default_factory, e.g. Advertise.protocol_versions = [1]) has it."""
+    defs = json.loads((SCHEMAS / COMBINED_SCHEMA_FILE).read_text(encoding="utf-8"))["$defs"]
+    checked = 0
+    for type_ in (*MESSAGE_TYPES, *RECORD_TYPES):
+        properties = defs[type_.__name__]["properties"]
+        for f in msgspec.structs.fields(type_):
+            if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT:
+                default = f.default if f.default_factory is msgspec.NODEFAULT else f.default_factory()
+                assert properties[f.encode_name].get("default") == msgspec.to_builtins(default), (type_, f.name)
+                checked += 1
+    assert defs["Advertise"]["properties"]["protocol_versions"]["default"] == [1]
+    assert checked > 40
 
 
 def test_schemas_refuse_what_the_decoder_refuses() -> None:
