@@ -264,8 +264,9 @@ class TrustStore:
         store = cls(parsed.operators)
         for text in parsed.certificates:
             store.add_certificate(b64decode_strict(text))
-        for text in parsed.revocations:
-            if not store.add_revocations(b64decode_strict(text)):
+        for count, text in enumerate(parsed.revocations, 1):
+            store.add_revocations(b64decode_strict(text))
+            if len(store.all_revocations()) != count:  # one list per operator, whichever is newer
                 raise FrameError(Reason.MALFORMED, "trust file holds two revocation lists of one operator")
         for cert in parsed.direct:
             check_record_version(cert)

@@ -29,7 +29,7 @@ import msgspec
 
 from accord.protocol.codec import encode, encode_json
 from accord.protocol.messages import MAX_FRAME_BYTES, Bid, Message, Result, Task
-from accord.spec.rawpack import IntFamily, array_as, bin_as, int_as, map_as, pack, str_as
+from accord.spec.rawpack import IntFamily, array_as, bin_as, int_as, map_as, pack, repeated, str_as
 from accord.spec.schemas import JsonObject, render_json
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "frame_of",
     "invalid_vectors",
     "json_vectors",
+    "padded",
 ]
 
 INVALID_DIR: Final = "invalid"
@@ -282,11 +283,6 @@ def accept_vectors(ex: Examples) -> list[AcceptVector]:
         )
         for family in families
     ]
-    duplicated: list[tuple[object, object]] = []
-    for key, value in bid.items():
-        if key == "price_micros":
-            duplicated.append((key, 1))
-        duplicated.append((key, value))
     with_any = msgspec.structs.replace(
         ex.task, constraints=msgspec.structs.replace(ex.task.constraints, residency="any")
     )
@@ -422,7 +418,7 @@ def accept_vectors(ex: Examples) -> list[AcceptVector]:
             "duplicate_key",
             "The bid with price_micros twice, first 1 and then its own value: a decoder that accepts it uses the "
             "last occurrence (2.4).",
-            pack(map_as(duplicated)),
+            pack(repeated(bid, "price_micros", 1)),
             ex.bid,
             may_refuse="malformed",
         ),
@@ -476,11 +472,15 @@ def json_vectors(ex: Examples) -> list[JsonVector]:
     ]
 
 
+def padded(data: bytes, doc: Mapping[str, object]) -> bytes:
+    """``data`` followed by :data:`PAD` bytes up to the document's ``padded_length``, if it has one."""
+    length = doc.get("padded_length")
+    return data if length is None else data + PAD * (int(str(length)) - len(data))
+
+
 def frame_of(doc: Mapping[str, object]) -> bytes:
     """The frame of an ``invalid/`` or ``accept/`` document: ``msgpack_hex``, padded up to ``padded_length``."""
-    frame = bytes.fromhex(str(doc["msgpack_hex"]))
-    padded = doc.get("padded_length")
-    return frame if padded is None else frame + PAD * (int(str(padded)) - len(frame))
+    return padded(bytes.fromhex(str(doc["msgpack_hex"])), doc)
 
 
 def _documents(ex: Examples) -> dict[str, JsonObject]:

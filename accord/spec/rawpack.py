@@ -8,12 +8,12 @@ of a value can be spelled by hand while the rest is encoded canonically:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Literal
 
 import msgspec
 
-__all__ = ["IntFamily", "array_as", "bin_as", "int_as", "map_as", "pack", "str_as"]
+__all__ = ["IntFamily", "array_as", "bin_as", "int_as", "map_as", "pack", "repeated", "str_as"]
 
 IntFamily = Literal["uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"]
 Width = Literal[8, 16, 32]
@@ -89,3 +89,13 @@ def map_as(pairs: Iterable[tuple[object, object]], width: Literal[16, 32] | None
     else:
         header = _header("map", 16 if len(items) < 1 << 16 else 32, len(items))
     return msgspec.Raw(header + body)
+
+
+def repeated(mapping: Mapping[str, object], key: str, first: object) -> msgspec.Raw:
+    """``mapping`` as a map in which ``key`` occurs twice: with ``first``, then (last) with its own value."""
+    pairs: list[tuple[object, object]] = []
+    for k, value in mapping.items():
+        if k == key:
+            pairs.append((k, first))
+        pairs.append((k, value))
+    return map_as(pairs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
     PAYLOAD_TYPE_REVOCATIONS,
     Envelope,
+    b64encode,
     decode_envelope,
     encode_envelope,
     pae,
@@ -303,3 +305,17 @@ def test_direct_trust_is_explicit_and_revocable(pki: Pki) -> None:
     assert info.value.reason is Reason.REVOKED
     with pytest.raises(FrameError):
         pki.trust.trust_directly("U" + "A" * 55, name="bad-checksum")
+
+
+def test_a_trust_file_holds_one_revocation_list_per_operator(pki: Pki) -> None:
+    """Two lists of one operator are refused in either order, not only when the second is older (spec 10.5)."""
+    lists = [
+        b64encode(sign_revocations(RevocationList(issuer=pki.operator.id, number=n, issued_ns=T0), pki.operator))
+        for n in (1, 2)
+    ]
+    doc = json.loads(pki.trust.to_json())
+    for order in (lists, lists[::-1]):
+        with pytest.raises(FrameError) as info:
+            TrustStore.from_json(json.dumps({**doc, "revocations": order}))
+        assert info.value.reason is Reason.MALFORMED
+    assert TrustStore.from_json(json.dumps({**doc, "revocations": lists[1:]})).revocations(pki.operator.id)
