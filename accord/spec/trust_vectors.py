@@ -313,6 +313,12 @@ def key_file_vectors(keys: Keys) -> list[Doc]:
             loads(contractor),
         ),
         vector(
+            "seed-other-control-character",
+            "The seed after a vertical tab: only spaces, tabs, CR and LF around the seed are ignored.",
+            f"\v{seed}\n",
+            _refused("bad_key_file"),
+        ),
+        vector(
             "seed-spare-bits",
             "The seed with the two spare bits of its last character set: not a seed (7.4).",
             _spare_bits_set(seed) + "\n",
