@@ -256,6 +256,12 @@ def attestation_vectors(keys: Keys, story: Story) -> list[Doc]:
             "output_mismatch",
         ),
         signed(
+            "attestation-seventeen-subjects",
+            "Seventeen subjects (the shape allows 1 to 16).",
+            {"subject": statement["subject"] * 17},
+            "malformed",
+        ),
+        signed(
             "attestation-subject-not-predicate",
             "A subject digest that differs from the predicate's output_digest.",
             {"predicate": wrong},

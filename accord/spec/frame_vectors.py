@@ -173,6 +173,14 @@ def frame_vectors(keys: Keys, story: Story) -> list[Doc]:
             context={**task, "types": ["Award", "Cancel"]},
         ),
         bad(
+            "bid-context-award-id",
+            good_bid,
+            "context_mismatch",
+            "The good bid where an answer to an award is expected: a message without the field the context "
+            "names (a bid has no award_id) does not match.",
+            context={**task, "award_id": award.id},
+        ),
+        bad(
             "bid-replay",
             good_bid,
             "replay",
