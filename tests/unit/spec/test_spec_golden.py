@@ -7,8 +7,10 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
@@ -29,7 +31,8 @@ from accord.protocol.messages import (
     Usage,
     message_tag,
 )
-from accord.spec.message_vectors import INVALID_DIR, vector_files
+from accord.spec.decoder_vectors import ACCEPT_DIR, INVALID_DIR, JSON_DIR, frame_of
+from accord.spec.message_vectors import vector_files
 from accord.spec.schemas import COMBINED_SCHEMA_FILE, schema_files
 from tests.support.paths import SPEC_DIR
 
@@ -38,6 +41,15 @@ SCHEMAS = SPEC / "schemas"
 VECTORS = SPEC / "vectors" / "messages"
 VALID_FILES = sorted(VECTORS.glob("*.json"))
 INVALID_FILES = sorted((VECTORS / INVALID_DIR).glob("*.json"))
+ACCEPT_FILES = sorted((VECTORS / ACCEPT_DIR).glob("*.json"))
+JSON_FILES = sorted((VECTORS / JSON_DIR).glob("*.json"))
+
+
+def _load(path: Path, keys: set[str] | None = None, optional: set[str] | None = None) -> dict[str, Any]:
+    """A vector document; with ``keys``, check that it has exactly these (and maybe some of ``optional``)."""
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    assert keys is None or set(doc) - (optional or set()) == keys, (path.name, sorted(doc))
+    return doc
 
 
 # --- golden files ---------------------------------------------------------------------------------------------
@@ -69,8 +81,7 @@ def test_one_vector_and_one_schema_per_message_type() -> None:
 # --- every vector, as an implementer in another language would use it ------------------------------------------
 @pytest.mark.parametrize("path", VALID_FILES, ids=lambda p: p.stem)
 def test_vector_decodes_matches_its_json_and_reencodes_byte_for_byte(path: Path) -> None:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    assert set(doc) == {"type", "description", "msgpack_hex", "json"}
+    doc = _load(path, {"type", "description", "msgpack_hex", "json"})
     frame = bytes.fromhex(doc["msgpack_hex"])
     message = codec.decode(frame)
     assert message_tag(type(message)) == doc["type"] == doc["json"]["type"] == path.stem
@@ -81,11 +92,40 @@ def test_vector_decodes_matches_its_json_and_reencodes_byte_for_byte(path: Path)
 
 @pytest.mark.parametrize("path", INVALID_FILES, ids=lambda p: p.stem)
 def test_invalid_vector_is_refused_with_its_reason(path: Path) -> None:
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = _load(path, {"name", "description", "msgpack_hex", "reason"}, {"padded_length"})
     assert doc["reason"] in codec.DECODE_ERROR_REASONS
     with pytest.raises(RemoteProtocolError) as info:
-        codec.decode(bytes.fromhex(doc["msgpack_hex"]))
+        codec.decode(frame_of(doc))
     assert info.value.reason == doc["reason"]
+
+
+def test_every_decode_reason_has_an_invalid_vector() -> None:
+    reasons = {_load(p)["reason"] for p in INVALID_FILES}
+    assert reasons == codec.DECODE_ERROR_REASONS
+
+
+@pytest.mark.parametrize("path", ACCEPT_FILES, ids=lambda p: p.stem)
+def test_accept_vector_decodes_to_its_message_and_reencodes_canonically(path: Path) -> None:
+    doc = _load(path, {"name", "description", "msgpack_hex", "json", "canonical_hex"}, {"may_refuse"})
+    assert doc.get("may_refuse", "malformed") in codec.DECODE_ERROR_REASONS
+    message = codec.decode(frame_of(doc))
+    assert message == codec.decode_json(json.dumps(doc["json"]))
+    assert codec.encode(message).hex() == doc["canonical_hex"]
+    assert json.loads(codec.encode_json(message)) == doc["json"]
+
+
+def test_accept_vectors_are_not_canonical_but_for_the_reserved_residency() -> None:
+    canonical = {p.stem for p in ACCEPT_FILES if (d := _load(p))["msgpack_hex"] == d["canonical_hex"]}
+    assert canonical == {"residency_any"}
+    assert len(ACCEPT_FILES) >= 30
+
+
+@pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: p.stem)
+def test_json_vector_reads_as_its_message(path: Path) -> None:
+    doc = _load(path, {"name", "description", "json_text", "msgpack_hex"})
+    message = codec.decode_json(doc["json_text"])
+    assert codec.decode(bytes.fromhex(doc["msgpack_hex"])) == message
+    assert codec.encode(message).hex() == doc["msgpack_hex"]
 
 
 # --- the schemas describe the JSON form ---------------------------------------------------------------------
@@ -97,9 +137,24 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 @pytest.mark.parametrize("path", VALID_FILES, ids=lambda p: p.stem)
 def test_schemas_accept_every_vector(path: Path) -> None:
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = _load(path)
     _validator(f"{doc['type']}.schema.json").validate(doc["json"])
     _validator(COMBINED_SCHEMA_FILE).validate(doc["json"])
+
+
+def test_schemas_carry_every_default() -> None:
+    """Every field with a default (a value or a default_factory, e.g. Advertise.protocol_versions = [1]) has it."""
+    defs = json.loads((SCHEMAS / COMBINED_SCHEMA_FILE).read_text(encoding="utf-8"))["$defs"]
+    checked = 0
+    for type_ in (*MESSAGE_TYPES, *RECORD_TYPES):
+        properties = defs[type_.__name__]["properties"]
+        for f in msgspec.structs.fields(type_):
+            if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT:
+                default = f.default if f.default_factory is msgspec.NODEFAULT else f.default_factory()
+                assert properties[f.encode_name].get("default") == msgspec.to_builtins(default), (type_, f.name)
+                checked += 1
+    assert defs["Advertise"]["properties"]["protocol_versions"]["default"] == [1]
+    assert checked > 40
 
 
 def test_schemas_refuse_what_the_decoder_refuses() -> None:
@@ -150,7 +205,17 @@ def test_run_checks_reports_every_kind_of_mismatch(tmp_path: Path) -> None:
         json.dumps({"name": "x", "description": "", "msgpack_hex": vector_hex("award"), "reason": "malformed"}),
         encoding="utf-8",
     )
+    accept = spec / "vectors" / "messages" / ACCEPT_DIR / "keys_reversed.json"
+    doc = json.loads(accept.read_text(encoding="utf-8"))
+    accept.write_text(json.dumps({**doc, "canonical_hex": vector_hex("award")}), encoding="utf-8")
+    (spec / "vectors" / "messages" / "other").mkdir()
+    (spec / "vectors" / "messages" / "other" / "x.json").write_text("{}", encoding="utf-8")
     failed = {(r.item, r.detail.split(";")[0]) for r in spec_cli.run_checks(spec) if not r.ok}
+    assert (
+        "vectors/messages/accept/keys_reversed.json",
+        "the canonical re-encoding is not canonical_hex",
+    ) in failed
+    assert ("vectors/messages/other/x.json", "unknown kind 'other'") in failed
     assert ("vectors/messages/bid.json", "differs from the code") in failed
     assert ("vectors/messages/bid.json", "msgpack and JSON forms decode to different messages") in failed
     assert ("schemas/task.schema.json", "missing") in failed
