@@ -1,10 +1,10 @@
 """Reputation survives the process: an agent that failed to deliver in one `accord ask` loses the next one.
 
-A mesh of two agents at the same price (zero) and speed: ``flaky`` claims quality 0.95 and fails every task (a
-replay backend with no record of the question), ``steady`` claims 0.7 and answers. The first `accord ask` awards the
-flaky agent (its claim wins), which fails; the task is re-awarded to the steady one. The outcome store in the
-mesh's state dir records the failure. A second `accord ask`, a new process that never saw the failure itself,
-awards the steady agent at once.
+A mesh of two agents at the same price (zero) and speed: ``flaky`` claims quality 0.95 and fails every task
+(a replay backend with no record of the question), ``steady`` claims 0.7 and answers. The first `accord ask`
+awards the flaky agent (its claim wins), which fails; the task is re-awarded to the steady one. The outcome store
+in the mesh's state dir records the failure. A second `accord ask`, a new process that never saw the failure
+itself, awards the steady agent at once.
 """
 
 from __future__ import annotations
