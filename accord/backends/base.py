@@ -31,6 +31,7 @@ __all__ = [
     "Delta",
     "DeltaCallback",
     "MetadataValue",
+    "TokenCounter",
     "elapsed_ms",
     "with_system",
 ]
@@ -225,6 +226,16 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, threads and model memory. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that can count a chat's prompt tokens with its model's own tokenizer and chat template (what an
+    agent prices a task by; backends without one are priced by the documented estimator)."""
+
+    async def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens the model would read for ``messages`` (template included); BackendError if it cannot tell."""
         ...
 
 

@@ -337,7 +337,7 @@ async def replay_mesh(
                         name=name,
                         tier=spec.tier,
                         region="local",
-                        models=(backend_resources.offer(),),
+                        models=(backend_resources,),
                         skills=tuple(kinds),
                         slots=spec.slots,
                         bid_hold_ms=spec.bid_hold_ms,

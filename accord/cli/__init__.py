@@ -17,7 +17,18 @@ app = typer.Typer(
 )
 
 # Modules under accord.cli that define ``register(app: typer.Typer) -> None``.
-_AREAS: tuple[str, ...] = ("spec", "keys", "verify", "interop", "mesh", "demo", "conformance", "router", "bench")
+_AREAS: tuple[str, ...] = (
+    "spec",
+    "keys",
+    "verify",
+    "interop",
+    "mesh",
+    "demo",
+    "conformance",
+    "router",
+    "bench",
+    "traces",
+)
 
 
 def _register_all() -> None:

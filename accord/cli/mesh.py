@@ -47,7 +47,8 @@ err = Console(stderr=True)
 MeshFile = Annotated[Path, typer.Argument(help="The mesh TOML file.")]
 
 
-def _load(path: Path) -> MeshConfig:
+def load_mesh_or_exit(path: Path) -> MeshConfig:
+    """The mesh file, or exit 2 with the reason it cannot be used."""
     try:
         return load_mesh(path)
     except MeshConfigError as exc:
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the agents of a mesh file until interrupted."""
         configure_logging(json=log_json)
-        config = _load(mesh)
+        config = load_mesh_or_exit(mesh)
 
         async def main() -> None:
             # SIGTERM and SIGINT end the mesh gracefully: agents fail running work with `shutdown` and withdraw,
@@ -148,7 +149,7 @@ def register(app: typer.Typer) -> None:
 
         ``--max-price-micros`` and ``--deadline-ms`` bound the whole strategy run (all its tasks together)."""
         configure_logging(json=False, level="warning")
-        config = _load(mesh)
+        config = load_mesh_or_exit(mesh)
         url = _mesh_url(config, nats)
         try:
             chosen = parse_strategy_option(strategy or config.strategy or "single", config.strategies)
@@ -160,7 +161,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         assert config.state_dir is not None
-        trust, identities = load_trust(config, MeshState(Path(config.state_dir)))
+        state = MeshState(Path(config.state_dir))
+        trust, identities = load_trust(config, state)
         question_ask = Ask(
             prompt=question,
             form=form,
@@ -182,19 +184,24 @@ def register(app: typer.Typer) -> None:
         )
 
         async def main() -> None:
-            async with connect_bus(url, name="accord-ask") as bus:
-                requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust)
-                async with anyio.create_task_group() as tg:
-                    await tg.start(requester.run)
-                    try:
-                        # a fresh requester knows nobody: wait for the advert of an agent that could take it
-                        await await_candidates(requester, probe, timeout_ms=wait_ms)
-                        left_ms = max(1, (probe.constraints.deadline_ns - now_ns()) // 1_000_000)
-                        result = await run_strategy(
-                            requester, runner, question_ask, budget_micros=max_price_micros, deadline_ms=left_ms
-                        )
-                    finally:
-                        tg.cancel_scope.cancel()
+            with state.outcome_store() as outcomes:
+                async with connect_bus(url, name="accord-ask") as bus:
+                    requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust, outcomes=outcomes)
+                    async with anyio.create_task_group() as tg:
+                        await tg.start(requester.run)
+                        try:
+                            # a fresh requester knows nobody: wait for the advert of an agent that could take it
+                            await await_candidates(requester, probe, timeout_ms=wait_ms)
+                            left_ms = max(1, (probe.constraints.deadline_ns - now_ns()) // 1_000_000)
+                            result = await run_strategy(
+                                requester,
+                                runner,
+                                question_ask,
+                                budget_micros=max_price_micros,
+                                deadline_ms=left_ms,
+                            )
+                        finally:
+                            tg.cancel_scope.cancel()
             console.print(result.answer, markup=False, highlight=False)  # model text, not rich markup
             _print_calls(result, trust)
 
@@ -210,7 +217,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the agents advertising on a running mesh (their signed, verified cards)."""
         configure_logging(json=False, level="warning")
-        config = _load(mesh)
+        config = load_mesh_or_exit(mesh)
         url = _mesh_url(config, nats)
         assert config.state_dir is not None
         trust, identities = load_trust(config, MeshState(Path(config.state_dir)))

@@ -110,20 +110,16 @@ def build_agent_parts(config: AgentConfig, name: str, seed: int) -> tuple[Contra
         backends: dict[str, Backend] = {}
     else:
         backend, resources = build_backend(config.backend, config.resources, seed)
-        backends = {resources.offer().name: backend}
-    offer = resources.offer()
+        backends = {resources.model: backend}
     profile = ContractorProfile(
         name=name,
         tier=config.tier,
         region=config.region,
-        models=(offer,),
+        models=(resources,),
         residency=tuple(config.residency),
         privacy=tuple(config.privacy),
         skills=tuple(config.skills),
         slots=config.slots if config.slots is not None else resources.slots,
-        connectivity=resources.connectivity(),
-        battery=resources.battery,
-        shared_backend=True,
         bid_hold_ms=config.bid_hold_ms,
         overhead_ms=config.overhead_ms,
     )

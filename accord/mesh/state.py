@@ -16,10 +16,13 @@ import structlog
 
 from accord.mesh.config import MeshConfig, MeshConfigError, StrategyBackendConfig
 from accord.protocol.messages import Privacy, Tier
+from accord.routing.store import OutcomeStore
 from accord.security import (
     Certificate,
     Identity,
+    KeyFileError,
     KeyKind,
+    Reason,
     SecurityError,
     TrustStore,
     load_identity,
@@ -53,6 +56,15 @@ class MeshState:
     def url_file(self) -> Path:
         return self.directory / "nats.url"
 
+    @property
+    def outcomes_file(self) -> Path:
+        return self.directory / "outcomes.sqlite3"
+
+    def outcome_store(self) -> OutcomeStore:
+        """The mesh's outcome store (created on first use): every attempt its requesters awarded, and how it
+        ended; the reputation of its agents across processes."""
+        return OutcomeStore(self.outcomes_file)
+
     def identity(self, name: str, kind: KeyKind = KeyKind.USER) -> Identity:
         """The identity stored under ``name`` (created on first use, mode 0600)."""
         path = self.directory / "keys" / f"{name}.seed"
@@ -60,7 +72,12 @@ class MeshState:
             return load_identity(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = Identity.generate(kind)
-        save_identity(identity, path)
+        try:
+            save_identity(identity, path)
+        except KeyFileError as exc:  # another process of this mesh created it first: use that one
+            if exc.reason is not Reason.KEY_FILE_EXISTS:
+                raise
+            return load_identity(path)
         return identity
 
     def certify_all(self, config: MeshConfig, identities: dict[str, Identity]) -> TrustStore:

@@ -7,7 +7,7 @@ Three kinds of event reach a machine:
 - timers the machine asked for with ``SetTimer`` and the shell now reports as due: :class:`TimerFired`;
 - messages from peers, already verified and decoded by the shell: :class:`Received`;
 - (contractor only) reports from the execution the shell runs: :class:`ExecutionProgress`,
-  :class:`ExecutionDone`, :class:`ExecutionFailed`.
+  :class:`ExecutionDone`, :class:`ExecutionFailed`; and the device's measured state: :class:`DeviceChanged`.
 
 Every event maps to one :class:`EventType` (:func:`event_type`); a machine's transition table is keyed by
 ``(state, EventType)``. Events are frozen msgspec Structs: cheap to build, comparable, printable.
@@ -40,9 +40,11 @@ from accord.protocol.messages import (
     Usage,
     Withdraw,
 )
+from accord.protocol.pricing import DeviceState
 
 __all__ = [
     "CancelTask",
+    "DeviceChanged",
     "Event",
     "EventType",
     "ExecutionDone",
@@ -112,6 +114,7 @@ class EventType(enum.Enum):
     EXECUTION_PROGRESS = "execution_progress"
     EXECUTION_DONE = "execution_done"
     EXECUTION_FAILED = "execution_failed"
+    DEVICE_CHANGED = "device_changed"
 
 
 class Start(Struct, frozen=True, gc=False):
@@ -155,6 +158,17 @@ class Received(Struct, frozen=True):
     message: AnyMessage
     digest: str = ""
     broadcast: bool = False
+    prompt_tokens: int | None = None
+    """Contractor, Task: the prompt's size in tokens as the shell counted it with the model's own tokenizer
+    (None: the machine estimates it from the prompt, :func:`accord.protocol.pricing.estimate_prompt_tokens`).
+    Never the requester's ``est_input_tokens`` when the prompt is at hand: an agent prices what it holds."""
+
+
+class DeviceChanged(Struct, frozen=True, gc=False):
+    """Contractor: the shell measured the device's state anew (battery, metered link, decode rates). The machine
+    prices and times the next bids with it, and re-advertises at once if its price sheet changed."""
+
+    state: DeviceState
 
 
 class ExecutionProgress(Struct, frozen=True):
@@ -196,6 +210,7 @@ Event = (
     | ExecutionProgress
     | ExecutionDone
     | ExecutionFailed
+    | DeviceChanged
 )
 
 _TIMER_EVENTS: Final[dict[TimerKind, EventType]] = {
@@ -232,6 +247,7 @@ _PLAIN_EVENTS: Final[dict[type[Struct], EventType]] = {
     ExecutionProgress: EventType.EXECUTION_PROGRESS,
     ExecutionDone: EventType.EXECUTION_DONE,
     ExecutionFailed: EventType.EXECUTION_FAILED,
+    DeviceChanged: EventType.DEVICE_CHANGED,
 }
 
 

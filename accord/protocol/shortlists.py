@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable
 
-from accord.protocol.market import NS_PER_MS, QualityPredictor, TrustPolicy
+from accord.protocol.market import NS_PER_MS, CredentialLookup, QualityPredictor
 from accord.protocol.messages import Task
 from accord.protocol.registry import Registry
 
@@ -43,7 +43,7 @@ class CachingRegistry(Registry):
         *,
         now: int,
         k: int,
-        trusted: TrustPolicy,
+        credentials: CredentialLookup,
         predictor: QualityPredictor,
         exclude: Collection[str] = (),
     ) -> list[str]:
@@ -58,7 +58,7 @@ class CachingRegistry(Registry):
         else:
             self.misses += 1
             depth = max(want, 2 * k)
-            ranked = super().shortlist(task, now=now, k=depth, trusted=trusted, predictor=predictor)
+            ranked = super().shortlist(task, now=now, k=depth, credentials=credentials, predictor=predictor)
             if len(self._memo) >= _MAX_CLASSES:
                 self._memo.clear()
             # fewer than asked for means every eligible agent is in the list: it serves any depth

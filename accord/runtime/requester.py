@@ -60,15 +60,13 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Event, Received, Start, TimerFired, TimerKind
-from accord.protocol.market import Reputation, ReputationPredictor
+from accord.protocol.market import Credentials, Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
     Award,
     Bid,
-    Constraints,
     Decline,
     Message,
-    Privacy,
     Progress,
     ReasonCode,
     Result,
@@ -79,6 +77,7 @@ from accord.protocol.messages import (
 from accord.protocol.registry import Candidates, Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
 from accord.protocol.shortlists import CachingRegistry
+from accord.routing.store import OutcomeStore, StoredOutcome
 from accord.runtime.endpoint import Endpoint
 from accord.runtime.timers import now_ns
 from accord.security import (
@@ -91,6 +90,7 @@ from accord.security import (
     SecurityError,
     TrustStore,
     VerifiedAttestation,
+    credentials_of,
     verify,
     verify_result_attestation,
 )
@@ -236,6 +236,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         watch_adverts: bool = True,
         observer: ActionObserver | None = None,
         service: bool = True,
+        outcomes: OutcomeStore | None = None,
     ) -> None:
         super().__init__(
             identity,
@@ -248,7 +249,11 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
-        self.reputation = reputation if reputation is not None else Reputation()
+        self.outcomes = outcomes
+        """Where every ended attempt is recorded (None: nowhere); the reputation starts from it."""
+        if reputation is None:
+            reputation = Reputation(outcomes.records() if outcomes is not None else None)
+        self.reputation = reputation
         self.predictor = ReputationPredictor(self.reputation)
         self.stats = RequesterStats()
         self.watch_adverts = watch_adverts
@@ -339,7 +344,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self.id,
             spec,
             rng=self._rng,
-            trusted=self.trusted,
+            credentials=self.credentials,
             verify_bid=self._bid_verifier(bids),
             registry=self.registry,
             predictor=self.predictor,
@@ -385,22 +390,21 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         return pending.outcome
 
     # --- hooks for the machine ----------------------------------------------------------------------------------
-    def distrust(self, agent_id: str, constraints: Constraints) -> str | None:
-        """Why this requester's trust rule refuses ``agent_id`` for a task with ``constraints`` (None: it does
-        not). The rule: certified now (trusted, unrevoked), and for the task's residency and privacy class."""
+    def credentials(self, agent_id: str) -> Credentials | None:
+        """The machine's credentials hook: what ``agent_id``'s valid certificate says now (None: untrusted)."""
         try:
             cert = self.trust.check(agent_id, now_ns())
+        except SecurityError:
+            return None
+        return credentials_of(cert)
+
+    def distrust(self, agent_id: str) -> str | None:
+        """Why this requester's trust store refuses ``agent_id`` now (None: it holds a valid certificate)."""
+        try:
+            self.trust.check(agent_id, now_ns())
         except SecurityError as exc:
             return f"untrusted ({exc.reason.value})"
-        if constraints.residency is not None and constraints.residency not in cert.residency:
-            return f"not certified for residency {constraints.residency}"
-        if constraints.privacy is not Privacy.PUBLIC and constraints.privacy not in cert.privacy:
-            return f"not certified for privacy {constraints.privacy.value}"
         return None
-
-    def trusted(self, agent_id: str, constraints: Constraints) -> bool:
-        """The machine's trust hook (market.TrustPolicy): :meth:`distrust` finds nothing."""
-        return self.distrust(agent_id, constraints) is None
 
     def _bid_verifier(self, bids: dict[str, Opened]) -> Callable[[str, str], bool]:
         """The machine's ``verify_bid`` hook over one task's peeked bid frames (keyed by payload digest)."""
@@ -577,8 +581,11 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     self.stats.rejected[reason.value] += 1
                     if reason is RejectReason.INELIGIBLE:
                         pending.declines[f"ineligible {detail.partition(':')[0]}"] += 1
-                case AttemptEnded(agent_id=agent_id, success=success):
-                    self.reputation.record(agent_id, 1.0 if success else 0.0)
+                case AttemptEnded(success=True, agent_id=agent_id):
+                    self.reputation.record_delivery(agent_id)  # the row is written with the result (Accept)
+                case AttemptEnded():
+                    self.reputation.record_failure(action.agent_id)
+                    self._store_failure(pending, action, now)
                 case Accept():
                     self._accept(pending, action, now)
                 case Fail():
@@ -619,10 +626,71 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         return self.registry.candidates(
             task,
             now=now,
-            trusted=self.trusted,
+            credentials=self.credentials,
             predictor=self.predictor,
-            explain_untrusted=lambda agent_id: self.distrust(agent_id, task.constraints),
+            explain_untrusted=self.distrust,
         )
+
+    def record_quality(
+        self, task_id: str, agent_id: str, quality: float, source: str, *, run_id: str = ""
+    ) -> None:
+        """A quality signal (0..1) for the accepted result of ``task_id``: a vote, a judge, ground truth. It
+        scores the agent's record and the outcome store's row."""
+        self.reputation.score_delivery(agent_id, quality)
+        if self.outcomes is not None:
+            self.outcomes.set_quality(task_id, quality, source, run_id=run_id or None)
+
+    def _store_failure(self, pending: _Pending, ended: AttemptEnded, now: int) -> None:
+        if self.outcomes is None:
+            return
+        task = pending.machine.task
+        self.outcomes.add(
+            StoredOutcome(
+                task_id=ended.task_id,
+                attempt=ended.attempt,
+                ts_ns=now,
+                agent=ended.agent_id,
+                model=ended.model or "?",
+                tier=self._tier_of(ended.agent_id),
+                kind=task.kind,
+                privacy=task.constraints.privacy,
+                residency=task.constraints.residency,
+                delivered=False,
+                quality=0.0,
+                quality_source="failure",
+                messages=tuple(task.messages),
+            )
+        )
+
+    def _store_result(self, pending: _Pending, outcome: TaskOutcome, now: int) -> None:
+        if self.outcomes is None:
+            return
+        task, result = pending.machine.task, outcome.result
+        self.outcomes.add(
+            StoredOutcome(
+                task_id=outcome.task_id,
+                attempt=outcome.attempt,
+                ts_ns=now,
+                agent=outcome.agent_id,
+                model=outcome.model,
+                tier=self._tier_of(outcome.agent_id),
+                kind=task.kind,
+                privacy=task.constraints.privacy,
+                residency=task.constraints.residency,
+                delivered=True,
+                price_micros=outcome.price_micros,
+                latency_ms=round(outcome.latency_ms),
+                input_tokens=result.usage.input_tokens,
+                output_tokens=result.usage.output_tokens,
+                messages=tuple(task.messages),
+                response=result.output,
+                attestation_digest=payload_digest(result.attestation),
+            )
+        )
+
+    def _tier_of(self, agent_id: str) -> str:
+        creds = self.credentials(agent_id)
+        return creds.tier.value if creds is not None else ""
 
     def _accept(self, pending: _Pending, action: Accept, now: int) -> None:
         result = action.result
@@ -641,6 +709,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             result=result,
             attestation=verified,
         )
+        self._store_result(pending, pending.outcome, now)
         pending.done.set()
 
 

@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from accord.errors import LocalProtocolError, RemoteProtocolError
 from accord.protocol.codec import decode_as
+from accord.protocol.market import Credentials
 from accord.protocol.messages import AgentId, Privacy, Tier, TimeNs, Token
 from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
@@ -31,6 +32,7 @@ __all__ = [
     "Certificate",
     "OperatorId",
     "RevocationList",
+    "credentials_of",
     "Serial",
     "check_record_version",
     "sign_certificate",
@@ -117,3 +119,10 @@ def sign_revocations(crl: RevocationList, operator: Identity) -> bytes:
     """The signed envelope bytes of a revocation list (whose ``issuer`` must be ``operator``)."""
     _check_operator(operator, crl.issuer)
     return encode_envelope(sign_envelope(PAYLOAD_TYPE_REVOCATIONS, _validated(crl), operator))
+
+
+def credentials_of(cert: Certificate) -> Credentials:
+    """The market's view of a certificate (spec 10.2): tier, region, residency and privacy classes."""
+    return Credentials(
+        tier=cert.tier, region=cert.region, residency=frozenset(cert.residency), privacy=frozenset(cert.privacy)
+    )

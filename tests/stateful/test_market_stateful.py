@@ -43,7 +43,8 @@ from hypothesis.stateful import (
 from accord.protocol.actions import new_message_id
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
-from accord.protocol.messages import Bid, Mechanism, Privacy, Tier
+from accord.protocol.market import Credentials
+from accord.protocol.messages import Bid, Constraints, Mechanism, Privacy, Tier
 from accord.protocol.requester import TaskSpec
 from tests.support.market_world import (
     MAX_PRICES,
@@ -64,8 +65,26 @@ MAX_TASKS = 6
 MAX_CONTRACTORS = 8
 
 ROGUE_UNTRUSTED = agent_id("rogue-untrusted")
-ROGUE_CERTIFIED = agent_id("rogue-certified")
-PHANTOM = agent_id("phantom")  # certified and eligible, but never answers an award
+_EVERYWHERE: Final = frozenset({"eu", "us"})
+
+
+def _cast(
+    kind: str, residency: frozenset[str] = _EVERYWHERE, privacy: frozenset[Privacy] = frozenset(Privacy)
+) -> dict[Tier, tuple[str, Credentials]]:
+    """One certified agent per tier (certificates carry one tier): (its id, what its certificate says)."""
+    return {
+        tier: (
+            agent_id(f"{kind}-{tier.value}"),
+            Credentials(tier=tier, region="eu", residency=residency, privacy=privacy),
+        )
+        for tier in Tier
+    }
+
+
+PHANTOMS: Final = _cast("phantom")  # certified and eligible, but never answers an award
+ROGUES: Final = _cast("rogue")  # their crafted bids break one other rule each
+ROGUES_NO_RESIDENCY: Final = _cast("rogue-no-residency", residency=frozenset())
+ROGUES_PUBLIC_ONLY: Final = _cast("rogue-public-only", privacy=frozenset({Privacy.PUBLIC}))
 
 TOTALS: Counter[str] = Counter()
 
@@ -123,6 +142,11 @@ ADVERSARY: Final = ("bid", "forged_bid", "ineligible_bid", "cancel", "backend_fa
 idx = st.integers(0, 1023)
 
 
+def _tier_of(c: Constraints) -> Tier:
+    """The tier a bid for a task with constraints ``c`` claims (its first preferred tier, else cloud)."""
+    return c.preferred_tiers[0] if c.preferred_tiers else Tier.CLOUD
+
+
 class MarketMachine(RuleBasedStateMachine):
     """Seven rules, several of which choose among operations: Hypothesis draws per-rule feature flags on every
     step, and twenty separate rules made a step twice as slow (and ran out of choice buffer before 100 steps)."""
@@ -148,9 +172,10 @@ class MarketMachine(RuleBasedStateMachine):
         for n, i in enumerate(sorted({0, 3, *picks})):
             profile, slowness = PROFILES[i]
             w.add_contractor(f"{profile.name}-{n}", profile, slowness)
-        # a rogue holding a certificate for everything: its crafted bids break one other rule each
-        w.certs[ROGUE_CERTIFIED] = (frozenset((None, "eu", "us")), frozenset(Privacy))
-        w.certs[PHANTOM] = (frozenset((None, "eu", "us")), frozenset(Privacy))
+        # phantoms and rogues hold certificates (one tier each); rogues' crafted bids break one other rule each
+        for cast in (PHANTOMS, ROGUES, ROGUES_NO_RESIDENCY, ROGUES_PUBLIC_ONLY):
+            for aid, cert in cast.values():
+                w.certs[aid] = cert
 
     # --- announce -----------------------------------------------------------------------------------------------
     @precondition(lambda self: len(self.world.tasks) < MAX_TASKS)
@@ -291,8 +316,9 @@ class MarketMachine(RuleBasedStateMachine):
             # an eligible, well-signed bid from an agent that then never answers: if it wins, the award must
             # time out and go to the next bid
             c = w.tasks[tid].constraints
-            bid = self._bid_for(tid, PHANTOM, price_micros=c.max_price_micros // (2 + i % 3), quality=0.75)
-            w.inject(PHANTOM, w.tasks[tid].requester, bid)
+            phantom = PHANTOMS[_tier_of(c)][0]
+            bid = self._bid_for(tid, phantom, price_micros=c.max_price_micros // (2 + i % 3), quality=0.75)
+            w.inject(phantom, w.tasks[tid].requester, bid)
             w.faults["silent_bidder"] += 1
         elif op == "forged_bid":
             honest = sorted(w.contractors)
@@ -313,7 +339,7 @@ class MarketMachine(RuleBasedStateMachine):
             "est_latency_ms": 1,
             "quality": 1.0,
             "valid_until_ns": c.deadline_ns,
-            "tier": c.preferred_tiers[0] if c.preferred_tiers else Tier.CLOUD,
+            "tier": _tier_of(c),
             "region": "eu",
             "residency": [c.residency] if c.residency else [],
         }
@@ -333,18 +359,23 @@ class MarketMachine(RuleBasedStateMachine):
         w = self.world
         c = w.tasks[tid].constraints
         remaining_ms = max(0, (c.deadline_ns - w.now) // MS)
+        tier = _tier_of(c)
+        rogue = ROGUES[tier][0]
         options: list[tuple[str, str, dict[str, object]]] = [
             ("untrusted", ROGUE_UNTRUSTED, {}),
-            ("budget", ROGUE_CERTIFIED, {"price_micros": c.max_price_micros + 1}),
-            ("deadline", ROGUE_CERTIFIED, {"est_latency_ms": remaining_ms + 1_000}),
+            ("budget", rogue, {"price_micros": c.max_price_micros + 1}),
+            ("deadline", rogue, {"est_latency_ms": remaining_ms + 1_000}),
         ]
-        if c.residency is not None:
-            options.append(("residency", ROGUE_CERTIFIED, {"residency": []}))
-        if c.preferred_tiers:
+        if c.residency is not None:  # claims nothing; its certificate grants no residency class
+            options.append(("residency", ROGUES_NO_RESIDENCY[tier][0], {"residency": []}))
+        if c.privacy is not Privacy.PUBLIC:
+            options.append(("privacy", ROGUES_PUBLIC_ONLY[tier][0], {}))
+        if c.preferred_tiers:  # certified for another tier: honest about it (tier), or lying (claim)
             other = next(t for t in Tier if t not in c.preferred_tiers)
-            options.append(("tier", ROGUE_CERTIFIED, {"tier": other}))
+            options.append(("tier", ROGUES[other][0], {"tier": other}))
+            options.append(("claim", ROGUES[other][0], {}))
         if c.min_quality > 0:
-            options.append(("quality", ROGUE_CERTIFIED, {"quality": 0.0}))
+            options.append(("quality", rogue, {"quality": 0.0}))
         rule_name, sender, overrides = options[which % len(options)]
         bid = self._bid_for(tid, sender, **overrides)
         w.crafted_ineligible.add(bid.id)

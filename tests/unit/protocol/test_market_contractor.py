@@ -54,6 +54,7 @@ from accord.protocol.messages import (
     Tier,
     Withdraw,
 )
+from accord.protocol.pricing import Refusal, ResourceModel
 from tests.support.market_world import BASE_NS, MS, agent_id, constraints
 
 NOW = BASE_NS
@@ -62,12 +63,14 @@ ME = agent_id("contractor")
 DIGEST = "ee" * 32
 _ids = random.Random(5)
 
-FAST = ModelOffer(
+FAST_SHEET = ModelOffer(
     name="fast", context_window=4_000, tokens_per_s=1_000.0, price_out_per_1k_micros=2_000, quality=0.7, ttft_ms=10
 )
-GOOD = ModelOffer(
+GOOD_SHEET = ModelOffer(
     name="good", context_window=8_000, tokens_per_s=250.0, price_out_per_1k_micros=9_000, quality=0.9, ttft_ms=10
 )
+FAST = ResourceModel.from_offer(FAST_SHEET, slots=2)
+GOOD = ResourceModel.from_offer(GOOD_SHEET, slots=2)
 PROFILE = ContractorProfile(
     name="c",
     tier=Tier.EDGE,
@@ -177,7 +180,8 @@ def test_bids_its_best_model_and_reserves_a_slot() -> None:
     ],
 )
 def test_declines_with_a_reason(t: Task, reason: ReasonCode) -> None:
-    assert quote_task(PROFILE, t, now=NOW) is reason
+    refusal = quote_task(PROFILE, t, now=NOW)
+    assert isinstance(refusal, Refusal) and refusal.reason is reason
     ag = Agent()
     (decline,) = sent(ag.offer(t), Decline)
     assert decline.reason == reason.value and decline.task_id == t.task_id
@@ -202,11 +206,11 @@ def test_posted_price_bids_the_posted_price_if_it_covers_the_cost() -> None:
     assert sent(Agent().offer(task(mechanism=Mechanism.POSTED_PRICE, max_price=100)), Decline)
 
 
-def test_shared_backend_latency_grows_with_load() -> None:
-    shared = ContractorProfile(name="s", tier=Tier.EDGE, region="eu", models=(FAST,), slots=3, shared_backend=True)
-    ag = Agent(shared)
+def test_latency_grows_with_the_queue_behind_a_one_slot_backend() -> None:
+    one_slot = ResourceModel.from_offer(FAST_SHEET, slots=1)  # one request at a time: the others wait
+    ag = Agent(ContractorProfile(name="s", tier=Tier.EDGE, region="eu", models=(one_slot,), slots=3))
     latencies = [ag.bid_for(task()).est_latency_ms for _ in range(3)]
-    assert latencies == [110, 210, 310]
+    assert latencies == [110, 220, 330]
 
 
 # --- awards ------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from accord.mesh.config import MeshConfigError, load_mesh
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.actions import new_message_id
-from accord.protocol.market import ReputationPredictor
+from accord.protocol.market import Credentials, ReputationPredictor
 from accord.protocol.messages import Advertise, Constraints, ModelOffer, ReasonCode, Task, Tier, Withdraw
 from accord.protocol.shortlists import CachingRegistry
 from accord.runtime.outbox import Outbox
@@ -130,25 +130,25 @@ def test_caching_registry_reuses_a_ranking_per_task_class_and_honours_exclusions
         reg.observe(_advert(a, 100 * (i + 1), ts=now), now=now)
     pred = ReputationPredictor()
 
-    def trusted(agent_id: str, constraints: Constraints) -> bool:
-        return True
+    def trusted(agent_id: str) -> Credentials:
+        return Credentials(tier=Tier.CLOUD, region="local")
 
-    first = reg.shortlist(_task(now), now=now, k=3, trusted=trusted, predictor=pred)
+    first = reg.shortlist(_task(now), now=now, k=3, credentials=trusted, predictor=pred)
     assert first == [a.id for a in agents[:3]] and (reg.hits, reg.misses) == (0, 1)
-    assert reg.shortlist(_task(now), now=now + 1, k=3, trusted=trusted, predictor=pred) == first
+    assert reg.shortlist(_task(now), now=now + 1, k=3, credentials=trusted, predictor=pred) == first
     assert reg.hits == 1
     # exclusions come out of the cached ranking, as long as it is deep enough
     assert reg.shortlist(
-        _task(now), now=now + 2, k=3, trusted=trusted, predictor=pred, exclude=[agents[0].id]
+        _task(now), now=now + 2, k=3, credentials=trusted, predictor=pred, exclude=[agents[0].id]
     ) == [a.id for a in agents[1:4]]
     assert reg.hits == 2
     # another budget is another class: ranked afresh (and the expensive ones are not eligible)
-    cheap = reg.shortlist(_task(now, max_price=3), now=now, k=3, trusted=trusted, predictor=pred)
+    cheap = reg.shortlist(_task(now, max_price=3), now=now, k=3, credentials=trusted, predictor=pred)
     assert cheap == [a.id for a in agents[:1]] and reg.misses == 2
     # after the TTL a change shows up: the cheapest agent leaves
     reg.withdraw(Withdraw(id="3" * 32, sender=agents[0].id, ts=now + 1), now=now + 1)
     later = now + 200_000_000
-    assert reg.shortlist(_task(later), now=later, k=3, trusted=trusted, predictor=pred) == [
+    assert reg.shortlist(_task(later), now=later, k=3, credentials=trusted, predictor=pred) == [
         a.id for a in agents[1:4]
     ]
 

@@ -108,7 +108,7 @@ class _ForgingAgent(Agent):
 
 async def test_forged_attestation_is_dropped_and_the_task_reawarded() -> None:
     w = _World(seed=2)
-    forger_id = w.pki.agent("forger", residency=("eu",))
+    forger_id = w.pki.agent("forger", region="local", residency=("eu",))
     from tests.support.runtime_kit import make_profile
 
     forger = _ForgingAgent(
