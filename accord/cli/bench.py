@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[
             Path | None,
             typer.Option(
-                help="The datasets directory, or its routellm-evals directory (default ../shared/datasets)."
+                help="The datasets directory, or its routellm-evals directory (default: $ACCORD_DATASETS, "
+                "else the rows vendored with Accord)."
             ),
         ] = None,
         sets: Annotated[list[str] | None, typer.Option(help="RouteLLM sets to run (repeat the option).")] = None,

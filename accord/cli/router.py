@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("-o", "--output", help="The outcome log to write (JSONL).")],
         datasets: Annotated[
             Path | None,
-            typer.Option(help="The datasets directory (default: $ACCORD_DATASETS or ../shared/datasets)."),
+            typer.Option(help="The datasets directory (default: $ACCORD_DATASETS, else the vendored rows)."),
         ] = None,
         keep_contaminated: Annotated[bool, typer.Option(help="Keep the contaminated prompts.")] = False,
     ) -> None:

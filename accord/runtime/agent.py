@@ -74,6 +74,7 @@ from accord.protocol.events import (
     ExecutionProgress,
     Received,
     Shutdown,
+    Solicited,
     Start,
     TimerFired,
     TimerKind,
@@ -252,7 +253,12 @@ class Agent(Endpoint[_TimerKey]):
                     {"what": "awards; errors: rejects, failures, refusals"},
                 ),
             ),
+            on_ping=self._on_ping,
         )
+
+    def _on_ping(self) -> None:
+        """A service PING (someone looking for agents): advertise soon rather than at the next heartbeat."""
+        self._feed(Solicited())  # sets the heartbeat timer earlier: nothing to send from here
 
     def service_counts(self) -> dict[str, EndpointCounts]:
         """The per-endpoint counts ``$SRV.STATS`` reports (see the module docstring)."""
