@@ -18,6 +18,7 @@ from accord.backends.base import (
     Delta,
     DeltaCallback,
     MetadataValue,
+    check_backend,
     with_system,
 )
 from accord.backends.llamacpp import (
@@ -69,6 +70,7 @@ __all__ = [
     "ReplayMissError",
     "SimProfile",
     "SimulatedBackend",
+    "check_backend",
     "find_smollm2_gguf",
     "load_outcome_log",
     "smollm2_resources",

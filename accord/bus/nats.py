@@ -33,7 +33,6 @@ import anyio
 import msgspec
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as _NatsSub
@@ -70,10 +69,11 @@ from accord.bus.base import (
     StreamState,
 )
 from accord.bus.subscription import SubscriptionBase
+from accord.logs import get_logger
 
 __all__ = ["MSG_ID_HEADER", "NatsBus"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 # nats-py lower-cases the server's -ERR text (subject included), so matching is case-insensitive.

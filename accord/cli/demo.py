@@ -28,8 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from accord.backends import LlamaCppConfig, LlamaCppServer
+from accord.cli.common import run_cli
 from accord.cli.logging import configure_logging
-from accord.cli.mesh import _run
 from accord.mesh.config import (
     AgentConfig,
     LlamaCppBackendConfig,
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a live mesh of LLM agents on an embedded nats-server and show who answered what."""
         configure_logging(json=log_json, level="info" if verbose else "warning")
-        _run(functools.partial(_demo, threads=threads, concurrency=concurrency))
+        run_cli(functools.partial(_demo, threads=threads, concurrency=concurrency))
 
 
 async def _demo(*, threads: int, concurrency: int) -> None:

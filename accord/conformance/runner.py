@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import structlog
 
 from accord.bus.base import Bus
 from accord.conformance.registry import CheckFailed, CheckResult, CheckSpec, NotApplicable, Status, all_checks
 from accord.conformance.session import KitConfig, KitSession, now_ns
 from accord.errors import AccordError
+from accord.logs import get_logger
 
 __all__ = ["ConformanceReport", "run_conformance", "run_suite", "select_checks"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)

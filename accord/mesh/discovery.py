@@ -9,13 +9,14 @@ Agents that do not speak the service protocol are still found by their heartbeat
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 import anyio
 import msgspec
-import structlog
 
 from accord.bus.base import BusError
 from accord.errors import AccordError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.contractor import ContractorProfile
 from accord.protocol.requester import TaskSpec
@@ -25,7 +26,7 @@ from accord.runtime.timers import now_ns
 
 __all__ = ["DISCOVERY_WAIT_MS", "NoAgentError", "await_candidates", "discover", "ping_agents"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _ADVERT_TTL_MS: int = next(f.default for f in msgspec.structs.fields(ContractorProfile) if f.name == "ttl_ms")
 DISCOVERY_WAIT_MS = _ADVERT_TTL_MS // 3 + 1_000
@@ -86,7 +87,12 @@ async def discover(requester: Requester, *, timeout_ms: int = 2_000, poll_ms: in
 
 
 async def await_candidates(
-    requester: Requester, spec: TaskSpec, *, timeout_ms: int = DISCOVERY_WAIT_MS, poll_ms: int = 20
+    requester: Requester,
+    spec: TaskSpec,
+    *,
+    timeout_ms: int = DISCOVERY_WAIT_MS,
+    poll_ms: int = 20,
+    among: Collection[str] | None = None,
 ) -> list[str]:
     """Wait until ``requester``'s registry knows at least one agent that could take ``spec``; their ids.
 
@@ -97,6 +103,7 @@ async def await_candidates(
     6.1). The task's deadline is judged as it will be when the task is announced: ``spec``'s deadline counts
     from this call and moves with the wait, so waiting never eats into it. Raises :class:`NoAgentError` saying
     what the registry saw when the time is up (``requester.run`` must be running, with ``watch_adverts``).
+    ``among``: only these agents count (e.g. those serving one model).
     """
     started = now_ns()
     deadline_ns = spec.constraints.deadline_ns - started  # the deadline, relative to the announce
@@ -108,7 +115,9 @@ async def await_candidates(
             sender=requester.id, task_id="0" * 32, ts=now
         )
         candidates = requester.candidates(task, now=now)
-        return candidates.eligible, candidates.why_none
+        eligible = [a for a in candidates.eligible if among is None or a in among]
+        why = candidates.why_none if not candidates.eligible else "none of them serves the model asked for"
+        return eligible, why
 
     await discover(requester, timeout_ms=min(timeout_ms, 2_000))
     with anyio.move_on_after(max(0.0, timeout_ms / 1000 - (now_ns() - started) / 1e9)):

@@ -7,13 +7,13 @@ agent and the local requester with the residency and privacy classes of the mesh
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-import structlog
 
+from accord.logs import get_logger
 from accord.mesh.config import MeshConfig, MeshConfigError, StrategyBackendConfig
 from accord.protocol.messages import Privacy, Tier
 from accord.security import (
@@ -29,7 +29,7 @@ from accord.security.certs import sign_certificate
 
 __all__ = ["REQUESTER_NAME", "MeshState", "gateway_requester_name", "load_trust"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _YEAR_NS = 365 * 24 * 3600 * 10**9
 REQUESTER_NAME = "requester"
@@ -133,13 +133,18 @@ def _all_residencies(config: MeshConfig) -> list[str]:
 
 
 def load_trust(
-    config: MeshConfig, state: MeshState, *, require: Iterable[str] = ()
+    config: MeshConfig,
+    state: MeshState,
+    *,
+    require: Iterable[str] = (),
+    requesters: Mapping[str, Identity] | None = None,
 ) -> tuple[TrustStore, dict[str, Identity]]:
     """Identities of every agent replica and of the local requester, and the trust store that covers them.
 
-    With a trust file configured, every identity named in ``require`` must be trusted by it now; otherwise
-    MeshConfigError names the agent, its key and the reason (an unknown key would only be refused by every
-    peer, silently).
+    ``requesters``: more requester identities by name (the HTTP API's callers), certified like the local
+    requester when the mesh is its own operator, and required to be trusted otherwise. With a trust file
+    configured, every identity named in ``require`` must be trusted by it now; otherwise MeshConfigError names
+    the agent, its key and the reason (an unknown key would only be refused by every peer, silently).
     """
     identities: dict[str, Identity] = {}
     gateways: dict[str, str] = {}  # a gateway agent -> the identity name of its own requester
@@ -150,7 +155,9 @@ def load_trust(
                 gateways[name] = gateway_requester_name(name)
                 identities[gateways[name]] = state.identity(gateways[name])
     identities[REQUESTER_NAME] = state.identity(REQUESTER_NAME)
+    identities.update(requesters or {})
     require = [n for name in require for n in (name, gateways.get(name)) if n is not None]
+    require += list(requesters or {})
     if config.trust.file is None:
         return state.certify_all(config, identities), identities
     trust = TrustStore.load(config.trust.file)
@@ -163,7 +170,7 @@ def load_trust(
             trust.check(identity.id, now)
         except SecurityError as exc:
             raise MeshConfigError(
-                f"agent {name}: its key {identity.id} is not trusted by {config.trust.file} "
+                f"{name}: its key {identity.id} is not trusted by {config.trust.file} "
                 f"({exc.reason.value}); certify it with `accord keys issue` or fix the key file"
             ) from exc
     return trust, identities
