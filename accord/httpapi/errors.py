@@ -34,6 +34,8 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
 
 _NO_AGENT = (ReasonCode.NO_BIDS.value, ReasonCode.NO_ELIGIBLE_BIDS.value)
 _DEADLINE = (ReasonCode.DEADLINE_EXCEEDED.value, "deadline")
+_LATE = (ReasonCode.LEASE_EXPIRED.value, ReasonCode.ACK_TIMEOUT.value, ReasonCode.BACKEND_TIMEOUT.value)
+"""The winner did not deliver in time: a timeout too, under its own code."""
 
 
 def _for_reason(reason: str, message: str) -> ApiError:
@@ -41,14 +43,16 @@ def _for_reason(reason: str, message: str) -> ApiError:
         return ApiError(503, "service_unavailable", "no_eligible_agent", message)
     if reason in _DEADLINE:
         return ApiError(504, "timeout", "deadline_exceeded", message)
+    if reason in _LATE:
+        return ApiError(504, "timeout", reason, message)
     if reason == "budget":
         return ApiError(402, "insufficient_quota", "budget_exceeded", message)
     return ApiError(502, "api_error", reason, message)
 
 
 def api_error(exc: AccordError) -> ApiError:
-    """The response for an Accord failure: no eligible agent 503, deadline 504, budget 402, a prompt too large
-    for a frame 413, anything else the mesh reported 502 with its reason code."""
+    """The response for an Accord failure: no eligible agent 503, deadline (or a winner too late) 504, budget
+    402, a prompt too large for a frame 413, anything else the mesh reported 502 with its reason code."""
     if isinstance(exc, NoAgentError):
         return ApiError(503, "service_unavailable", "no_eligible_agent", str(exc))
     if isinstance(exc, PayloadTooLargeError):

@@ -23,7 +23,7 @@ from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
-from accord.security import Identity, TrustStore
+from accord.security import Identity, SecurityError, TrustStore
 from accord.strategies import StrategyBackend
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "check_backends",
     "connect_bus",
     "embedded_server",
+    "follow_trust_file",
     "run_mesh",
 ]
 
@@ -173,6 +174,10 @@ async def run_mesh(
             stack.callback(state.url_file.unlink, missing_ok=True)
         agents: list[Agent] = []
         tg = await stack.enter_async_context(anyio.create_task_group())
+        following = anyio.CancelScope()
+        tg.start_soon(
+            _follow, following, trust, Path(config.trust.file) if config.trust.file else state.trust_file
+        )
         try:
             while parts:
                 name, profile, backends, gateway = parts.pop(0)
@@ -190,6 +195,40 @@ async def run_mesh(
                     await agent.stop()
                 for agent in agents:
                     await agent.done.wait()
+            following.cancel()
+
+
+async def _follow(scope: anyio.CancelScope, trust: TrustStore, path: Path) -> None:
+    with scope:
+        await follow_trust_file(trust, path)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = 1.0) -> None:
+    """Merge what is added to the trust file into ``trust`` while the mesh runs (a requester or a kit certified
+    after ``accord up``, the HTTP API's callers), checking the file every ``every_s``. Certificates are verified
+    against the operators as always; nothing is ever removed (revocation lists only grow)."""
+    seen = _stamp(path)
+    while True:
+        await anyio.sleep(every_s)
+        stamp = _stamp(path)
+        if stamp == seen or stamp is None:
+            continue
+        seen = stamp
+        try:
+            added = trust.merge(TrustStore.load(path))
+        except SecurityError as exc:
+            log.warning("trust.reload_failed", file=str(path), error=str(exc))
+            continue
+        if added:
+            log.info("trust.reloaded", file=str(path), certificates=added)
 
 
 async def _close_backends(parts: list[tuple[str, ContractorProfile, dict[str, Backend], Gateway | None]]) -> None:

@@ -66,22 +66,30 @@ class MeshState:
     def certify_all(self, config: MeshConfig, identities: dict[str, Identity]) -> TrustStore:
         """Make this mesh the operator of its own agents: a trust file with one certificate per identity.
 
-        An existing trust file in the state dir is reused as long as it certifies every identity exactly as the
-        mesh file describes it (so that several ``accord up --only NAME`` processes of one mesh share it);
-        otherwise every certificate is issued afresh and the file replaced.
+        An existing trust file in the state dir is reused and only extended: identities it does not certify as
+        the mesh file describes them (new agents, changed ones, the HTTP API's callers) get a certificate added,
+        so several ``accord up --only NAME`` processes and ``accord serve`` share one file, and running agents
+        pick up what is added (:func:`accord.mesh.run.run_mesh` follows the file).
         """
         operator = self.identity("operator", KeyKind.OPERATOR)
         now = time.time_ns()
         wanted = {name: self._describe(config, name, identity) for name, identity in identities.items()}
+        trust = TrustStore([operator.id])
         if self.trust_file.exists():
             try:
                 existing = TrustStore.load(self.trust_file)
-                if _covers(existing, wanted, operator.id, now):
-                    return existing
+                if existing.operators == (operator.id,):
+                    trust = existing  # extended, never replaced: running agents merge what is added
             except SecurityError as exc:
                 log.warning("mesh.trust_file_replaced", file=str(self.trust_file), error=str(exc))
-        trust = TrustStore([operator.id])
-        for serial, (_name, cert) in enumerate(sorted(wanted.items()), start=1):
+        missing = {name: c for name, c in wanted.items() if not _covers(trust, {name: c}, operator.id, now)}
+        if not missing:
+            return trust
+        if any(_certified(trust, cert.agent_id, now) for cert in missing.values()):
+            # a description changed (or a certificate runs out): issue every certificate afresh, so that no old
+            # certificate keeps granting what the mesh file no longer says
+            trust, missing = TrustStore([operator.id]), wanted
+        for serial, (_name, cert) in enumerate(sorted(missing.items()), start=1):
             cert = msgspec.structs.replace(
                 cert,
                 serial=int(now // 1000) + serial,
@@ -125,6 +133,14 @@ def _covers(trust: TrustStore, wanted: dict[str, Certificate], operator: str, no
             != (want.name, want.tier, want.region, sorted(want.residency), sorted(want.privacy))
         ):
             return False
+    return True
+
+
+def _certified(trust: TrustStore, agent_id: str, now: int) -> bool:
+    try:
+        trust.check(agent_id, now)
+    except SecurityError:
+        return False
     return True
 
 
