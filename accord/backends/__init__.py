@@ -9,6 +9,7 @@
 - :class:`SimulatedBackend`: a seeded simulation (models named ``sim-*``) for load and scale tests.
 """
 
+from accord.backends.a2a import A2ABackend
 from accord.backends.base import (
     Backend,
     BackendError,
@@ -44,6 +45,7 @@ from accord.backends.replay import (
 from accord.backends.simulated import SIM_LARGE, SIM_MEDIUM, SIM_SMALL, SimProfile, SimulatedBackend
 
 __all__ = [
+    "A2ABackend",
     "DEFAULT_STOP",
     "DEFAULT_SYSTEM",
     "NO_TEXT_MARKER",

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from accord.bus.server import NatsServer
-from tests.support.cli import ACCORD, cli_env, poll, spawn, stop
+from tests.support.cli import ACCORD, cli_env, spawn, stop, wait_for_text
 
 pytestmark = pytest.mark.integration
 
@@ -84,14 +84,14 @@ def served(tmp_path: Path) -> Iterator[Served]:
     up = serve = None
     try:
         up = spawn(["up", "mesh.toml", "--nats", server.url], tmp_path, tmp_path / "up.log")
-        anyio.run(_wait_for, tmp_path / "up.log", "mesh up on")
+        wait_for_text(tmp_path / "up.log", "mesh up on")
         serve = spawn(
             ["serve", "--nats", server.url, "--port", "0", "--keys", "keys.toml", "--wait-ms", "500"],
             tmp_path,
             tmp_path / "serve.log",
             env=env,
         )
-        text = anyio.run(_wait_for, tmp_path / "serve.log", "serving the mesh at")
+        text = wait_for_text(tmp_path / "serve.log", "serving the mesh at")
         found = re.search(r"serving the mesh at (http://\S+/v1)", text)
         assert found, text
         yield Served(tmp_path, found.group(1), tmp_path / ".accord" / "trust.json")
@@ -101,15 +101,6 @@ def served(tmp_path: Path) -> Iterator[Served]:
     logs = {name: (tmp_path / f"{name}.log").read_text(errors="replace") for name in codes}
     assert codes == {"serve": 0, "up": 0}, (codes, logs)
     assert all("Traceback" not in text for text in logs.values()), logs
-
-
-async def _wait_for_async(log: Path, text: str) -> str:
-    await poll(lambda: text in log.read_text(errors="replace"), timeout_s=60, what=f"{text!r} in {log.name}")
-    return log.read_text(errors="replace")
-
-
-def _wait_for(log: Path, text: str) -> object:
-    return _wait_for_async(log, text)
 
 
 def _verify(served: Served, attestation: bytes, answer: str, name: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import anyio
 
 from tests.support.paths import REPO_ROOT
 
-__all__ = ["ACCORD", "alive", "cli_env", "poll", "spawn", "stop"]
+__all__ = ["ACCORD", "alive", "cli_env", "poll", "spawn", "stop", "wait_for_text"]
 
 ACCORD = [sys.executable, "-c", "from accord.cli import main; main()"]
 
@@ -84,3 +85,15 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, ti
             proc.kill()
             proc.wait(5)
     return proc.returncode
+
+
+def wait_for_text(log: Path, text: str, *, timeout_s: float = 60) -> str:
+    """Block until ``text`` appears in ``log`` (for synchronous fixtures); the log's text."""
+    end = time.monotonic() + timeout_s
+    while True:
+        found = log.read_text(errors="replace") if log.exists() else ""
+        if text in found:
+            return found
+        if time.monotonic() > end:
+            raise AssertionError(f"waited {timeout_s} s for {text!r} in {log.name}:\n{found[-3000:]}")
+        time.sleep(0.05)
