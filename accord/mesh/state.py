@@ -6,8 +6,11 @@ agent and the local requester with the residency and privacy classes of the mesh
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +57,28 @@ class MeshState:
         return self.directory / "nats.url"
 
     def identity(self, name: str, kind: KeyKind = KeyKind.USER) -> Identity:
-        """The identity stored under ``name`` (created on first use, mode 0600)."""
+        """The identity stored under ``name`` (created on first use, mode 0600; commands that start at once
+        agree on one key: creation holds the state dir's lock)."""
         path = self.directory / "keys" / f"{name}.seed"
         if path.exists():
             return load_identity(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        identity = Identity.generate(kind)
-        save_identity(identity, path)
-        return identity
+        with self.locked():
+            if path.exists():
+                return load_identity(path)
+            identity = Identity.generate(kind)
+            save_identity(identity, path)
+            return identity
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state dir's lock (keys and the trust file are made under it)."""
+        fd = os.open(self.directory / "state.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def certify_all(self, config: MeshConfig, identities: dict[str, Identity]) -> TrustStore:
         """Make this mesh the operator of its own agents: a trust file with one certificate per identity.
@@ -72,6 +89,10 @@ class MeshState:
         pick up what is added (:func:`accord.mesh.run.run_mesh` follows the file).
         """
         operator = self.identity("operator", KeyKind.OPERATOR)
+        with self.locked():
+            return self._certify_all(config, identities, operator)
+
+    def _certify_all(self, config: MeshConfig, identities: dict[str, Identity], operator: Identity) -> TrustStore:
         now = time.time_ns()
         wanted = {name: self._describe(config, name, identity) for name, identity in identities.items()}
         trust = TrustStore([operator.id])

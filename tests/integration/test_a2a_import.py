@@ -78,13 +78,16 @@ async def test_an_imported_a2a_card_runs_as_a_mesh_agent(tmp_path: Path) -> None
         (tmp_path / "mesh.toml").write_text(imported.stdout, encoding="utf-8")
         config = load_mesh(tmp_path / "mesh.toml")  # refused before: kind 'a2a', field 'models'
         assert isinstance(config.agents[0].backend, A2ABackendConfig)
-        async with run_mesh(config) as mesh:
-            async with connect_bus(mesh.url, name="asker") as bus, anyio.create_task_group() as inner:
-                requester = Requester(mesh.requester_identity(), bus=bus, trust=mesh.trust, rng=random.Random(4))
-                await inner.start(requester.run)
-                await await_candidates(requester, spec("ping"), timeout_ms=10_000)
-                outcome = await requester.submit(spec("hello a2a", deadline_ms=20_000))
-                inner.cancel_scope.cancel()
+        async with (
+            run_mesh(config) as mesh,
+            connect_bus(mesh.url, name="asker") as bus,
+            anyio.create_task_group() as inner,
+        ):
+            requester = Requester(mesh.requester_identity(), bus=bus, trust=mesh.trust, rng=random.Random(4))
+            await inner.start(requester.run)
+            await await_candidates(requester, spec("ping"), timeout_ms=10_000)
+            outcome = await requester.submit(spec("hello a2a", deadline_ms=20_000))
+            inner.cancel_scope.cancel()
         assert outcome.answer == "echo: hello a2a"
         assert outcome.attestation.statement.backend == "a2a"
         tg.cancel_scope.cancel()

@@ -15,7 +15,7 @@ import anyio
 
 from tests.support.paths import REPO_ROOT
 
-__all__ = ["ACCORD", "alive", "cli_env", "poll", "spawn", "stop", "wait_for_text"]
+__all__ = ["ACCORD", "alive", "cli_env", "poll", "run_all", "spawn", "stop", "wait_for_text"]
 
 ACCORD = [sys.executable, "-c", "from accord.cli import main; main()"]
 
@@ -97,3 +97,32 @@ def wait_for_text(log: Path, text: str, *, timeout_s: float = 60) -> str:
         if time.monotonic() > end:
             raise AssertionError(f"waited {timeout_s} s for {text!r} in {log.name}:\n{found[-3000:]}")
         time.sleep(0.05)
+
+
+def run_all(
+    cases: Mapping[str, tuple[list[str], Path] | tuple[list[str], Path, Mapping[str, str] | None]],
+) -> dict[str, tuple[int, str]]:
+    """Run ``accord ARGV`` for every case at once (name -> (argv, cwd[, env])); name -> (exit code, output with
+    whitespace runs folded to one space)."""
+    procs = {
+        name: subprocess.Popen(
+            [*ACCORD, *case[0]],
+            cwd=case[1],
+            env=cli_env(case[2] if len(case) > 2 else None),  # type: ignore[misc]
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        for name, case in cases.items()
+    }
+    out: dict[str, tuple[int, str]] = {}
+    try:
+        for name, proc in procs.items():
+            stdout, _ = proc.communicate(timeout=60)
+            out[name] = (proc.returncode, " ".join(stdout.decode(errors="replace").split()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    return out
