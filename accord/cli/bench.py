@@ -24,7 +24,7 @@ from accord.strategies import StrategyConfigError, parse_strategy_option
 __all__ = ["register", "resolve_datasets_dir"]
 
 console = Console(width=None if sys.stdout.isatty() else 170)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def resolve_datasets_dir(path: Path) -> Path:

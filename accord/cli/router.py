@@ -20,7 +20,7 @@ from accord.routing.table import PairTable
 __all__ = ["register"]
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 Logs = Annotated[list[Path], typer.Argument(help="Outcome logs (JSON Lines), one or more.")]
 Weak = Annotated[str | None, typer.Option(help="The weak model (default: inferred from the logs).")]

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         at_ns: Annotated[int | None, typer.Option(help="Verify as of this time (ns); default now.")] = None,
     ) -> None:
         """Verify an attestation (or a signed frame) against a trust file and print who produced what."""
-        err = Console(stderr=True)
+        err = Console(stderr=True, soft_wrap=True)
         try:
             data = file.read_bytes()
             expected = output.read_bytes() if output is not None else None
