@@ -45,12 +45,14 @@ async def test_one_precondition_error_instead_of_failed_checks(tmp_path: Path) -
     key, trust = tmp_path / "kit.seed", tmp_path / "trust.json"
     save_identity(kit, key)
     pki.trust.save(trust)
-    async with await NatsServer(name="accord-conformance-pre", jetstream=False).astart() as server:
-        async with AsyncExitStack() as stack:
-            await start_sim_agent(stack, server.url, cast(Any, _View(agent_trust)), agent)
-            common = ["--nats", server.url, "--trust", str(trust), "--key", str(key), *TIMINGS]
-            refused = await _cli("--agent", agent.id, *common, "--json", str(tmp_path / "refused.json"))
-            missing = await _cli("--agent", absent.id, *common)
+    async with (
+        await NatsServer(name="accord-conformance-pre", jetstream=False).astart() as server,
+        AsyncExitStack() as stack,
+    ):
+        await start_sim_agent(stack, server.url, cast(Any, _View(agent_trust)), agent)
+        common = ["--nats", server.url, "--trust", str(trust), "--key", str(key), *TIMINGS]
+        refused = await _cli("--agent", agent.id, *common, "--json", str(tmp_path / "refused.json"))
+        missing = await _cli("--agent", absent.id, *common)
     out = {name: (p.stdout + p.stderr).decode() for name, p in (("refused", refused), ("missing", missing))}
     assert refused.returncode == 2, out["refused"]
     assert "ignores the kit's Tasks" in out["refused"] and kit.id in out["refused"], out["refused"]
