@@ -109,6 +109,10 @@ async def _serve(
                 await tg.start(api.run)
                 base = await tg.start(functools.partial(serve_http, api.app(), host=host, port=port))
                 log.info("api.serving", url=base, mesh=url, keys=len(api_keys))
+                if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
+                    log.warning(
+                        "api.open", host=host, hint="without --keys anyone who reaches it spends the mesh's budget"
+                    )
                 if not quiet:
                     auth = f"{len(api_keys)} API keys" if api_keys else "no API keys: open to all who can connect"
                     err.print(f"serving the mesh at {base} (OpenAI-compatible; {auth})", highlight=False)

@@ -132,7 +132,7 @@ class DeviceRequester:
         self.reconnect_grace_ms = reconnect_grace_ms
         self.journal_mesh = journal_mesh
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._log = log.bind(device=self.id[:12])
+        self._log = log.bind(device=self.id)
         try:
             self.trust.check(self.id, now_ns())
         except SecurityError as exc:

@@ -133,7 +133,7 @@ class JournalSync:
         self._wake = anyio.Event()
         self._stream_ready = False
         self._idle = anyio.Event()
-        self._log = log.bind(device=device_id[:12])
+        self._log = log.bind(device=device_id)
 
     def kick(self) -> None:
         """Something was appended: try to sync now rather than at the next poll."""
