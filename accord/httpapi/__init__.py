@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP API in front of a running mesh (``accord serve``): chat completions (plain and
 streamed), the models and strategies on offer, attestations by id, API keys with budgets."""
 
-from accord.httpapi.app import ApiSettings, MeshApi, serve_http
+from accord.httpapi.app import ApiSettings, MeshApi
 from accord.httpapi.errors import ApiError, api_error
 from accord.httpapi.keys import (
     ApiKeyConfig,
@@ -12,6 +12,7 @@ from accord.httpapi.keys import (
     make_callers,
     token_digest,
 )
+from accord.httpapi.server import serve_http
 
 __all__ = [
     "ApiError",

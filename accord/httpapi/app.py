@@ -17,14 +17,12 @@ The deadline of a request counts from its first announce: the wait for an agent 
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 import msgspec
-import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.applications import Starlette
@@ -42,7 +40,7 @@ from accord.mesh.discovery import await_candidates, discover
 from accord.protocol.messages import ChatMessage, Constraints, Progress, Role
 from accord.protocol.pricing import estimate_prompt_tokens
 from accord.protocol.requester import TaskSpec
-from accord.runtime.requester import TaskOutcome
+from accord.runtime.requester import TaskOutcome, check_frame_size
 from accord.runtime.timers import now_ns
 from accord.strategies import (
     DEFAULT_SYSTEM,
@@ -58,7 +56,7 @@ from accord.strategies import (
 )
 from accord.strategies.parsing import SingleSpec
 
-__all__ = ["ApiSettings", "MeshApi", "serve_http"]
+__all__ = ["ApiSettings", "MeshApi"]
 
 log = get_logger(__name__)
 
@@ -225,6 +223,7 @@ class MeshApi:
                 max_output_tokens=max_tokens,
                 est_input_tokens=estimate_prompt_tokens(messages),
             )
+            check_frame_size(spec)  # too large for a frame: 413 now, not after the wait
             requester = caller.requester
             serving: set[str] | None = None
             if target.served is not None:
@@ -432,51 +431,3 @@ def _usage(outcomes: Sequence[TaskOutcome]) -> tuple[int, int]:
 
 def _error_response(error: ApiError) -> Response:
     return JSONResponse(error.body(), status_code=error.status, headers=_NO_RETRY)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller decides when to stop (by cancelling)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def serve_http(
-    app: Starlette,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    log_level: str = "warning",
-    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve ``app`` with uvicorn on ``host:port`` (port 0: a free one) until cancelled, then shut down
-    gracefully (running requests get two seconds); ``task_status`` gets the base URL (``http://host:port/v1``)
-    once the socket listens."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise AccordError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    server = _Server(
-        uvicorn.Config(app, log_level=log_level, lifespan="off", log_config=None, timeout_graceful_shutdown=2)
-    )
-
-    async def serve() -> None:
-        with anyio.CancelScope(shield=True):  # stopped by should_exit, so that it can shut down gracefully
-            await server.serve(sockets=[sock])
-
-    shown = f"[{host}]" if ":" in host else host
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            task_status.started(f"http://{shown}:{sock.getsockname()[1]}/v1")
-            try:
-                await anyio.sleep_forever()
-            finally:
-                server.should_exit = True
-    finally:
-        sock.close()

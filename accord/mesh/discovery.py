@@ -96,14 +96,14 @@ async def await_candidates(
 ) -> list[str]:
     """Wait until ``requester``'s registry knows at least one agent that could take ``spec``; their ids.
 
-    A fresh requester knows nobody: it first pings the agents (:func:`discover`), which answer and re-advertise
-    at once; then, if none could take the task yet, it waits for adverts of agents that start later, up to
-    ``timeout_ms`` in all. "Could take" means: live, a free slot, the task's kind and context, trusted for its
-    residency and privacy class, and within budget, deadline and quality by its price sheet (the rules of spec
-    6.1). The task's deadline is judged as it will be when the task is announced: ``spec``'s deadline counts
-    from this call and moves with the wait, so waiting never eats into it. Raises :class:`NoAgentError` saying
-    what the registry saw when the time is up (``requester.run`` must be running, with ``watch_adverts``).
-    ``among``: only these agents count (e.g. those serving one model).
+    Returns at once when the registry already knows such an agent. A fresh requester knows nobody: it pings the
+    agents (:func:`discover`), which answer and re-advertise at once; then, if none could take the task yet, it
+    waits for adverts of agents that start later, up to ``timeout_ms`` in all. "Could take" means: live, a free
+    slot, the task's kind and context, trusted for its residency and privacy class, and within budget, deadline
+    and quality by its price sheet (the rules of spec 6.1). The task's deadline is judged as it will be when the
+    task is announced: ``spec``'s deadline counts from this call and moves with the wait, so waiting never eats
+    into it. Raises :class:`NoAgentError` saying what the registry saw when the time is up (``requester.run``
+    must be running, with ``watch_adverts``). ``among``: only these agents count (e.g. those serving one model).
     """
     started = now_ns()
     deadline_ns = spec.constraints.deadline_ns - started  # the deadline, relative to the announce
@@ -119,7 +119,9 @@ async def await_candidates(
         why = candidates.why_none if not candidates.eligible else "none of them serves the model asked for"
         return eligible, why
 
-    await discover(requester, timeout_ms=min(timeout_ms, 2_000))
+    if found()[0]:
+        return found()[0]
+    await discover(requester, timeout_ms=min(timeout_ms, 2_000))  # only when the registry cannot answer yet
     with anyio.move_on_after(max(0.0, timeout_ms / 1000 - (now_ns() - started) / 1e9)):
         while not found()[0]:  # noqa: ASYNC110 - the registry has no event
             await anyio.sleep(poll_ms / 1000)
