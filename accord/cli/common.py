@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from accord.bus.base import BusError
+from accord.cli.logging import json_logs
 from accord.errors import AccordError
+from accord.logs import get_logger
 from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
 from accord.mesh.lock import BUS_LOCK, MeshLocks
 from accord.mesh.state import MeshState
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 EXIT_INTERRUPTED = 130
+
+log = get_logger(__name__)
 
 console = Console(soft_wrap=True)
 """stdout, for what a command produces (tables); never wraps lines."""
@@ -71,9 +75,16 @@ LogLevel = Annotated[Level, typer.Option("--log-level", help="Least level of the
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr and exit ``code``."""
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    """One line on stderr (a log event with ``--log-json``) and exit ``code``."""
+    say_error(message, code)
     raise typer.Exit(code)
+
+
+def say_error(message: str, code: int) -> None:
+    if json_logs():
+        log.error("command.failed", error=message, exit_code=code)
+    else:
+        err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
 
 
 def load_mesh_file(path: Path) -> MeshConfig:
@@ -106,7 +117,7 @@ def run_cli(main: Callable[[], Awaitable[None]]) -> None:
     except (KeyboardInterrupt, AccordError, OSError, BaseExceptionGroup) as exc:
         leaf = _single(exc)
         if isinstance(leaf, KeyboardInterrupt | asyncio.CancelledError):
-            err.print("interrupted")
+            say_error("interrupted", EXIT_INTERRUPTED)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         if isinstance(leaf, typer.Exit):
             raise leaf from None

@@ -12,7 +12,14 @@ import sys
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "json_logs"]
+
+_json = False
+
+
+def json_logs() -> bool:
+    """Whether the command logs JSON lines (``--log-json``): then its messages on stderr are log events too."""
+    return _json
 
 
 def _stderr_logger(*_args: object) -> structlog.PrintLogger:
@@ -38,6 +45,8 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(*, json: bool = False, level: str = "info") -> None:
     """Console logs for humans, or JSON lines with ``--log-json``; bound context vars included."""
+    global _json
+    _json = json
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

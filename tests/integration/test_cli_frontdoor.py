@@ -177,9 +177,10 @@ async def test_one_mesh_one_process_ps_down_interrupt_and_json_logs(tmp_path: Pa
     try:
         await poll(lambda: "mesh.ready" in (tmp_path / "up.err").read_text(), timeout_s=60, what="mesh.ready")
         url = url_file.read_text().strip()
-        second = _run(["up", "mesh.toml"], tmp_path)
+        second = _run(["up", "mesh.toml", "--log-json"], tmp_path)
         assert second.returncode == 1, second.stderr
-        assert f"already runs in another process (pid {first.pid})" in second.stderr.decode()
+        (failed,) = [json.loads(line) for line in second.stderr.decode().splitlines()]  # JSON, even the error
+        assert f"already runs in another process (pid {first.pid})" in failed["error"], failed
         assert url_file.read_text().strip() == url  # the first mesh's URL stands
         ps = _run(["ps", "mesh.toml"], tmp_path)
         assert ps.returncode == 0 and str(first.pid) in ps.stdout.decode() and url in ps.stdout.decode()
