@@ -34,7 +34,7 @@ from accord.httpapi import (
 )
 from accord.logs import get_logger
 from accord.mesh.config import MeshConfig
-from accord.mesh.run import connect_bus
+from accord.mesh.run import TRUST_FOLLOW_MS, connect_bus, trust_stamp
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.security import load_identity
 
@@ -98,7 +98,12 @@ async def _serve(
         k.identity_name: load_identity(k.key) if k.key else state.identity(k.identity_name)
         for k in api_keys.values()
     }
+    trust_file = Path(config.trust.file) if config.trust.file else state.trust_file
+    before = trust_stamp(trust_file)
     trust, identities = load_trust(config, state, requesters=named)
+    if trust_stamp(trust_file) != before:  # the callers were just certified: let running agents read it
+        log.info("api.trust_updated", file=str(trust_file))
+        await anyio.sleep(3 * TRUST_FOLLOW_MS / 1000)
     async with connect_bus(url, name="accord-serve") as bus:
         callers = make_callers(
             bus, trust, keys=api_keys, identities=identities, open_identity=identities[REQUESTER_NAME]

@@ -28,6 +28,7 @@ from accord.strategies import StrategyBackend
 
 __all__ = [
     "BackendUnavailable",
+    "TRUST_FOLLOW_MS",
     "RunningMesh",
     "bus_credentials",
     "check_backends",
@@ -35,11 +36,15 @@ __all__ = [
     "embedded_server",
     "follow_trust_file",
     "run_mesh",
+    "trust_stamp",
 ]
 
 log = get_logger(__name__)
 
 _STOP_TIMEOUT_S = 5.0
+
+TRUST_FOLLOW_MS = 250
+"""How often a running mesh looks at its trust file for added certificates."""
 
 
 class BackendUnavailable(AccordError):
@@ -203,7 +208,7 @@ async def _follow(scope: anyio.CancelScope, trust: TrustStore, path: Path) -> No
         await follow_trust_file(trust, path)
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def trust_stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         st = path.stat()
     except OSError:
@@ -211,14 +216,14 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = 1.0) -> None:
+async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = TRUST_FOLLOW_MS / 1000) -> None:
     """Merge what is added to the trust file into ``trust`` while the mesh runs (a requester or a kit certified
     after ``accord up``, the HTTP API's callers), checking the file every ``every_s``. Certificates are verified
     against the operators as always; nothing is ever removed (revocation lists only grow)."""
-    seen = _stamp(path)
+    seen = trust_stamp(path)
     while True:
         await anyio.sleep(every_s)
-        stamp = _stamp(path)
+        stamp = trust_stamp(path)
         if stamp == seen or stamp is None:
             continue
         seen = stamp
