@@ -154,17 +154,20 @@ def compare_tables(table: PairTable, reference: PairTable) -> tuple[int, float]:
 
 
 def live_points(run: SuiteRun) -> list[tuple[str, OperatingPoint | None]]:
-    """The live policies: the best non-cascade router at CPT(50%); the cascade at CPT(80%) where one was fitted.
-    None where the router's curve never reaches its target."""
+    """The live policies: the best non-cascade router at CPT(50%); the cascade at CPT(80%) where one was fitted
+    (each reached fold by fold, see :func:`~accord.bench.live.operating_point`). None where a fold's curve never
+    reaches its target."""
     table = run.table
     points: list[tuple[str, OperatingPoint | None]] = []
     best = best_router(run.reports)
     if best is not None:
         fit = run.fits[best.name]
-        points.append((best.name, operating_point(table, fit.scores, router=best.name, target=0.5)))
+        point = operating_point(table, fit.scores, router=best.name, target=0.5, folds=fit.folds)
+        points.append((best.name, point))
     if "cascade" in run.fits:
         fit = run.fits["cascade"]
-        points.append(("cascade", operating_point(table, fit.scores, router="cascade", target=0.8, cascade=True)))
+        point = operating_point(table, fit.scores, router="cascade", target=0.8, cascade=True, folds=fit.folds)
+        points.append(("cascade", point))
     return points
 
 

@@ -34,7 +34,8 @@ def check_set(s: SetResult, *, queries: int, cascade: bool) -> None:
     assert s.failures == {} and s.text_mismatches == 0 and s.quality_mismatches == 0
     rows = {r.name: r for r in s.rows}
     kinds = [k for k in ROUTER_KINDS if cascade or k != "cascade"]
-    assert set(rows) == {s.weak, s.strong, "random", "random (seeded)", "oracle", *kinds}
+    assert set(rows) == {s.weak, s.strong, "random", "random (seeded)", "oracle", "no-info", *kinds}
+    assert rows["no-info"].apgr == pytest.approx(0.5)  # cross-fitted, scored per fold: no bias
     weak, strong, random, oracle = rows[s.weak], rows[s.strong], rows["random"], rows["oracle"]
     assert weak.quality < strong.quality
     assert random.apgr == pytest.approx(0.5)
@@ -82,3 +83,4 @@ def test_bench_routing_on_the_routellm_sets_cut_to_60_queries(tmp_path: Path) ->
     assert result.failures == {}
     for name in ("mmlu", "gsm8k", "mt_bench"):
         assert f"{name} THROUGH THE MESH" in output
+
