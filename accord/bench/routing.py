@@ -55,7 +55,7 @@ from accord.bench.routing_report import (
 )
 from accord.protocol.messages import Tier
 from accord.routing.base import RouterError
-from accord.routing.files import ROUTER_KINDS
+from accord.routing.files import DEFAULT_KINDS
 from accord.routing.table import PairTable
 
 __all__ = ["RoutingBench", "bench_tiers", "compare_tables", "live_points", "run_routing_bench"]
@@ -76,7 +76,7 @@ class RoutingBench:
     limit: int | None = None
     folds: int = 5
     seed: int = 0
-    kinds: Sequence[str] = tuple(ROUTER_KINDS)
+    kinds: Sequence[str] = DEFAULT_KINDS
     plot_dir: Path | None = None
     concurrency: int = 64
     replicas: int = 1

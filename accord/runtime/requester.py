@@ -60,7 +60,7 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Event, Received, Start, TimerFired, TimerKind
-from accord.protocol.market import Reputation, ReputationPredictor
+from accord.protocol.market import QualityPredictor, Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
     Award,
@@ -230,6 +230,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         registry: Registry | None = None,
         config: RequesterConfig | None = None,
         reputation: Reputation | None = None,
+        predictor: QualityPredictor | None = None,
         max_in_flight: int = 64,
         rng: random.Random | None = None,
         replay_guard: ReplayGuard | None = None,
@@ -249,7 +250,9 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
         self.reputation = reputation if reputation is not None else Reputation()
-        self.predictor = ReputationPredictor(self.reputation)
+        self.predictor: QualityPredictor = (
+            predictor if predictor is not None else ReputationPredictor(self.reputation)
+        )
         self.stats = RequesterStats()
         self.watch_adverts = watch_adverts
         self.observer = observer

@@ -20,6 +20,7 @@ import numpy as np
 from accord.bench.evaluation.metrics import Curve, aiq, apgr, cpt, oracle_curve, random_curve, routing_curve
 from accord.routing.base import FloatArray, RouterError
 from accord.routing.common import PairRouter
+from accord.routing.matrix import group_folds
 from accord.routing.table import PairTable
 
 __all__ = ["Report", "baseline_reports", "crossfit_scores", "evaluate_scores", "fold_ids"]
@@ -161,12 +162,10 @@ def fold_ids(table: Grouped, k: int, seed: int) -> np.ndarray:
     if k < 2:
         raise RouterError("bad_input", "cross-fitting needs k >= 2 folds")
     groups = table.groups()
-    distinct = sorted(set(groups))
-    if len(distinct) < k:
-        raise RouterError("bad_input", f"{len(distinct)} distinct prompts cannot fill {k} folds")
-    order = np.random.default_rng(seed).permutation(len(distinct))
-    fold_of = {distinct[int(j)]: i % k for i, j in enumerate(order)}
-    return np.asarray([fold_of[g] for g in groups], dtype=np.int64)
+    distinct = len(set(groups))
+    if distinct < k:
+        raise RouterError("bad_input", f"{distinct} distinct prompts cannot fill {k} folds")
+    return group_folds(groups, k, seed)
 
 
 def crossfit_scores(
