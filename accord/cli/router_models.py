@@ -59,7 +59,8 @@ def train_models(records: list[Outcome], spec: str, output: Path) -> None:
         console.print(
             f"  out of fold ({report.folds} folds) on the training log: log-loss {report.log_loss:.4f} "
             f"(per-task table alone {report.log_loss_fallback:.4f}), calibration error {report.ece or 0:.4f}; "
-            f"learned values used in {report.gate_learned_share:.0%} of the gate's (task, lambda) cells"
+            "gate (share of task x lambda cells): "
+            + ", ".join(f"{name} {share:.0%}" for name, share in report.gate.items())
         )
 
 

@@ -1,33 +1,40 @@
-"""Choosing a model per query at a price weight lambda, and the gate that falls back to the per-task best model.
+"""Choosing a model per query at a price weight lambda, and the gate between the learned values and two
+fallback policies.
 
 At price weight ``lambda`` (per US dollar, the market's ``Policy.lambda_price``) a query goes to the model with the
-highest ``value - lambda * cost_USD`` (:func:`choose`; ties go to the cheaper model). Values are either the
-learned per-query predictions or the per-task table of what each model achieves (the *fallback*: with it, the
-choice is the best single model of the query's task at that lambda, a point of that task's single-model hull).
+highest ``value - lambda * cost_USD`` (:func:`choose`; ties go to the cheaper model). There are three ways to
+value a (query, model), the :data:`OPTIONS`:
 
-The :class:`Gate` says, per task key and lambda, which of the two to use. It is fitted on the training log only,
-from out-of-fold predictions (:func:`fit_gate`): at each lambda of a grid, and for each task key with enough
-queries (and every kind, and overall), the two policies' realised utility ``sum(quality - lambda * cost)`` over
-those queries is compared, and the learned values are kept where they do at least as well. So the learned
-ranking is used only where, on queries it had not seen, it beat picking the best single model of the task; at
-every other lambda the router is that single-model choice. Utility rather than accuracy: a policy that is
-better at one lambda lies above the other's line of slope lambda through its point, which is what being above
-the cost-quality hull means.
+- ``learned``: the calibrated per-query prediction, with per-task cost estimates;
+- ``task``: each model's quality on the query's task (kind, category) and its cost there: the choice is the best
+  single model of that task at that lambda;
+- ``global``: each model's overall quality and cost: the choice is the best single model at that lambda, a
+  vertex of the single-model hull.
+
+The :class:`Gate` says, per task key and lambda, which to use. It is fitted on the training log only, from
+out-of-fold values (:func:`fit_gate`): at each lambda of a grid, and for each task key with enough queries (and
+every kind, and overall), the options' realised utility ``sum(quality - lambda * cost)`` over those queries is
+compared and the best kept; on a tie the simpler one (global, then task). So the learned ranking is used only
+where, on queries it had not seen, it beat picking the best single model of the task and the best single model
+overall. Utility rather than accuracy: a policy with the higher utility at one lambda lies above the other's line
+of slope lambda through its point, which is what being above the cost-quality hull means.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
 from accord.routing.base import FloatArray, Query, RouterError
 from accord.routing.groups import query_keys
 
-__all__ = ["MICROS_PER_USD", "Gate", "breakpoints", "choose", "fit_gate", "utility"]
+__all__ = ["MICROS_PER_USD", "OPTIONS", "Gate", "Option", "breakpoints", "choose", "fit_gate", "utility"]
 
 MICROS_PER_USD = 1_000_000.0
+OPTIONS: Final = ("learned", "task", "global")
 _ALL = "*"
 
 
@@ -70,21 +77,41 @@ def lambda_grid(samples: Sequence[FloatArray], points: int) -> FloatArray:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One way of valuing the (query, model) pairs of some queries: values and the cost estimates the choice is
+    made with, both ``(queries, models)``."""
+
+    values: FloatArray
+    cost: FloatArray
+
+    def take(self, rows: np.ndarray) -> Option:
+        return Option(values=self.values[rows], cost=self.cost[rows])
+
+    def choose(self, lam: float) -> np.ndarray:
+        return choose(self.values, self.cost, lam)
+
+
+@dataclass(frozen=True)
 class Gate:
-    """``learned[k, i]``: whether task key ``keys[k]`` uses the learned values at ``lambdas[i]``. A lambda uses the
-    nearest grid point (on a log scale); a query uses its finest key in ``keys`` (category, kind, then ``*``)."""
+    """``choice[k, i]``: the index in :data:`OPTIONS` that task key ``keys[k]`` uses at ``lambdas[i]``. A lambda
+    uses the nearest grid point (on a log scale); a query uses its finest key in ``keys`` (category, kind, then
+    ``*``)."""
 
     lambdas: FloatArray
     keys: list[str]
-    learned: np.ndarray
+    choice: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.learned.shape != (len(self.keys), self.lambdas.size) or _ALL not in self.keys:
+        if self.choice.shape != (len(self.keys), self.lambdas.size) or _ALL not in self.keys:
             raise RouterError("bad_file", "a gate needs one row per key, one column per lambda, and a '*' row")
+        if self.choice.size and not (int(self.choice.min()) >= 0 and int(self.choice.max()) < len(OPTIONS)):
+            raise RouterError("bad_file", "a gate's choice must index OPTIONS")
 
     @classmethod
-    def always_learned(cls) -> Gate:
-        return cls(lambdas=np.array([0.0]), keys=[_ALL], learned=np.ones((1, 1), dtype=bool))
+    def always(cls, option: str = "learned") -> Gate:
+        return cls(
+            lambdas=np.array([0.0]), keys=[_ALL], choice=np.full((1, 1), OPTIONS.index(option), dtype=np.int64)
+        )
 
     def rows(self, queries: Sequence[Query]) -> np.ndarray:
         """The gate row of each query."""
@@ -102,40 +129,50 @@ class Gate:
         cut = np.concatenate([[positive[0] - np.log(2.0)], (positive[:-1] + positive[1:]) / 2])
         return int(np.searchsorted(cut, np.log(lam), side="right"))
 
-    def use_learned(self, rows: np.ndarray, lam: float) -> np.ndarray:
-        return np.asarray(self.learned[rows, self.column(lam)], dtype=bool)
+    def options(self, rows: np.ndarray, lam: float) -> np.ndarray:
+        """The option (index in :data:`OPTIONS`) of each gate row at ``lam``."""
+        return np.asarray(self.choice[rows, self.column(lam)], dtype=np.int64)
+
+    def shares(self) -> dict[str, float]:
+        """The share of (key, lambda) cells that use each option."""
+        return {name: float((self.choice == i).mean()) for i, name in enumerate(OPTIONS)}
 
 
 def fit_gate(
     queries: Sequence[Query],
     quality: FloatArray,
     cost_micros: FloatArray,
-    learned: FloatArray,
-    fallback: FloatArray,
-    cost_estimate: FloatArray,
+    options: Sequence[Option],
     *,
     min_rows: int = 200,
     points: int = 48,
 ) -> Gate:
-    """The gate of the module docstring, from out-of-fold ``learned`` and ``fallback`` values of the training
-    rows, their realised ``quality`` and ``cost_micros`` and the ``cost_estimate`` the choice is made with.
-    Rows with a missing cell are left out (a choice there cannot be scored)."""
+    """The gate of the module docstring, from out-of-fold ``options`` (in :data:`OPTIONS` order) of the training
+    rows and their realised ``quality`` and ``cost_micros``. Rows with a missing cell are left out (a choice there
+    cannot be scored)."""
+    if len(options) != len(OPTIONS):
+        raise RouterError("bad_input", f"one option per {OPTIONS}")
     complete = np.flatnonzero(~np.isnan(quality).any(axis=1) & ~np.isnan(cost_micros).any(axis=1))
     if complete.size == 0:
-        return Gate.always_learned()
+        return Gate.always()
     rows = [queries[int(i)] for i in complete]
     q, c = quality[complete], cost_micros[complete]
-    v_l, v_f, c_hat = learned[complete], fallback[complete], cost_estimate[complete]
-    lambdas = lambda_grid([breakpoints(v_l, c_hat), breakpoints(v_f, c_hat)], points)
+    kept = [o.take(complete) for o in options]
+    lambdas = lambda_grid([breakpoints(o.values, o.cost) for o in kept[:2]], points)
     members: dict[str, list[int]] = {_ALL: list(range(len(rows)))}
     for i, query in enumerate(rows):
         for key in query_keys(query):
             members.setdefault(key, []).append(i)
     keys = [_ALL, *sorted(k for k, m in members.items() if k != _ALL and len(m) >= min_rows)]
-    learned_wins = np.zeros((len(keys), lambdas.size), dtype=bool)
     index = [np.asarray(members[k], dtype=np.int64) for k in keys]
+    choice = np.zeros((len(keys), lambdas.size), dtype=np.int64)
     for j, lam in enumerate(lambdas.tolist()):
-        gain = utility(q, c, choose(v_l, c_hat, lam), lam) - utility(q, c, choose(v_f, c_hat, lam), lam)
+        gains = [utility(q, c, o.choose(lam), lam) for o in kept]
         for k, member in enumerate(index):
-            learned_wins[k, j] = float(gain[member].sum()) >= 0.0
-    return Gate(lambdas=lambdas, keys=keys, learned=learned_wins)
+            totals = [float(g[member].sum()) for g in gains]
+            best = len(totals) - 1  # the simplest wins a tie
+            for o in range(len(totals) - 2, -1, -1):
+                if totals[o] > totals[best]:
+                    best = o
+            choice[k, j] = best
+    return Gate(lambdas=lambdas, keys=keys, choice=choice)

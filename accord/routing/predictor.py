@@ -11,9 +11,10 @@ market.
 2. **Per-task tables** (:mod:`~accord.routing.groups`): each model's shrunk mean quality and cost per task
    key; the quality table is the fallback policy (the best single model of the task), the cost table the price
    estimate used offline (in the market the bid's price is used).
-3. **The gate** (:mod:`~accord.routing.gate`): per task key and price weight lambda, whether the learned values
-   beat the fallback on the training log's out-of-fold predictions; where they did not, the predictor answers
-   with the fallback, so that the router is the per-task best single model at that lambda.
+3. **The gate** (:mod:`~accord.routing.gate`): per task key and price weight lambda, which of the learned values,
+   the per-task table and the overall table did best on the training log's out-of-fold values; where a table
+   did, the predictor answers with it, so that the router is the best single model of the task (or overall) at
+   that lambda, a point of the single models' hull.
 
 In the market it is a :class:`~accord.protocol.market.QualityPredictor`: ``predict(offer, task)`` reads the task's
 first user message and kind (no category: a task carries none) and the task's ``lambda_price``, and returns the
@@ -41,7 +42,7 @@ from accord.routing.calibration import platt, reliability
 from accord.routing.clusters import Clusters, ClusterState, fit_clusters
 from accord.routing.common import pack, unpack
 from accord.routing.features import TextFeaturizer
-from accord.routing.gate import Gate, breakpoints, choose, fit_gate, lambda_grid
+from accord.routing.gate import OPTIONS, Gate, Option, breakpoints, choose, fit_gate, lambda_grid
 from accord.routing.groups import GroupTable
 from accord.routing.matrix import OutcomeMatrix, group_folds
 from accord.routing.multitask import MultiTaskFit, fit_multitask
@@ -99,8 +100,8 @@ class FitReport(msgspec.Struct, frozen=True, kw_only=True):
     """Of the per-task table alone (what the text adds is the difference)."""
     ece: float | None = None
     """Expected calibration error of the calibrated out-of-fold predictions (10 bins)."""
-    gate_learned_share: float = 1.0
-    """Share of the gate's (task key, lambda) cells that use the learned values."""
+    gate: dict[str, float] = {}
+    """Share of the gate's (task key, lambda) cells that use each option (learned, task, global)."""
 
 
 class PredictorState(msgspec.Struct, frozen=True, kw_only=True, tag="predictor"):
@@ -125,7 +126,7 @@ class PredictorState(msgspec.Struct, frozen=True, kw_only=True, tag="predictor")
     overall_cost: list[float]
     gate_lambdas: list[float]
     gate_keys: list[str]
-    gate_learned: list[list[bool]]
+    gate_choice: list[list[int]]
     online: dict[str, OnlineOffset] = {}
     online_prior: float = 20.0
     clusters: ClusterState | None = None
@@ -134,44 +135,53 @@ class PredictorState(msgspec.Struct, frozen=True, kw_only=True, tag="predictor")
 
 @dataclass(frozen=True)
 class Plan:
-    """The predictor's view of a batch of queries, ready to choose at any lambda."""
+    """The predictor's view of a batch of queries, ready to choose at any lambda: one
+    :class:`~accord.routing.gate.Option` per entry of :data:`~accord.routing.gate.OPTIONS` and the gate."""
 
     models: list[str]
-    learned: FloatArray
-    """Calibrated per-query predictions ``(queries, models)``."""
-    fallback: FloatArray
-    """The per-task table's value of each model for each query."""
-    cost: FloatArray
-    """Estimated cost (micro-USD) of each model for each query."""
+    options: tuple[Option, ...]
     gate: Gate
     gate_rows: np.ndarray
 
+    @property
+    def learned(self) -> FloatArray:
+        """Calibrated per-query predictions ``(queries, models)``."""
+        return self.options[0].values
+
+    def _pick(self, lam: float, part: str) -> FloatArray:
+        picked = self.gate.options(self.gate_rows, lam)
+        out = np.array(getattr(self.options[0], part), dtype=np.float64)
+        for index, option in enumerate(self.options[1:], start=1):
+            rows = picked == index
+            out[rows] = getattr(option, part)[rows]
+        return out
+
     def values(self, lam: float) -> FloatArray:
-        """The value of each (query, model) the choice at ``lam`` is made with (learned, or the fallback where
-        the gate says so)."""
-        use = self.gate.use_learned(self.gate_rows, lam)
-        return np.where(use[:, None], self.learned, self.fallback)
+        """The value of each (query, model) the choice at ``lam`` is made with (its gated option's)."""
+        return self._pick(lam, "values")
+
+    def costs(self, lam: float) -> FloatArray:
+        """The cost estimates (micro-USD) the choice at ``lam`` is made with."""
+        return self._pick(lam, "cost")
 
     def choose(self, lam: float) -> np.ndarray:
         """The model index chosen for every query at price weight ``lam`` (per USD)."""
-        return choose(self.values(lam), self.cost, lam)
+        return choose(self.values(lam), self.costs(lam), lam)
 
     def restrict(self, models: Sequence[str]) -> Plan:
         """The same plan choosing among ``models`` only (e.g. those a log to evaluate on has)."""
         columns = [self.models.index(m) for m in models]
         return Plan(
             models=list(models),
-            learned=self.learned[:, columns],
-            fallback=self.fallback[:, columns],
-            cost=self.cost[:, columns],
+            options=tuple(Option(values=o.values[:, columns], cost=o.cost[:, columns]) for o in self.options),
             gate=self.gate,
             gate_rows=self.gate_rows,
         )
 
     def lambdas(self, points: int = 200) -> list[float]:
-        """Price weights that trace the whole curve: 0, quantiles of the breakpoints of both value sets and the
-        gate's grid, and one beyond which every query goes to its cheapest model."""
-        grid = lambda_grid([breakpoints(self.learned, self.cost), breakpoints(self.fallback, self.cost)], points)
+        """Price weights that trace the whole curve: 0, quantiles of the breakpoints of the options' values and
+        the gate's grid, and one beyond which every query goes to its cheapest model."""
+        grid = lambda_grid([breakpoints(o.values, o.cost) for o in self.options], points)
         merged = np.unique(np.concatenate([grid, self.gate.lambdas]))
         return [float(v) for v in merged]
 
@@ -219,7 +229,7 @@ class LearnedPredictor:
         self._shared_mean = 0.0
         self._quality = GroupTable([], np.zeros((0, 0)), np.zeros(0))
         self._cost = GroupTable([], np.zeros((0, 0)), np.zeros(0))
-        self.gate = Gate.always_learned()
+        self.gate = Gate.always()
         self.online: dict[str, OnlineOffset] = {}
         self._views: OrderedDict[str, tuple[FloatArray, FloatArray, int, float]] = OrderedDict()
 
@@ -256,17 +266,19 @@ class LearnedPredictor:
         y = matrix.quality
         folds = self._fold_ids(matrix)
         a, b = np.zeros(m), np.ones(m)
-        gate = Gate.always_learned()
+        gate = Gate.always()
         report = FitReport(rows=n, complete_rows=int((~np.isnan(y)).all(axis=1).sum()), folds=0)
         if folds is not None:
             logits = np.full((n, m), np.nan)
             fallback = np.full((n, m), np.nan)
+            overall = np.full((n, m), np.nan)
             for fold in range(int(folds.max()) + 1):
                 train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
                 fit = self._fit_once(x.take(train), y[train])
                 logits[test] = fit.logits(x.take(test))
                 table = GroupTable.fit([queries[i] for i in train], y[train], prior=self.quality_prior)
                 fallback[test] = table.lookup([queries[i] for i in test])
+                overall[test] = table.overall
             observed = ~np.isnan(y)
             for j in range(m):
                 a[j], b[j] = platt(logits[observed[:, j], j], y[observed[:, j], j])
@@ -280,22 +292,20 @@ class LearnedPredictor:
                 ece=reliability(learned[observed], y[observed])[0],
             )
             cost_table = GroupTable.fit(queries, matrix.cost, prior=self.cost_prior)
-            gate = fit_gate(
-                queries,
-                y,
-                matrix.cost,
-                learned,
-                fallback,
-                cost_table.lookup(queries),
-                min_rows=self.gate_min,
+            task_cost = cost_table.lookup(queries)
+            options = (
+                Option(values=learned, cost=task_cost),
+                Option(values=fallback, cost=task_cost),
+                Option(values=overall, cost=np.tile(cost_table.overall, (n, 1))),
             )
+            gate = fit_gate(queries, y, matrix.cost, options, min_rows=self.gate_min)
         self._fit = self._fit_once(x, y)
         self._platt = (a, b)
         self._shared_mean = float(self._fit.parts(x)[0].mean())
         self._quality = GroupTable.fit(queries, y, prior=self.quality_prior)
         self._cost = GroupTable.fit(queries, matrix.cost, prior=self.cost_prior)
         self.gate = gate
-        self.report = msgspec.structs.replace(report, gate_learned_share=float(gate.learned.mean()))
+        self.report = msgspec.structs.replace(report, gate=gate.shares())
         self.models = list(matrix.models)
         self.trained_rows = n
         self.online = {}
@@ -345,12 +355,18 @@ class LearnedPredictor:
         """The view of ``queries`` that :meth:`Plan.choose` picks models from at any lambda."""
         learned, _ = self._predict(queries)
         offsets = self._offsets()
-        fallback = _shift(self._quality.lookup(queries), offsets)
+        n = len(queries)
+        task_cost = self._cost.lookup(queries)
         return Plan(
             models=list(self.models),
-            learned=learned,
-            fallback=fallback,
-            cost=self._cost.lookup(queries),
+            options=(
+                Option(values=learned, cost=task_cost),
+                Option(values=_shift(self._quality.lookup(queries), offsets), cost=task_cost),
+                Option(
+                    values=np.tile(_shift(self._quality.overall, offsets), (n, 1)),
+                    cost=np.tile(self._cost.overall, (n, 1)),
+                ),
+            ),
             gate=self.gate,
             gate_rows=self.gate.rows(queries),
         )
@@ -390,10 +406,12 @@ class LearnedPredictor:
                     claim=offer.quality,
                 )
             return float(sigmoid(_logit(offer.quality) + (shared - self._shared_mean) + offset))
-        if self.gate.use_learned(np.array([gate_row]), task.policy.lambda_price)[0]:
+        option = OPTIONS[int(self.gate.options(np.array([gate_row]), task.policy.lambda_price)[0])]
+        if option == "learned":
             a, b = self._platt
             return float(sigmoid(a[j] + b[j] * logits[j] + offset))
-        return float(_shift(fallback[j : j + 1], np.array([offset]))[0])
+        table = fallback if option == "task" else self._quality.overall
+        return float(_shift(table[j : j + 1], np.array([offset]))[0])
 
     # --- online -------------------------------------------------------------------------------------------------
     def observe(self, outcome: Outcome) -> None:
@@ -444,7 +462,7 @@ class LearnedPredictor:
             overall_cost=[float(v) for v in self._cost.overall],
             gate_lambdas=[float(v) for v in self.gate.lambdas],
             gate_keys=list(self.gate.keys),
-            gate_learned=[[bool(v) for v in row] for row in self.gate.learned],
+            gate_choice=[[int(v) for v in row] for row in self.gate.choice],
             online=dict(self.online),
             online_prior=self.online_prior,
             clusters=None if self.clusters is None else self.clusters.state(),
@@ -480,7 +498,7 @@ class LearnedPredictor:
         predictor.gate = Gate(
             lambdas=np.asarray(state.gate_lambdas, dtype=np.float64),
             keys=list(state.gate_keys),
-            learned=np.asarray(state.gate_learned, dtype=bool).reshape(len(state.gate_keys), -1),
+            choice=np.asarray(state.gate_choice, dtype=np.int64).reshape(len(state.gate_keys), -1),
         )
         predictor.models = list(state.models)
         predictor.online = dict(state.online)

@@ -1,10 +1,13 @@
-"""JSON Schema (draft 2020-12) for the v1 messages, generated from the types. Pure: builds data, writes nothing.
+"""JSON Schema (draft 2020-12) for the v1 messages and the outcome-log record, generated from the types. Pure:
+builds data, writes nothing.
 
 ``accord spec schemas`` writes :func:`schema_files` into spec/schemas/; a golden test and ``accord spec check``
 fail when the committed files differ from what this module generates.
 
 The schemas describe the JSON form of a message. The msgpack wire form has the same structure: the same
 field names and values, with ``bytes`` fields as msgpack bin instead of base64 strings (spec section 2).
+``outcome.schema.json`` describes one line of an outcome log (JSON Lines of
+:class:`~accord.routing.records.Outcome`, spec/OUTCOMES.md).
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ from typing import Final
 import msgspec
 
 from accord.protocol.messages import MESSAGE_TYPES, PROTOCOL_VERSION, AnyMessage, Message, message_tag
+from accord.routing.records import OUTCOME_VERSION, Outcome
 
 __all__ = [
     "COMBINED_SCHEMA_FILE",
     "JSON_SCHEMA_DIALECT",
+    "OUTCOME_SCHEMA_FILE",
     "JsonObject",
     "JsonValue",
     "message_schemas",
+    "outcome_schema",
     "portable",
     "render_json",
     "schema_file_name",
@@ -34,6 +40,7 @@ JsonObject = dict[str, JsonValue]
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 COMBINED_SCHEMA_FILE: Final = "messages.schema.json"
+OUTCOME_SCHEMA_FILE: Final = "outcome.schema.json"
 _REF_PREFIX: Final = "#/$defs/"
 _COMMENT: Final = (
     "Generated from accord.protocol.messages by `accord spec schemas`; do not edit. Describes the JSON form; "
@@ -126,11 +133,28 @@ def message_schemas() -> dict[str, JsonObject]:
     return docs
 
 
+def outcome_schema() -> JsonObject:
+    """The schema of one line of an outcome log (one :class:`~accord.routing.records.Outcome` as JSON)."""
+    (root,), components = msgspec.json.schema_components((Outcome,), ref_template=_REF_PREFIX + "{name}")
+    root_value = portable(_as_json(root))
+    components_value = portable(_as_json(components))
+    if not isinstance(root_value, dict) or not isinstance(components_value, dict):  # pragma: no cover
+        raise TypeError("schema root is not an object")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": f"Accord outcome record v{OUTCOME_VERSION} (one line of an outcome log, spec/OUTCOMES.md)",
+        "$comment": "Generated from accord.routing.records.Outcome by `accord spec schemas`; do not edit.",
+        **root_value,
+        "$defs": _reachable(root_value, components_value),
+    }
+
+
 def render_json(document: object) -> bytes:
     """The exact bytes of a generated JSON file: 2-space indent, UTF-8, key order kept, final newline."""
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def schema_files() -> dict[str, bytes]:
-    """File name (relative to spec/schemas/) -> exact file bytes."""
-    return {name: render_json(doc) for name, doc in message_schemas().items()}
+    """File name (relative to spec/schemas/) -> exact file bytes: every message's and the outcome record's."""
+    documents = {**message_schemas(), OUTCOME_SCHEMA_FILE: outcome_schema()}
+    return {name: render_json(doc) for name, doc in documents.items()}

@@ -198,11 +198,14 @@ def synthetic_world(
     topics: int = 8,
     price_spread: float = 100.0,
     specialists: float = 0.4,
+    skill_spread: float = 1.0,
     categories: bool = False,
 ) -> SyntheticWorld:
     """A world of ``models`` models over ``topics`` topics and the three :data:`TASKS`, drawn from ``seed``.
 
-    ``specialists``: the share of models that are much better (+1.5 logits) on one or two topics.
+    ``specialists``: the share of models that are much better (+1.5 logits) on one or two topics;
+    ``skill_spread`` scales every topic and task skill (0: models differ only in ability and price, and no router
+    can beat the best single model at a given cost except by the query's difficulty).
     """
     if not 2 <= models <= len(_NAMES):
         raise RouterError("bad_input", f"between 2 and {len(_NAMES)} models")
@@ -216,17 +219,17 @@ def synthetic_world(
     built: list[SyntheticModel] = []
     for i, log_price in enumerate(log_prices):
         rank = log_price / math.log(price_spread)  # 0 (cheapest) .. 1 (dearest)
-        skills = [rng.gauss(0.0, 0.6) for _ in topic_names]
+        skills = [skill_spread * rng.gauss(0.0, 0.6) for _ in topic_names]
         if rng.random() < specialists:
             for t in rng.sample(range(len(topic_names)), k=min(len(topic_names), rng.randint(1, 2))):
-                skills[t] += 1.5
+                skills[t] += 1.5 * skill_spread
         price_out = round(200 * math.exp(log_price))
         built.append(
             SyntheticModel(
                 name=f"{_NAMES[i]}-{'small' if rank < 0.34 else 'medium' if rank < 0.67 else 'large'}",
                 ability=-0.6 + 1.6 * rank + rng.gauss(0.0, 0.45),
                 topic_skill=tuple(skills),
-                task_skill=tuple(rng.gauss(0.0, 0.4) for _ in task_names),
+                task_skill=tuple(skill_spread * rng.gauss(0.0, 0.4) for _ in task_names),
                 slope=rng.uniform(0.8, 1.6) - 0.3 * rank,
                 price_in_per_1k_micros=max(1, round(price_out / rng.uniform(2.0, 5.0))),
                 price_out_per_1k_micros=price_out,

@@ -16,7 +16,7 @@ from accord.protocol.messages import ChatMessage, Constraints, Policy, Role, Tas
 from accord.routing.base import Query, RouterError
 from accord.routing.calibration import platt, reliability
 from accord.routing.files import load_predictor, load_router, read_router_file, save_predictor
-from accord.routing.gate import Gate, choose, fit_gate
+from accord.routing.gate import OPTIONS, Gate, Option, choose, fit_gate
 from accord.routing.groups import GroupTable
 from accord.routing.matrix import OutcomeMatrix, parse_models
 from accord.routing.multitask import fit_multitask
@@ -60,6 +60,7 @@ def test_predictions_are_calibrated_and_better_than_the_task_table(
     assert report is not None and report.log_loss is not None and report.log_loss_fallback is not None
     assert report.log_loss < report.log_loss_fallback  # the text adds something beyond the task
     assert report.folds == 3 and report.rows == 500 and report.complete_rows == 500
+    assert sum(report.gate.values()) == pytest.approx(1.0)
 
 
 def test_market_predict_is_the_plans_value(predictor: LearnedPredictor, test_matrix: OutcomeMatrix) -> None:
@@ -192,26 +193,34 @@ def test_choose_trades_quality_for_price_and_breaks_ties_to_the_cheaper() -> Non
     assert list(choose(values, cost, 500.0)) == [0, 0]
 
 
-def test_gate_keeps_learned_values_only_where_they_beat_the_task_table() -> None:
+def test_gate_keeps_learned_values_only_where_they_beat_both_tables() -> None:
     rng = np.random.default_rng(2)
-    n = 2_000
-    queries = [Query(text="q", kind="good" if i % 2 else "noisy") for i in range(n)]
+    n = 3_000
+    kinds = np.array(["good", "noisy", "split"])[np.arange(n) % 3]
+    queries = [Query(text="q", kind=str(k)) for k in kinds]
     truth = rng.random((n, 2)) * 0.8 + 0.1
+    truth[kinds == "split", 0] = 0.9  # on "split" the cheap model is right far more often
     quality = (rng.random((n, 2)) < truth).astype(float)
     cost = np.tile([100.0, 1_000.0], (n, 1))
-    good = np.array([q.kind == "good" for q in queries])
-    learned = np.where(good[:, None], truth, rng.random((n, 2)))  # informative on one kind, noise on the other
-    fallback = np.tile(quality.mean(axis=0), (n, 1))
-    gate = fit_gate(queries, quality, cost, learned, fallback, cost, min_rows=200)
-    assert set(gate.keys) == {"*", "k:good", "k:noisy"}
-    rows = gate.rows([Query(text="a", kind="good"), Query(text="b", kind="noisy"), Query(text="c", kind="new")])
+    learned = np.where((kinds == "noisy")[:, None], rng.random((n, 2)), truth)  # noise on one kind only
+    per_kind = np.stack([quality[kinds == k].mean(axis=0) for k in kinds])
+    overall = np.tile(quality.mean(axis=0), (n, 1))
+    options = [Option(values=v, cost=cost) for v in (learned, per_kind, overall)]
+    gate = fit_gate(queries, quality, cost, options, min_rows=200)
+    assert set(gate.keys) == {"*", "k:good", "k:noisy", "k:split"}
+    rows = gate.rows([Query(text="a", kind=k) for k in ("good", "noisy", "new")])
     assert rows.tolist() == [gate.keys.index("k:good"), gate.keys.index("k:noisy"), gate.keys.index("*")]
     # where picking the dearer model pays off for a gap in P of 0.1 to 0.4, the informative values win and
-    # the noise loses (at the largest lambdas both choose the cheaper model nearly always: a tie)
+    # the noise loses (at the largest lambdas every option chooses the cheaper model: a tie, the simplest wins)
     middle = [lam for lam in gate.lambdas.tolist() if 100 < lam < 450]
-    assert len(middle) >= 5 and all(gate.use_learned(rows[:1], lam)[0] for lam in middle)
-    assert not any(gate.use_learned(rows[1:2], lam)[0] for lam in middle)
-    assert Gate.always_learned().use_learned(np.array([0]), 123.0)[0]
+    assert len(middle) >= 5
+    assert all(OPTIONS[gate.options(rows[:1], lam)[0]] == "learned" for lam in middle)
+    assert not any(OPTIONS[gate.options(rows[1:2], lam)[0]] == "learned" for lam in middle)
+    assert OPTIONS[gate.options(rows[:1], float(gate.lambdas[-1]))[0]] == "global"
+    assert set(gate.shares()) == set(OPTIONS) and sum(gate.shares().values()) == pytest.approx(1.0)
+    assert Gate.always("task").options(np.array([0]), 123.0).tolist() == [OPTIONS.index("task")]
+    with pytest.raises(RouterError):
+        fit_gate(queries, quality, cost, options[:2])
 
 
 def _task(task_id: str, query: Query, lam: float) -> Task:
