@@ -148,17 +148,20 @@ def fit_gate(
     points: int = 48,
 ) -> Gate:
     """The gate of the module docstring, from out-of-fold ``options`` (in :data:`OPTIONS` order) of the training
-    rows and their realised ``quality`` and ``cost_micros``. Rows with a missing cell are left out (a choice there
-    cannot be scored)."""
+    rows and their realised ``quality`` and ``cost_micros``. A row where some models have no outcome is scored
+    with the choice among those that have one (a log need not have every model on every query); rows with fewer
+    than two are left out."""
     if len(options) != len(OPTIONS):
         raise RouterError("bad_input", f"one option per {OPTIONS}")
-    complete = np.flatnonzero(~np.isnan(quality).any(axis=1) & ~np.isnan(cost_micros).any(axis=1))
-    if complete.size == 0:
+    observed = ~np.isnan(quality) & ~np.isnan(cost_micros)
+    usable = np.flatnonzero(observed.sum(axis=1) >= 2)
+    if usable.size == 0:
         return Gate.always()
-    rows = [queries[int(i)] for i in complete]
-    q, c = quality[complete], cost_micros[complete]
-    kept = [o.take(complete) for o in options]
-    lambdas = lambda_grid([breakpoints(o.values, o.cost) for o in kept[:2]], points)
+    rows = [queries[int(i)] for i in usable]
+    seen = observed[usable]
+    q, c = np.where(seen, quality[usable], 0.0), np.where(seen, cost_micros[usable], 0.0)
+    kept = [Option(values=np.where(seen, o.values[usable], -np.inf), cost=o.cost[usable]) for o in options]
+    lambdas = lambda_grid([breakpoints(o.values, o.cost) for o in options[:2]], points)
     members: dict[str, list[int]] = {_ALL: list(range(len(rows)))}
     for i, query in enumerate(rows):
         for key in query_keys(query):

@@ -250,3 +250,17 @@ def _offer(model: str, claim: float) -> Offer:
         tier=Tier.CLOUD,
         region="local",
     )
+
+
+def test_a_sparse_log_still_gets_a_gate_and_reaches_the_hull(test_matrix: OutcomeMatrix) -> None:
+    rng = np.random.default_rng(4)
+    records = WORLD.outcomes(600, seed=7)
+    answered = {
+        q: set(rng.choice(WORLD.model_names, size=3, replace=False)) for q in {r.query_id for r in records}
+    }
+    sparse = [r for r in records if r.model in answered[r.query_id]]  # each query answered by 3 of 6 models
+    predictor = LearnedPredictor.from_outcomes(sparse, WORLD.model_names)
+    assert predictor.report is not None and predictor.report.complete_rows == 0
+    assert predictor.gate.lambdas.size > 1  # fitted on the models each query has
+    report = evaluate_chooser(test_matrix, predictor.plan(test_matrix.queries), router="sparse")
+    assert report.min_gap_to_hull >= -0.01, report.min_gap_to_hull
