@@ -96,7 +96,9 @@ def register(app: typer.Typer) -> None:
     def train(
         logs: Logs,
         output: Annotated[Path, typer.Option("-o", "--output", help="Router file (.msgpack, or .json).")],
-        kind: Annotated[str, typer.Option(help=f"One of: {', '.join(ROUTER_KINDS)}.")] = "logistic",
+        kind: Annotated[
+            str | None, typer.Option(help=f"One of: {', '.join(ROUTER_KINDS)} (default logistic).")
+        ] = None,
         weak: Weak = None,
         strong: Strong = None,
         models: Models = None,
@@ -104,8 +106,13 @@ def register(app: typer.Typer) -> None:
         """Fit a router on outcome logs and save it: a pair router (--kind, --weak, --strong), or with
         --models the learned predictor over any number of models."""
         if models is not None:
+            if kind not in (None, "predictor") or weak is not None or strong is not None:
+                raise _fail(
+                    RouterError("bad_input", "--models trains the predictor: no --kind, --weak or --strong")
+                )
             router_models.train_models(_read(logs), models, output)
             return
+        kind = kind or "logistic"
         table = _table(_read(logs), weak, strong)
         try:
             router = make_router(kind)

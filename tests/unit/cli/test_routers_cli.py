@@ -140,6 +140,8 @@ def test_train_on_some_models_and_eval_on_a_log_missing_one(tmp_path: Path) -> N
     assert "no outcomes of" in result.output
     result = runner.invoke(app, ["router", "train", str(log), "--models", "nope,x", "-o", str(pred)])
     assert result.exit_code == 2 and "unknown_model" in result.output
+    result = runner.invoke(app, ["router", "train", str(log), "--models", "all", "--kind", "mf", "-o", str(pred)])
+    assert result.exit_code == 2 and "--models trains the predictor" in result.output
 
 
 def test_crossfit_over_n_models_and_the_no_info_row(tmp_path: Path) -> None:
