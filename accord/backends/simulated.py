@@ -38,10 +38,10 @@ from accord.backends.base import (
     DeltaCallback,
     MetadataValue,
     elapsed_ms,
-    normalize_prompt,
 )
 from accord.protocol.messages import Timings, Usage
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens
+from accord.routing.records import normalize_prompt
 
 __all__ = ["SIM_LARGE", "SIM_MEDIUM", "SIM_SMALL", "SimProfile", "SimulatedBackend"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
@@ -29,7 +29,6 @@ import anyio
 from accord.bus.base import (
     DEFAULT_MAX_PENDING,
     Bus,
-    BusClosedError,
     BusMessage,
     BusStats,
     BusTimeoutError,
@@ -43,6 +42,7 @@ from accord.bus.base import (
     StreamState,
     Subscription,
 )
+from accord.bus.subscription import SubscriptionBase
 
 __all__ = ["SRC_HEADER", "FaultEvent", "FaultPlan", "FaultRates", "FaultyBus"]
 
@@ -176,24 +176,17 @@ def _strip(msg: BusMessage) -> tuple[str, BusMessage]:
     return h[SRC_HEADER], BusMessage(msg.subject, msg.data, rest or None, msg.reply)
 
 
-class _FaultySubscription:
+class _FaultySubscription(SubscriptionBase):
+    """The wrapped bus's subscription, with the plan's faults applied as the subscriber takes each message."""
+
+    __slots__ = ("_bus", "_held", "_inner", "_ready")
+
     def __init__(self, bus: FaultyBus, inner: Subscription) -> None:
+        super().__init__(inner.subject, inner.queue, inner.max_pending)
         self._bus = bus
         self._inner = inner
         self._ready: deque[BusMessage] = deque()
         self._held: BusMessage | None = None
-
-    @property
-    def subject(self) -> str:
-        return self._inner.subject
-
-    @property
-    def queue(self) -> str | None:
-        return self._inner.queue
-
-    @property
-    def max_pending(self) -> int:
-        return self._inner.max_pending
 
     @property
     def pending(self) -> int:
@@ -203,18 +196,11 @@ class _FaultySubscription:
     def dropped(self) -> int:
         return self._inner.dropped
 
-    async def next(self, *, timeout_ms: int | None = None) -> BusMessage:
-        if self._ready:
-            return self._ready.popleft()
-        if timeout_ms is None:
-            return await self._next()
-        try:
-            with anyio.fail_after(timeout_ms / 1000):
-                return await self._next()
-        except TimeoutError:
-            raise BusTimeoutError(f"no message within {timeout_ms} ms", subject=self.subject) from None
+    def _poll(self) -> BusMessage | None:
+        return self._ready.popleft() if self._ready else None
 
-    async def _next(self) -> BusMessage:
+    async def _wait(self) -> BusMessage:
+        """Closed shows through from the wrapped subscription: its ``next`` raises BusClosedError."""
         bus = self._bus
         plan = bus.plan
         while True:
@@ -246,27 +232,12 @@ class _FaultySubscription:
                 self._ready.append(self._held)
                 self._held = None
 
-    def __aiter__(self) -> AsyncIterator[BusMessage]:
-        return self
-
-    async def __anext__(self) -> BusMessage:
-        try:
-            return await self.next()
-        except BusClosedError:
-            raise StopAsyncIteration from None
-
-    async def unsubscribe(self) -> None:
+    def _discard(self) -> None:
         self._ready.clear()
         self._held = None
+
+    async def _remove_interest(self) -> None:
         await self._inner.unsubscribe()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.unsubscribe()
 
 
 class _NoService:
@@ -402,9 +373,16 @@ class FaultyBus:
         metadata: Mapping[str, str] | None = None,
         endpoints: Sequence[ServiceEndpoint] = (),
         stats: ServiceStatsFn | None = None,
+        on_ping: Callable[[], None] | None = None,
     ) -> ServiceHandle:
         if isinstance(self.inner, ServiceHost):
             return await self.inner.add_service(
-                name, version, description=description, metadata=metadata, endpoints=endpoints, stats=stats
+                name,
+                version,
+                description=description,
+                metadata=metadata,
+                endpoints=endpoints,
+                stats=stats,
+                on_ping=on_ping,
             )
         return _NoService()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -36,6 +36,7 @@ from accord.bus.base import (
     check_subject,
     subject_matches,
 )
+from accord.bus.subscription import SubscriptionBase
 
 __all__ = ["MemoryBroker", "MemoryBus"]
 
@@ -96,30 +97,20 @@ class MemoryBroker:
         return f"_INBOX.mem.{self._inbox}"
 
 
-class _MemorySubscription:
-    __slots__ = ("_buf", "_bus", "_closed", "_dropped", "_max_pending", "_waiter", "queue", "subject")
+class _MemorySubscription(SubscriptionBase):
+    """A bounded deque the broker appends to; a reader with nothing to take waits on an event."""
+
+    __slots__ = ("_buf", "_bus", "_waiter")
 
     def __init__(self, bus: MemoryBus, subject: str, queue: str | None, max_pending: int) -> None:
+        super().__init__(subject, queue, max_pending)
         self._bus = bus
-        self.subject = subject
-        self.queue = queue
-        self._max_pending = max_pending
         self._buf: deque[BusMessage] = deque()
         self._waiter: anyio.Event | None = None
-        self._closed = False
-        self._dropped = 0
-
-    @property
-    def max_pending(self) -> int:
-        return self._max_pending
 
     @property
     def pending(self) -> int:
         return len(self._buf)
-
-    @property
-    def dropped(self) -> int:
-        return self._dropped
 
     def _offer(self, msg: BusMessage) -> None:
         if self._closed:
@@ -129,63 +120,36 @@ class _MemorySubscription:
             self._bus.stats.dropped += 1
             return
         self._buf.append(msg)
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             waiter.set()
 
-    def _close(self) -> None:
-        self._closed = True
-        self._buf.clear()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
-
-    async def next(self, *, timeout_ms: int | None = None) -> BusMessage:
+    def _poll(self) -> BusMessage | None:
         if self._buf and not self._closed:
             self._bus.stats.delivered += 1
             return self._buf.popleft()
-        if timeout_ms is None:
-            return await self._wait()
-        try:
-            with anyio.fail_after(timeout_ms / 1000):
-                return await self._wait()
-        except TimeoutError:
-            raise BusTimeoutError(f"no message within {timeout_ms} ms", subject=self.subject) from None
+        return None
 
     async def _wait(self) -> BusMessage:
-        while True:
-            if self._closed:
-                raise BusClosedError(subject=self.subject)
-            if self._buf:
-                self._bus.stats.delivered += 1
-                return self._buf.popleft()
+        while not self._closed:
+            msg = self._poll()
+            if msg is not None:
+                return msg
             waiter = self._waiter = anyio.Event()
             await waiter.wait()
+        raise BusClosedError(subject=self._subject)
 
-    def __aiter__(self) -> AsyncIterator[BusMessage]:
-        return self
+    def _discard(self) -> None:
+        self._buf.clear()
+        self._wake()
 
-    async def __anext__(self) -> BusMessage:
-        try:
-            return await self.next()
-        except BusClosedError:
-            raise StopAsyncIteration from None
-
-    async def unsubscribe(self) -> None:
-        if not self._closed:
-            self._close()
-            self._bus._broker._remove(self)
-            self._bus._subs.discard(self)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.unsubscribe()
+    async def _remove_interest(self) -> None:
+        self._bus._broker._remove(self)
+        self._bus._subs.discard(self)
 
 
 # --- durable streams ---------------------------------------------------------------------------------------------
@@ -265,35 +229,22 @@ class _Consumer:
 
 
 class _MemoryDurableMessage:
-    __slots__ = ("_consumer", "_stored", "deliveries")
+    __slots__ = ("_consumer", "data", "deliveries", "headers", "stream_seq", "subject")
 
     def __init__(self, consumer: _Consumer, stored: _Stored, deliveries: int) -> None:
         self._consumer = consumer
-        self._stored = stored
+        self.subject = stored.subject
+        self.data = stored.data
+        self.headers = stored.headers
+        self.stream_seq = stored.seq
         self.deliveries = deliveries
 
-    @property
-    def subject(self) -> str:
-        return self._stored.subject
-
-    @property
-    def data(self) -> bytes:
-        return self._stored.data
-
-    @property
-    def headers(self) -> Mapping[str, str] | None:
-        return self._stored.headers
-
-    @property
-    def stream_seq(self) -> int:
-        return self._stored.seq
-
     async def ack(self) -> None:
-        self._consumer.unacked.pop(self._stored.seq, None)
+        self._consumer.unacked.pop(self.stream_seq, None)
 
     async def nak(self) -> None:
-        if self._stored.seq in self._consumer.unacked:
-            self._consumer.unacked[self._stored.seq] = (0.0, self.deliveries)
+        if self.stream_seq in self._consumer.unacked:
+            self._consumer.unacked[self.stream_seq] = (0.0, self.deliveries)
 
 
 class _MemoryConsumerHandle:

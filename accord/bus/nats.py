@@ -24,7 +24,7 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, cast
@@ -33,7 +33,6 @@ import anyio
 import msgspec
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as _NatsSub
@@ -69,10 +68,12 @@ from accord.bus.base import (
     ServiceStatsFn,
     StreamState,
 )
+from accord.bus.subscription import SubscriptionBase
+from accord.logs import get_logger
 
 __all__ = ["MSG_ID_HEADER", "NatsBus"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 # nats-py lower-cases the server's -ERR text (subject included), so matching is case-insensitive.
@@ -148,91 +149,41 @@ async def _roundtrip(nc: Client, timeout_s: float) -> None:
         await nc.flush(timeout=max(1, math.ceil(timeout_s)))
 
 
-class _NatsSubscription:
+class _NatsSubscription(SubscriptionBase):
     """A nats-py iterator-mode subscription read straight from its bounded pending queue.
 
     nats-py's own ``messages`` iterator creates a task per message; reading the queue directly keeps the path
     read-loop -> queue -> consumer, the same number of hops as a raw nats-py callback. It relies on two
     nats-py internals (``_pending_queue`` and ``_pending_size``, stable since nats-py 2.0), kept in this class.
+    Drops are counted in ``_dropped`` by the bus's error callback (nats-py reports them only there).
     """
 
-    __slots__ = (
-        "_bus",
-        "_closed",
-        "_dropped",
-        "_max_pending",
-        "_q",
-        "_queue_name",
-        "_sub",
-        "_subject",
-        "_waiting",
-    )
+    __slots__ = ("_bus", "_q", "_sub", "_waiting")
 
     def __init__(self, bus: NatsBus, sub: _NatsSub, subject: str, queue: str | None, max_pending: int) -> None:
+        super().__init__(subject, queue, max_pending)
         self._bus = bus
         self._sub = sub
-        self._subject = subject
-        self._queue_name = queue
-        self._max_pending = max_pending
         self._q: asyncio.Queue[Msg] = sub._pending_queue
-        self._closed = False
         self._waiting = False
-        self._dropped = 0
-
-    @property
-    def subject(self) -> str:
-        return self._subject
-
-    @property
-    def queue(self) -> str | None:
-        return self._queue_name
-
-    @property
-    def max_pending(self) -> int:
-        return self._max_pending
 
     @property
     def pending(self) -> int:
         return 0 if self._closed else self._q.qsize()
 
-    @property
-    def dropped(self) -> int:
-        return self._dropped
-
-    async def next(self, *, timeout_ms: int | None = None) -> BusMessage:
+    def _poll(self) -> BusMessage | None:
         if self._closed:
             raise BusClosedError(subject=self._subject)
         q = self._q
         if q.empty():  # tested first: an empty get_nowait() raises, and an exception per wait costs
-            self._waiting = True
-            try:
-                if timeout_ms is None:
-                    msg = await q.get()
-                else:
-                    with anyio.fail_after(timeout_ms / 1000):
-                        msg = await q.get()
-            except TimeoutError:
-                raise BusTimeoutError(f"no message within {timeout_ms} ms", subject=self._subject) from None
-            finally:
-                self._waiting = False
-        else:
-            msg = q.get_nowait()
+            return None
+        msg = q.get_nowait()
         q.task_done()
-        if self._closed:  # woken by unsubscribe/close (with the sentinel, or a message that lost the race)
-            raise BusClosedError(subject=self._subject)
         return self._deliver(msg)
 
-    def _deliver(self, msg: Msg) -> BusMessage:
-        self._sub._pending_size -= len(msg.data)
-        self._bus._stats.delivered += 1
-        return BusMessage(msg.subject, msg.data, msg.headers, msg.reply or None)
-
-    def __aiter__(self) -> AsyncIterator[BusMessage]:
-        return self
-
     async def __anext__(self) -> BusMessage:
-        """``next()`` without a timeout, inlined: the receive loops of the shells run through here for every
-        message, and one coroutine less per message is measurable."""
+        """The base's ``_poll`` and ``_wait`` written out in one coroutine: the shells' receive loops run through
+        here for every message, and the call (when waiting, the coroutine) less per message is measurable."""
         q = self._q
         if not self._closed:
             if q.empty():
@@ -244,24 +195,30 @@ class _NatsSubscription:
             else:
                 msg = q.get_nowait()
             q.task_done()
-            if not self._closed:
+            if not self._closed:  # woken by unsubscribe/close (the sentinel, or a message that lost the race)
                 return self._deliver(msg)
         raise StopAsyncIteration
 
-    def _mark_closed(self) -> None:
-        """Stop delivering; wake a consumer blocked on the (then empty) queue."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _wait(self) -> BusMessage:
+        """For ``next()``, once ``_poll`` found the queue empty; the wait is written out in ``__anext__``."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise BusClosedError(subject=self._subject) from None
+
+    def _deliver(self, msg: Msg) -> BusMessage:
+        self._sub._pending_size -= len(msg.data)
+        self._bus._stats.delivered += 1
+        return BusMessage(msg.subject, msg.data, msg.headers, msg.reply or None)
+
+    def _discard(self) -> None:
+        """Wake a consumer blocked on the (then empty) queue; what is still queued stays unread."""
         if self._waiting:
             with contextlib.suppress(asyncio.QueueFull):  # full: the consumer is about to wake anyway
                 self._q.put_nowait(cast(Msg, None))
         self._bus._subs.pop(self._sub, None)
 
-    async def unsubscribe(self) -> None:
-        if self._closed:
-            return
-        self._mark_closed()
+    async def _remove_interest(self) -> None:
         nc = self._bus._nc
         if nc is None or nc.is_closed or nc.is_draining:
             return
@@ -271,14 +228,6 @@ class _NatsSubscription:
             return
         except nats.errors.Error as exc:
             raise _map_error(exc, self._subject) from exc
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.unsubscribe()
 
 
 class _NatsDurableMessage:
@@ -410,10 +359,20 @@ class _MicroServiceWithCounts(_MicroService):
         config: _MicroConfig,
         endpoints: Sequence[ServiceEndpoint],
         stats: ServiceStatsFn | None,
+        on_ping: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(nc, config)
         self._accord_endpoints = list(endpoints)
         self._accord_stats = stats
+        self._accord_on_ping = on_ping
+
+    async def _handle_ping_request(self, msg: Msg) -> None:
+        if self._accord_on_ping is not None:
+            try:
+                self._accord_on_ping()
+            except Exception:  # the owner's hook must not stop the PING answer
+                log.exception("service.ping_hook_failed", service=self._name)
+        await super()._handle_ping_request(msg)
 
     def info(self) -> _MicroInfo:
         info = super().info()
@@ -804,10 +763,12 @@ class NatsBus:
         metadata: Mapping[str, str] | None = None,
         endpoints: Sequence[ServiceEndpoint] = (),
         stats: ServiceStatsFn | None = None,
+        on_ping: Callable[[], None] | None = None,
     ) -> _NatsServiceHandle:
         """Answer PING, INFO and STATS on ``$SRV.*`` as an instance of service ``name`` (nats.micro).
 
-        ``endpoints`` are listed by INFO; STATS reports the counts ``stats()`` returns for them. The service
+        ``endpoints`` are listed by INFO; STATS reports the counts ``stats()`` returns for them; ``on_ping`` is
+        called before each PING is answered (an agent re-advertises then, for discovery). The service
         lives until ``stop()`` or until the bus closes; it is resubscribed after a reconnect like every
         subscription. Needs subscribe permission on ``$SRV.>`` (BusError otherwise).
         """
@@ -818,7 +779,7 @@ class NatsBus:
             )
         except ValueError as exc:
             raise BusError(f"bad service config: {exc}") from exc
-        service = _MicroServiceWithCounts(nc, config, endpoints, stats)
+        service = _MicroServiceWithCounts(nc, config, endpoints, stats, on_ping)
         mark = self._violation_serial
         try:
             await service.start()

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ from rich.table import Table
 
 from accord.errors import RemoteProtocolError
 from accord.protocol import codec
+from accord.spec import decoder_vectors as decoder
 from accord.spec import message_vectors as vectors
 from accord.spec import schemas as schema
 
@@ -112,9 +113,8 @@ def check_artifacts(spec_dir: Path) -> list[SpecCheck]:
     return results
 
 
-def _check_valid_vector(path: Path) -> str:
+def _check_valid_vector(doc: dict[str, Any]) -> str:
     """Decode the hex, compare with the JSON form, re-encode byte for byte; '' if all holds, else the problem."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
     frame = bytes.fromhex(doc["msgpack_hex"])
     message = codec.decode(frame)
     if codec.decode_json(json.dumps(doc["json"])) != message:
@@ -128,26 +128,55 @@ def _check_valid_vector(path: Path) -> str:
     return ""
 
 
-def _check_invalid_vector(path: Path) -> str:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    frame = bytes.fromhex(doc["msgpack_hex"])
+def _check_invalid_vector(doc: dict[str, Any]) -> str:
     try:
-        codec.decode(frame)
+        codec.decode(decoder.frame_of(doc))
     except RemoteProtocolError as exc:
         return "" if exc.reason == doc["reason"] else f"refused as {exc.reason!r}, expected {doc['reason']!r}"
     return "decoded, but every decoder must refuse it"
 
 
+def _check_accept_vector(doc: dict[str, Any]) -> str:
+    """Decodes to the stated message, which re-encodes to the canonical bytes (the reference never refuses one,
+    even where ``may_refuse`` allows it)."""
+    message = codec.decode(decoder.frame_of(doc))
+    if message != codec.decode_json(json.dumps(doc["json"])):
+        return "decodes to another message than its json form"
+    if codec.encode(message).hex() != doc["canonical_hex"]:
+        return "the canonical re-encoding is not canonical_hex"
+    return ""
+
+
+def _check_json_vector(doc: dict[str, Any]) -> str:
+    message = codec.decode_json(doc["json_text"])
+    if codec.encode(message).hex() != doc["msgpack_hex"]:
+        return "the JSON text does not hold the message of msgpack_hex"
+    return ""
+
+
+_VECTOR_KINDS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "": ("decode, re-encode", _check_valid_vector),
+    decoder.INVALID_DIR: ("refused as stated", _check_invalid_vector),
+    decoder.ACCEPT_DIR: ("accepted as stated", _check_accept_vector),
+    decoder.JSON_DIR: ("JSON form read", _check_json_vector),
+}
+"""Subdirectory of vectors/messages -> (check name, check of one document)."""
+
+
 def check_message_vectors(spec_dir: Path) -> list[SpecCheck]:
     """Each committed message vector decodes, matches its JSON form and re-encodes byte for byte; each invalid
-    vector is refused with its reason."""
+    vector is refused with its reason; each accept vector decodes to its message and re-encodes canonically;
+    each JSON vector reads as its message."""
     directory = spec_dir / "vectors" / "messages"
     results: list[SpecCheck] = []
     for name in sorted(_committed(directory)):
-        invalid = name.startswith(f"{vectors.INVALID_DIR}/")
-        check = "refused as stated" if invalid else "decode, re-encode"
+        subdir = name.rpartition("/")[0]
+        if subdir not in _VECTOR_KINDS:
+            results.append(SpecCheck("known kind", f"vectors/messages/{name}", False, f"unknown kind {subdir!r}"))
+            continue
+        check, run = _VECTOR_KINDS[subdir]
         try:
-            problem = (_check_invalid_vector if invalid else _check_valid_vector)(directory / name)
+            problem = run(json.loads((directory / name).read_text(encoding="utf-8")))
         except (RemoteProtocolError, ValueError, KeyError, TypeError, AttributeError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         results.append(SpecCheck(check, f"vectors/messages/{name}", not problem, problem))
@@ -157,13 +186,14 @@ def check_message_vectors(spec_dir: Path) -> list[SpecCheck]:
 
 
 def check_security_vectors(spec_dir: Path) -> list[SpecCheck]:
-    """Signed frames and the attestation in vectors/security verify (or are refused as stated) and are current."""
+    """Every vector in vectors/security behaves as its manifest says (verifies, or is refused with its reason), and
+    every file there is current."""
     from accord.spec import security_vectors
 
-    problems = security_vectors.check(spec_dir)
-    if not problems:
-        return [SpecCheck("signed vectors verify", "vectors/security", True)]
-    return [SpecCheck("signed vectors verify", "vectors/security", False, p) for p in problems]
+    return [
+        SpecCheck("security vector as stated", f"vectors/security/{item}", not problem, problem or "")
+        for item, problem in security_vectors.verify(spec_dir)
+    ]
 
 
 def check_asyncapi(spec_dir: Path) -> list[SpecCheck]:

@@ -27,11 +27,11 @@ from typing import Final
 
 import anyio
 import msgspec
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from accord.bus.base import Bus, BusError, BusMessage, Subscription
 from accord.errors import AccordError, RemoteProtocolError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.codec import decode, encode
 from accord.protocol.contractor import ContractorProfile, quote_task
@@ -69,7 +69,7 @@ from accord.security.envelope import PAYLOAD_TYPE_FRAME, decode_envelope, encode
 
 __all__ = ["FIXTURES", "Fault", "Fixture", "FixtureAgent"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BID_HOLD_MS: Final = 2_000
 LATE_BY_MS: Final = 600
@@ -256,7 +256,7 @@ class FixtureAgent:
                 region=p.region,
                 residency=list(p.residency),
                 skills=list(p.skills),
-                models=list(p.models),
+                models=list(p.offers()),
                 slots=p.slots,
                 load=sum(j.state == "running" for j in self._jobs.values()),
                 ttl_ms=p.ttl_ms,
@@ -335,7 +335,7 @@ class FixtureAgent:
     # --- the contractor -----------------------------------------------------------------------------------------
     def _quote(self, task: Task, now: int) -> Quote | str:
         if self.fault is Fault.BIDS_WHEN_INELIGIBLE:
-            m = self.profile.models[0]
+            m = self.profile.offers()[0]
             price, latency = sheet_quote(
                 m, input_tokens=task.est_input_tokens, output_tokens=task.max_output_tokens
             )
@@ -343,7 +343,7 @@ class FixtureAgent:
         if task.messages and prompt_digest(task.messages) != task.prompt_digest:
             return "other"
         q = quote_task(self.profile, task, now=now)
-        return q if isinstance(q, Quote) else q.value
+        return q if isinstance(q, Quote) else q.reason.value
 
     def _on_task(self, task: Task, broadcast: bool, now: int) -> None:
         if task.sender == self.id:

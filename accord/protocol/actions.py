@@ -150,6 +150,8 @@ class AttemptEnded(Struct, frozen=True):
     attempt: int
     success: bool
     reason: ReasonCode | None = None
+    model: str = ""
+    """The model of the awarded offer."""
 
 
 class Execute(Struct, frozen=True):

@@ -13,7 +13,8 @@ Per task (job)::
     RUNNING --Cancel of its attempt (or all)--> RELEASED, closed (Abort)
     RELEASED (not closed) --Task of a later attempt (re-announce)--> evaluated afresh
 
-The agent itself: INIT --Start--> ONLINE (Advertise every ttl/3) --Shutdown--> STOPPED (running work fails with
+The agent itself: INIT --Start--> ONLINE (Advertise every ttl/3, and soon after a Solicited, at most one per
+``SOLICITED_ADVERT_GAP_MS``) --Shutdown--> STOPPED (running work fails with
 ``shutdown``, Withdraw). The transition table is keyed by the job's state for task events while ONLINE, and by
 the agent's state otherwise.
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from msgspec import Struct
@@ -58,6 +59,7 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
+    DeviceChanged,
     Event,
     EventType,
     ExecutionDone,
@@ -77,7 +79,6 @@ from accord.protocol.messages import (
     AwardReject,
     Bid,
     Cancel,
-    Connectivity,
     Decline,
     Failure,
     Mechanism,
@@ -90,15 +91,21 @@ from accord.protocol.messages import (
     Tier,
     Withdraw,
 )
-from accord.protocol.pricing import Quote
+from accord.protocol.pricing import DeviceState, Quote, Refusal, ResourceModel, estimate_prompt_tokens
 
 __all__ = [
     "AgentState",
     "ContractorMachine",
     "ContractorProfile",
+    "SOLICITED_ADVERT_GAP_MS",
     "JobState",
+    "prompt_tokens_of",
     "quote_task",
 ]
+
+SOLICITED_ADVERT_GAP_MS: Final = 250
+"""The least time between two adverts when the second one is solicited (a NATS service PING): a burst of pings
+from starting requesters costs each agent at most four adverts a second."""
 
 
 class AgentState(enum.Enum):
@@ -126,12 +133,16 @@ _HOLDS_SLOT: Final = frozenset({_J.BIDDING, _J.RUNNING})
 
 
 class ContractorProfile(Struct, frozen=True, kw_only=True):
-    """What an agent serves and at what cost; the Advertise it sends is built from this."""
+    """What an agent serves and at what cost; the Advertise it sends is built from this and the device's state.
+
+    ``tier``, ``region``, ``residency`` and ``privacy`` must be what the agent's certificate says (spec 10.2):
+    requesters check every claim against the certificate and refuse an offer that contradicts it."""
 
     name: str
     tier: Tier
     region: str
-    models: tuple[ModelOffer, ...]
+    models: tuple[ResourceModel, ...]
+    """Each model it serves, with its price sheet, capacity, link and battery policy (protocol/pricing.py)."""
     residency: tuple[str, ...] = ()
     """Residency classes it is certified to serve."""
     privacy: tuple[Privacy, ...] = (Privacy.PUBLIC,)
@@ -140,68 +151,88 @@ class ContractorProfile(Struct, frozen=True, kw_only=True):
     """Task kinds it takes; empty: any kind."""
     slots: int = 1
     overhead_ms: int = 0
-    """Added to every latency estimate (network, queueing in the shell)."""
+    """Added to every latency estimate (queueing in the shell, anything the resource model does not see)."""
     bid_hold_ms: int = 1000
     """How long after the bid window a bid stays valid (and its slot reserved), so it can win a re-award."""
     ttl_ms: int = 10_000
     """Advertise TTL; heartbeats go out every third of it."""
-    shared_backend: bool = False
-    """True: jobs in flight share the backend's tokens/s (latency estimates grow with the load)."""
-    connectivity: Connectivity = Connectivity()
-    battery: float | None = None
+
+    def offers(self) -> tuple[ModelOffer, ...]:
+        """The price sheets as configured (before any device state applies)."""
+        return tuple(m.offer() for m in self.models)
 
 
-def quote_task(profile: ContractorProfile, task: Task, *, now: int, in_flight: int = 0) -> Quote | ReasonCode:
-    """The best model ``profile`` can offer for ``task`` at ``now``, or the reason it cannot take it.
+def prompt_tokens_of(task: Task, counted: int | None = None) -> int:
+    """The prompt size an agent prices: the shell's count with the model's tokenizer if it made one, else the
+    documented estimate of the prompt it holds; the requester's ``est_input_tokens`` only when the prompt is
+    not inline (``prompt_ref``), since then it is all there is."""
+    if counted is not None:
+        return counted
+    if task.messages:
+        return estimate_prompt_tokens(task.messages)
+    return task.est_input_tokens
+
+
+def quote_task(
+    profile: ContractorProfile,
+    task: Task,
+    *,
+    now: int,
+    prompt_tokens: int | None = None,
+    in_flight: int = 0,
+    models: Sequence[ResourceModel] | None = None,
+) -> Quote | Refusal:
+    """The best of ``models`` (default: the profile's; the machine passes them as the device is now) for
+    ``task`` at ``now``, or why the agent cannot take it. ``prompt_tokens``: the shell's count, else
+    :func:`prompt_tokens_of` the task.
 
     Checks, in order: kind among skills, residency class, privacy class, tier preference, deadline not passed;
-    then per model: context window, claimed quality >= min_quality, cost <= max price, and finishing in time
-    (work starts when the bid window closes, or now for a direct task). Among feasible models it picks the best
-    by the task's own score (truthful: the price is the cost from the price sheet).
+    then per model (:meth:`~accord.protocol.pricing.ResourceModel.refusal`): the prompt plus the output fit the
+    context window, battery above its floor, no metered-link refusal, the queue not full; then the claimed
+    quality reaches ``min_quality``, the price (battery premium and metered surcharge included) is within
+    budget, and the latency estimate (queue + prefill + decode + network + overhead) finishes by the deadline
+    when work starts at the end of the bid window (now, for a direct task). Among feasible models it picks the
+    best by the task's own score (truthful: the price is the cost).
     """
     c = task.constraints
     if profile.skills and task.kind not in profile.skills:
-        return ReasonCode.UNSUPPORTED_KIND
+        return Refusal(reason=ReasonCode.UNSUPPORTED_KIND)
     if c.residency is not None and c.residency not in profile.residency:
-        return ReasonCode.RESIDENCY
+        return Refusal(reason=ReasonCode.RESIDENCY)
     if c.privacy not in profile.privacy:
-        return ReasonCode.PRIVACY
+        return Refusal(reason=ReasonCode.PRIVACY)
     if c.preferred_tiers and profile.tier not in c.preferred_tiers:
-        return ReasonCode.OTHER
+        return Refusal(reason=ReasonCode.OTHER, detail="tier")
     if now >= c.deadline_ns:
-        return ReasonCode.DEADLINE_INFEASIBLE
+        return Refusal(reason=ReasonCode.DEADLINE_INFEASIBLE)
     start = now if task.mechanism is Mechanism.DIRECT else max(now, task.ts + task.bid_window_ms * NS_PER_MS)
-    load = in_flight + 1 if profile.shared_backend else 1
-    need = task.est_input_tokens + task.max_output_tokens
+    out_tokens = task.max_output_tokens
+    prompt_tokens = prompt_tokens_of(task, prompt_tokens)
     best: tuple[float, int, int, str] | None = None
     best_quality = 0.0
-    reason = ReasonCode.OTHER
-    for m in profile.models:
-        if m.context_window < need:
-            reason = ReasonCode.CONTEXT_TOO_LONG
+    refusal = Refusal(reason=ReasonCode.OTHER)
+    for m in profile.models if models is None else models:
+        why = m.refusal(prompt_tokens, out_tokens, in_flight)
+        if why is not None:
+            refusal = why
             continue
         if m.quality < c.min_quality:
-            reason = ReasonCode.QUALITY_BELOW_MIN
+            refusal = Refusal(reason=ReasonCode.QUALITY_BELOW_MIN)
             continue
-        price, latency = sheet_quote(
-            m,
-            input_tokens=task.est_input_tokens,
-            output_tokens=task.max_output_tokens,
-            overhead_ms=profile.overhead_ms,
-            load=load,
-        )
+        price = m.price_micros(prompt_tokens, out_tokens)
         if price > c.max_price_micros:
-            reason = ReasonCode.OVER_BUDGET
+            refusal = Refusal(reason=ReasonCode.OVER_BUDGET)
             continue
+        latency = m.estimate_latency_ms(prompt_tokens, out_tokens, in_flight) + profile.overhead_ms
         if start + latency * NS_PER_MS > c.deadline_ns:
-            reason = ReasonCode.DEADLINE_INFEASIBLE
+            refusal = Refusal(reason=ReasonCode.DEADLINE_INFEASIBLE)
             continue
-        key = (-score(m.quality, price, latency, task.policy), price, latency, m.name)
+        key = (-score(m.quality, price, latency, task.policy), price, latency, m.model)
         if best is None or key < best:
             best = key
             best_quality = m.quality
     if best is None:
-        return reason
+        return refusal
     return Quote(model=best[3], price_micros=best[1], est_latency_ms=best[2], quality=best_quality)
 
 
@@ -211,11 +242,25 @@ _FOREIGN_BID: Final = "award names another bid"
 class _Job:
     """One task as this contractor sees it."""
 
-    __slots__ = ("ack", "award", "bid", "bid_digest", "closed", "progress_seq", "quote", "reason", "state", "task")
+    __slots__ = (
+        "ack",
+        "award",
+        "bid",
+        "bid_digest",
+        "closed",
+        "progress_seq",
+        "prompt_tokens",
+        "quote",
+        "reason",
+        "state",
+        "task",
+    )
 
-    def __init__(self, task: Task, state: JobState) -> None:
+    def __init__(self, task: Task, state: JobState, prompt_tokens: int = 0) -> None:
         self.task = task
         self.state = state
+        self.prompt_tokens = prompt_tokens
+        """The prompt's size as this agent priced it (its own count, never the requester's claim)."""
         self.quote: Quote | None = None
         self.bid: Bid | None = None
         self.bid_digest = ""
@@ -257,19 +302,42 @@ def _task_id(event: Event) -> str:
 class ContractorMachine:
     """One agent's contractor side. See the module docstring for the contract."""
 
-    __slots__ = ("_jobs", "_rng", "_seq", "_state", "_timers", "_used", "agent_id", "profile")
+    __slots__ = (
+        "_advertised_ns",
+        "_device",
+        "_jobs",
+        "_live",
+        "_rng",
+        "_seq",
+        "_sheet",
+        "_state",
+        "_timers",
+        "_used",
+        "agent_id",
+        "profile",
+    )
 
-    def __init__(self, agent_id: str, profile: ContractorProfile, *, rng: random.Random) -> None:
-        """``agent_id``: this agent's id (sender of what it sends). ``rng``: the source of message ids."""
+    def __init__(
+        self, agent_id: str, profile: ContractorProfile, *, rng: random.Random, device: DeviceState | None = None
+    ) -> None:
+        """``agent_id``: this agent's id (sender of what it sends). ``rng``: the source of message ids.
+        ``device``: the device's state when the machine starts (default: mains power, the configured link)."""
         if profile.slots < 1:
             raise LocalProtocolError("a contractor needs at least one slot")
+        if not profile.models:
+            raise LocalProtocolError("a contractor serves at least one model")
         self.agent_id = agent_id
         self.profile = profile
         self._rng = rng
+        self._device = device if device is not None else DeviceState()
+        self._live = tuple(m.with_state(self._device) for m in profile.models)
+        self._sheet: tuple[object, ...] = ()
+        """What the last Advertise said about prices, battery and link (a change re-advertises at once)."""
         self._state = AgentState.INIT
         self._jobs: dict[str, _Job] = {}
         self._used = 0
         self._seq = 0
+        self._advertised_ns = 0
         self._timers: dict[tuple[TimerKind, str], int] = {}
 
     # --- read-only view -----------------------------------------------------------------------------------------
@@ -284,6 +352,15 @@ class ContractorMachine:
     @property
     def free_slots(self) -> int:
         return self.profile.slots - self._used
+
+    @property
+    def models(self) -> tuple[ResourceModel, ...]:
+        """The served models as the device is now (battery, link and measured rates applied)."""
+        return self._live
+
+    @property
+    def device(self) -> DeviceState:
+        return self._device
 
     def job_state(self, task_id: str) -> JobState:
         job = self._jobs.get(task_id)
@@ -342,6 +419,14 @@ class ContractorMachine:
         job.reason = reason
         return out
 
+    def _sheet_key(self) -> tuple[object, ...]:
+        offers = tuple((o.name, o.price_in_per_1k_micros, o.price_out_per_1k_micros) for o in self._offers())
+        battery = self._live[0].battery
+        return (*offers, None if battery is None else round(battery, 2), self._live[0].metered)
+
+    def _offers(self) -> list[ModelOffer]:
+        return [m.offer() for m in self._live]
+
     def _advertise(self, now: int) -> list[Action]:
         p = self.profile
         adv = Advertise(
@@ -353,18 +438,20 @@ class ContractorMachine:
             region=p.region,
             residency=list(p.residency),
             skills=list(p.skills),
-            models=list(p.models),
+            models=self._offers(),
             slots=p.slots,
             load=self._used,
-            connectivity=p.connectivity,
-            battery=p.battery,
+            connectivity=self._live[0].connectivity(),
+            battery=self._live[0].battery,
             ttl_ms=p.ttl_ms,
             seq=self._seq,
         )
         self._seq += 1
+        self._sheet = self._sheet_key()
+        self._advertised_ns = now
         return [Send(BROADCAST, adv), self._arm(TimerKind.HEARTBEAT, now + p.ttl_ms * NS_PER_MS // 3)]
 
-    def _decline(self, task: Task, reason: ReasonCode, now: int) -> Send:
+    def _decline(self, task: Task, refusal: Refusal, now: int) -> Send:
         return Send(
             task.sender,
             Decline(
@@ -373,7 +460,8 @@ class ContractorMachine:
                 ts=now,
                 task_id=task.task_id,
                 attempt=task.attempt,
-                reason=reason.value,
+                reason=refusal.reason.value,
+                detail=refusal.detail,
             ),
         )
 
@@ -430,6 +518,22 @@ class ContractorMachine:
         self._gc(now)
         return self._advertise(now)
 
+    def _on_device_changed(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        assert isinstance(event, DeviceChanged)
+        self._device = event.state
+        self._live = tuple(m.with_state(event.state) for m in self.profile.models)
+        if self._state is AgentState.ONLINE and self._sheet_key() != self._sheet:
+            return self._advertise(now)  # the price sheet moved (battery, link): tell requesters now
+        return []
+
+    def _on_solicited(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        """Bring the next heartbeat forward, not sooner than the gap after the last advert (offline: no-op)."""
+        due = self._timers.get((TimerKind.HEARTBEAT, ""))
+        at = max(now, self._advertised_ns + SOLICITED_ADVERT_GAP_MS * NS_PER_MS)
+        if self._state is not AgentState.ONLINE or due is None or at >= due:
+            return []
+        return [self._arm(TimerKind.HEARTBEAT, at)]
+
     def _on_shutdown(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         out: list[Action] = []
         for j in self._jobs.values():
@@ -477,16 +581,17 @@ class ContractorMachine:
             else:
                 return [Reject(RejectReason.DUPLICATE, task)]
         p = self.profile
-        q = quote_task(p, task, now=now, in_flight=self._used)
+        tokens = prompt_tokens_of(task, event.prompt_tokens)
+        q = quote_task(p, task, now=now, prompt_tokens=tokens, in_flight=self._used, models=self._live)
         direct = task.mechanism is Mechanism.DIRECT
         if isinstance(q, Quote) and not direct and self._used >= p.slots:
-            q = ReasonCode.BUSY
+            q = Refusal(reason=ReasonCode.BUSY, detail="no_free_slot")
         if not isinstance(q, Quote):
-            new = self._jobs[task.task_id] = _Job(task, _J.RELEASED)
-            new.reason = q
+            new = self._jobs[task.task_id] = _Job(task, _J.RELEASED, tokens)
+            new.reason = q.reason
             return [] if event.broadcast else [self._decline(task, q, now)]
         if direct:
-            new = self._jobs[task.task_id] = _Job(task, _J.OFFERED)
+            new = self._jobs[task.task_id] = _Job(task, _J.OFFERED, tokens)
             new.quote = q
             return []
         deadline = task.constraints.deadline_ns
@@ -508,7 +613,7 @@ class ContractorMachine:
             region=p.region,
             residency=list(p.residency),
         )
-        new = self._jobs[task.task_id] = _Job(task, _J.BIDDING)
+        new = self._jobs[task.task_id] = _Job(task, _J.BIDDING, tokens)
         new.quote = q
         new.bid = bid
         self._used += 1
@@ -531,7 +636,7 @@ class ContractorMachine:
         else:
             if self._used >= self.profile.slots:
                 return ReasonCode.BUSY, ""
-            floor = q.price_micros
+            floor = self._sheet_floor(job, q.model)
         if award.price_micros < floor:
             return ReasonCode.OVER_BUDGET, f"price {award.price_micros} below {floor}"
         if now >= award.ack_by_ns:
@@ -539,6 +644,11 @@ class ContractorMachine:
         if now + q.est_latency_ms * NS_PER_MS > award.lease_until_ns:
             return ReasonCode.DEADLINE_INFEASIBLE, "lease too short"
         return None
+
+    def _sheet_floor(self, job: _Job, model: str) -> int:
+        """A direct award pays the advertised sheet (spec 6.5), for the prompt as this agent counted it."""
+        offer = next(o for o in self._offers() if o.name == model)
+        return sheet_quote(offer, input_tokens=job.prompt_tokens, output_tokens=job.task.max_output_tokens)[0]
 
     def _on_award(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, Received)
@@ -738,9 +848,13 @@ def _build_table() -> dict[tuple[AgentState | JobState, EventType], Handler]:
     )
     execution = (E.EXECUTION_PROGRESS, E.EXECUTION_DONE, E.EXECUTION_FAILED)
     t[(AgentState.INIT, E.START)] = M._on_start
+    for s in AgentState:
+        t[(s, E.DEVICE_CHANGED)] = M._on_device_changed
     t[(AgentState.ONLINE, E.SHUTDOWN)] = M._on_shutdown
     t[(AgentState.ONLINE, E.HEARTBEAT_DUE)] = M._on_heartbeat
     t[(AgentState.STOPPED, E.HEARTBEAT_DUE)] = M._on_stale
+    for state in AgentState:
+        t[(state, E.SOLICITED)] = M._on_solicited
     for s in (AgentState.ONLINE, AgentState.STOPPED):
         for e in to_requester:
             t[(s, e)] = M._on_unexpected

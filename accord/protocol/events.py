@@ -7,7 +7,7 @@ Three kinds of event reach a machine:
 - timers the machine asked for with ``SetTimer`` and the shell now reports as due: :class:`TimerFired`;
 - messages from peers, already verified and decoded by the shell: :class:`Received`;
 - (contractor only) reports from the execution the shell runs: :class:`ExecutionProgress`,
-  :class:`ExecutionDone`, :class:`ExecutionFailed`.
+  :class:`ExecutionDone`, :class:`ExecutionFailed`; and the device's measured state: :class:`DeviceChanged`.
 
 Every event maps to one :class:`EventType` (:func:`event_type`); a machine's transition table is keyed by
 ``(state, EventType)``. Events are frozen msgspec Structs: cheap to build, comparable, printable.
@@ -40,9 +40,11 @@ from accord.protocol.messages import (
     Usage,
     Withdraw,
 )
+from accord.protocol.pricing import DeviceState
 
 __all__ = [
     "CancelTask",
+    "DeviceChanged",
     "Event",
     "EventType",
     "ExecutionDone",
@@ -51,6 +53,7 @@ __all__ = [
     "Received",
     "Recovered",
     "Shutdown",
+    "Solicited",
     "Start",
     "TimerFired",
     "TimerKind",
@@ -85,6 +88,7 @@ class EventType(enum.Enum):
     START = "start"
     CANCEL_TASK = "cancel_task"
     SHUTDOWN = "shutdown"
+    SOLICITED = "solicited"
     RECOVERED = "recovered"
     # timers
     BID_WINDOW_CLOSED = "bid_window_closed"
@@ -112,6 +116,7 @@ class EventType(enum.Enum):
     EXECUTION_PROGRESS = "execution_progress"
     EXECUTION_DONE = "execution_done"
     EXECUTION_FAILED = "execution_failed"
+    DEVICE_CHANGED = "device_changed"
 
 
 class Start(Struct, frozen=True, gc=False):
@@ -124,6 +129,12 @@ class CancelTask(Struct, frozen=True, gc=False):
 
 class Shutdown(Struct, frozen=True, gc=False):
     """Contractor: leave the mesh gracefully (fail running work with ``shutdown``, send Withdraw)."""
+
+
+class Solicited(Struct, frozen=True, gc=False):
+    """Contractor: someone asked who is on the mesh (a NATS service PING): advertise soon instead of at the next
+    heartbeat, so a fresh requester need not wait a heartbeat interval (at most one solicited advert per
+    ``SOLICITED_ADVERT_GAP_MS``; ignored unless online)."""
 
 
 class Recovered(Struct, frozen=True, gc=False):
@@ -155,6 +166,17 @@ class Received(Struct, frozen=True):
     message: AnyMessage
     digest: str = ""
     broadcast: bool = False
+    prompt_tokens: int | None = None
+    """Contractor, Task: the prompt's size in tokens as the shell counted it with the model's own tokenizer
+    (None: the machine estimates it from the prompt, :func:`accord.protocol.pricing.estimate_prompt_tokens`).
+    Never the requester's ``est_input_tokens`` when the prompt is at hand: an agent prices what it holds."""
+
+
+class DeviceChanged(Struct, frozen=True, gc=False):
+    """Contractor: the shell measured the device's state anew (battery, metered link, decode rates). The machine
+    prices and times the next bids with it, and re-advertises at once if its price sheet changed."""
+
+    state: DeviceState
 
 
 class ExecutionProgress(Struct, frozen=True):
@@ -190,12 +212,14 @@ Event = (
     Start
     | CancelTask
     | Shutdown
+    | Solicited
     | Recovered
     | TimerFired
     | Received
     | ExecutionProgress
     | ExecutionDone
     | ExecutionFailed
+    | DeviceChanged
 )
 
 _TIMER_EVENTS: Final[dict[TimerKind, EventType]] = {
@@ -228,10 +252,12 @@ _PLAIN_EVENTS: Final[dict[type[Struct], EventType]] = {
     Start: EventType.START,
     CancelTask: EventType.CANCEL_TASK,
     Shutdown: EventType.SHUTDOWN,
+    Solicited: EventType.SOLICITED,
     Recovered: EventType.RECOVERED,
     ExecutionProgress: EventType.EXECUTION_PROGRESS,
     ExecutionDone: EventType.EXECUTION_DONE,
     ExecutionFailed: EventType.EXECUTION_FAILED,
+    DeviceChanged: EventType.DEVICE_CHANGED,
 }
 
 

@@ -21,21 +21,26 @@ import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Final, Protocol
 
+import msgspec
 from msgspec import Struct
 
-from accord.protocol.messages import Bid, Constraints, Mechanism, ModelOffer, Policy, Task, Tier
+from accord.protocol.messages import Bid, Mechanism, ModelOffer, Policy, Privacy, Task, Tier
+from accord.protocol.pricing import sheet_price
 
 __all__ = [
     "ClaimPredictor",
+    "CredentialLookup",
+    "Credentials",
     "Ineligibility",
     "Offer",
     "QualityPredictor",
     "Ranking",
+    "Record",
     "Reputation",
     "ReputationPredictor",
     "Scored",
     "Selection",
-    "TrustPolicy",
+    "contradicts",
     "eligibility",
     "payment",
     "rank",
@@ -49,9 +54,20 @@ __all__ = [
 MICROS_PER_USD: Final = 1_000_000
 NS_PER_MS: Final = 1_000_000
 
-TrustPolicy = Callable[[str, Constraints], bool]
-"""``trusted(agent_id, constraints)``: True iff the agent's key is known and not revoked, and its certificate
-allows the task's residency class and privacy class. Supplied by the shell (the trust store)."""
+
+class Credentials(Struct, frozen=True, gc=False):
+    """What a valid certificate says about an agent (spec 10.2): the only source of its tier, region, residency
+    and privacy classes for eligibility. Claims in Bids and Advertises are checked against it, never trusted."""
+
+    tier: Tier
+    region: str
+    residency: frozenset[str] = frozenset()
+    privacy: frozenset[Privacy] = frozenset({Privacy.PUBLIC})
+
+
+CredentialLookup = Callable[[str], Credentials | None]
+"""``credentials(agent_id)``: the agent's certified credentials now, or None when its key has no valid
+certificate (unknown, expired, not yet valid, revoked). Supplied by the shell (the trust store)."""
 
 
 class Offer(Struct, frozen=True, kw_only=True, gc=False):
@@ -95,7 +111,10 @@ class Ineligibility(enum.StrEnum):
 
     EXPIRED = "expired"
     UNTRUSTED = "untrusted"
+    CLAIM = "claim"
+    """The offer's tier, region or residency classes contradict the sender's certificate."""
     RESIDENCY = "residency"
+    PRIVACY = "privacy"
     TIER = "tier"
     BUDGET = "budget"
     DEADLINE = "deadline"
@@ -115,65 +134,102 @@ class ClaimPredictor:
         return offer.quality
 
 
+class Record(Struct, frozen=True, gc=False):
+    """An agent's track record (spec 6.2): attempts it did not deliver, results delivered without a quality
+    signal, and the sum and number of the quality signals (0..1) of those that had one (a judge, a vote,
+    ground truth)."""
+
+    failed: int = 0
+    unscored: int = 0
+    scored: int = 0
+    quality_sum: float = 0.0
+
+    @property
+    def attempts(self) -> int:
+        return self.failed + self.unscored + self.scored
+
+
 class Reputation:
-    """Per-agent outcome record: the sum and count of outcome scores in [0, 1] (1 = accepted result).
+    """Per-agent track records, fed by the shell from the requester's ``AttemptEnded`` actions and from the
+    quality signals strategies and judges produce; a requester restores it from its outcome store at start."""
 
-    Fed by the shell from the requester's ``AttemptEnded`` actions (or from a judge's quality signal).
-    """
+    __slots__ = ("_records",)
 
-    __slots__ = ("_stats",)
+    def __init__(self, records: dict[str, Record] | None = None) -> None:
+        self._records: dict[str, Record] = dict(records) if records is not None else {}
 
-    def __init__(self) -> None:
-        self._stats: dict[str, tuple[float, int]] = {}
+    def record_failure(self, agent_id: str) -> None:
+        """An awarded attempt that ended without a result: counts as quality 0 at once."""
+        r = self._records.get(agent_id, _EMPTY)
+        self._records[agent_id] = msgspec.structs.replace(r, failed=r.failed + 1)
 
-    def record(self, agent_id: str, outcome: float) -> None:
-        if not 0.0 <= outcome <= 1.0:
-            raise ValueError(f"outcome must be in [0, 1], got {outcome}")
-        total, count = self._stats.get(agent_id, (0.0, 0))
-        self._stats[agent_id] = (total + outcome, count + 1)
+    def record_delivery(self, agent_id: str, quality: float | None = None) -> None:
+        """An accepted result, with its quality signal in [0, 1] when one exists."""
+        r = self._records.get(agent_id, _EMPTY)
+        if quality is None:
+            self._records[agent_id] = msgspec.structs.replace(r, unscored=r.unscored + 1)
+            return
+        if not 0.0 <= quality <= 1.0:
+            raise ValueError(f"quality must be in [0, 1], got {quality}")
+        self._records[agent_id] = msgspec.structs.replace(
+            r, scored=r.scored + 1, quality_sum=r.quality_sum + quality
+        )
 
-    def stats(self, agent_id: str) -> tuple[float, int]:
-        """(sum of outcomes, number of outcomes) for one agent; (0.0, 0) if unknown."""
-        return self._stats.get(agent_id, (0.0, 0))
+    def score_delivery(self, agent_id: str, quality: float) -> None:
+        """A delivered result counted as unscored learns its quality later (a vote, a judge)."""
+        if not 0.0 <= quality <= 1.0:
+            raise ValueError(f"quality must be in [0, 1], got {quality}")
+        r = self._records.get(agent_id, _EMPTY)
+        self._records[agent_id] = msgspec.structs.replace(
+            r, unscored=max(0, r.unscored - 1), scored=r.scored + 1, quality_sum=r.quality_sum + quality
+        )
+
+    def get(self, agent_id: str) -> Record:
+        return self._records.get(agent_id, _EMPTY)
 
     def __len__(self) -> int:
-        return len(self._stats)
+        return len(self._records)
+
+
+_EMPTY: Final = Record()
 
 
 class ReputationPredictor:
-    """The default predictor: the bidder's claim tempered by its record.
+    """The default predictor: the bidder's claim ``c`` tempered by its record (spec 6.2).
 
-    The claim ``q`` is a Beta prior of strength ``k`` (``Beta(k*q, k*(1-q))``); each recorded outcome is one
-    observation; the prediction is the posterior mean ``(k*q + sum) / (k + n)``. An unknown agent is predicted
-    at its claim; an agent that keeps failing drifts to 0 whatever it claims.
+    The claim weighs as ``k`` observations (``prior_strength``, default 2: a claim is cheap); a delivered result
+    without a quality signal counts as one more observation at the claim; one with a signal counts at its
+    quality; an attempt not delivered counts at 0::
+
+        q = (c * (k + unscored) + quality_sum) / (k + unscored + scored + failed)
+
+    An unknown agent is predicted at its claim; one that fails to deliver drops at once (a claim of 1.0 after one
+    failure: 0.67), one that keeps delivering poor answers drifts to their quality whatever it claims.
     """
 
     __slots__ = ("prior_strength", "reputation")
 
-    def __init__(self, reputation: Reputation | None = None, *, prior_strength: float = 10.0) -> None:
+    def __init__(self, reputation: Reputation | None = None, *, prior_strength: float = 2.0) -> None:
         if prior_strength <= 0:
             raise ValueError("prior_strength must be positive")
         self.reputation = reputation if reputation is not None else Reputation()
         self.prior_strength = prior_strength
 
     def predict(self, offer: Offer, task: Task) -> float:
-        total, count = self.reputation.stats(offer.agent_id)
-        k = self.prior_strength
-        return (k * offer.quality + total) / (k + count)
+        r = self.reputation.get(offer.agent_id)
+        k = self.prior_strength + r.unscored
+        return (k * offer.quality + r.quality_sum) / (k + r.scored + r.failed)
 
 
 def sheet_quote(
     model: ModelOffer, *, input_tokens: int, output_tokens: int, overhead_ms: int = 0, load: int = 1
 ) -> tuple[int, int]:
-    """(price_micros, latency_ms) of one task on one advertised model, from its price sheet.
+    """(price_micros, latency_ms) of one task on one advertised model, from its price sheet (spec 6.7).
 
-    price = ceil(input_tokens * price_in_per_1k / 1000) + ceil(output_tokens * price_out_per_1k / 1000);
-    latency = overhead + ttft + ceil(output_tokens * load / tokens_per_s) seconds, in ms (``load`` > 1 when
-    concurrent jobs share the backend's throughput).
+    price = :func:`~accord.protocol.pricing.sheet_price`; latency = overhead + ttft + ceil(output_tokens * load /
+    tokens_per_s) seconds, in ms (``load`` > 1 when concurrent jobs share the backend's throughput).
     """
-    price = -(-input_tokens * model.price_in_per_1k_micros // 1000) - (
-        -output_tokens * model.price_out_per_1k_micros // 1000
-    )
+    price = sheet_price(input_tokens, output_tokens, model.price_in_per_1k_micros, model.price_out_per_1k_micros)
     gen_ms = math.ceil(output_tokens * max(load, 1) * 1000 / model.tokens_per_s)
     return price, overhead_ms + model.ttft_ms + gen_ms
 
@@ -187,23 +243,38 @@ def score(predicted_quality: float, price_micros: int, latency_ms: int, policy: 
     )
 
 
+def contradicts(offer: Offer, credentials: Credentials) -> bool:
+    """True iff the offer claims a tier or region other than its certificate's, or a residency class the
+    certificate does not grant (claiming fewer classes is fine)."""
+    return (
+        offer.tier is not credentials.tier
+        or offer.region != credentials.region
+        or not credentials.residency.issuperset(offer.residency)
+    )
+
+
 def eligibility(
-    offer: Offer, task: Task, *, now: int, trusted: TrustPolicy, predicted_quality: float
+    offer: Offer, task: Task, *, now: int, credentials: CredentialLookup, predicted_quality: float
 ) -> Ineligibility | None:
     """The first rule ``offer`` breaks for ``task`` at time ``now`` (ns), or None if it is eligible.
 
-    Rules in order: still valid; trusted key certified for the residency and privacy classes; serves the
-    residency class; tier among the preferred ones; price within budget; ``now + latency`` not after the
-    deadline; predicted quality at least ``min_quality``.
+    Rules in order (spec 6.1): still valid; a valid certificate; the offer's claims agree with it; the
+    certificate grants the task's residency class and privacy class and a preferred tier; price within budget;
+    ``now + latency`` not after the deadline; predicted quality at least ``min_quality``.
     """
     c = task.constraints
     if offer.valid_until_ns <= now:
         return Ineligibility.EXPIRED
-    if not trusted(offer.agent_id, c):
+    cred = credentials(offer.agent_id)
+    if cred is None:
         return Ineligibility.UNTRUSTED
-    if c.residency is not None and c.residency not in offer.residency:
+    if contradicts(offer, cred):
+        return Ineligibility.CLAIM
+    if c.residency is not None and c.residency not in cred.residency:
         return Ineligibility.RESIDENCY
-    if c.preferred_tiers and offer.tier not in c.preferred_tiers:
+    if c.privacy is not Privacy.PUBLIC and c.privacy not in cred.privacy:
+        return Ineligibility.PRIVACY
+    if c.preferred_tiers and cred.tier not in c.preferred_tiers:
         return Ineligibility.TIER
     if offer.price_micros > c.max_price_micros:
         return Ineligibility.BUDGET
@@ -239,7 +310,7 @@ def rank(
     task: Task,
     *,
     now: int,
-    trusted: TrustPolicy,
+    credentials: CredentialLookup,
     predictor: QualityPredictor,
     exclude: Collection[str] = (),
     limit: int | None = None,
@@ -259,7 +330,7 @@ def rank(
         if offer.agent_id in exclude:
             continue
         predicted = predictor.predict(offer, task)
-        why = eligibility(offer, task, now=now, trusted=trusted, predicted_quality=predicted)
+        why = eligibility(offer, task, now=now, credentials=credentials, predicted_quality=predicted)
         if why is not None:
             ineligible.append((offer, why))
             continue
@@ -325,13 +396,13 @@ def select(
     task: Task,
     *,
     now: int,
-    trusted: TrustPolicy,
+    credentials: CredentialLookup,
     predictor: QualityPredictor,
     exclude: Collection[str] = (),
     mechanism: Mechanism | None = None,
 ) -> Selection | None:
     """The winning eligible offer and its payment, or None if no offer is eligible."""
-    ranking = rank(offers, task, now=now, trusted=trusted, predictor=predictor, exclude=exclude)
+    ranking = rank(offers, task, now=now, credentials=credentials, predictor=predictor, exclude=exclude)
     if not ranking.eligible:
         return None
     runner_up = ranking.eligible[1] if len(ranking.eligible) > 1 else None

@@ -176,6 +176,8 @@ class ReasonCode(enum.StrEnum):
     CANCELLED = "cancelled"
     SUPERSEDED = "superseded"
     SHUTDOWN = "shutdown"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    """The task's prompt does not fit in a frame (or a message exceeds the text bound): it never left."""
 
 
 def reason_code(token: str) -> ReasonCode:
@@ -507,6 +509,7 @@ ALLOWED_REASONS: Final[Mapping[str, frozenset[ReasonCode]]] = MappingProxyType(
                 _R.VERIFICATION_FAILED,
                 _R.DEADLINE_EXCEEDED,
                 _R.SHUTDOWN,
+                _R.PAYLOAD_TOO_LARGE,
                 _R.OTHER,
             }
         ),

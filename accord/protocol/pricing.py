@@ -1,9 +1,10 @@
 """The resource and cost model of one model an agent serves: what it advertises, how it prices and times a bid.
 
-Pure functions over a frozen record; no clock, no I/O. The agent shell keeps one :class:`ResourceModel` per model
-it serves, refreshes the battery level and load it observes, and asks it for the advertised
-:class:`~accord.protocol.messages.ModelOffer` / :class:`~accord.protocol.messages.Connectivity` records and for
-each bid's price and latency estimate (:meth:`ResourceModel.quote`).
+Pure functions over a frozen record; no clock, no I/O. The contractor machine holds one :class:`ResourceModel`
+per model it serves; the agent shell samples the device's live state (battery, metered link, measured decode
+rate: :class:`DeviceState`) and feeds it to the machine, which applies it (:meth:`ResourceModel.with_state`).
+The same record then makes both the bid of a task (:meth:`ResourceModel.quote`, from the prompt's real token
+count) and the advertised price sheet (:meth:`ResourceModel.offer`), so the two never disagree on the rules.
 
 Rules (also in the README):
 
@@ -15,8 +16,9 @@ Rules (also in the README):
   parallel slots, a new request waits ``ceil((load - slots + 1) / slots)`` service times when ``load >= slots``.
   Network = ``rtt_ms`` + the bytes of prompt and answer (4 bytes per token) over ``bandwidth_kbps`` (0: not
   limited).
-- Price = ``ceil((prompt_tokens * price_in + output_tokens * price_out) / 1000)`` micro-USD, times the battery
-  multiplier, plus the metered-link surcharge. A bid is priced at ``max_output_tokens`` (the most the task can
+- Price = ``ceil(prompt_tokens * price_in / 1000) + ceil(output_tokens * price_out / 1000)`` micro-USD
+  (:func:`sheet_price`, the same rule a requester applies to an advertised sheet), times the battery multiplier,
+  plus the metered-link surcharge. A bid is priced at ``max_output_tokens`` (the most the task can
   cost), so a requester's budget check is safe.
 - Devices on battery (``battery`` is not None; None means mains power) charge more as the battery drains:
   multiplier ``1 + battery_premium * (1 - battery)`` (default: 1.5x at half charge, 2x when empty), and decline
@@ -42,11 +44,13 @@ __all__ = [
     "BYTES_PER_TOKEN",
     "CHARS_PER_TOKEN",
     "DevicePolicy",
+    "DeviceState",
     "Quote",
     "Refusal",
     "ResourceModel",
     "estimate_prompt_tokens",
     "estimate_tokens",
+    "sheet_price",
 ]
 
 CHARS_PER_TOKEN: Final = 4
@@ -81,6 +85,31 @@ def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
         return 0
     body = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
     return body + REPLY_OVERHEAD_TOKENS
+
+
+def sheet_price(input_tokens: int, output_tokens: int, price_in_per_1k: int, price_out_per_1k: int) -> int:
+    """The price of a request by a price sheet: ``ceil(in * price_in / 1000) + ceil(out * price_out / 1000)``
+    micro-USD (spec 6.7). Every price in Accord starts from this one rule."""
+    return -(-input_tokens * price_in_per_1k // 1000) - (-output_tokens * price_out_per_1k // 1000)
+
+
+class DeviceState(Struct, frozen=True, kw_only=True, gc=False):
+    """What the agent shell measures about its device now, fed to the contractor machine. A field left UNSET was
+    not measured: the model keeps what its configuration says.
+
+    ``battery``: charge 0..1, or None when the device runs on mains power. ``metered``: whether the link is
+    metered now. ``tokens_per_s``: measured decode rate per model name (a model not listed keeps its configured
+    rate)."""
+
+    battery: float | msgspec.UnsetType | None = msgspec.UNSET
+    metered: bool | msgspec.UnsetType = msgspec.UNSET
+    tokens_per_s: tuple[tuple[str, float], ...] = ()
+
+    def rate_of(self, model: str) -> float | None:
+        for name, rate in self.tokens_per_s:
+            if name == model:
+                return rate
+        return None
 
 
 class DevicePolicy(Struct, frozen=True, kw_only=True):
@@ -148,6 +177,28 @@ class ResourceModel(Struct, frozen=True, kw_only=True):
             raise ValueError("battery must be within 0..1")
 
     @classmethod
+    def from_offer(
+        cls, offer: ModelOffer, connectivity: Connectivity | None = None, *, slots: int = 1
+    ) -> ResourceModel:
+        """A resource model with an advertised price sheet's prices, rates and window (``slots`` parallel
+        requests, prefill at ten times the decode rate, the link's RTT and bandwidth when given)."""
+        link = connectivity if connectivity is not None else Connectivity()
+        return cls(
+            model=offer.name,
+            tokens_per_s=offer.tokens_per_s,
+            context_window=offer.context_window,
+            ttft_ms=offer.ttft_ms,
+            price_in_per_1k_micros=offer.price_in_per_1k_micros,
+            price_out_per_1k_micros=offer.price_out_per_1k_micros,
+            quality=offer.quality,
+            rtt_ms=link.rtt_ms,
+            bandwidth_kbps=link.bandwidth_kbps,
+            metered=link.metered,
+            intermittent=link.intermittent,
+            slots=slots,
+        )
+
+    @classmethod
     def from_mapping(cls, data: Mapping[str, object]) -> ResourceModel:
         """Build and validate from a plain mapping (a TOML table); raises ``msgspec.ValidationError``."""
         return msgspec.convert(data, cls)
@@ -199,9 +250,8 @@ class ResourceModel(Struct, frozen=True, kw_only=True):
         )
 
     def base_price_micros(self, prompt_tokens: int, output_tokens: int) -> int:
-        """The price sheet alone: ``ceil((in * price_in + out * price_out) / 1000)``."""
-        total = prompt_tokens * self.price_in_per_1k_micros + output_tokens * self.price_out_per_1k_micros
-        return -(-total // 1000)
+        """The price sheet alone (:func:`sheet_price`)."""
+        return sheet_price(prompt_tokens, output_tokens, self.price_in_per_1k_micros, self.price_out_per_1k_micros)
 
     def metered_micros(self, prompt_tokens: int, output_tokens: int) -> int:
         """What moving the request and answer costs on a metered link (0 when not metered)."""
@@ -265,6 +315,23 @@ class ResourceModel(Struct, frozen=True, kw_only=True):
             rtt_ms=self.rtt_ms,
             bandwidth_kbps=self.bandwidth_kbps,
         )
+
+    @property
+    def name(self) -> str:
+        """The model's name (what Bids, Results and price sheets call it)."""
+        return self.model
+
+    def with_state(self, state: DeviceState) -> ResourceModel:
+        """This model as the device is now: its battery, its link, its measured decode rate."""
+        rate = state.rate_of(self.model)
+        changes: dict[str, object] = {}
+        if state.battery is not msgspec.UNSET:
+            changes["battery"] = None if state.battery is None else min(1.0, max(0.0, state.battery))
+        if state.metered is not msgspec.UNSET:
+            changes["metered"] = state.metered
+        if rate is not None and rate > 0:
+            changes["tokens_per_s"] = min(rate, 1e6)
+        return msgspec.structs.replace(self, **changes)
 
     def replace(
         self,

@@ -24,10 +24,10 @@ from msgspec import Struct
 
 from accord.protocol.market import (
     NS_PER_MS,
+    CredentialLookup,
     Ineligibility,
     Offer,
     QualityPredictor,
-    TrustPolicy,
     rank,
     score,
     sheet_quote,
@@ -53,6 +53,20 @@ class Candidates(Struct, frozen=True):
 
     eligible: list[str]
     why_none: str = ""
+
+
+def _explain(why: Ineligibility, task: Task) -> str:
+    """An ineligibility in words a person asking the mesh can act on."""
+    c = task.constraints
+    if why is Ineligibility.RESIDENCY:
+        return f"not certified for residency {c.residency}"
+    if why is Ineligibility.PRIVACY:
+        return f"not certified for privacy {c.privacy.value}"
+    if why is Ineligibility.TIER:
+        return "certified for another tier than " + "/".join(t.value for t in c.preferred_tiers)
+    if why is Ineligibility.CLAIM:
+        return "advertising claims its certificate contradicts"
+    return why.value
 
 
 class Registry:
@@ -124,6 +138,16 @@ class Registry:
     def count(self, *, now: int) -> int:
         return sum(1 for _ in self.live(now=now))
 
+    def largest_context(self, kind: str, *, now: int) -> int:
+        """The largest context window any live agent taking ``kind`` advertises (0 if none does)."""
+        windows = (
+            m.context_window
+            for e in self.live(now=now)
+            if not e.advert.skills or kind in e.advert.skills
+            for m in e.advert.models
+        )
+        return max(windows, default=0)
+
     def offers(
         self, task: Task, *, now: int, exclude: Collection[str] = (), prefilter: bool = False
     ) -> list[Offer]:
@@ -193,7 +217,7 @@ class Registry:
         *,
         now: int,
         k: int,
-        trusted: TrustPolicy,
+        credentials: CredentialLookup,
         predictor: QualityPredictor,
         exclude: Collection[str] = (),
     ) -> list[str]:
@@ -201,7 +225,7 @@ class Registry:
         if k <= 0:
             return []
         offers = self.offers(task, now=now, exclude=exclude, prefilter=True)
-        ranking = rank(offers, task, now=now, trusted=trusted, predictor=predictor, limit=k)
+        ranking = rank(offers, task, now=now, credentials=credentials, predictor=predictor, limit=k)
         return [s.offer.agent_id for s in ranking.eligible]
 
     def candidates(
@@ -209,7 +233,7 @@ class Registry:
         task: Task,
         *,
         now: int,
-        trusted: TrustPolicy,
+        credentials: CredentialLookup,
         predictor: QualityPredictor,
         explain_untrusted: Callable[[str], str | None] | None = None,
     ) -> Candidates:
@@ -217,7 +241,7 @@ class Registry:
         could, a one-line diagnosis of what the registry saw. ``explain_untrusted(agent_id)`` may say why the
         trust rule refused an agent (e.g. "not certified for residency eu") instead of plain ``untrusted``."""
         offers = self.offers(task, now=now)
-        ranking = rank(offers, task, now=now, trusted=trusted, predictor=predictor)
+        ranking = rank(offers, task, now=now, credentials=credentials, predictor=predictor)
         eligible = [s.offer.agent_id for s in ranking.eligible]
         if eligible:
             return Candidates(eligible)
@@ -230,7 +254,7 @@ class Registry:
         reasons: Counter[str] = Counter()
         for offer, why in ranking.ineligible:
             explained = explain_untrusted(offer.agent_id) if explain_untrusted is not None else None
-            reasons[explained if why is Ineligibility.UNTRUSTED and explained else why.value] += 1
+            reasons[explained if why is Ineligibility.UNTRUSTED and explained else _explain(why, task)] += 1
         ruled = ", ".join(f"{why} x{n}" for why, n in reasons.most_common())
         return Candidates([], f"{agents}, all ruled out by the task's constraints: {ruled}")
 

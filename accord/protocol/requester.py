@@ -81,15 +81,17 @@ from accord.protocol.digests import payload_digest, prompt_digest
 from accord.protocol.events import Event, EventType, Received, TimerKind, event_type
 from accord.protocol.market import (
     NS_PER_MS,
+    CredentialLookup,
     Offer,
     QualityPredictor,
     ReputationPredictor,
-    TrustPolicy,
     payment,
     rank,
 )
 from accord.protocol.messages import (
     ALLOWED_REASONS,
+    MAX_FRAME_BYTES,
+    MAX_TEXT,
     Award,
     AwardAck,
     AwardReject,
@@ -107,6 +109,7 @@ from accord.protocol.messages import (
     Task,
     reason_code,
 )
+from accord.protocol.pricing import estimate_prompt_tokens
 from accord.protocol.registry import Registry
 
 __all__ = [
@@ -116,6 +119,7 @@ __all__ = [
     "RequesterSnapshot",
     "RequesterState",
     "TaskSpec",
+    "frame_problem",
 ]
 
 BidVerifier = Callable[[str, str], bool]
@@ -155,7 +159,9 @@ class RequesterConfig(Struct, frozen=True, kw_only=True):
     """How long an awardee has to ack (the Award's ``ack_by_ns`` is ``now`` plus this, within the lease)."""
     lease_factor: float = 2.0
     lease_margin_ms: int = 200
-    """Lease = min(deadline, now + ack_timeout + ceil(bid latency * lease_factor) + lease_margin)."""
+    """Lease = min(deadline, now + max(ceil(promised latency * lease_factor), ack_timeout + lease_margin)): the
+    promise (``est_latency_ms``, from award to result) bounds the lease whatever the deadline, so an awardee
+    that never delivers is replaced within ``lease_factor`` times what it promised."""
     max_attempts: int = 5
     """Awards per task at most (each to a different agent)."""
     max_announces: int = 3
@@ -194,8 +200,12 @@ class TaskSpec(Struct, frozen=True, kw_only=True):
     bid_window_ms: int = 50
 
     def to_task(self, *, sender: str, task_id: str, ts: int = 0) -> Task:
-        """The Task this spec asks for, announced by ``sender`` (the one place a Task is built from a spec)."""
+        """The Task this spec asks for, announced by ``sender`` (the one place a Task is built from a spec).
+
+        ``est_input_tokens`` left at 0 with the prompt inline is the documented estimate of that prompt: a
+        requester states honestly what it asks (agents price the prompt they receive, not this estimate)."""
         digest = self.prompt_digest if self.prompt_digest is not None else prompt_digest(self.messages)
+        est = self.est_input_tokens or estimate_prompt_tokens(self.messages)
         return Task(
             id=task_id,
             sender=sender,
@@ -205,7 +215,7 @@ class TaskSpec(Struct, frozen=True, kw_only=True):
             messages=self.messages,
             prompt_digest=digest,
             prompt_ref=self.prompt_ref,
-            est_input_tokens=self.est_input_tokens,
+            est_input_tokens=est,
             max_output_tokens=self.max_output_tokens,
             constraints=self.constraints,
             policy=self.policy,
@@ -250,6 +260,24 @@ class RequesterSnapshot(Struct, kw_only=True):
     """Rounds in a row that closed without any bid (the backoff exponent)."""
 
 
+MAX_TASK_BYTES: Final = MAX_FRAME_BYTES - 512
+"""The largest encoded Task a requester sends: a frame's bound less room for the signed envelope around it."""
+
+
+def frame_problem(task: Task) -> str | None:
+    """Why ``task`` cannot travel in one frame (spec 2.1, 3.17: a message's text bound, the frame bound), or None.
+    Encodes the Task only when its text could come near the bound (UTF-8 takes at most 4 bytes a character)."""
+    longest = max((len(m.content) for m in task.messages), default=0)
+    if longest > MAX_TEXT:
+        return f"a message of {longest} characters; a message holds at most {MAX_TEXT}"
+    if 4 * sum(len(m.content) for m in task.messages) + 2048 <= MAX_TASK_BYTES:
+        return None
+    size = len(encode(task))
+    if size > MAX_TASK_BYTES:
+        return f"the task is {size} bytes; a frame holds at most {MAX_FRAME_BYTES} bytes with its envelope"
+    return None
+
+
 _snapshot_encoder: Final = msgspec.msgpack.Encoder(order="deterministic")
 _snapshot_decoder: Final = msgspec.msgpack.Decoder(RequesterSnapshot)
 
@@ -259,7 +287,7 @@ Handler = Callable[["RequesterMachine", Event, int], list[Action]]
 class RequesterMachine:
     """One task's requester side. See the module docstring for the contract."""
 
-    __slots__ = ("_d", "_rng", "avoid", "config", "predictor", "registry", "trusted", "verify_bid")
+    __slots__ = ("_d", "_rng", "avoid", "config", "credentials", "predictor", "registry", "verify_bid")
 
     def __init__(
         self,
@@ -267,7 +295,7 @@ class RequesterMachine:
         spec: TaskSpec,
         *,
         rng: random.Random,
-        trusted: TrustPolicy,
+        credentials: CredentialLookup,
         verify_bid: BidVerifier,
         registry: Registry | None = None,
         predictor: QualityPredictor | None = None,
@@ -275,8 +303,9 @@ class RequesterMachine:
         avoid: Collection[str] = (),
     ) -> None:
         """``agent_id``: this requester's own id (the ``sender`` of what it sends). ``rng``: the source of the
-        task id and every message id. ``trusted``: the trust predicate (market.TrustPolicy). ``verify_bid``: the
-        signature hook for bids. ``registry``: enables targeted calls and direct awards (None: always
+        task id and every message id. ``credentials``: an agent's certified credentials (None: untrusted), the
+        only source of tier, region, residency and privacy for eligibility. ``verify_bid``: the signature hook
+        for bids. ``registry``: enables targeted calls and direct awards (None: always
         broadcast). ``predictor``: predicted quality (default: ReputationPredictor with an empty record).
         ``avoid``: agents this task must not be awarded to, read at every award (the shell may keep adding to
         it: sibling tasks of one strategy share a set so that each goes to a different agent); like ``tried``
@@ -284,7 +313,7 @@ class RequesterMachine:
         task = spec.to_task(sender=agent_id, task_id=new_message_id(rng))
         self._d = RequesterSnapshot(agent_id=agent_id, task=task, mechanism=spec.mechanism)
         self._rng = rng
-        self.trusted = trusted
+        self.credentials = credentials
         self.verify_bid = verify_bid
         self.registry = registry
         self.predictor: QualityPredictor = predictor if predictor is not None else ReputationPredictor()
@@ -302,7 +331,7 @@ class RequesterMachine:
         data: bytes,
         *,
         rng: random.Random,
-        trusted: TrustPolicy,
+        credentials: CredentialLookup,
         verify_bid: BidVerifier,
         registry: Registry | None = None,
         predictor: QualityPredictor | None = None,
@@ -313,7 +342,7 @@ class RequesterMachine:
         self = cls.__new__(cls)
         self._d = _snapshot_decoder.decode(data)
         self._rng = rng
-        self.trusted = trusted
+        self.credentials = credentials
         self.verify_bid = verify_bid
         self.registry = registry
         self.predictor = predictor if predictor is not None else ReputationPredictor()
@@ -441,12 +470,16 @@ class RequesterMachine:
         d = self._d
         out = self._release_all(now, reason)
         if d.state in _ON_AWARD and d.award is not None:
-            out.append(AttemptEnded(d.award.winner, d.task.task_id, d.award.attempt, False, reason))
+            out.append(AttemptEnded(d.award.winner, d.task.task_id, d.award.attempt, False, reason, self._model()))
         out += self._disarm(*sorted(d.timers))
         d.state = _S.FAILED
         d.outcome = reason
         out.append(Fail(d.task.task_id, reason, detail))
         return out
+
+    def _model(self) -> str:
+        """The model of the current award's offer (a direct award from a price sheet names one too)."""
+        return self._d.awarded.model if self._d.awarded is not None else ""
 
     def _current(self, attempt: int, sender: str, award_id: str | None) -> RejectReason | None:
         """None if a message about ``attempt`` from ``sender`` concerns the live award; else why not."""
@@ -488,7 +521,7 @@ class RequesterMachine:
                 task,
                 now=window_end,
                 k=cfg.shortlist_k << (d.announces - 1),
-                trusted=self.trusted,
+                credentials=self.credentials,
                 predictor=self.predictor,
                 exclude=frozenset(d.tried).union(self.avoid),
             )
@@ -532,7 +565,9 @@ class RequesterMachine:
         else:
             candidates = list(d.offers.values())
             mechanism = d.task.mechanism
-        ranking = rank(candidates, d.task, now=now, trusted=self.trusted, predictor=self.predictor, exclude=tried)
+        ranking = rank(
+            candidates, d.task, now=now, credentials=self.credentials, predictor=self.predictor, exclude=tried
+        )
         if not d.direct:
             for offer, why in ranking.ineligible:  # eligibility only gets worse with time: drop for good
                 del d.offers[offer.bid_id]
@@ -562,7 +597,7 @@ class RequesterMachine:
         deadline = d.task.constraints.deadline_ns
         d.attempt += 1
         d.tried.append(offer.agent_id)
-        lease_ms = cfg.ack_timeout_ms + math.ceil(offer.latency_ms * cfg.lease_factor) + cfg.lease_margin_ms
+        lease_ms = max(math.ceil(offer.latency_ms * cfg.lease_factor), cfg.ack_timeout_ms + cfg.lease_margin_ms)
         lease = min(deadline, now + lease_ms * NS_PER_MS)
         ack_by = min(lease, now + cfg.ack_timeout_ms * NS_PER_MS)
         out: list[Action] = []
@@ -653,7 +688,7 @@ class RequesterMachine:
         a = d.award
         if a is None:  # pragma: no cover - guarded by the transition table and _current
             raise LocalProtocolError("no award to fail")
-        out: list[Action] = [AttemptEnded(a.winner, d.task.task_id, a.attempt, False, reason)]
+        out: list[Action] = [AttemptEnded(a.winner, d.task.task_id, a.attempt, False, reason, self._model())]
         if notify:
             out.append(Send(a.winner, self._cancel_msg(now, a.attempt, reason)))
             d.bidders.discard(a.winner)  # told already: its slot is released by this Cancel (spec 5.9)
@@ -675,6 +710,10 @@ class RequesterMachine:
         if now >= deadline:
             d.state = _S.ANNOUNCED  # a live state, so that _fail cleans up uniformly
             return self._fail(ReasonCode.DEADLINE_EXCEEDED, now)
+        unsendable = self._unsendable(now)
+        if unsendable is not None:
+            d.state = _S.ANNOUNCED
+            return self._fail(unsendable[0], now, unsendable[1])
         out: list[Action] = [self._arm(TimerKind.DEADLINE, deadline)]
         window_ns = d.task.bid_window_ms * NS_PER_MS
         no_time = deadline - now < window_ns + cfg.min_exec_ms * NS_PER_MS
@@ -689,6 +728,23 @@ class RequesterMachine:
             return out + self._announce(now)
         d.state = _S.ANNOUNCED
         return out + self._fail(ReasonCode.NO_ELIGIBLE_BIDS if d.ever_offered else ReasonCode.NO_BIDS, now)
+
+    def _unsendable(self, now: int) -> tuple[ReasonCode, str] | None:
+        """Why the task cannot go out at all (spec 5.1): it does not fit in a frame, or no agent the registry
+        knows could read the prompt plus the answer. Checked before anything is published."""
+        task = self._d.task
+        too_large = frame_problem(task)
+        if too_large is not None:
+            return ReasonCode.PAYLOAD_TOO_LARGE, too_large
+        need = task.est_input_tokens + task.max_output_tokens
+        if self.registry is not None and self.registry.count(now=now) > 0:
+            largest = self.registry.largest_context(task.kind, now=now)
+            if largest < need:
+                return ReasonCode.CONTEXT_TOO_LONG, (
+                    f"about {task.est_input_tokens} prompt + {task.max_output_tokens} output tokens; the largest "
+                    f"context window advertised for kind {task.kind!r} is {largest}"
+                )
+        return None
 
     def _on_cancel_task(self, event: Event, now: int) -> list[Action]:
         d = self._d
@@ -878,7 +934,7 @@ class RequesterMachine:
         d.result_id = msg.id
         d.paid_micros = award.price_micros
         out.append(Accept(d.task.task_id, msg, award, award.price_micros))
-        out.append(AttemptEnded(award.winner, d.task.task_id, award.attempt, True, None))
+        out.append(AttemptEnded(award.winner, d.task.task_id, award.attempt, True, None, msg.model))
         return out
 
     # --- invariants ---------------------------------------------------------------------------------------------

@@ -1,15 +1,17 @@
-"""Outcome records: what one model did on one query, the data routers learn from.
+"""Outcome records: what one model did on one query, the one record routers learn from, replay agents answer from
+and benchmarks score.
 
 Every accepted result can be logged as an :class:`Outcome`: the task's features (prompt text, kind, category),
 who answered (agent, model), the quality signal (``correct`` and/or a ``score`` on a ``score_max`` scale), cost
 (integer micro-USD) and latency (integer ms). Records of the same query under different models share a
-``query_id``; that is how a router sees "model A got it right, model B did not" for one query.
+``query_id``; that is how a router sees "model A got it right, model B did not" for one query. A record may also
+describe one turn of a multi-turn query (``turn`` set, ``prompt`` and ``response`` that turn's): the replay
+backend answers each turn of a conversation from such records.
 
 Logs are JSON Lines, one record per line (:func:`write_outcomes`, :func:`read_outcomes`, :class:`OutcomeWriter`
-for appending as results arrive). The field names ``prompt``, ``model``, ``response``, ``correct``, ``score``,
-``score_max``, ``input_tokens``, ``output_tokens`` and ``source`` are the ones the replay backend's log reader
-(:func:`accord.backends.replay.load_outcome_log`) understands, so a router's training log can also drive
-replay agents. Unknown fields are ignored when reading (forward compatibility), defaults are omitted when writing.
+for appending as results arrive). The replay backend's lenient loader (``accord.backends.replay.load_outcome_log``)
+reads the same files, and CSV tables with the same column names, into the same records. Unknown fields are
+ignored when reading (forward compatibility), defaults are omitted when writing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "OutcomeLogError",
     "OutcomeWriter",
     "iter_outcomes",
+    "normalize_prompt",
     "query_key",
     "read_outcomes",
     "write_outcomes",
@@ -41,6 +44,7 @@ OUTCOME_VERSION: Final = 1
 Micros = Annotated[int, Meta(ge=0, le=10**15, description="micro-US-dollars")]
 DurationMs = Annotated[int, Meta(ge=0, le=7 * 24 * 3600 * 1000)]
 Count = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+Turn = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 
 
 class OutcomeLogError(AccordError):
@@ -52,9 +56,15 @@ class OutcomeLogError(AccordError):
         super().__init__(f"{reason}: {detail}")
 
 
+def normalize_prompt(text: str) -> str:
+    """Whitespace-normalised text: runs of whitespace become one space, ends stripped (the key under which a
+    prompt is looked up in a log, and hashed by :func:`query_key`)."""
+    return " ".join(text.split())
+
+
 def query_key(prompt: str) -> str:
     """A stable id for a prompt: SHA-256 (first 16 bytes, hex) of its whitespace-normalised text."""
-    return hashlib.sha256(" ".join(prompt.split()).encode()).hexdigest()[:32]
+    return hashlib.sha256(normalize_prompt(prompt).encode()).hexdigest()[:32]
 
 
 class Outcome(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -63,7 +73,8 @@ class Outcome(Struct, frozen=True, kw_only=True, omit_defaults=True):
     query_id: str
     """Groups the records of one query across models (a task id, a data set row id, or :func:`query_key`)."""
     prompt: str
-    """The query as the router sees it at request time (for multi-turn tasks: the first user turn)."""
+    """The query as the router sees it at request time (for multi-turn tasks: the first user turn; for a record of
+    one turn, that turn's user message)."""
     model: str
     agent: str = ""
     """The answering agent (its id or name); empty for data sets."""
@@ -75,6 +86,9 @@ class Outcome(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A graded quality signal (e.g. a judge's 1-10 score); takes precedence over ``correct``."""
     score_max: float = 1.0
     response: str | None = None
+    turn: Turn | None = None
+    """For a record of one turn of a multi-turn query: which user turn (1-based) ``prompt`` and ``response`` are.
+    None for a record of the whole query (every single-turn record)."""
     cost_micros: Micros | None = None
     latency_ms: DurationMs | None = None
     input_tokens: Count | None = None
@@ -85,10 +99,15 @@ class Outcome(Struct, frozen=True, kw_only=True, omit_defaults=True):
     v: int = OUTCOME_VERSION
 
     @property
+    def has_quality(self) -> bool:
+        """Whether the record carries a quality signal (``score`` or ``correct``)."""
+        return self.score is not None or self.correct is not None
+
+    @property
     def quality(self) -> float:
         """The quality signal on its own scale: ``score`` when present, else 1.0 / 0.0 for correct / wrong.
 
-        Raises :class:`OutcomeLogError` (``invalid``) for a record that carries neither.
+        Raises :class:`OutcomeLogError` (``invalid``) for a record that carries neither (see :attr:`has_quality`).
         """
         if self.score is not None:
             return self.score

@@ -35,7 +35,6 @@ from functools import partial
 from typing import ClassVar, assert_never
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from accord.backends.base import (
@@ -45,9 +44,11 @@ from accord.backends.base import (
     CompletionRequest,
     Delta,
     DeltaCallback,
+    TokenCounter,
 )
 from accord.bus.base import Bus, BusMessage, EndpointCounts, ServiceEndpoint
 from accord.errors import AccordError, RemoteProtocolError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.actions import (
     Abort,
@@ -68,16 +69,19 @@ from accord.protocol.actions import (
 from accord.protocol.contractor import AgentState, ContractorMachine, ContractorProfile
 from accord.protocol.digests import output_digest, payload_digest, prompt_digest
 from accord.protocol.events import (
+    DeviceChanged,
     Event,
     ExecutionDone,
     ExecutionFailed,
     ExecutionProgress,
     Received,
     Shutdown,
+    Solicited,
     Start,
     TimerFired,
     TimerKind,
 )
+from accord.protocol.market import Offer, contradicts
 from accord.protocol.messages import (
     Attestation,
     Award,
@@ -94,21 +98,26 @@ from accord.protocol.messages import (
     Role,
     Task,
 )
+from accord.runtime.device import DeviceProbe, RateMeter, SystemProbe
 from accord.runtime.endpoint import Endpoint
 from accord.runtime.timers import now_ns
 from accord.security import (
     Identity,
     ReplayGuard,
+    SecurityError,
     TrustStore,
     attest,
+    credentials_of,
     verify,
 )
 
 __all__ = ["SERVICE_NAME", "Agent", "AgentStats"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
+_MAX_TOKEN_COUNTS = 4096
+
 SERVICE_NAME = "accord-agent"
 """The NATS service kind every agent registers as (``nats micro ls`` groups them under it)."""
 
@@ -163,6 +172,8 @@ class Agent(Endpoint[_TimerKey]):
         system_prompt: str = DEFAULT_SYSTEM,
         stream_progress: bool = True,
         service: bool = True,
+        probe: DeviceProbe | None = None,
+        sample_interval_ms: int = 5_000,
     ) -> None:
         missing = {m.name for m in profile.models} - set(backends)
         if missing:
@@ -177,8 +188,16 @@ class Agent(Endpoint[_TimerKey]):
             log=log.bind(agent_id=identity.id, agent=profile.name),
         )
         self.profile = profile
+        _check_profile(profile, trust, identity.id)
         self.backends = dict(backends)
-        self.machine = ContractorMachine(self.id, profile, rng=self._rng)
+        self.probe: DeviceProbe = probe if probe is not None else SystemProbe(profile.tier)
+        self.rates = RateMeter()
+        self.sample_interval_ms = sample_interval_ms
+        self._device = self.probe.sample()
+        self.machine = ContractorMachine(self.id, profile, rng=self._rng, device=self._device)
+        self._counters = {m: b for m, b in self.backends.items() if isinstance(b, TokenCounter)}
+        self._token_counts: dict[str, int] = {}
+        """Prompt digest -> the tokenizer's count (bounded): a re-announce or duplicate is not counted twice."""
         self.system_prompt = system_prompt
         self.stream_progress = stream_progress
         self.stats = AgentStats()
@@ -186,6 +205,8 @@ class Agent(Endpoint[_TimerKey]):
         self._award_digests: dict[tuple[str, int], str] = {}
         """SHA-256 of the payload of each running attempt's Award, as received (its attestation binds it)."""
         self._incoming_award: tuple[str, str] | None = None
+        self.left_because = ""
+        """Why the agent left the mesh on its own (a backend that can no longer serve), empty otherwise."""
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
         self._done = anyio.Event()
@@ -215,6 +236,7 @@ class Agent(Endpoint[_TimerKey]):
                     tg.start_soon(self._pump, sub, partial(self._receive, broadcast=broadcast))
                 await self._register_service()
                 self._apply(self.machine.handle(Start(), now=now_ns()))
+                tg.start_soon(self._sample_device)
                 self._log.info("agent.online", tier=self.profile.tier.value, models=list(self.backends))
                 task_status.started()
                 await self._stop.wait()
@@ -229,6 +251,24 @@ class Agent(Endpoint[_TimerKey]):
     async def stop(self) -> None:
         """Leave gracefully: running work fails with ``shutdown``, a Withdraw goes out, ``run`` returns."""
         self._stop.set()
+
+    async def _sample_device(self) -> None:
+        """Every ``sample_interval_ms``: probe the device, add the measured decode rates, tell the machine when
+        anything changed (it re-advertises if its price sheet moved)."""
+        while True:
+            await anyio.sleep(self.sample_interval_ms / 1000)
+            await self.resample()
+
+    async def resample(self) -> None:
+        """Probe the device now and feed the machine the new state if it changed (tests call it directly)."""
+        state = self.rates.state(self.probe.sample())
+        if state != self._device:
+            self._device = state
+            self._outbox.hold()
+            try:
+                self._feed(DeviceChanged(state))
+            finally:
+                await self._outbox.flush()
 
     async def _register_service(self) -> None:
         p = self.profile
@@ -252,7 +292,12 @@ class Agent(Endpoint[_TimerKey]):
                     {"what": "awards; errors: rejects, failures, refusals"},
                 ),
             ),
+            on_ping=self._on_ping,
         )
+
+    def _on_ping(self) -> None:
+        """A service PING (someone looking for agents): advertise soon rather than at the next heartbeat."""
+        self._feed(Solicited())  # sets the heartbeat timer earlier: nothing to send from here
 
     def service_counts(self) -> dict[str, EndpointCounts]:
         """The per-endpoint counts ``$SRV.STATS`` reports (see the module docstring)."""
@@ -312,6 +357,14 @@ class Agent(Endpoint[_TimerKey]):
             return
         if isinstance(message, Task):
             self.stats.tasks += 1
+            if self._counters and message.messages:
+                counted = self._token_counts.get(message.prompt_digest)
+                if counted is None:
+                    assert self._tg is not None
+                    self._tg.start_soon(self._count_then_feed, message, broadcast)
+                    return
+                self._feed(Received(message, broadcast=broadcast, prompt_tokens=counted), now)
+                return
         elif isinstance(message, Award):
             self.stats.awards += 1
             # bound to the attempt only if the machine accepts this very Award (an Execute naming its id): an
@@ -323,6 +376,26 @@ class Agent(Endpoint[_TimerKey]):
             self._feed(Received(message, broadcast=broadcast), now)
         finally:
             self._incoming_award = None
+
+    async def _count_then_feed(self, task: Task, broadcast: bool) -> None:
+        """Count the prompt with the model's own tokenizer (the largest count over the agent's tokenizers), then
+        let the machine decide; a count that fails falls back to the documented estimate (None)."""
+        counts: list[int] = []
+        for backend in self._counters.values():
+            try:
+                counts.append(await backend.count_prompt_tokens(self._prompt(task)))
+            except BackendError as exc:
+                self._log.warning("tokens.count_failed", task_id=task.task_id, error=str(exc))
+        counted = max(counts) if counts else None
+        if counted is not None:
+            if len(self._token_counts) >= _MAX_TOKEN_COUNTS:
+                self._token_counts.clear()
+            self._token_counts[task.prompt_digest] = counted
+        self._outbox.hold()
+        try:
+            self._feed(Received(task, broadcast=broadcast, prompt_tokens=counted))
+        finally:
+            await self._outbox.flush()
 
     def _feed(self, event: Event, now: int | None = None) -> None:
         try:
@@ -410,6 +483,10 @@ class Agent(Endpoint[_TimerKey]):
                     report = ExecutionFailed(
                         award.task_id, award.attempt, reason=exc.reason_code, detail=str(exc)[:500]
                     )
+                    if exc.lasting:  # it would fail every task it wins: leave the market, saying why
+                        self.left_because = str(exc)[:500]
+                        self._log.error("agent.withdrawing", cause=self.left_because)
+                        self._stop.set()
                 except Exception as exc:  # a backend bug must not take the agent down: report it as a Failure
                     self._log.exception("task.crashed", task_id=award.task_id)
                     report = ExecutionFailed(
@@ -419,6 +496,7 @@ class Agent(Endpoint[_TimerKey]):
                         detail=f"{type(exc).__name__}: {exc}"[:500],
                     )
                 else:
+                    self.rates.observe(action.model, completion.usage.output_tokens, completion.timings)
                     envelope = self._attest(task, award, action.model, backend.name, completion)
                     report = ExecutionDone(
                         award.task_id,
@@ -438,13 +516,17 @@ class Agent(Endpoint[_TimerKey]):
             finally:
                 await self._outbox.flush()  # the Result goes out from this task: no hop to the outbox's
 
-    def _request(self, task: Task, award: Award, model: str) -> CompletionRequest:
+    def _prompt(self, task: Task) -> list[ChatMessage]:
+        """What the backend is sent: the task's messages, after this agent's system prompt if they have none."""
         messages = list(task.messages)
         if not messages or messages[0].role is not Role.SYSTEM:
             messages.insert(0, ChatMessage(role=Role.SYSTEM, content=self.system_prompt))
+        return messages
+
+    def _request(self, task: Task, award: Award, model: str) -> CompletionRequest:
         deadline = min(award.lease_until_ns, task.constraints.deadline_ns)
         return CompletionRequest(
-            messages=messages, model=model, max_tokens=task.max_output_tokens, deadline_ns=deadline
+            messages=self._prompt(task), model=model, max_tokens=task.max_output_tokens, deadline_ns=deadline
         )
 
     def _progress_callback(self, award: Award) -> DeltaCallback:
@@ -476,6 +558,34 @@ class Agent(Endpoint[_TimerKey]):
     @property
     def is_online(self) -> bool:
         return self.machine.state is AgentState.ONLINE
+
+
+def _check_profile(profile: ContractorProfile, trust: TrustStore, agent_id: str) -> None:
+    """Refuse to start an agent whose profile claims what its own certificate does not grant: every requester
+    would refuse its bids (``claim``), so it would serve nothing, silently (spec 10.2)."""
+    try:
+        creds = credentials_of(trust.check(agent_id, now_ns()))
+    except SecurityError:
+        return  # not in its own trust store (a test, or certified elsewhere): requesters decide
+    offer = Offer(
+        agent_id=agent_id,
+        bid_id="",
+        digest="",
+        model="",
+        price_micros=0,
+        latency_ms=0,
+        quality=0.0,
+        valid_until_ns=0,
+        tier=profile.tier,
+        region=profile.region,
+        residency=profile.residency,
+    )
+    if contradicts(offer, creds):
+        raise AccordError(
+            f"agent {profile.name}: its profile (tier {profile.tier.value}, region {profile.region}, residency "
+            f"{list(profile.residency)}) contradicts its certificate (tier {creds.tier.value}, region "
+            f"{creds.region}, residency {sorted(creds.residency)}); requesters would refuse every bid"
+        )
 
 
 def _count_bid(s: AgentStats, m: Message) -> None:

@@ -28,18 +28,18 @@ Use::
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import ClassVar, assert_never
 
 import anyio
 import msgspec
-import structlog
 from anyio.abc import TaskStatus
 
-from accord.bus.base import Bus, BusMessage, EndpointCounts, ServiceEndpoint
+from accord.bus.base import Bus, BusMessage, EndpointCounts, PayloadTooLargeError, ServiceEndpoint
 from accord.errors import AccordError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.actions import (
     Abort,
@@ -60,15 +60,14 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Event, Received, Start, TimerFired, TimerKind
-from accord.protocol.market import Reputation, ReputationPredictor
+from accord.protocol.market import Credentials, QualityPredictor, Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
     Award,
     Bid,
-    Constraints,
     Decline,
+    Failure,
     Message,
-    Privacy,
     Progress,
     ReasonCode,
     Result,
@@ -77,8 +76,10 @@ from accord.protocol.messages import (
     Withdraw,
 )
 from accord.protocol.registry import Candidates, Registry
-from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
+from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
 from accord.protocol.shortlists import CachingRegistry
+from accord.routing.base import LearningPredictor
+from accord.routing.store import OutcomeStore, StoredOutcome
 from accord.runtime.endpoint import Endpoint
 from accord.runtime.timers import now_ns
 from accord.security import (
@@ -91,6 +92,7 @@ from accord.security import (
     SecurityError,
     TrustStore,
     VerifiedAttestation,
+    credentials_of,
     verify,
     verify_result_attestation,
 )
@@ -103,9 +105,10 @@ __all__ = [
     "TaskFailed",
     "TaskOutcome",
     "announce_subjects",
+    "check_frame_size",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 """Called synchronously with each Progress of the current awardee, in order."""
@@ -188,6 +191,7 @@ class _Pending:
         "declines",
         "done",
         "error",
+        "failure",
         "machine",
         "on_progress",
         "outcome",
@@ -209,11 +213,17 @@ class _Pending:
         self.verified: dict[str, VerifiedAttestation] = {}
         self.declines: Counter[str] = Counter()
         """Why agents declined or bids were ineligible: the detail of a no_bids / no_eligible_bids failure."""
+        self.failure: Failure | None = None
+        """The last Failure an awardee sent: its detail (the backend's cause) explains a task failed for it."""
         self.done = anyio.Event()
         self.outcome: TaskOutcome | None = None
         self.error: TaskFailed | None = None
         self.started_ns = started_ns
         self.on_progress = on_progress
+
+
+_UNSCORED_KEPT = 1024
+"""How many delivered, not yet scored attempts a requester keeps for its learning predictor."""
 
 
 class Requester(Endpoint[tuple[str, TimerKind]]):
@@ -230,12 +240,14 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         registry: Registry | None = None,
         config: RequesterConfig | None = None,
         reputation: Reputation | None = None,
+        predictor: QualityPredictor | None = None,
         max_in_flight: int = 64,
         rng: random.Random | None = None,
         replay_guard: ReplayGuard | None = None,
         watch_adverts: bool = True,
         observer: ActionObserver | None = None,
         service: bool = True,
+        outcomes: OutcomeStore | None = None,
     ) -> None:
         super().__init__(
             identity,
@@ -248,8 +260,16 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
-        self.reputation = reputation if reputation is not None else Reputation()
-        self.predictor = ReputationPredictor(self.reputation)
+        self.outcomes = outcomes
+        """Where every ended attempt is recorded (None: nowhere); the reputation starts from it."""
+        if reputation is None:
+            reputation = Reputation(outcomes.records() if outcomes is not None else None)
+        self.reputation = reputation
+        self.predictor: QualityPredictor = (
+            predictor if predictor is not None else ReputationPredictor(self.reputation)
+        )
+        self._unscored: OrderedDict[str, StoredOutcome] = OrderedDict()
+        """Recent delivered attempts a learning predictor has not seen scored yet (at most _UNSCORED_KEPT)."""
         self.stats = RequesterStats()
         self.watch_adverts = watch_adverts
         self.observer = observer
@@ -330,16 +350,18 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
 
         At most ``max_in_flight`` tasks run at once; further calls wait for a slot (backpressure), but never past
         the task's deadline: a task still queued then fails with ``deadline_exceeded``. Cancelling the caller
-        cancels the task (one Cancel goes to the awardee and to every agent that bid, spec 5.9).
+        cancels the task (one Cancel goes to the awardee and to every agent that bid, spec 5.9). A task whose call
+        for proposals would not fit in one frame raises PayloadTooLargeError at once (nothing is sent).
         """
         if not self._ready:
             raise AccordError("Requester.run() must be started before submit()")
+        check_frame_size(spec)
         bids: dict[str, Opened] = {}
         machine = RequesterMachine(
             self.id,
             spec,
             rng=self._rng,
-            trusted=self.trusted,
+            credentials=self.credentials,
             verify_bid=self._bid_verifier(bids),
             registry=self.registry,
             predictor=self.predictor,
@@ -385,22 +407,21 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         return pending.outcome
 
     # --- hooks for the machine ----------------------------------------------------------------------------------
-    def distrust(self, agent_id: str, constraints: Constraints) -> str | None:
-        """Why this requester's trust rule refuses ``agent_id`` for a task with ``constraints`` (None: it does
-        not). The rule: certified now (trusted, unrevoked), and for the task's residency and privacy class."""
+    def credentials(self, agent_id: str) -> Credentials | None:
+        """The machine's credentials hook: what ``agent_id``'s valid certificate says now (None: untrusted)."""
         try:
             cert = self.trust.check(agent_id, now_ns())
+        except SecurityError:
+            return None
+        return credentials_of(cert)
+
+    def distrust(self, agent_id: str) -> str | None:
+        """Why this requester's trust store refuses ``agent_id`` now (None: it holds a valid certificate)."""
+        try:
+            self.trust.check(agent_id, now_ns())
         except SecurityError as exc:
             return f"untrusted ({exc.reason.value})"
-        if constraints.residency is not None and constraints.residency not in cert.residency:
-            return f"not certified for residency {constraints.residency}"
-        if constraints.privacy is not Privacy.PUBLIC and constraints.privacy not in cert.privacy:
-            return f"not certified for privacy {constraints.privacy.value}"
         return None
-
-    def trusted(self, agent_id: str, constraints: Constraints) -> bool:
-        """The machine's trust hook (market.TrustPolicy): :meth:`distrust` finds nothing."""
-        return self.distrust(agent_id, constraints) is None
 
     def _bid_verifier(self, bids: dict[str, Opened]) -> Callable[[str, str], bool]:
         """The machine's ``verify_bid`` hook over one task's peeked bid frames (keyed by payload digest)."""
@@ -551,6 +572,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             return
         if isinstance(event, Received) and isinstance(event.message, Decline):
             pending.declines[f"declined {event.message.reason}"] += 1
+        elif isinstance(event, Received) and isinstance(event.message, Failure):
+            pending.failure = event.message
         self._apply(pending, actions, now)
 
     def _apply(self, pending: _Pending, actions: list[Action], now: int) -> None:
@@ -577,8 +600,11 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     self.stats.rejected[reason.value] += 1
                     if reason is RejectReason.INELIGIBLE:
                         pending.declines[f"ineligible {detail.partition(':')[0]}"] += 1
-                case AttemptEnded(agent_id=agent_id, success=success):
-                    self.reputation.record(agent_id, 1.0 if success else 0.0)
+                case AttemptEnded(success=True, agent_id=agent_id):
+                    self.reputation.record_delivery(agent_id)  # the row is written with the result (Accept)
+                case AttemptEnded():
+                    self.reputation.record_failure(action.agent_id)
+                    self._store_failure(pending, action, now)
                 case Accept():
                     self._accept(pending, action, now)
                 case Fail():
@@ -602,7 +628,10 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     def _fail(self, pending: _Pending, action: Fail) -> None:
         self.stats.failed[action.reason.value] += 1
         detail = action.detail
-        if not detail and pending.declines:
+        failure = pending.failure
+        if not detail and failure is not None and failure.reason == action.reason.value and failure.detail:
+            detail = f"{failure.detail} (agent {failure.sender})"
+        elif not detail and pending.declines:
             detail = ", ".join(f"{why} x{n}" for why, n in pending.declines.most_common())
         elif not detail and action.reason in (ReasonCode.NO_BIDS, ReasonCode.NO_ELIGIBLE_BIDS):
             detail = self._diagnose(pending.machine.task)
@@ -619,10 +648,84 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         return self.registry.candidates(
             task,
             now=now,
-            trusted=self.trusted,
+            credentials=self.credentials,
             predictor=self.predictor,
-            explain_untrusted=lambda agent_id: self.distrust(agent_id, task.constraints),
+            explain_untrusted=self.distrust,
         )
+
+    def record_quality(
+        self, task_id: str, agent_id: str, quality: float, source: str, *, run_id: str = ""
+    ) -> None:
+        """A quality signal (0..1) for the accepted result of ``task_id``: a vote, a judge, ground truth. It
+        scores the agent's record and the outcome store's row."""
+        self.reputation.score_delivery(agent_id, quality)
+        if self.outcomes is not None:
+            self.outcomes.set_quality(task_id, quality, source, run_id=run_id or None)
+        row = self._unscored.pop(task_id, None)
+        if row is not None:
+            self._learn(msgspec.structs.replace(row, quality=quality, quality_source=source))
+
+    def _store_failure(self, pending: _Pending, ended: AttemptEnded, now: int) -> None:
+        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
+            return
+        task = pending.machine.task
+        row = StoredOutcome(
+            task_id=ended.task_id,
+            attempt=ended.attempt,
+            ts_ns=now,
+            agent=ended.agent_id,
+            model=ended.model or "?",
+            tier=self._tier_of(ended.agent_id),
+            kind=task.kind,
+            privacy=task.constraints.privacy,
+            residency=task.constraints.residency,
+            delivered=False,
+            quality=0.0,
+            quality_source="failure",
+            messages=tuple(task.messages),
+        )
+        if self.outcomes is not None:
+            self.outcomes.add(row)
+        self._learn(row)
+
+    def _store_result(self, pending: _Pending, outcome: TaskOutcome, now: int) -> None:
+        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
+            return
+        task, result = pending.machine.task, outcome.result
+        row = StoredOutcome(
+            task_id=outcome.task_id,
+            attempt=outcome.attempt,
+            ts_ns=now,
+            agent=outcome.agent_id,
+            model=outcome.model,
+            tier=self._tier_of(outcome.agent_id),
+            kind=task.kind,
+            privacy=task.constraints.privacy,
+            residency=task.constraints.residency,
+            delivered=True,
+            price_micros=outcome.price_micros,
+            latency_ms=round(outcome.latency_ms),
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            messages=tuple(task.messages),
+            response=result.output,
+            attestation_digest=payload_digest(result.attestation),
+        )
+        if self.outcomes is not None:
+            self.outcomes.add(row)
+        if isinstance(self.predictor, LearningPredictor):  # it learns when a signal scores the result
+            self._unscored[row.task_id] = row
+            if len(self._unscored) > _UNSCORED_KEPT:
+                self._unscored.popitem(last=False)
+
+    def _learn(self, row: StoredOutcome) -> None:
+        """Feed a scored attempt to a predictor that learns online (spec/OUTCOMES.md)."""
+        if isinstance(self.predictor, LearningPredictor):
+            self.predictor.observe(row.to_outcome())
+
+    def _tier_of(self, agent_id: str) -> str:
+        creds = self.credentials(agent_id)
+        return creds.tier.value if creds is not None else ""
 
     def _accept(self, pending: _Pending, action: Accept, now: int) -> None:
         result = action.result
@@ -641,7 +744,15 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             result=result,
             attestation=verified,
         )
+        self._store_result(pending, pending.outcome, now)
         pending.done.set()
+
+
+def check_frame_size(spec: TaskSpec) -> None:
+    """Raise PayloadTooLargeError if the Task of ``spec`` cannot travel in one frame (nothing is sent then)."""
+    problem = frame_problem(spec.to_task(sender="U" + "A" * 55, task_id="0" * 32))
+    if problem is not None:
+        raise PayloadTooLargeError(problem)
 
 
 def _card(advert: Advertise) -> Advertise:

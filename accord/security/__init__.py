@@ -13,7 +13,7 @@ from accord.security.attest import (
     verify_attestation,
     verify_result_attestation,
 )
-from accord.security.certs import Certificate, RevocationList, sign_certificate, sign_revocations
+from accord.security.certs import Certificate, RevocationList, credentials_of, sign_certificate, sign_revocations
 from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
     PAYLOAD_TYPE_FRAME,
@@ -64,6 +64,7 @@ __all__ = [
     "VerifiedAttestation",
     "agent_permissions",
     "attest",
+    "credentials_of",
     "inbox_prefix",
     "kv_award_key",
     "load_identity",

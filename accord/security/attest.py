@@ -14,7 +14,8 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, field
 
-from accord.errors import LocalProtocolError
+from accord.errors import LocalProtocolError, RemoteProtocolError
+from accord.protocol.codec import decode_json
 from accord.protocol.digests import payload_digest
 from accord.protocol.messages import Attestation, Result
 from accord.security.certs import Certificate
@@ -63,7 +64,8 @@ class _Statement(msgspec.Struct, frozen=True, kw_only=True):
     type_: str = field(name="_type")
     subject: Annotated[list[_Subject], Meta(min_length=1, max_length=16)]
     predicate_type: str = field(name="predicateType")
-    predicate: Attestation
+    predicate: msgspec.Raw
+    """Decoded only once ``predicate_type`` is known, as a message (spec 2.6 in JSON form: tag, bounds, ``v``)."""
 
 
 _json: Final = msgspec.json.Encoder(order="sorted")
@@ -94,7 +96,7 @@ def attest(statement: Attestation, identity: Identity) -> bytes:
             type_=STATEMENT_TYPE,
             subject=[_Subject(name=SUBJECT_NAME, digest={"sha256": statement.output_digest})],
             predicate_type=PREDICATE_TYPE,
-            predicate=statement,
+            predicate=msgspec.Raw(_json.encode(statement)),
         )
     )
     sig = identity.sign(pae(INTOTO_PAYLOAD_TYPE, payload))
@@ -118,8 +120,9 @@ def verify_attestation(
 
     Order: envelope shape and payload type; a signature by a key trusted at ``now_ns`` (the first listed
     signature that verifies counts); only then the statement is parsed and checked (statement and predicate
-    types, one ``accord-output`` subject equal to the predicate's ``output_digest``, predicate ``agent`` and
-    ``sender`` equal to the signer); then ``expect`` and ``output``.
+    types; the predicate decoded as a v1 Attestation message with its bounds; one ``accord-output`` subject equal
+    to the predicate's ``output_digest``; predicate ``agent`` and ``sender`` equal to the signer); then ``expect``
+    and ``output``.
     """
     if len(envelope) > MAX_ATTESTATION_BYTES:
         raise FrameError(Reason.TOO_LARGE, f"attestation larger than {MAX_ATTESTATION_BYTES} bytes")
@@ -140,7 +143,7 @@ def verify_attestation(
         raise FrameError(
             Reason.WRONG_PAYLOAD_TYPE, f"statement {statement.type_!r} with predicate {statement.predicate_type!r}"
         )
-    predicate = statement.predicate
+    predicate = _predicate(statement.predicate)
     digests = [s.digest.get("sha256") for s in statement.subject if s.name == SUBJECT_NAME]
     if len(statement.subject) != 1 or digests != [predicate.output_digest]:
         raise SignatureError(Reason.OUTPUT_MISMATCH, "the subject is not the predicate's output digest")
@@ -157,6 +160,17 @@ def verify_attestation(
             raise SignatureError(Reason.OUTPUT_MISMATCH, "the output's SHA-256 is not the attested digest")
         checked = True
     return VerifiedAttestation(predicate, signer, certificate, predicate.output_digest, checked, payload)
+
+
+def _predicate(raw: msgspec.Raw) -> Attestation:
+    """The statement's predicate as a valid v1 Attestation message, or FrameError(malformed)."""
+    try:
+        message = decode_json(bytes(raw))
+    except RemoteProtocolError as exc:
+        raise FrameError(Reason.MALFORMED, f"predicate: {exc.reason}: {exc.detail}") from exc
+    if not isinstance(message, Attestation):
+        raise FrameError(Reason.MALFORMED, f"the predicate is a {type(message).__name__}, not an Attestation")
+    return message
 
 
 def verify_result_attestation(

@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from accord.errors import LocalProtocolError, RemoteProtocolError
 from accord.protocol.codec import decode_as
+from accord.protocol.market import Credentials
 from accord.protocol.messages import AgentId, Privacy, Tier, TimeNs, Token
 from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
@@ -22,14 +23,18 @@ from accord.security.envelope import (
     encode_envelope,
     sign_envelope,
 )
+from accord.security.errors import FrameError, Reason
 from accord.security.identity import Identity
 from accord.security.nkeys import KeyKind
 
 __all__ = [
+    "RECORD_VERSION",
     "Certificate",
     "OperatorId",
     "RevocationList",
+    "credentials_of",
     "Serial",
+    "check_record_version",
     "sign_certificate",
     "sign_revocations",
 ]
@@ -37,12 +42,15 @@ __all__ = [
 OperatorId = Annotated[str, Meta(pattern=r"^O[A-Z2-7]{55}\Z", description="nkey text of an operator key")]
 Serial = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 MAX_REVOKED: Final = 100_000
+RECORD_VERSION: Final = 1
+"""The only ``v`` of a certificate or revocation list this build reads; any other is ``unsupported_version``."""
 
 
 class Certificate(msgspec.Struct, frozen=True, kw_only=True):
-    """What an operator vouches for about one agent key."""
+    """What an operator vouches for about one agent key. Unknown keys are ignored (spec 2.4, 10.2)."""
 
-    v: Annotated[int, Meta(ge=1, le=255)] = 1
+    v: int = RECORD_VERSION
+    """Any msgpack int on the wire, so that another version is refused as such (check_record_version)."""
     serial: Serial
     """Unique per issuer; revocation by serial withdraws this certificate only."""
     agent_id: AgentId
@@ -63,7 +71,7 @@ class Certificate(msgspec.Struct, frozen=True, kw_only=True):
 class RevocationList(msgspec.Struct, frozen=True, kw_only=True):
     """An operator's complete list of revocations; a higher ``number`` from the same issuer replaces it."""
 
-    v: Annotated[int, Meta(ge=1, le=255)] = 1
+    v: int = RECORD_VERSION
     issuer: OperatorId
     number: Serial
     issued_ns: TimeNs
@@ -81,8 +89,16 @@ def _check_operator(operator: Identity, issuer: str | None) -> None:
         raise LocalProtocolError(f"issuer {issuer} is not the signing operator {operator.id}")
 
 
-def _validated(record: msgspec.Struct) -> bytes:
+def check_record_version(record: Certificate | RevocationList) -> None:
+    """Raise FrameError(unsupported_version) unless ``record.v`` is :data:`RECORD_VERSION` (spec 10.2, 10.3)."""
+    if record.v != RECORD_VERSION:
+        raise FrameError(Reason.UNSUPPORTED_VERSION, f"{type(record).__name__} v{record.v}, this build reads v1")
+
+
+def _validated(record: Certificate | RevocationList) -> bytes:
     """Encode, and refuse what no receiver would accept (msgspec checks bounds on decode, not on construction)."""
+    if record.v != RECORD_VERSION:
+        raise LocalProtocolError(f"a {type(record).__name__} is v{RECORD_VERSION}")
     payload = _encoder.encode(record)
     try:
         decode_as(payload, type(record))
@@ -103,3 +119,10 @@ def sign_revocations(crl: RevocationList, operator: Identity) -> bytes:
     """The signed envelope bytes of a revocation list (whose ``issuer`` must be ``operator``)."""
     _check_operator(operator, crl.issuer)
     return encode_envelope(sign_envelope(PAYLOAD_TYPE_REVOCATIONS, _validated(crl), operator))
+
+
+def credentials_of(cert: Certificate) -> Credentials:
+    """The market's view of a certificate (spec 10.2): tier, region, residency and privacy classes."""
+    return Credentials(
+        tier=cert.tier, region=cert.region, residency=frozenset(cert.residency), privacy=frozenset(cert.privacy)
+    )

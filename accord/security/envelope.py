@@ -54,7 +54,9 @@ KeyId = Annotated[
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """One signed frame on the wire. Every field is required; unknown fields are ignored."""
 
-    v: Annotated[int, Meta(ge=0, le=255)]
+    # Any msgpack int, so that every version but 1 is refused as unsupported_version (spec 7.1), not malformed;
+    # only 1 is ever encoded. The length bounds count characters, as every text bound of the spec does.
+    v: int
     payload_type: Annotated[str, Meta(max_length=128)]
     payload: Annotated[bytes, Meta(max_length=MAX_FRAME_BYTES)]
     key_id: KeyId

@@ -47,7 +47,7 @@ class Identity:
     @classmethod
     def from_seed(cls, text: str) -> Identity:
         """From nkey seed text (``SU...`` / ``SO...``); raises KeyFileError(bad_key_file) if it is not one."""
-        decoded = nkeys.decode_seed(text.strip())
+        decoded = nkeys.decode_seed(text.strip(" \t\r\n"))  # spec 10.6: surrounding ASCII whitespace only
         if decoded is None:
             raise KeyFileError(Reason.BAD_KEY_FILE, "not an nkey user or operator seed")
         kind, seed = decoded

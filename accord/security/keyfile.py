@@ -18,7 +18,11 @@ _POSIX = os.name == "posix"
 
 
 def write_owner_only(path: Path, data: bytes, *, force: bool = False) -> None:
-    """Write ``data`` to ``path`` with mode 0600; refuse to replace an existing file unless ``force``."""
+    """Write ``data`` to ``path`` with mode 0600; refuse to replace an existing file unless ``force``.
+
+    Without ``force`` the file appears atomically or not at all (a hard link of the finished temporary file, which
+    fails if ``path`` exists): of two processes creating the same key at once, exactly one wins and the other gets
+    ``key_file_exists`` (and can read the winner's key)."""
     if path.exists() and not force:
         raise KeyFileError(Reason.KEY_FILE_EXISTS, f"{path} exists (pass force to replace it)")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -31,7 +35,14 @@ def write_owner_only(path: Path, data: bytes, *, force: bool = False) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # FileExistsError if another process created it meanwhile
+            tmp.unlink()
+    except FileExistsError as exc:
+        tmp.unlink(missing_ok=True)
+        raise KeyFileError(Reason.KEY_FILE_EXISTS, f"{path} exists (pass force to replace it)") from exc
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise KeyFileError(Reason.BAD_KEY_FILE, f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from accord.errors import RemoteProtocolError
 from accord.protocol.codec import decode_as
 from accord.protocol.messages import Privacy, Tier
-from accord.security.certs import Certificate, RevocationList
+from accord.security.certs import Certificate, RevocationList, check_record_version
 from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
     PAYLOAD_TYPE_REVOCATIONS,
@@ -106,6 +106,7 @@ class TrustStore:
             return known
         envelope = self._open_signed(blob, PAYLOAD_TYPE_CERT)
         cert = _decode_payload(envelope.payload, Certificate)
+        check_record_version(cert)
         if cert.issuer != envelope.key_id:
             raise SignatureError(Reason.SENDER_MISMATCH, f"certificate names issuer {cert.issuer}")
         key = public_key_of(cert.agent_id, KeyKind.USER)
@@ -121,6 +122,7 @@ class TrustStore:
         blob = bytes(blob)
         envelope = self._open_signed(blob, PAYLOAD_TYPE_REVOCATIONS)
         crl = _decode_payload(envelope.payload, RevocationList)
+        check_record_version(crl)
         if crl.issuer != envelope.key_id:
             raise SignatureError(Reason.SENDER_MISMATCH, f"revocation list names issuer {crl.issuer}")
         current = self._crls.get(crl.issuer)
@@ -237,6 +239,24 @@ class TrustStore:
         return [crl for crl, _ in self._crls.values()]
 
     # --- files ----------------------------------------------------------------------------------------------
+    def merge(self, other: TrustStore) -> int:
+        """Add what ``other`` holds and this store does not: operators, certificates, newer revocation lists,
+        direct entries (a trust file re-read while a mesh runs); how many certificates were new."""
+        for operator in other._operators:
+            self.add_operator(operator)
+        added = 0
+        for blob in other._cert_blobs:
+            if blob not in self._cert_blobs:
+                self.add_certificate(blob)
+                added += 1
+        for _, blob in other._crls.values():
+            self.add_revocations(blob)
+        for agent_id, cert in other._direct.items():
+            if agent_id not in self._direct:
+                self._direct[agent_id] = cert
+                self._keys.setdefault(agent_id, other._keys[agent_id])
+        return added
+
     def to_json(self) -> bytes:
         """The trust file bytes: compact JSON with sorted keys and a final newline."""
         data = _TrustFile(
@@ -262,10 +282,12 @@ class TrustStore:
         store = cls(parsed.operators)
         for text in parsed.certificates:
             store.add_certificate(b64decode_strict(text))
-        for text in parsed.revocations:
-            if not store.add_revocations(b64decode_strict(text)):
+        for count, text in enumerate(parsed.revocations, 1):
+            store.add_revocations(b64decode_strict(text))
+            if len(store.all_revocations()) != count:  # one list per operator, whichever is newer
                 raise FrameError(Reason.MALFORMED, "trust file holds two revocation lists of one operator")
         for cert in parsed.direct:
+            check_record_version(cert)
             if cert.issuer is not None:
                 raise FrameError(Reason.MALFORMED, "a direct trust entry must not name an issuer")
             store.trust_directly(

@@ -17,7 +17,6 @@ Where each part comes from:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -50,7 +49,7 @@ from accord.protocol.messages import (
 )
 from accord.security.envelope import ENVELOPE_VERSION, PAYLOAD_TYPE_FRAME, Envelope
 from accord.security.nkeys import encode_public
-from accord.spec.schemas import JsonObject, JsonValue, portable
+from accord.spec.schemas import JsonObject, JsonValue, as_json, portable, schema_components
 
 __all__ = [
     "ASYNCAPI_VERSION",
@@ -192,14 +191,8 @@ _MESSAGE_TAGS: Final[Mapping[type[Message], str]] = {
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-def _as_json(value: object) -> JsonValue:
-    """msgspec builds schemas from plain dicts, lists and scalars; round-trip to get the JsonValue type."""
-    result: JsonValue = json.loads(json.dumps(value))
-    return result
-
-
 def _pattern_of(type_: object) -> str:
-    schema = portable(_as_json(msgspec.json.schema(type_)))
+    schema = portable(as_json(msgspec.json.schema(type_)))
     if not isinstance(schema, dict) or not isinstance(schema.get("pattern"), str):  # pragma: no cover
         raise TypeError(f"{type_!r} has no pattern")
     pattern = schema["pattern"]
@@ -417,10 +410,7 @@ def _messages() -> dict[str, JsonValue]:
 
 
 def _schemas() -> dict[str, JsonValue]:
-    _, raw = msgspec.json.schema_components((*MESSAGE_TYPES, Envelope), ref_template=_SCHEMAS + "{name}")
-    components = portable(_as_json(raw))
-    if not isinstance(components, dict):  # pragma: no cover - msgspec returns a dict
-        raise TypeError("schema components are not an object")
+    _, components = schema_components((*MESSAGE_TYPES, Envelope), _SCHEMAS + "{name}")
     return {name: components[name] for name in sorted(components)}
 
 

@@ -1,4 +1,4 @@
-"""Golden message vectors: one deterministic example per message type, plus frames a decoder must refuse.
+"""Golden message vectors: one deterministic example per message type, plus the decoder's edge cases.
 
 Pure: builds data from fixed values (fixed ids, agent ids, timestamps), reads no clock and writes no file.
 ``accord spec vectors`` writes :func:`vector_files` into spec/vectors/messages/; ``accord spec check`` and
@@ -11,9 +11,9 @@ The bid, award, acknowledgement, result and attestation come from :mod:`accord.s
 security vectors tell too. Digests inside them are real (the task's prompt digest, the award's bid digest,
 the attestation's output and award digests), so an implementer can check those too.
 
-Each valid vector file holds ``{"type", "description", "msgpack_hex", "json"}``; each invalid one holds
-``{"name", "description", "msgpack_hex", "reason"}`` where ``reason`` is the decode error reason
-(:data:`accord.protocol.codec.DECODE_ERROR_REASONS`).
+Each example's file holds ``{"type", "description", "msgpack_hex", "json"}``. The frames a decoder must refuse
+(``invalid/``) or accept although they are not canonical (``accept/``), and the JSON spellings a reader must
+accept (``json/``), are varied from these examples by :mod:`accord.spec.decoder_vectors`.
 """
 
 from __future__ import annotations
@@ -54,19 +54,16 @@ from accord.protocol.messages import (
     Withdraw,
     message_tag,
 )
+from accord.spec.decoder_vectors import Examples, decoder_vector_files
 from accord.spec.schemas import JsonObject, render_json
 from accord.spec.story import MODEL, T0_NS, Answer, Parties, Story, at, fixed_id, tell
 
 __all__ = [
     "CONTRACTOR",
     "DEVICE_AGENT",
-    "INVALID_DIR",
     "REQUESTER",
     "T0_NS",
-    "InvalidVector",
     "MessageVector",
-    "invalid_vector_document",
-    "invalid_vectors",
     "message_vectors",
     "vector_document",
     "vector_file_name",
@@ -87,8 +84,6 @@ def _id(label: str) -> str:
 REQUESTER: Final = _agent("REQUESTER")
 CONTRACTOR: Final = _agent("CONTRACTQREDGE")
 DEVICE_AGENT: Final = _agent("DEVICEPHQNE")
-INVALID_DIR: Final = "invalid"
-"""Subdirectory (of spec/vectors/messages/) holding the frames a decoder must refuse."""
 
 _PROMPT: Final = (
     ChatMessage(role=Role.SYSTEM, content="Answer in one sentence."),
@@ -136,15 +131,6 @@ class MessageVector(msgspec.Struct, frozen=True, kw_only=True):
 
     description: str
     message: Message
-
-
-class InvalidVector(msgspec.Struct, frozen=True, kw_only=True):
-    """A frame a v1 decoder MUST refuse, and the decode error reason it must refuse it with."""
-
-    name: str
-    description: str
-    frame: bytes
-    reason: str
 
 
 def _story() -> Story:
@@ -284,126 +270,11 @@ def vector_document(vector: MessageVector) -> JsonObject:
     }
 
 
-def invalid_vectors() -> list[InvalidVector]:
-    """Frames every v1 decoder MUST refuse, each with the decode error reason it maps to."""
-    bid = _story().bid
-    valid: dict[str, object] = json.loads(encode_json(bid))  # the bid vector as plain data, keys in wire order
-    bid_bytes = encode(bid)
-
-    def bid_with(**changes: object) -> bytes:
-        """The bid as a raw msgpack map (no types, no validation), these keys' values replaced in place."""
-        return msgspec.msgpack.encode({**valid, **changes})
-
-    def bid_without(key: str) -> bytes:
-        """The bid as a raw msgpack map without ``key``."""
-        return msgspec.msgpack.encode({k: v for k, v in valid.items() if k != key})
-
-    return [
-        InvalidVector(
-            name="unknown_type",
-            description="A well-formed message whose type tag this version does not know.",
-            frame=bid_with(type="offer"),
-            reason="unknown_type",
-        ),
-        InvalidVector(
-            name="missing_type",
-            description="A map without the type key.",
-            frame=bid_without("type"),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="missing_required_field",
-            description="A bid without its required price_micros.",
-            frame=bid_without("price_micros"),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="out_of_bounds",
-            description="A bid with quality 1.5 (bound: 0..1).",
-            frame=bid_with(quality=1.5),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="float_for_int",
-            description="A bid whose price_micros is the float 1200.0 (integers MUST be msgpack ints).",
-            frame=bid_with(price_micros=1200.0),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="token_with_newline",
-            description='A bid whose region is "eu\\n": a token never contains a newline (or a dot, or a space).',
-            frame=bid_with(region="eu\n"),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="uppercase_id",
-            description="A bid whose id is uppercase hex (ids are lowercase hex).",
-            frame=bid_with(id=bid.id.upper()),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="unsupported_version",
-            description="A valid bid carrying v=2: a v1 decoder refuses another major version.",
-            frame=bid_with(v=2),
-            reason="unsupported_version",
-        ),
-        InvalidVector(
-            name="bin_for_str",
-            description="A bid whose model is msgpack bin instead of str.",
-            frame=bid_with(model=bid.model.encode()),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="ext_value",
-            description="A bid whose model is a msgpack ext value.",
-            frame=bid_with(model=msgspec.msgpack.Ext(1, b"x")),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="nil_for_required",
-            description="A bid whose required price_micros is nil.",
-            frame=bid_with(price_micros=None),
-            reason="invalid",
-        ),
-        InvalidVector(
-            name="truncated",
-            description="The bid vector's bytes, cut one byte short.",
-            frame=bid_bytes[:-1],
-            reason="malformed",
-        ),
-        InvalidVector(
-            name="trailing_bytes",
-            description="The bid vector's bytes followed by one extra byte (nil).",
-            frame=bid_bytes + b"\xc0",
-            reason="malformed",
-        ),
-        InvalidVector(
-            name="bad_utf8",
-            description="A bid whose region string holds the invalid UTF-8 byte 0xff.",
-            frame=bid_with(region="eu-X").replace(b"eu-X", b"eu-\xff"),
-            reason="malformed",
-        ),
-        InvalidVector(
-            name="not_a_map",
-            description="A msgpack array instead of a map.",
-            frame=msgspec.msgpack.encode([1, 2, 3]),
-            reason="invalid",
-        ),
-    ]
-
-
-def invalid_vector_document(vector: InvalidVector) -> JsonObject:
-    return {
-        "name": vector.name,
-        "description": vector.description,
-        "msgpack_hex": vector.frame.hex(),
-        "reason": vector.reason,
-    }
-
-
 def vector_files() -> dict[str, bytes]:
     """File path (relative to spec/vectors/messages/, '/'-separated) -> exact file bytes."""
-    files = {vector_file_name(type(v.message)): render_json(vector_document(v)) for v in message_vectors()}
-    for invalid in invalid_vectors():
-        files[f"{INVALID_DIR}/{invalid.name}.json"] = render_json(invalid_vector_document(invalid))
-    return files
+    vectors = message_vectors()
+    files = {vector_file_name(type(v.message)): render_json(vector_document(v)) for v in vectors}
+    examples = {type(v.message): v.message for v in vectors}
+    bid, task, result = examples[Bid], examples[Task], examples[Result]
+    assert isinstance(bid, Bid) and isinstance(task, Task) and isinstance(result, Result)
+    return files | decoder_vector_files(Examples(bid=bid, task=task, result=result))

@@ -23,7 +23,6 @@ from accord.strategies.base import (
     Strategy,
     StrategyFailed,
     StrategyResult,
-    run_strategy,
 )
 from accord.strategies.cascade import Cascade, JudgeVerifier, ScorerVerifier, SelfConfidence, Verifier
 from accord.strategies.debate import Debate
@@ -38,6 +37,7 @@ from accord.strategies.parsing import (
 )
 from accord.strategies.records import outcome_of
 from accord.strategies.route import Route, Single
+from accord.strategies.run import run_strategy, score_by_agreement
 from accord.strategies.split import Split
 
 __all__ = [
@@ -72,4 +72,5 @@ __all__ = [
     "outcome_of",
     "parse_strategy_option",
     "run_strategy",
+    "score_by_agreement",
 ]

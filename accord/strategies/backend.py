@@ -26,7 +26,8 @@ from accord.backends.base import (
 )
 from accord.protocol.messages import Role, Timings, Usage
 from accord.runtime.requester import Requester
-from accord.strategies.base import DEFAULT_SYSTEM, Ask, Strategy, StrategyFailed, run_strategy
+from accord.strategies.base import DEFAULT_SYSTEM, Ask, Strategy, StrategyFailed
+from accord.strategies.run import run_strategy
 
 __all__ = ["StrategyBackend"]
 

@@ -43,11 +43,11 @@ __all__ = [
     "Session",
     "SiblingAvoid",
     "Strategy",
+    "StrategyConfigError",
     "StrategyFailed",
     "StrategyResult",
     "answered",
     "as_answer",
-    "run_strategy",
 ]
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer concisely and correctly."
@@ -139,6 +139,10 @@ class StrategyResult:
     @property
     def answered_by(self) -> list[str]:
         return [c.agent_id for c in self.calls if c.ok and c.agent_id is not None]
+
+
+class StrategyConfigError(AccordError):
+    """A strategy table or ``--strategy`` value cannot be used (or cannot take this Ask); the message says why."""
 
 
 class StrategyFailed(AccordError):
@@ -357,44 +361,6 @@ class Strategy(Protocol):
     def name(self) -> str: ...
 
     async def run(self, ask: Ask, session: Session) -> Answer | None: ...
-
-
-async def run_strategy(
-    requester: Requester,
-    strategy: Strategy,
-    ask: Ask,
-    *,
-    budget_micros: int,
-    deadline_ms: int,
-    bid_window_ms: int = 50,
-    policy: Policy | None = None,
-    on_call: Callable[[CallRecord], None] | None = None,
-) -> StrategyResult:
-    """Run ``strategy`` for ``ask`` within ``budget_micros`` (all calls together) and ``deadline_ms`` from now."""
-    started = time.perf_counter()
-    session = Session(
-        requester,
-        budget_micros=budget_micros,
-        deadline_ns=time.time_ns() + deadline_ms * 1_000_000,
-        bid_window_ms=bid_window_ms,
-        policy=policy,
-        on_call=on_call,
-    )
-    answer = await strategy.run(ask, session)
-    if answer is None:
-        failures = [c.failure for c in session.calls if c.failure]
-        reason = session.exhausted or (failures[-1] if failures else "no_answer")
-        raise StrategyFailed(strategy.name, reason or "no_answer", session.calls)
-    return StrategyResult(
-        strategy=strategy.name,
-        answer=answer.text,
-        calls=tuple(session.calls),
-        spent_micros=session.spent_micros,
-        budget_micros=budget_micros,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        stopped=session.exhausted,
-        confidence=answer.confidence,
-    )
 
 
 def answered(records: Sequence[CallRecord | None]) -> list[CallRecord]:

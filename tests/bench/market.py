@@ -31,7 +31,7 @@ from accord.protocol.codec import encode
 from accord.protocol.contractor import ContractorMachine, ContractorProfile
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import ExecutionDone, Received, Start, TimerFired, TimerKind
-from accord.protocol.market import ClaimPredictor, Offer, score, select
+from accord.protocol.market import ClaimPredictor, Credentials, Offer, score, select
 from accord.protocol.messages import (
     Advertise,
     Award,
@@ -43,17 +43,18 @@ from accord.protocol.messages import (
     Task,
     Tier,
 )
+from accord.protocol.pricing import ResourceModel
 from accord.protocol.registry import Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, TaskSpec
-from tests.support.market_world import BASE_NS, MS, agent_id
+from tests.support.market_world import BASE_NS, CLOUD_EU, MS, agent_id
 
 REQ: Final = agent_id("bench-requester")
 HEARTBEAT: Final = TimerFired(TimerKind.HEARTBEAT)
 DIGEST: Final = "ab" * 32
 
 
-def _trust(agent: str, c: Constraints) -> bool:
-    return True
+def _trust(agent: str) -> Credentials:
+    return CLOUD_EU
 
 
 def _verify(bid_id: str, digest: str) -> bool:
@@ -76,7 +77,12 @@ def _profiles(n: int) -> list[tuple[str, ContractorProfile]]:
             (
                 agent_id(f"bench-{i}"),
                 ContractorProfile(
-                    name=f"c{i}", tier=Tier.CLOUD, region="eu", models=(m,), slots=4, bid_hold_ms=100
+                    name=f"c{i}",
+                    tier=Tier.CLOUD,
+                    region="eu",
+                    models=(ResourceModel.from_offer(m, slots=4),),
+                    slots=4,
+                    bid_hold_ms=100,
                 ),
             )
         )
@@ -107,7 +113,7 @@ class RoundBench:
             prompt_digest=DIGEST,
             bid_window_ms=20,
         )
-        req = RequesterMachine(REQ, spec, rng=self.rng, trusted=_trust, verify_bid=_verify, config=self.config)
+        req = RequesterMachine(REQ, spec, rng=self.rng, credentials=_trust, verify_bid=_verify, config=self.config)
         out = req.handle(Start(), now=now)
         task = next(a.message for a in out if isinstance(a, Send))
         cfp = Received(task, broadcast=True)
@@ -296,7 +302,7 @@ def run(*, quick: bool = False, console: Console | None = None) -> list[tuple[st
             (
                 f"market.select, {n} offers",
                 measure(
-                    lambda offers=offers: select(offers, task, now=BASE_NS, trusted=_trust, predictor=pred),
+                    lambda offers=offers: select(offers, task, now=BASE_NS, credentials=_trust, predictor=pred),
                     min_seconds=min_s,
                     repeats=repeats,
                 ),
@@ -315,7 +321,7 @@ def run(*, quick: bool = False, console: Console | None = None) -> list[tuple[st
         (
             "registry.shortlist k=8, 1,000 agents",
             measure(
-                lambda: reg.shortlist(task, now=BASE_NS, k=8, trusted=_trust, predictor=pred),
+                lambda: reg.shortlist(task, now=BASE_NS, k=8, credentials=_trust, predictor=pred),
                 min_seconds=min_s,
                 repeats=repeats,
             ),

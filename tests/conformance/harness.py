@@ -22,6 +22,7 @@ from accord.conformance import ConformanceReport, KitConfig, run_suite
 from accord.conformance.fixtures import Fault, FixtureAgent
 from accord.protocol.contractor import ContractorProfile
 from accord.protocol.messages import ModelOffer, Tier
+from accord.protocol.pricing import ResourceModel
 from accord.runtime.agent import Agent
 from accord.security import Identity
 from accord.security.permissions import agent_permissions, inbox_prefix
@@ -56,12 +57,13 @@ class _Runnable(Protocol):
 
 def agent_profile(name: str) -> tuple[ContractorProfile, ModelOffer]:
     """Our Agent's profile: one priced simulated model (so every decline case applies), short heartbeats."""
-    offer = SIM_SMALL.resources(price_in_per_1k_micros=100, price_out_per_1k_micros=400).offer()
+    resources = SIM_SMALL.resources(price_in_per_1k_micros=100, price_out_per_1k_micros=400)
+    offer = resources.offer()
     profile = ContractorProfile(
         name=name,
         tier=Tier.EDGE,
         region="eu-west",
-        models=(offer,),
+        models=(resources,),
         residency=("eu",),
         skills=("chat",),
         slots=4,
@@ -84,7 +86,7 @@ def fixture_profile(name: str) -> ContractorProfile:
         name=name,
         tier=Tier.CLOUD,
         region="eu-central",
-        models=(offer,),
+        models=(ResourceModel.from_offer(offer, slots=4),),
         residency=("eu",),
         skills=("chat",),
         slots=4,

@@ -49,7 +49,8 @@ from hypothesis.stateful import (
 from accord.protocol.actions import new_message_id
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
-from accord.protocol.messages import Bid, Mechanism, Policy, Privacy, Tier
+from accord.protocol.market import Credentials
+from accord.protocol.messages import Bid, Constraints, Mechanism, Policy, Privacy, Tier
 from accord.protocol.requester import RequesterState, TaskSpec
 from tests.support.market_world import (
     MAX_PRICES,
@@ -70,8 +71,26 @@ MAX_TASKS = 6
 MAX_CONTRACTORS = 8
 
 ROGUE_UNTRUSTED = agent_id("rogue-untrusted")
-ROGUE_CERTIFIED = agent_id("rogue-certified")
-PHANTOM = agent_id("phantom")  # certified and eligible, but never answers an award
+_EVERYWHERE: Final = frozenset({"eu", "us"})
+
+
+def _cast(
+    kind: str, residency: frozenset[str] = _EVERYWHERE, privacy: frozenset[Privacy] = frozenset(Privacy)
+) -> dict[Tier, tuple[str, Credentials]]:
+    """One certified agent per tier (certificates carry one tier): (its id, what its certificate says)."""
+    return {
+        tier: (
+            agent_id(f"{kind}-{tier.value}"),
+            Credentials(tier=tier, region="eu", residency=residency, privacy=privacy),
+        )
+        for tier in Tier
+    }
+
+
+PHANTOMS: Final = _cast("phantom")  # certified and eligible, but never answers an award
+ROGUES: Final = _cast("rogue")  # their crafted bids break one other rule each
+ROGUES_NO_RESIDENCY: Final = _cast("rogue-no-residency", residency=frozenset())
+ROGUES_PUBLIC_ONLY: Final = _cast("rogue-public-only", privacy=frozenset({Privacy.PUBLIC}))
 
 TOTALS: Counter[str] = Counter()
 
@@ -150,6 +169,11 @@ ADVERSARY: Final = (
 idx = st.integers(0, 1023)
 
 
+def _tier_of(c: Constraints) -> Tier:
+    """The tier a bid for a task with constraints ``c`` claims (its first preferred tier, else cloud)."""
+    return c.preferred_tiers[0] if c.preferred_tiers else Tier.CLOUD
+
+
 class MarketMachine(RuleBasedStateMachine):
     """Seven rules, several of which choose among operations: Hypothesis draws per-rule feature flags on every
     step, and twenty separate rules made a step twice as slow (and ran out of choice buffer before 100 steps)."""
@@ -175,9 +199,10 @@ class MarketMachine(RuleBasedStateMachine):
         for n, i in enumerate(sorted({0, 3, *picks})):
             profile, slowness = PROFILES[i]
             w.add_contractor(f"{profile.name}-{n}", profile, slowness)
-        # a rogue holding a certificate for everything: its crafted bids break one other rule each
-        w.certs[ROGUE_CERTIFIED] = (frozenset((None, "eu", "us")), frozenset(Privacy))
-        w.certs[PHANTOM] = (frozenset((None, "eu", "us")), frozenset(Privacy))
+        # phantoms and rogues hold certificates (one tier each); rogues' crafted bids break one other rule each
+        for cast in (PHANTOMS, ROGUES, ROGUES_NO_RESIDENCY, ROGUES_PUBLIC_ONLY):
+            for aid, cert in cast.values():
+                w.certs[aid] = cert
 
     # --- announce -----------------------------------------------------------------------------------------------
     @precondition(lambda self: len(self.world.tasks) < MAX_TASKS)
@@ -327,9 +352,10 @@ class MarketMachine(RuleBasedStateMachine):
             # time out and go to the next bid; priced up to the budget, so that as a runner-up it sets a second
             # price the budget must cap
             c = w.tasks[tid].constraints
+            phantom = PHANTOMS[_tier_of(c)][0]
             price = c.max_price_micros * (50, 90, 98, 100)[i % 4] // 100
-            bid = self._bid_for(tid, PHANTOM, price_micros=price, quality=0.75)
-            w.inject(PHANTOM, w.tasks[tid].requester, bid)
+            bid = self._bid_for(tid, phantom, price_micros=price, quality=0.75)
+            w.inject(phantom, w.tasks[tid].requester, bid)
             w.faults["silent_bidder"] += 1
         elif op == "bid_pair":
             self._bid_pair(i)
@@ -352,7 +378,7 @@ class MarketMachine(RuleBasedStateMachine):
             "est_latency_ms": 1,
             "quality": 1.0,
             "valid_until_ns": c.deadline_ns,
-            "tier": c.preferred_tiers[0] if c.preferred_tiers else Tier.CLOUD,
+            "tier": _tier_of(c),
             "region": "eu",
             "residency": [c.residency] if c.residency else [],
         }
@@ -383,7 +409,7 @@ class MarketMachine(RuleBasedStateMachine):
         n = w.faults["silent_bidder_pair"]
         for role, share, quality in (("winner", 90, 0.99), ("runner-up", 98, 0.99 - gap)):
             sender = agent_id(f"phantom-{role}-{n}")
-            w.certs[sender] = w.certs[PHANTOM]
+            w.certs[sender] = PHANTOMS[_tier_of(rec.constraints)][1]
             bid = self._bid_for(tid, sender, price_micros=budget * share // 100, quality=quality)
             w.inject(sender, rec.requester, bid)
             w.deliver((sender, rec.requester))  # at once, while the round is open
@@ -420,18 +446,23 @@ class MarketMachine(RuleBasedStateMachine):
         w = self.world
         c = w.tasks[tid].constraints
         remaining_ms = max(0, (c.deadline_ns - w.now) // MS)
+        tier = _tier_of(c)
+        rogue = ROGUES[tier][0]
         options: list[tuple[str, str, dict[str, object]]] = [
             ("untrusted", ROGUE_UNTRUSTED, {}),
-            ("budget", ROGUE_CERTIFIED, {"price_micros": c.max_price_micros + 1}),
-            ("deadline", ROGUE_CERTIFIED, {"est_latency_ms": remaining_ms + 1_000}),
+            ("budget", rogue, {"price_micros": c.max_price_micros + 1}),
+            ("deadline", rogue, {"est_latency_ms": remaining_ms + 1_000}),
         ]
-        if c.residency is not None:
-            options.append(("residency", ROGUE_CERTIFIED, {"residency": []}))
-        if c.preferred_tiers:
+        if c.residency is not None:  # claims nothing; its certificate grants no residency class
+            options.append(("residency", ROGUES_NO_RESIDENCY[tier][0], {"residency": []}))
+        if c.privacy is not Privacy.PUBLIC:
+            options.append(("privacy", ROGUES_PUBLIC_ONLY[tier][0], {}))
+        if c.preferred_tiers:  # certified for another tier: honest about it (tier), or lying (claim)
             other = next(t for t in Tier if t not in c.preferred_tiers)
-            options.append(("tier", ROGUE_CERTIFIED, {"tier": other}))
+            options.append(("tier", ROGUES[other][0], {"tier": other}))
+            options.append(("claim", ROGUES[other][0], {}))
         if c.min_quality > 0:
-            options.append(("quality", ROGUE_CERTIFIED, {"quality": 0.0}))
+            options.append(("quality", rogue, {"quality": 0.0}))
         rule_name, sender, overrides = options[which % len(options)]
         bid = self._bid_for(tid, sender, **overrides)
         w.crafted_ineligible.add(bid.id)

@@ -26,6 +26,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 import msgspec
 
@@ -46,7 +47,7 @@ from accord.protocol.actions import (
     SetTimer,
 )
 from accord.protocol.codec import decode, encode
-from accord.protocol.contractor import ContractorMachine, ContractorProfile, JobState
+from accord.protocol.contractor import ContractorMachine, ContractorProfile, JobState, prompt_tokens_of
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
     CancelTask,
@@ -63,11 +64,12 @@ from accord.protocol.events import (
 )
 from accord.protocol.market import (
     NS_PER_MS,
+    Credentials,
     Offer,
     Reputation,
     ReputationPredictor,
+    contradicts,
     rank,
-    sheet_quote,
     vickrey_price,
 )
 from accord.protocol.messages import (
@@ -86,6 +88,7 @@ from accord.protocol.messages import (
     Tier,
     Withdraw,
 )
+from accord.protocol.pricing import ResourceModel
 from accord.protocol.registry import Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
 
@@ -98,8 +101,10 @@ def agent_id(name: str) -> str:
     return "U" + base64.b32encode(hashlib.sha512(name.encode()).digest()).decode()[:55]
 
 
-def model(name: str, *, tps: float, price_out: int, quality: float, ttft_ms: int = 5) -> ModelOffer:
-    return ModelOffer(
+def model(
+    name: str, *, tps: float, price_out: int, quality: float, ttft_ms: int = 5, slots: int = 1
+) -> ResourceModel:
+    offer = ModelOffer(
         name=name,
         context_window=32_000,
         tokens_per_s=tps,
@@ -107,6 +112,23 @@ def model(name: str, *, tps: float, price_out: int, quality: float, ttft_ms: int
         price_out_per_1k_micros=price_out,
         quality=quality,
         ttft_ms=ttft_ms,
+    )
+    return ResourceModel.from_offer(offer, slots=slots)
+
+
+CLOUD_EU: Final = Credentials(
+    tier=Tier.CLOUD, region="eu", residency=frozenset({"eu"}), privacy=frozenset(Privacy)
+)
+"""A certificate for tests whose bidders claim to be cloud agents in the eu region (and are)."""
+
+
+def credentials(profile: ContractorProfile) -> Credentials:
+    """What an honest agent's certificate says: exactly its profile."""
+    return Credentials(
+        tier=profile.tier,
+        region=profile.region,
+        residency=frozenset(profile.residency),
+        privacy=frozenset(profile.privacy),
     )
 
 
@@ -121,7 +143,7 @@ PROFILES: tuple[tuple[ContractorProfile, float], ...] = (
             region="eu",
             residency=("eu",),
             privacy=_ALL_PRIVACY,
-            models=(model("big", tps=2000.0, price_out=4000, quality=0.85),),
+            models=(model("big", tps=2000.0, price_out=4000, quality=0.85, slots=2),),
             slots=2,
             bid_hold_ms=300,
             ttl_ms=3000,
@@ -185,12 +207,11 @@ PROFILES: tuple[tuple[ContractorProfile, float], ...] = (
             region="us",
             residency=("us",),
             privacy=_ALL_PRIVACY,
-            models=(
+            models=(  # one backend for both models: jobs in flight queue behind each other
                 model("mid-us", tps=900.0, price_out=900, quality=0.72),
                 model("small-us", tps=3000.0, price_out=200, quality=0.55),
             ),
             slots=3,
-            shared_backend=True,
             bid_hold_ms=300,
             ttl_ms=3000,
         ),
@@ -258,7 +279,7 @@ class World:
         self.cut: set[frozenset[str]] = set()
         self.forged: set[str] = set()  # digests of forged bids
         self.crafted_ineligible: set[str] = set()  # ids of bids crafted to break an eligibility rule
-        self.certs: dict[str, tuple[frozenset[str | None], frozenset[Privacy]]] = {}
+        self.certs: dict[str, Credentials] = {}
         self.tasks: dict[str, TaskRecord] = {}
         self.bids_seen: dict[str, Bid] = {}
         self.adverts_seen: dict[str, Advertise] = {}
@@ -279,21 +300,33 @@ class World:
     def add_requester(self, name: str) -> RequesterNode:
         node = RequesterNode(agent_id(name), random.Random(self.rng.getrandbits(64)))
         self.requesters[node.agent_id] = node
-        self.certs[node.agent_id] = (frozenset(), frozenset())
+        self.certs[node.agent_id] = Credentials(tier=Tier.EDGE, region="local", privacy=frozenset())
         return node
 
-    def add_contractor(self, name: str, profile: ContractorProfile, slowness: float = 1.0) -> ContractorNode:
+    def add_contractor(
+        self, name: str, profile: ContractorProfile, slowness: float = 1.0, *, cert: Credentials | None = None
+    ) -> ContractorNode:
+        """``cert``: what its certificate says, when it is not its profile (a liar: every requester refuses it)."""
         aid = agent_id(name)
         rng = random.Random(self.rng.getrandbits(64))
         node = ContractorNode(aid, profile, slowness, rng, ContractorMachine(aid, profile, rng=rng))
         self.contractors[aid] = node
-        self.certs[aid] = (frozenset((None, *profile.residency)), frozenset(profile.privacy))
+        self.certs[aid] = cert if cert is not None else credentials(profile)
         self._run_contractor(node, Start())
         return node
 
-    def trusted(self, agent: str, c: Constraints) -> bool:
+    def credentials(self, agent: str) -> Credentials | None:
+        return self.certs.get(agent)
+
+    def certified_for(self, agent: str, c: Constraints) -> bool:
+        """Ground truth of spec 6.1 rules 2-6 by the certificate alone (never by what the agent claims)."""
         cert = self.certs.get(agent)
-        return cert is not None and c.residency in cert[0] and c.privacy in cert[1]
+        return (
+            cert is not None
+            and (c.residency is None or c.residency in cert.residency)
+            and (c.privacy is Privacy.PUBLIC or c.privacy in cert.privacy)
+            and (not c.preferred_tiers or cert.tier in c.preferred_tiers)
+        )
 
     # --- tasks --------------------------------------------------------------------------------------------------
     def announce(self, requester: str, spec: TaskSpec) -> str:
@@ -310,7 +343,7 @@ class World:
             node.agent_id,
             spec,
             rng=node.rng,
-            trusted=self.trusted,
+            credentials=self.credentials,
             verify_bid=self.verify_bid,
             registry=node.registry,
             predictor=ReputationPredictor(node.reputation),
@@ -375,9 +408,8 @@ class World:
                 and bid.id not in self.crafted_ineligible
                 and payload_digest(encode(bid)) not in self.forged
                 and bid.valid_until_ns > self.now
-                and self.trusted(bid.sender, c)
-                and (c.residency is None or c.residency in bid.residency)
-                and (not c.preferred_tiers or bid.tier in c.preferred_tiers)
+                and self.certified_for(bid.sender, c)
+                and not contradicts(Offer.from_bid(bid, ""), self.certs[bid.sender])
                 and bid.price_micros <= c.max_price_micros
                 and self.now + bid.est_latency_ms * MS <= c.deadline_ns
             ):
@@ -440,7 +472,7 @@ class World:
         predictor = ReputationPredictor(node.reputation)
         tried = self._tried(tid, before=award.attempt)
         ranking = rank(
-            offers, machine.task, now=self.now, trusted=self.trusted, predictor=predictor, exclude=tried
+            offers, machine.task, now=self.now, credentials=self.credentials, predictor=predictor, exclude=tried
         )
         if len(ranking.eligible) < 2 or ranking.eligible[0].offer.bid_id != award.bid_id:
             return
@@ -554,7 +586,10 @@ class World:
                 if key in self.outcomes:
                     self.violations.append(f"two outcomes for attempt {key}")
                 self.outcomes[key] = a.success
-                requester.reputation.record(a.agent_id, 1.0 if a.success else 0.0)
+                if a.success:
+                    requester.reputation.record_delivery(a.agent_id)
+                else:
+                    requester.reputation.record_failure(a.agent_id)
             elif isinstance(a, Execute):
                 assert contractor is not None
                 self._start_execution(contractor, a)
@@ -567,13 +602,9 @@ class World:
                 self.stats["progress"] += 1
 
     def _start_execution(self, node: ContractorNode, a: Execute) -> None:
-        offer = next(m for m in node.profile.models if m.name == a.model)
-        _, latency = sheet_quote(
-            offer,
-            input_tokens=a.task.est_input_tokens,
-            output_tokens=a.task.max_output_tokens,
-            overhead_ms=node.profile.overhead_ms,
-        )
+        resources = next(m for m in node.machine.models if m.name == a.model)
+        prompt = prompt_tokens_of(a.task)
+        latency = resources.estimate_latency_ms(prompt, a.task.max_output_tokens) + node.profile.overhead_ms
         node.executions[(a.award.task_id, a.award.attempt)] = self.now + int(latency * node.slowness) * MS
 
     def _on_accept(self, a: Accept) -> None:
@@ -607,8 +638,20 @@ class World:
             self.violations.append(f"award price {award.price_micros} over budget {c.max_price_micros}")
         if award.bid_id in self.crafted_ineligible or award.bid_digest in self.forged:
             self.violations.append(f"crafted ineligible or forged bid {award.bid_id} won")
-        if not self.trusted(award.winner, c):
-            self.violations.append(f"untrusted or uncertified {award.winner} won")
+        if not self.certified_for(award.winner, c):
+            self.violations.append(f"untrusted, uncertified or misclaiming {award.winner} won")
+        cert = self.certs.get(award.winner)
+        winner = self.contractors.get(award.winner)
+        if (
+            cert is not None
+            and winner is not None
+            and (winner.profile.tier, winner.profile.region)
+            != (
+                cert.tier,
+                cert.region,
+            )
+        ):
+            self.violations.append(f"{award.winner} won although its claims contradict its certificate")
         bid = self.bids_seen.get(award.bid_id)
         if bid is not None:
             if bid.sender != award.winner or bid.task_id != award.task_id:
@@ -827,7 +870,7 @@ class World:
             machine = RequesterMachine.restore(
                 snap,
                 rng=node.rng,
-                trusted=self.trusted,
+                credentials=self.credentials,
                 verify_bid=self.verify_bid,
                 registry=node.registry,
                 predictor=ReputationPredictor(node.reputation),

@@ -84,7 +84,7 @@ def make_profile(
         name=name,
         tier=tier,
         region=region,
-        models=(profile.resources().offer(),),
+        models=(profile.resources(),),
         slots=slots,
         residency=residency,
         **extra,  # type: ignore[arg-type]

@@ -1,1 +1,2 @@
-"""Evaluation data: the RouteLLM rows (as outcome records and as replay logs), generated logs, workloads."""
+"""Evaluation data: the RouteLLM rows (one reader; per-query outcome records and per-turn replay logs), generated
+logs, workloads."""

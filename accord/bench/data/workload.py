@@ -7,13 +7,14 @@ A :class:`Workload` is one evaluation set of a (weak, strong) model pair:
   GSM8K, two for MT-Bench), its request-time features (kind, category) and, per model, the recorded outcome of the
   whole query (the quality signal a router is scored on) and per turn what that model answered and how long the
   answer was (:class:`Recorded`);
-- ``log``: the :class:`~accord.backends.replay.OutcomeLog` the replay agents answer from;
+- ``log``: the :class:`~accord.backends.replay.OutcomeLog` the replay agents answer from (the same
+  :class:`~accord.routing.records.Outcome` records; for a multi-turn set, one per turn);
 - ``prices``: each model's price sheet (micro-USD per 1,000 input / output tokens), which its agents advertise.
 
-Builders: :func:`routellm_workload` (the RouteLLM sets; the rows and their ids are those of
-:func:`~accord.bench.data.routellm.load_routellm_outcomes`, contaminated prompts dropped; the replay log comes
-from :mod:`accord.bench.data.routellm_replay`), :func:`synthetic_workload` (a generated log, no data set
-needed) and :func:`workload_from_outcomes` (any single-turn outcome log).
+Builders: :func:`routellm_workload` (the RouteLLM sets, read once by
+:func:`~accord.bench.data.routellm.read_routellm`, contaminated prompts dropped: its per-query records give the
+rows and their ids, its per-turn records the replay log), :func:`synthetic_workload` (a generated log, no data
+set needed) and :func:`workload_from_outcomes` (any single-turn outcome log).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from accord.backends.replay import OutcomeLog, OutcomeRecord
-from accord.bench.data.routellm import PRICES, SETS, load_routellm_outcomes
-from accord.bench.data.routellm_replay import load_gsm8k, load_mmlu, load_mt_bench
+from accord.backends.replay import OutcomeLog
+from accord.bench.data.routellm import PRICES, SETS, read_routellm
 from accord.bench.data.synthetic import STRONG as SYNTHETIC_STRONG
 from accord.bench.data.synthetic import WEAK as SYNTHETIC_WEAK
 from accord.bench.data.synthetic import synthetic_outcomes
@@ -125,20 +125,6 @@ def _recorded(record: Outcome) -> Recorded:
     return Recorded(response=record.response, output_tokens=max(1, tokens))
 
 
-def _replay_record(record: Outcome) -> OutcomeRecord:
-    return OutcomeRecord(
-        prompt=record.prompt,
-        model=record.model,
-        response=record.response,
-        correct=record.correct,
-        score=record.score,
-        score_max=record.score_max,
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        source=record.source,
-    )
-
-
 def _group(records: Sequence[Outcome], models: tuple[str, str]) -> list[tuple[Outcome, dict[str, Outcome]]]:
     """(first record, model -> record) per query id that both models answered, in first-appearance order."""
     by_query: dict[str, dict[str, Outcome]] = defaultdict(dict)
@@ -181,7 +167,7 @@ def workload_from_outcomes(
     missing = {weak, strong} - set(prices)
     if missing:
         raise RouterError("bad_input", f"no price sheet for {sorted(missing)}")
-    replay = log if log is not None else OutcomeLog(_replay_record(r) for r in records)
+    replay = log if log is not None else OutcomeLog(records)
     return Workload(name=name, queries=queries, log=replay, weak=weak, strong=strong, prices=prices)
 
 
@@ -194,40 +180,36 @@ def synthetic_workload(n: int, *, seed: int = 0) -> Workload:
     )
 
 
-def _mt_bench_turns(log: OutcomeLog) -> dict[tuple[int, str], dict[int, OutcomeRecord]]:
-    turns: dict[tuple[int, str], dict[int, OutcomeRecord]] = defaultdict(dict)
+def _turns(log: OutcomeLog) -> dict[tuple[str, str], dict[int, Outcome]]:
+    """(query id, model) -> turn -> the record of that turn, for the per-turn records of a multi-turn log."""
+    turns: dict[tuple[str, str], dict[int, Outcome]] = defaultdict(dict)
     for record in log:
-        qid, turn = record.metadata.get("question_id"), record.metadata.get("turn")
-        if isinstance(qid, int) and isinstance(turn, int):
-            turns[(qid, record.model)][turn] = record
+        if record.turn is not None:
+            turns[(record.query_id, record.model)][record.turn] = record
     return turns
 
 
 def routellm_workload(name: str, datasets_dir: str | Path | None = None) -> Workload:
-    """One RouteLLM set (``mmlu``, ``gsm8k`` or ``mt_bench``) as a workload: rows and ids as
-    :func:`load_routellm_outcomes` gives them, the replay log from :mod:`accord.bench.data.routellm_replay`, prices
-    from :data:`~accord.bench.data.routellm.PRICES`. MT-Bench queries have both turns; turn 2's recorded answer
-    is the one its judge quoted."""
+    """One RouteLLM set (``mmlu``, ``gsm8k`` or ``mt_bench``) as a workload, from one
+    :func:`~accord.bench.data.routellm.read_routellm`: rows and ids from its per-query records, the replay log
+    from its per-turn records, prices from :data:`~accord.bench.data.routellm.PRICES`. MT-Bench queries have both
+    turns; turn 2's recorded answer is the one its judge quoted."""
     if name not in SETS:
         raise RouterError("bad_input", f"unknown RouteLLM set {name!r}; choose from {', '.join(SETS)}")
-    records = load_routellm_outcomes(name, datasets_dir)
-    prices = per_1k(dict(PRICES))
-    if name == "mmlu":
-        return workload_from_outcomes(name, records, prices=prices, log=load_mmlu(datasets_dir))
-    if name == "gsm8k":
-        return workload_from_outcomes(name, records, prices=prices, log=load_gsm8k(datasets_dir))
-    log = load_mt_bench(datasets_dir)
-    single = workload_from_outcomes(name, records, prices=prices, log=log)
-    per_turn = _mt_bench_turns(log)
+    rows = read_routellm(name, datasets_dir)
+    log = rows.replay_log()
+    single = workload_from_outcomes(name, rows.outcomes(), prices=per_1k(dict(PRICES)), log=log)
+    per_turn = _turns(log)
+    if not per_turn:  # single-turn set
+        return single
     queries = []
     for query in single.queries:
-        qid = int(query.query_id.rpartition("/")[2])
         recorded: dict[str, tuple[Recorded, ...]] = {}
         prompts: tuple[str, ...] = ()
         for model in (single.weak, single.strong):
-            turns = per_turn.get((qid, model), {})
+            turns = per_turn.get((query.query_id, model), {})
             if not turns or sorted(turns) != list(range(1, len(turns) + 1)):
-                raise RouterError("bad_input", f"mt_bench question {qid}: {model} has turns {sorted(turns)}")
+                raise RouterError("bad_input", f"{query.query_id}: {model} has turns {sorted(turns)}")
             ordered = [turns[t] for t in sorted(turns)]
             prompts = tuple(r.prompt for r in ordered)
             recorded[model] = tuple(

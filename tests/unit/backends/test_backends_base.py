@@ -13,13 +13,13 @@ from accord.backends import (
     OpenAIBackend,
     ReplayBackend,
     SimulatedBackend,
-    normalize_prompt,
     with_system,
 )
 from accord.backends.base import MAX_DURATION_MS, elapsed_ms
-from accord.backends.replay import OutcomeLog, OutcomeRecord
+from accord.backends.replay import OutcomeLog
 from accord.errors import AccordError
 from accord.protocol.messages import ChatMessage, ReasonCode, Role
+from accord.routing.records import Outcome, normalize_prompt
 
 
 def test_request_needs_messages_and_positive_max_tokens() -> None:
@@ -118,7 +118,7 @@ def test_elapsed_ms_is_clamped() -> None:
 
 @pytest.mark.asyncio
 async def test_every_backend_satisfies_the_protocol() -> None:
-    log = OutcomeLog([OutcomeRecord(prompt="p", model="m")])
+    log = OutcomeLog([Outcome(query_id="q", prompt="p", model="m")])
     openai = OpenAIBackend("http://127.0.0.1:9/v1", model="m")
     backends: list[object] = [SimulatedBackend(), ReplayBackend(log), openai, LlamaCppBackend()]
     try:

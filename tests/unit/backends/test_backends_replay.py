@@ -1,4 +1,4 @@
-"""The replay backend on small outcome logs the tests write themselves (CSV and JSONL)."""
+"""The replay backend on small outcome logs the tests write themselves (CSV and JSONL) or build from records."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from accord.backends import (
@@ -15,13 +16,13 @@ from accord.backends import (
     CompletionRequest,
     Delta,
     OutcomeLog,
-    OutcomeRecord,
     ReplayBackend,
     ReplayMissError,
     load_outcome_log,
 )
 from accord.protocol.messages import ChatMessage, Role
 from accord.protocol.pricing import ResourceModel
+from accord.routing.records import Outcome, query_key, read_outcomes, write_outcomes
 
 ROWS = [
     {"prompt": "What is 2+2?", "model": "weak", "response": "5", "correct": "False", "output_tokens": "1"},
@@ -95,7 +96,7 @@ async def test_a_record_without_text_answers_with_the_marker(log: OutcomeLog) ->
     result = await backend.complete(CompletionRequest.from_prompt("Pick A or B."))
     assert result.text == ""
     assert result.quality == 1.0
-    no_text = OutcomeLog([OutcomeRecord(prompt="Q?", model="m", correct=False, source="mmlu/x")])
+    no_text = OutcomeLog([Outcome(query_id="q", prompt="Q?", model="m", correct=False, source="mmlu/x")])
     marker = await ReplayBackend(no_text).complete(CompletionRequest.from_prompt("Q?"))
     assert marker.text == NO_TEXT_MARKER
     assert marker.metadata == {"has_text": False, "source": "mmlu/x", "correct": False}
@@ -115,6 +116,52 @@ async def test_jsonl_logs_load_and_round_trip(tmp_path: Path, log: OutcomeLog) -
     record = loaded.lookup("p1", "m")
     assert record is not None
     assert (record.response, record.score, record.output_tokens, record.source) == ("r1", 0.25, 7, "raw")
+    assert record.query_id == query_key("p1")  # a row without an id is keyed by its prompt
+
+
+def test_outcome_logs_load_whole_and_csv_columns_are_typed(tmp_path: Path) -> None:
+    router = Outcome(
+        query_id="q1",
+        prompt="p",
+        model="m",
+        kind="math",
+        category="c",
+        correct=True,
+        agent="a",
+        cost_micros=12,
+        latency_ms=30,
+        input_tokens=4,
+        output_tokens=5,
+        ts_ns=1_700_000_000_123_456_789,
+        source="mesh",
+    )
+    turn = Outcome(
+        query_id="q2", prompt="t2", model="m", score=7.0, score_max=10.0, response="r", turn=2, source="x"
+    )
+    records = [router, turn]
+    path = tmp_path / "router.jsonl"
+    write_outcomes(path, records)
+    assert list(load_outcome_log(path)) == records  # a router's log is a replay log, field for field
+    OutcomeLog(records).write_jsonl(copy := tmp_path / "copy.jsonl")
+    assert copy.read_bytes() == path.read_bytes() and read_outcomes(copy) == records
+    columns = {"query_id": "q2", "prompt": "t2", "model": "m", "score": "7", "score_max": "10", "turn": "2"}
+    row = load_outcome_log(write_csv(tmp_path / "typed.csv", [{**columns, "response": "r", "kind": ""}]))
+    assert list(row) == [msgspec.structs.replace(records[1], source="typed")]
+
+
+@pytest.mark.asyncio
+async def test_quality_follows_the_record_and_turns_are_reported(tmp_path: Path) -> None:
+    log = OutcomeLog(
+        [
+            Outcome(query_id="q", prompt="judged", model="m", score=12.0, score_max=10.0, turn=2),
+            Outcome(query_id="r", prompt="ungraded", model="m", response="x"),
+        ]
+    )
+    backend = ReplayBackend(log)
+    judged = await backend.complete(CompletionRequest.from_prompt("judged"))
+    assert judged.quality == 1.0 and judged.metadata["turn"] == 2  # clamped to 0..1, as routers see it
+    ungraded = await backend.complete(CompletionRequest.from_prompt("ungraded"))
+    assert ungraded.quality is None and "turn" not in ungraded.metadata
 
 
 def test_malformed_rows_name_the_file_and_line(tmp_path: Path) -> None:
@@ -128,9 +175,9 @@ def test_malformed_rows_name_the_file_and_line(tmp_path: Path) -> None:
 
 
 def test_the_log_keeps_duplicates_and_answers_with_the_first() -> None:
-    first = OutcomeRecord(prompt="Same  question", model="m", response="one")
-    second = OutcomeRecord(prompt="Same question", model="m", response="two")
-    other = OutcomeRecord(prompt="Other", model="n", response="x")
+    first = Outcome(query_id="a", prompt="Same  question", model="m", response="one")
+    second = Outcome(query_id="b", prompt="Same question", model="m", response="two")
+    other = Outcome(query_id="c", prompt="Other", model="n", response="x")
     log = OutcomeLog([first, second, other])
     assert len(log) == 3
     assert log.duplicates == 1

@@ -13,12 +13,13 @@ from accord.cli import app
 from accord.protocol.messages import Privacy, Tier
 from accord.security import Identity, KeyKind, TrustStore, load_identity
 from accord.spec import security_vectors as sv
+from accord.spec.security_fixtures import NOW_NS
 from tests.support.paths import SPEC_DIR
 
 runner = CliRunner()
 SPEC = SPEC_DIR
 VEC = SPEC / sv.VECTORS_SUBDIR
-VEC_NOW = str(sv.NOW_NS)
+VEC_NOW = str(NOW_NS)
 
 
 def _run(*args: str | Path) -> tuple[int, str, str]:

@@ -23,7 +23,14 @@ from accord.protocol.actions import (
     new_message_id,
 )
 from accord.protocol.codec import encode
-from accord.protocol.contractor import AgentState, ContractorMachine, ContractorProfile, JobState, quote_task
+from accord.protocol.contractor import (
+    SOLICITED_ADVERT_GAP_MS,
+    AgentState,
+    ContractorMachine,
+    ContractorProfile,
+    JobState,
+    quote_task,
+)
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
     ExecutionDone,
@@ -31,6 +38,7 @@ from accord.protocol.events import (
     ExecutionProgress,
     Received,
     Shutdown,
+    Solicited,
     Start,
     TimerFired,
     TimerKind,
@@ -54,6 +62,7 @@ from accord.protocol.messages import (
     Tier,
     Withdraw,
 )
+from accord.protocol.pricing import Refusal, ResourceModel
 from tests.support.market_world import BASE_NS, MS, agent_id, constraints
 
 NOW = BASE_NS
@@ -62,12 +71,14 @@ ME = agent_id("contractor")
 DIGEST = "ee" * 32
 _ids = random.Random(5)
 
-FAST = ModelOffer(
+FAST_SHEET = ModelOffer(
     name="fast", context_window=4_000, tokens_per_s=1_000.0, price_out_per_1k_micros=2_000, quality=0.7, ttft_ms=10
 )
-GOOD = ModelOffer(
+GOOD_SHEET = ModelOffer(
     name="good", context_window=8_000, tokens_per_s=250.0, price_out_per_1k_micros=9_000, quality=0.9, ttft_ms=10
 )
+FAST = ResourceModel.from_offer(FAST_SHEET, slots=2)
+GOOD = ResourceModel.from_offer(GOOD_SHEET, slots=2)
 PROFILE = ContractorProfile(
     name="c",
     tier=Tier.EDGE,
@@ -177,7 +188,8 @@ def test_bids_its_best_model_and_reserves_a_slot() -> None:
     ],
 )
 def test_declines_with_a_reason(t: Task, reason: ReasonCode) -> None:
-    assert quote_task(PROFILE, t, now=NOW) is reason
+    refusal = quote_task(PROFILE, t, now=NOW)
+    assert isinstance(refusal, Refusal) and refusal.reason is reason
     ag = Agent()
     (decline,) = sent(ag.offer(t), Decline)
     assert decline.reason == reason.value and decline.task_id == t.task_id
@@ -202,11 +214,11 @@ def test_posted_price_bids_the_posted_price_if_it_covers_the_cost() -> None:
     assert sent(Agent().offer(task(mechanism=Mechanism.POSTED_PRICE, max_price=100)), Decline)
 
 
-def test_shared_backend_latency_grows_with_load() -> None:
-    shared = ContractorProfile(name="s", tier=Tier.EDGE, region="eu", models=(FAST,), slots=3, shared_backend=True)
-    ag = Agent(shared)
+def test_latency_grows_with_the_queue_behind_a_one_slot_backend() -> None:
+    one_slot = ResourceModel.from_offer(FAST_SHEET, slots=1)  # one request at a time: the others wait
+    ag = Agent(ContractorProfile(name="s", tier=Tier.EDGE, region="eu", models=(one_slot,), slots=3))
     latencies = [ag.bid_for(task()).est_latency_ms for _ in range(3)]
-    assert latencies == [110, 210, 310]
+    assert latencies == [110, 220, 330]
 
 
 # --- awards ------------------------------------------------------------------------------------------------------
@@ -385,6 +397,25 @@ def test_heartbeats_carry_load_and_sequence() -> None:
     (adv3,) = sent(m.handle(TimerFired(TimerKind.HEARTBEAT), now=NOW + 7_000 * MS), Advertise)
     assert (adv3.seq, adv3.load) == (2, 0)
     assert m.job_state(t.task_id) is JobState.NONE  # forgotten after the task's deadline
+
+
+def test_a_service_ping_brings_the_next_advert_forward() -> None:
+    """Solicited (a NATS service PING): the heartbeat moves to at most SOLICITED_ADVERT_GAP_MS after the last
+    advert, never later than it was; before Start and after Shutdown it changes nothing."""
+    m = ContractorMachine(ME, PROFILE, rng=random.Random(1))
+    assert m.handle(Solicited(), now=NOW) == []  # not online yet
+    m.handle(Start(), now=NOW)
+    gap = SOLICITED_ADVERT_GAP_MS * MS
+    assert m.handle(Solicited(), now=NOW + MS) == [SetTimer(TimerKind.HEARTBEAT, NOW + gap)]
+    assert m.handle(Solicited(), now=NOW + 2 * MS) == []  # already due then: one advert for a burst of pings
+    (adv,) = sent(m.handle(TimerFired(TimerKind.HEARTBEAT), now=NOW + gap), Advertise)
+    assert adv.seq == 1
+    later = NOW + gap + 2_000 * MS
+    assert m.handle(Solicited(), now=later) == [SetTimer(TimerKind.HEARTBEAT, later)]  # at once
+    m.check_invariants()
+    m.handle(Shutdown(), now=later)
+    assert m.handle(Solicited(), now=later + MS) == []
+    m.check_invariants()
 
 
 @given(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from accord.protocol.actions import new_message_id
-from accord.protocol.market import ClaimPredictor, sheet_quote
+from accord.protocol.market import ClaimPredictor, Credentials, sheet_quote
 from accord.protocol.messages import (
     Advertise,
     Connectivity,
@@ -17,7 +17,7 @@ from accord.protocol.messages import (
     Withdraw,
 )
 from accord.protocol.registry import Registry
-from tests.support.market_world import BASE_NS, MS, agent_id
+from tests.support.market_world import BASE_NS, CLOUD_EU, MS, agent_id
 
 NOW = BASE_NS
 AGENTS = [agent_id(f"agent-{i}") for i in range(1_000)]
@@ -81,8 +81,8 @@ def task(*, residency: str | None = "eu", tiers: tuple[Tier, ...] = (), max_pric
     )
 
 
-def trust_all(agent: str, c: Constraints) -> bool:
-    return True
+def trust_all(agent: str) -> Credentials:
+    return CLOUD_EU
 
 
 def test_entries_lapse_after_their_ttl_from_receipt() -> None:
@@ -160,13 +160,13 @@ def test_shortlist_keeps_the_k_best_eligible() -> None:
         task(tiers=(Tier.CLOUD,)),
         now=NOW,
         k=2,
-        trusted=lambda a, c: a != AGENTS[7],
+        credentials=lambda a: None if a == AGENTS[7] else CLOUD_EU,
         predictor=ClaimPredictor(),
     )
     assert shortlist == [AGENTS[0], AGENTS[1]]
-    assert reg.shortlist(task(), now=NOW, k=0, trusted=trust_all, predictor=ClaimPredictor()) == []
+    assert reg.shortlist(task(), now=NOW, k=0, credentials=trust_all, predictor=ClaimPredictor()) == []
     assert AGENTS[0] not in reg.shortlist(
-        task(), now=NOW, k=9, trusted=trust_all, predictor=ClaimPredictor(), exclude={AGENTS[0]}
+        task(), now=NOW, k=9, credentials=trust_all, predictor=ClaimPredictor(), exclude={AGENTS[0]}
     )
 
 
@@ -174,7 +174,7 @@ def test_a_thousand_agent_mesh_gets_a_targeted_call() -> None:
     reg = Registry()
     for i in range(1_000):
         reg.observe(adv(i, price_out=1_000 + (i * 7919) % 5_000), now=NOW)
-    shortlist = reg.shortlist(task(), now=NOW, k=8, trusted=trust_all, predictor=ClaimPredictor())
+    shortlist = reg.shortlist(task(), now=NOW, k=8, credentials=trust_all, predictor=ClaimPredictor())
     assert len(shortlist) == 8 == len(set(shortlist))
     prices = {i: 1_000 + (i * 7919) % 5_000 for i in range(1_000)}
     cheapest = sorted(range(1_000), key=lambda i: (prices[i], AGENTS[i]))[:8]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accord.errors import LocalProtocolError
 from accord.protocol.actions import (
@@ -27,14 +30,16 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Received, Recovered, Start, TimerFired, TimerKind
+from accord.protocol.market import Credentials
 from accord.protocol.messages import (
+    MAX_TEXT,
     Advertise,
     Award,
     AwardAck,
     AwardReject,
     Bid,
     Cancel,
-    Constraints,
+    ChatMessage,
     Decline,
     Failure,
     Mechanism,
@@ -42,12 +47,13 @@ from accord.protocol.messages import (
     Progress,
     ReasonCode,
     Result,
+    Role,
     Task,
     Tier,
 )
 from accord.protocol.registry import Registry
-from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
-from tests.support.market_world import BASE_NS, MS, PROFILES, World, agent_id, constraints
+from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
+from tests.support.market_world import BASE_NS, CLOUD_EU, MS, PROFILES, World, agent_id, constraints
 
 NOW = BASE_NS
 REQ = agent_id("requester")
@@ -90,7 +96,7 @@ class Harness:
             REQ,
             self.spec,
             rng=random.Random(1),
-            trusted=self.trusted,
+            credentials=self.credentials,
             verify_bid=self.verify,
             registry=registry,
             config=self.config,
@@ -98,8 +104,9 @@ class Harness:
         self.now = NOW
         self.log: list[Action] = []
 
-    def trusted(self, agent: str, c: Constraints) -> bool:
-        return agent not in self.untrusted
+    def credentials(self, agent: str) -> Credentials | None:
+        """Every bidder here is certified as it claims (cloud, eu) unless it is ``untrusted``."""
+        return None if agent in self.untrusted else CLOUD_EU
 
     def verify(self, bid_id: str, digest: str) -> bool:
         self.verified.append(bid_id)
@@ -210,7 +217,8 @@ def test_happy_round_first_price() -> None:
     award = award_in(out)
     assert (award.winner, award.attempt, award.price_micros, award.bid_id) == (B, 1, 800, bid_b.id)
     assert award.bid_digest == payload_digest(encode(bid_b))
-    assert award.ack_by_ns == NOW + 150 * MS and award.lease_until_ns == NOW + 50 * MS + 400 * MS
+    # lease: max(promise 100 ms x factor 2, ack 100 + margin 100) after the award, whatever the deadline
+    assert award.ack_by_ns == NOW + 150 * MS and award.lease_until_ns == NOW + 50 * MS + 200 * MS
     assert h.verified == [bid_b.id]  # only the winner's signature is checked
     assert h.m.state is RequesterState.AWARDED
     h.at(60).ack(award)
@@ -218,7 +226,7 @@ def test_happy_round_first_price() -> None:
     result, out = h.at(120).result(award)
     accept = next(a for a in out if isinstance(a, Accept))
     assert accept.result == result and accept.price_micros == 800 and h.m.paid_micros == 800
-    assert AttemptEnded(B, h.tid, 1, True, None) in out
+    assert AttemptEnded(B, h.tid, 1, True, None, "m") in out
     assert h.m.state is RequesterState.COMPLETED and not h.m.timers
     assert {a.kind for a in out if isinstance(a, CancelTimer)} == {TimerKind.LEASE, TimerKind.DEADLINE}
 
@@ -325,7 +333,7 @@ def test_ack_timeout_reawards_with_the_next_attempt_and_fences_the_old_awardee()
     out = h.at(150).timer(TimerKind.ACK)
     (cancel,) = sent(out, Cancel)
     assert cancel.attempt == 1 and cancel.reason == "ack_timeout"
-    assert AttemptEnded(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT) in out
+    assert AttemptEnded(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT, "m") in out
     second = award_in(out)
     assert (second.winner, second.attempt) == (B, 2)
     # the old awardee wakes up: its ack and its result are refused, not accepted
@@ -358,7 +366,7 @@ def test_attempt_failures_reaward(how: str) -> None:
         out = h.at((first.lease_until_ns - NOW) // MS).timer(TimerKind.LEASE)
         reason = ReasonCode.LEASE_EXPIRED
         assert sent(out, Cancel)[0].attempt == 1
-    assert AttemptEnded(A, h.tid, 1, False, reason) in out
+    assert AttemptEnded(A, h.tid, 1, False, reason, "m") in out
     assert award_in(out).winner == B and h.m.attempt == 2
 
 
@@ -400,7 +408,7 @@ def test_a_completed_task_refuses_every_later_result_even_after_a_restart() -> N
     accepted, out = h.at(160).result(second)
     assert [a.result for a in out if isinstance(a, Accept)] == [accepted]
     h.m = RequesterMachine.restore(
-        h.m.snapshot(), rng=random.Random(3), trusted=h.trusted, verify_bid=h.verify, config=h.config
+        h.m.snapshot(), rng=random.Random(3), credentials=h.credentials, verify_bid=h.verify, config=h.config
     )
     assert h.at(170).handle(Recovered()) == []
     retry = msgspec.structs.replace(accepted, id=mid())
@@ -421,7 +429,7 @@ def test_an_expired_lease_with_no_bid_left_starts_a_new_round() -> None:
     award = award_in(h.at(50).close_window())
     h.at(55).ack(award)
     out = h.at((award.lease_until_ns - NOW) // MS).timer(TimerKind.LEASE)
-    assert AttemptEnded(A, h.tid, 1, False, ReasonCode.LEASE_EXPIRED) in out
+    assert AttemptEnded(A, h.tid, 1, False, ReasonCode.LEASE_EXPIRED, "m") in out
     assert not any(isinstance(a, Fail) for a in out)
     (task,) = sent(out, Task)
     assert task.attempt == 2 and h.m.state is RequesterState.ANNOUNCED
@@ -507,7 +515,7 @@ def test_snapshot_restore_recovers_timers_and_fencing() -> None:
     award = _two_bids(h)
     snap = h.m.snapshot()
     restored = RequesterMachine.restore(
-        snap, rng=random.Random(2), trusted=h.trusted, verify_bid=h.verify, config=h.config
+        snap, rng=random.Random(2), credentials=h.credentials, verify_bid=h.verify, config=h.config
     )
     assert restored.snapshot() == snap and restored.state is RequesterState.AWARDED
     out = restored.handle(Recovered(), now=h.at(70).now)
@@ -522,7 +530,7 @@ def test_restore_after_the_deadline_fails_at_once() -> None:
     h = Harness(deadline_ms=300)
     _two_bids(h)
     restored = RequesterMachine.restore(
-        h.m.snapshot(), rng=random.Random(2), trusted=h.trusted, verify_bid=h.verify
+        h.m.snapshot(), rng=random.Random(2), credentials=h.credentials, verify_bid=h.verify
     )
     out = restored.handle(Recovered(), now=NOW + 400 * MS)
     assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.DEADLINE_EXCEEDED
@@ -627,7 +635,7 @@ def test_last_attempt_failing_reports_one_outcome_and_one_cancel() -> None:
     award_in(h.at(50).close_window())
     out = h.at(150).timer(TimerKind.ACK)  # no other bid, no time for another round: the task fails
     assert [a for a in out if isinstance(a, AttemptEnded)] == [
-        AttemptEnded(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT)
+        AttemptEnded(A, h.tid, 1, False, ReasonCode.ACK_TIMEOUT, "m")
     ]
     assert [c.attempt for c in sent(out, Cancel)] == [1]
     assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.ACK_TIMEOUT
@@ -858,7 +866,7 @@ def test_backoff_survives_a_requester_restart() -> None:
     h.at(50).close_window()
     snap = h.m.snapshot()
     restored = RequesterMachine.restore(
-        snap, rng=random.Random(2), trusted=h.trusted, verify_bid=h.verify, config=h.config
+        snap, rng=random.Random(2), credentials=h.credentials, verify_bid=h.verify, config=h.config
     )
     assert restored.state is RequesterState.BACKOFF
     out = restored.handle(Recovered(), now=h.at(60).now)
@@ -895,3 +903,39 @@ def test_losers_slots_are_free_right_after_the_task_ends_end_to_end() -> None:
     for n in nodes:
         assert n.machine.used_slots == 0, n.profile.name
         assert n.machine.job_state(tid).value in ("released", "done", "none"), n.profile.name
+
+
+@given(
+    latency_ms=st.integers(1, 30_000),
+    deadline_ms=st.integers(200, 60_000),
+    factor=st.sampled_from([1.0, 1.5, 2.0, 3.0]),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_lease_never_exceeds_the_promise_times_the_factor_whatever_the_deadline(
+    latency_ms: int, deadline_ms: int, factor: float
+) -> None:
+    config = RequesterConfig(ack_timeout_ms=100, lease_margin_ms=100, lease_factor=factor)
+    h = Harness(deadline_ms=deadline_ms, config=config)
+    h.start()
+    h.at(1).bid(A, est_latency_ms=min(latency_ms, deadline_ms - 60))
+    out = h.at(50).close_window()
+    awards = sent(out, Award)
+    if not awards:  # the promise no longer fits before the deadline: nothing awarded
+        return
+    (award,) = awards
+    promise = min(latency_ms, deadline_ms - 60)
+    bound = max(math.ceil(promise * factor), 100 + 100) * MS
+    assert award.lease_until_ns - award.ts <= bound
+    assert award.lease_until_ns <= h.spec.constraints.deadline_ns
+
+
+def test_a_task_that_cannot_travel_in_a_frame_fails_before_anything_is_sent() -> None:
+    for content in ("x" * (MAX_TEXT + 1), "y" * 200_000):
+        messages = [ChatMessage(role=Role.USER, content=content)] * (1 if len(content) > MAX_TEXT else 6)
+        spec = TaskSpec(constraints=constraints(NOW, deadline_ms=2_000, max_price=10_000), messages=messages)
+        m = RequesterMachine(
+            REQ, spec, rng=random.Random(1), credentials=lambda a: None, verify_bid=lambda b, d: True
+        )
+        out = m.handle(Start(), now=NOW)
+        assert [type(a) for a in out] == [Fail] and out[0].reason is ReasonCode.PAYLOAD_TOO_LARGE  # type: ignore[union-attr]
+        assert frame_problem(m.task) is not None and not sent(out, Task)

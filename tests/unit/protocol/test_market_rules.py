@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from accord.protocol.market import (
     ClaimPredictor,
+    Credentials,
     Ineligibility,
     Offer,
+    Record,
     Reputation,
     ReputationPredictor,
     eligibility,
@@ -42,6 +44,7 @@ def task(
     min_quality: float = 0.0,
     lam: float = 1.0,
     mu: float = 0.01,
+    privacy: Privacy = Privacy.PUBLIC,
 ) -> Task:
     return Task(
         id="0" * 32,
@@ -54,7 +57,7 @@ def task(
             max_price_micros=max_price,
             min_quality=min_quality,
             residency=residency,
-            privacy=Privacy.PUBLIC,
+            privacy=privacy,
             preferred_tiers=list(tiers),
         ),
         policy=Policy(lambda_price=lam, mu_latency=mu),
@@ -80,8 +83,21 @@ def offer(i: int, *, price: int = 1_000, latency: int = 100, quality: float = 0.
     return Offer(**fields)  # type: ignore[arg-type]
 
 
-def trust_all(agent: str, c: Constraints) -> bool:
-    return True
+CERT = Credentials(
+    tier=Tier.CLOUD,
+    region="eu",
+    residency=frozenset({"eu"}),
+    privacy=frozenset({Privacy.PUBLIC, Privacy.INTERNAL}),
+)
+"""What the bidders' certificates say, unless a test says otherwise (offers claim the same by default)."""
+
+
+def trust_all(agent: str) -> Credentials:
+    return CERT
+
+
+def certified(**fields: object) -> Credentials:
+    return msgspec.structs.replace(CERT, **fields)
 
 
 CLAIMS = ClaimPredictor()
@@ -89,34 +105,48 @@ CLAIMS = ClaimPredictor()
 
 # --- eligibility -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("expected", "o", "t", "trusted"),
+    ("expected", "o", "t", "cert"),
     [
-        (None, offer(0), task(), True),
-        (Ineligibility.EXPIRED, offer(0, valid_until_ns=NOW), task(), True),
-        (Ineligibility.UNTRUSTED, offer(0), task(), False),
-        (Ineligibility.RESIDENCY, offer(0, residency=("us",)), task(residency="eu"), True),
-        (Ineligibility.TIER, offer(0, tier=Tier.DEVICE), task(tiers=(Tier.CLOUD, Tier.EDGE)), True),
-        (Ineligibility.BUDGET, offer(0, price=1_001), task(max_price=1_000), True),
-        (Ineligibility.DEADLINE, offer(0, latency=10_001), task(deadline_ms=10_000), True),
-        (Ineligibility.QUALITY, offer(0, quality=0.49), task(min_quality=0.5), True),
-        (None, offer(0, price=1_000, latency=10_000, quality=0.5), task(max_price=1_000, min_quality=0.5), True),
+        (None, offer(0), task(), CERT),
+        (Ineligibility.EXPIRED, offer(0, valid_until_ns=NOW), task(), CERT),
+        (Ineligibility.UNTRUSTED, offer(0), task(), None),
+        (Ineligibility.CLAIM, offer(0, tier=Tier.DEVICE), task(tiers=(Tier.DEVICE,)), CERT),
+        (Ineligibility.CLAIM, offer(0, region="us"), task(), CERT),
+        (Ineligibility.CLAIM, offer(0, residency=("eu", "us")), task(residency="us"), CERT),
+        (Ineligibility.RESIDENCY, offer(0, residency=()), task(residency="us"), CERT),
+        (Ineligibility.PRIVACY, offer(0), task(privacy=Privacy.CONFIDENTIAL), CERT),
+        (None, offer(0), task(privacy=Privacy.INTERNAL), CERT),
+        (
+            Ineligibility.TIER,
+            offer(0, tier=Tier.DEVICE),
+            task(tiers=(Tier.CLOUD, Tier.EDGE)),
+            certified(tier=Tier.DEVICE),
+        ),
+        (Ineligibility.BUDGET, offer(0, price=1_001), task(max_price=1_000), CERT),
+        (Ineligibility.DEADLINE, offer(0, latency=10_001), task(deadline_ms=10_000), CERT),
+        (Ineligibility.QUALITY, offer(0, quality=0.49), task(min_quality=0.5), CERT),
+        (None, offer(0, price=1_000, latency=10_000, quality=0.5), task(max_price=1_000, min_quality=0.5), CERT),
     ],
 )
-def test_eligibility_rules(expected: Ineligibility | None, o: Offer, t: Task, trusted: bool) -> None:
-    got = eligibility(o, t, now=NOW, trusted=lambda a, c: trusted, predicted_quality=o.quality)
+def test_eligibility_rules(expected: Ineligibility | None, o: Offer, t: Task, cert: Credentials | None) -> None:
+    got = eligibility(o, t, now=NOW, credentials=lambda a: cert, predicted_quality=o.quality)
     assert got is expected
 
 
-def test_trust_predicate_sees_the_constraints() -> None:
-    seen: list[tuple[str, Constraints]] = []
-
-    def trusted(agent: str, c: Constraints) -> bool:
-        seen.append((agent, c))
-        return c.residency == "eu"
-
-    t = task(residency="eu")
-    assert eligibility(offer(3), t, now=NOW, trusted=trusted, predicted_quality=0.8) is None
-    assert seen == [(AGENTS[3], t.constraints)]
+def test_the_certificate_decides_not_the_claim() -> None:
+    """A cloud-certified agent that claims to be a device never wins a device-only (confidential) task: its
+    claim is refused; told the truth, its certificate rules it out of the tier."""
+    device_only = task(tiers=(Tier.DEVICE,), privacy=Privacy.INTERNAL)
+    liar = offer(1, tier=Tier.DEVICE, price=1)
+    honest_device = offer(2, tier=Tier.DEVICE, price=500)
+    certs = {AGENTS[1]: CERT, AGENTS[2]: certified(tier=Tier.DEVICE)}
+    ranking = rank([liar, honest_device], device_only, now=NOW, credentials=certs.get, predictor=CLAIMS)
+    assert [s.offer.agent_id for s in ranking.eligible] == [AGENTS[2]]
+    assert ranking.ineligible == [(liar, Ineligibility.CLAIM)]
+    truthful = offer(1, tier=Tier.CLOUD, price=1)
+    assert eligibility(truthful, device_only, now=NOW, credentials=certs.get, predicted_quality=0.8) is (
+        Ineligibility.TIER
+    )
 
 
 def test_score_formula() -> None:
@@ -145,12 +175,15 @@ def test_sheet_quote_rounds_up_and_scales_with_load() -> None:
 # --- ranking, ties, allocation -----------------------------------------------------------------------------------
 offers_st = st.lists(
     st.builds(
-        lambda i, p, lat, q, ok: offer(i, price=p, latency=lat, quality=q, residency=("eu",) if ok else ()),
+        lambda i, p, lat, q, residency, tier: offer(
+            i, price=p, latency=lat, quality=q, residency=residency, tier=tier
+        ),
         st.integers(0, 63),
         st.integers(0, 3_000),
         st.integers(1, 3_000),
         st.sampled_from([0.3, 0.5, 0.7, 0.9]),
-        st.booleans(),
+        st.sampled_from([("eu",), (), ("eu", "us")]),  # the last claims more than the certificate grants
+        st.sampled_from([Tier.CLOUD, Tier.CLOUD, Tier.DEVICE]),  # a device claim contradicts a cloud certificate
     ),
     min_size=1,
     max_size=20,
@@ -161,10 +194,10 @@ offers_st = st.lists(
 @given(offers_st, st.randoms(use_true_random=False))
 def test_ties_break_the_same_way_whatever_the_arrival_order(offers: list[Offer], rnd: random.Random) -> None:
     t = task(residency="eu", max_price=2_000, mechanism=Mechanism.SECOND_PRICE)
-    first = rank(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    first = rank(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS)
     shuffled = offers[:]
     rnd.shuffle(shuffled)
-    again = rank(shuffled, t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    again = rank(shuffled, t, now=NOW, credentials=trust_all, predictor=CLAIMS)
     assert [s.offer.bid_id for s in first.eligible] == [s.offer.bid_id for s in again.eligible]
     if first.eligible:
         assert payment(first.eligible, t) == payment(again.eligible, t)
@@ -180,7 +213,7 @@ def test_tie_breaks_in_order_price_latency_agent() -> None:
         offer(2, price=100, latency=200),
         offer(1, price=100, latency=200, quality=0.7),  # lower score: last whatever its price
     ]
-    ranking = rank(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    ranking = rank(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS)
     assert len({s.score for s in ranking.eligible[:4]}) == 1
     by_id = sorted([AGENTS[2], AGENTS[3]])
     assert [s.offer.agent_id for s in ranking.eligible] == [*by_id, AGENTS[4], AGENTS[5], AGENTS[1]]
@@ -189,9 +222,9 @@ def test_tie_breaks_in_order_price_latency_agent() -> None:
 @given(offers_st)
 def test_truthful_allocation_maximises_the_score_among_eligible(offers: list[Offer]) -> None:
     t = task(residency="eu", max_price=2_000, deadline_ms=2_500)
-    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    sel = select(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS)
     eligible = [
-        o for o in offers if eligibility(o, t, now=NOW, trusted=trust_all, predicted_quality=o.quality) is None
+        o for o in offers if eligibility(o, t, now=NOW, credentials=trust_all, predicted_quality=o.quality) is None
     ]
     if not eligible:
         assert sel is None
@@ -206,10 +239,11 @@ def test_truthful_allocation_maximises_the_score_among_eligible(offers: list[Off
 @given(offers_st)
 def test_nothing_ineligible_ever_wins(offers: list[Offer]) -> None:
     t = task(residency="eu", max_price=1_500, deadline_ms=2_000, tiers=(Tier.CLOUD,))
-    ranking = rank(offers, t, now=NOW, trusted=lambda a, c: a != AGENTS[0], predictor=CLAIMS)
+    ranking = rank(offers, t, now=NOW, credentials=lambda a: None if a == AGENTS[0] else CERT, predictor=CLAIMS)
     for s in ranking.eligible:
         o = s.offer
-        assert o.agent_id != AGENTS[0] and "eu" in o.residency
+        assert o.agent_id != AGENTS[0]  # untrusted
+        assert o.tier is CERT.tier and o.region == CERT.region and set(o.residency) <= CERT.residency  # no lie
         assert o.price_micros <= 1_500 and o.latency_ms <= 2_000
     assert len(ranking.eligible) + len(ranking.ineligible) == len(offers)
     assert ranking.eligible == sorted(ranking.eligible, key=rank_key)
@@ -217,7 +251,7 @@ def test_nothing_ineligible_ever_wins(offers: list[Offer]) -> None:
 
 # --- payments ----------------------------------------------------------------------------------------------------
 def _ranked(offers: list[Offer], t: Task) -> list:  # type: ignore[type-arg]
-    return rank(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS).eligible
+    return rank(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS).eligible
 
 
 @given(st.lists(st.integers(0, 1_000_000), min_size=2, max_size=12, unique=True))
@@ -293,20 +327,20 @@ def test_the_mechanism_given_overrides_the_tasks() -> None:
 def test_select_names_the_winner_the_runner_up_and_the_price() -> None:
     t = task(max_price=1_000, mechanism=Mechanism.SECOND_PRICE, mu=0.0)
     offers = [offer(1, price=100), offer(2, price=200), offer(3, price=300)]
-    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    sel = select(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS)
     assert sel is not None
     assert (sel.winner.offer, sel.runner_up and sel.runner_up.offer, sel.price_micros) == (
         offers[0],
         offers[1],
         200,
     )
-    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS, exclude=[AGENTS[1]])
+    sel = select(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS, exclude=[AGENTS[1]])
     assert sel is not None and (sel.winner.offer, sel.price_micros) == (offers[1], 300)
-    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS, mechanism=Mechanism.FIRST_PRICE)
+    sel = select(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS, mechanism=Mechanism.FIRST_PRICE)
     assert sel is not None and sel.price_micros == 100
-    pair = select(offers[:2], t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    pair = select(offers[:2], t, now=NOW, credentials=trust_all, predictor=CLAIMS)
     assert pair is not None and pair.runner_up is not None and pair.runner_up.offer == offers[1]
-    assert select(offers[:1], t, now=NOW, trusted=trust_all, predictor=CLAIMS).runner_up is None  # type: ignore[union-attr]
+    assert select(offers[:1], t, now=NOW, credentials=trust_all, predictor=CLAIMS).runner_up is None  # type: ignore[union-attr]
 
 
 def test_posted_price_ranks_every_offer_at_the_posted_price() -> None:
@@ -355,7 +389,7 @@ def test_vickrey_is_truthful(others: list[int], cost: int, lie: int, quality: fl
 @given(offers_st, st.sampled_from(list(Mechanism)))
 def test_payment_never_exceeds_budget(offers: list[Offer], mechanism: Mechanism) -> None:
     t = task(max_price=1_500, mechanism=mechanism, residency="eu")
-    sel = select(offers, t, now=NOW, trusted=trust_all, predictor=CLAIMS)
+    sel = select(offers, t, now=NOW, credentials=trust_all, predictor=CLAIMS)
     if sel is not None:
         assert 0 <= sel.price_micros <= 1_500
         if mechanism is not Mechanism.POSTED_PRICE:
@@ -370,27 +404,40 @@ def test_reputation_tempers_the_claim() -> None:
     liar = offer(1, quality=1.0)
     assert pred.predict(liar, t) == 1.0  # unknown: taken at its word
     for _ in range(4):
-        rep.record(AGENTS[1], 0.0)
+        rep.record_failure(AGENTS[1])
     assert pred.predict(liar, t) == pytest.approx(0.5)  # (4*1 + 0) / (4 + 4)
     honest = offer(2, quality=0.6)
     for _ in range(6):
-        rep.record(AGENTS[2], 1.0)
+        rep.record_delivery(AGENTS[2], 1.0)
     assert pred.predict(honest, t) == pytest.approx((4 * 0.6 + 6) / 10)
-    assert rep.stats(AGENTS[2]) == (6.0, 6) and len(rep) == 2
+    assert rep.get(AGENTS[2]) == Record(scored=6, quality_sum=6.0) and len(rep) == 2
     with pytest.raises(ValueError):
-        rep.record(AGENTS[1], 1.5)
+        rep.record_delivery(AGENTS[1], 1.5)
     with pytest.raises(ValueError):
         ReputationPredictor(prior_strength=0)
     assert ReputationPredictor(rep, prior_strength=0.5).predict(liar, t) == pytest.approx(0.5 / 4.5)
-    assert ReputationPredictor(rep).prior_strength == 10.0  # the documented default
+    once = Reputation()
+    once.record_failure(AGENTS[1])
+    # the default weighs a claim as two observations: a claim of 1.0 after one failure is 0.67 (spec 6.2)
+    assert ReputationPredictor(once).predict(liar, t) == pytest.approx(2 / 3)
 
 
-def test_reputation_changes_the_winner() -> None:
+def test_an_unscored_delivery_keeps_the_claim_and_a_vote_replaces_it() -> None:
+    rep = Reputation()
+    pred = ReputationPredictor(rep)  # prior strength 2
+    bidder = offer(3, quality=0.9)
+    rep.record_delivery(AGENTS[3])
+    assert pred.predict(bidder, task()) == pytest.approx(0.9)  # delivered, no signal: no news about quality
+    rep.score_delivery(AGENTS[3], 0.0)  # the vote went against it
+    assert rep.get(AGENTS[3]) == Record(scored=1, quality_sum=0.0)
+    assert pred.predict(bidder, task()) == pytest.approx(2 * 0.9 / 3)
+
+
+def test_one_failure_to_deliver_is_enough_to_lose_to_an_honest_agent_at_equal_price() -> None:
     rep = Reputation()
     t = task(mu=0.0)
-    offers = [offer(1, quality=0.9), offer(2, quality=0.8)]
+    lowballer, honest = offer(1, quality=1.0, price=500), offer(2, quality=0.7, price=500)
     pred = ReputationPredictor(rep)
-    assert select(offers, t, now=NOW, trusted=trust_all, predictor=pred).winner.offer.agent_id == AGENTS[1]  # type: ignore[union-attr]
-    for _ in range(5):
-        rep.record(AGENTS[1], 0.0)
-    assert select(offers, t, now=NOW, trusted=trust_all, predictor=pred).winner.offer.agent_id == AGENTS[2]  # type: ignore[union-attr]
+    assert select([lowballer, honest], t, now=NOW, credentials=trust_all, predictor=pred).winner.offer is lowballer  # type: ignore[union-attr]
+    rep.record_failure(AGENTS[1])
+    assert select([lowballer, honest], t, now=NOW, credentials=trust_all, predictor=pred).winner.offer is honest  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from accord.protocol.actions import Send, new_message_id
 from accord.protocol.contractor import AgentState, ContractorMachine, JobState
 from accord.protocol.events import (
     CancelTask,
+    DeviceChanged,
     Event,
     EventType,
     ExecutionDone,
@@ -27,6 +28,7 @@ from accord.protocol.events import (
     Received,
     Recovered,
     Shutdown,
+    Solicited,
     Start,
     TimerFired,
     TimerKind,
@@ -49,8 +51,9 @@ from accord.protocol.messages import (
     Tier,
     Withdraw,
 )
+from accord.protocol.pricing import DeviceState
 from accord.protocol.requester import RequesterMachine, RequesterState, TaskSpec
-from tests.support.market_world import BASE_NS, MS, PROFILES, agent_id, constraints
+from tests.support.market_world import BASE_NS, CLOUD_EU, MS, PROFILES, agent_id, constraints
 
 REQ = agent_id("requester")
 AGENT = agent_id("contractor")
@@ -85,7 +88,7 @@ def _bid(task_id: str, sender: str = AGENT, **kw: object) -> Bid:
 def _requester() -> RequesterMachine:
     spec = TaskSpec(constraints=constraints(NOW, deadline_ms=1_000, max_price=1_000), bid_window_ms=50)
     return RequesterMachine(
-        REQ, spec, rng=random.Random(1), trusted=lambda a, c: True, verify_bid=lambda b, d: True
+        REQ, spec, rng=random.Random(1), credentials=lambda a: CLOUD_EU, verify_bid=lambda b, d: True
     )
 
 
@@ -137,6 +140,7 @@ def requester_event(etype: EventType, m: RequesterMachine) -> Event:
         EventType.START: Start,
         EventType.CANCEL_TASK: CancelTask,
         EventType.SHUTDOWN: Shutdown,
+        EventType.SOLICITED: Solicited,
         EventType.RECOVERED: Recovered,
         EventType.BID_WINDOW_CLOSED: lambda: TimerFired(TimerKind.BID_WINDOW, tid),
         EventType.ACK_TIMEOUT: lambda: TimerFired(TimerKind.ACK, tid),
@@ -192,6 +196,7 @@ def requester_event(etype: EventType, m: RequesterMachine) -> Event:
         EventType.EXECUTION_PROGRESS: lambda: ExecutionProgress(tid, attempt),
         EventType.EXECUTION_DONE: lambda: ExecutionDone(tid, attempt, "z"),
         EventType.EXECUTION_FAILED: lambda: ExecutionFailed(tid, attempt),
+        EventType.DEVICE_CHANGED: lambda: DeviceChanged(DeviceState(battery=0.5)),
     }
     return samples[etype]()
 
@@ -351,6 +356,7 @@ def contractor_event(etype: EventType, task: Task, bid: Bid | None, award: Award
         EventType.START: Start,
         EventType.CANCEL_TASK: CancelTask,
         EventType.SHUTDOWN: Shutdown,
+        EventType.SOLICITED: Solicited,
         EventType.RECOVERED: Recovered,
         EventType.BID_WINDOW_CLOSED: lambda: TimerFired(TimerKind.BID_WINDOW, tid),
         EventType.ACK_TIMEOUT: lambda: TimerFired(TimerKind.ACK, tid),
@@ -378,6 +384,7 @@ def contractor_event(etype: EventType, task: Task, bid: Bid | None, award: Award
         EventType.EXECUTION_PROGRESS: lambda: ExecutionProgress(tid, 1, "d", 1),
         EventType.EXECUTION_DONE: lambda: ExecutionDone(tid, 1, "z"),
         EventType.EXECUTION_FAILED: lambda: ExecutionFailed(tid, 1),
+        EventType.DEVICE_CHANGED: lambda: DeviceChanged(DeviceState(battery=0.5)),
     }
     return samples[etype]()
 

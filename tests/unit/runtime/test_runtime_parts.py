@@ -16,9 +16,19 @@ from accord.mesh.config import MeshConfigError, load_mesh
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.actions import new_message_id
-from accord.protocol.market import ReputationPredictor
-from accord.protocol.messages import Advertise, Constraints, ModelOffer, ReasonCode, Task, Tier, Withdraw
-from accord.protocol.shortlists import CachingRegistry
+from accord.protocol.market import Credentials, Offer, ReputationPredictor
+from accord.protocol.messages import (
+    Advertise,
+    ChatMessage,
+    Constraints,
+    ModelOffer,
+    ReasonCode,
+    Role,
+    Task,
+    Tier,
+    Withdraw,
+)
+from accord.protocol.shortlists import CachingRegistry, PerQueryPredictor
 from accord.runtime.outbox import Outbox
 from accord.runtime.requester import Requester, TaskFailed
 from accord.runtime.timers import TimerService, now_ns
@@ -130,27 +140,61 @@ def test_caching_registry_reuses_a_ranking_per_task_class_and_honours_exclusions
         reg.observe(_advert(a, 100 * (i + 1), ts=now), now=now)
     pred = ReputationPredictor()
 
-    def trusted(agent_id: str, constraints: Constraints) -> bool:
-        return True
+    def trusted(agent_id: str) -> Credentials:
+        return Credentials(tier=Tier.CLOUD, region="local")
 
-    first = reg.shortlist(_task(now), now=now, k=3, trusted=trusted, predictor=pred)
+    first = reg.shortlist(_task(now), now=now, k=3, credentials=trusted, predictor=pred)
     assert first == [a.id for a in agents[:3]] and (reg.hits, reg.misses) == (0, 1)
-    assert reg.shortlist(_task(now), now=now + 1, k=3, trusted=trusted, predictor=pred) == first
+    assert reg.shortlist(_task(now), now=now + 1, k=3, credentials=trusted, predictor=pred) == first
     assert reg.hits == 1
     # exclusions come out of the cached ranking, as long as it is deep enough
     assert reg.shortlist(
-        _task(now), now=now + 2, k=3, trusted=trusted, predictor=pred, exclude=[agents[0].id]
+        _task(now), now=now + 2, k=3, credentials=trusted, predictor=pred, exclude=[agents[0].id]
     ) == [a.id for a in agents[1:4]]
     assert reg.hits == 2
     # another budget is another class: ranked afresh (and the expensive ones are not eligible)
-    cheap = reg.shortlist(_task(now, max_price=3), now=now, k=3, trusted=trusted, predictor=pred)
+    cheap = reg.shortlist(_task(now, max_price=3), now=now, k=3, credentials=trusted, predictor=pred)
     assert cheap == [a.id for a in agents[:1]] and reg.misses == 2
     # after the TTL a change shows up: the cheapest agent leaves
     reg.withdraw(Withdraw(id="3" * 32, sender=agents[0].id, ts=now + 1), now=now + 1)
     later = now + 200_000_000
-    assert reg.shortlist(_task(later), now=later, k=3, trusted=trusted, predictor=pred) == [
+    assert reg.shortlist(_task(later), now=later, k=3, credentials=trusted, predictor=pred) == [
         a.id for a in agents[1:4]
     ]
+
+
+class _PromptPicker:
+    """Predicts a high quality for the agent whose index the prompt names, low for every other."""
+
+    def __init__(self, agents: list[Identity]) -> None:
+        self.index = {a.id: i for i, a in enumerate(agents)}
+
+    def predict(self, offer: Offer, task: Task) -> float:
+        return 1.0 if task.messages[0].content == f"agent {self.index[offer.agent_id]}" else 0.0
+
+    def query_key(self, task: Task) -> str:
+        return task.messages[0].content
+
+
+def test_a_per_query_predictor_gets_a_ranking_per_prompt_from_the_shortlist_cache() -> None:
+    now = time.time_ns()
+    agents = [Identity.generate() for _ in range(4)]
+    reg = CachingRegistry(ttl_ms=1_000)
+    for a in agents:
+        reg.observe(_advert(a, 100, ts=now), now=now)
+    picker = _PromptPicker(agents)
+    assert isinstance(picker, PerQueryPredictor)
+
+    def trusted(agent_id: str) -> Credentials:
+        return Credentials(tier=Tier.CLOUD, region="local")
+
+    def asking(i: int) -> Task:
+        return msgspec.structs.replace(_task(now), messages=[ChatMessage(role=Role.USER, content=f"agent {i}")])
+
+    picks = [reg.shortlist(asking(i), now=now, k=1, credentials=trusted, predictor=picker) for i in (2, 0, 3)]
+    assert picks == [[agents[2].id], [agents[0].id], [agents[3].id]]  # one class of task, three prompts
+    assert reg.shortlist(asking(0), now=now + 1, k=1, credentials=trusted, predictor=picker) == [agents[0].id]
+    assert (reg.hits, reg.misses) == (1, 3)
 
 
 # --- mesh files: paths, trust, unknown keys --------------------------------------------------------------------
@@ -269,3 +313,32 @@ def test_card_ignores_what_a_heartbeat_changes() -> None:
     b = msgspec.structs.replace(_advert(ident, 100, ts=2, load=5), seq=9)
     assert _card(a) == _card(b)
     assert _card(a) != _card(_advert(ident, 101, ts=1))
+
+
+@pytest.mark.asyncio
+async def test_a_prompt_too_large_for_a_frame_fails_at_once_as_payload_too_large() -> None:
+    """A10: a 5 MB prompt (or one message over 256 KiB) fails locally as payload_too_large, not later as no_bids
+    after a call for proposals that could never be sent; the requester sends nothing."""
+    from accord.bus.base import PayloadTooLargeError
+    from accord.security.testing import Pki
+    from tests.support.runtime_kit import AgentSpec, make_agent, spec
+
+    pki, broker = Pki(random.Random(8)), MemoryBroker()
+    agent = make_agent(pki, broker.bus(), AgentSpec("worker"))
+    requester = Requester(pki.agent("me"), bus=broker.bus(), trust=pki.trust)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await tg.start(requester.run)
+        with pytest.raises(PayloadTooLargeError, match="a message holds at most"):
+            await requester.submit(spec("x" * 5_000_000))
+        six = spec("y")
+        six = msgspec.structs.replace(
+            six, messages=[msgspec.structs.replace(six.messages[0], content="y" * 200_000)] * 6
+        )
+        with pytest.raises(PayloadTooLargeError, match="a frame holds at most"):
+            await requester.submit(six)
+        assert requester.stats.submitted == 0 and agent.stats.tasks == 0
+        outcome = await requester.submit(spec())  # and goes on working
+        assert outcome.answer
+        await agent.stop()
+        tg.cancel_scope.cancel()

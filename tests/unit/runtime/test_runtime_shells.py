@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import msgspec
@@ -108,7 +108,7 @@ class _ForgingAgent(Agent):
 
 async def test_forged_attestation_is_dropped_and_the_task_reawarded() -> None:
     w = _World(seed=2)
-    forger_id = w.pki.agent("forger", residency=("eu",))
+    forger_id = w.pki.agent("forger", region="local", residency=("eu",))
     from tests.support.runtime_kit import make_profile
 
     forger = _ForgingAgent(
@@ -407,6 +407,7 @@ class _HostingBus(MemoryBus):
         metadata: Mapping[str, str] | None = None,
         endpoints: Sequence[ServiceEndpoint] = (),
         stats: ServiceStatsFn | None = None,
+        on_ping: Callable[[], None] | None = None,
     ) -> _NoHandle:
         self.services.append((name, dict(metadata or {}), endpoints, stats))
         return _NoHandle()

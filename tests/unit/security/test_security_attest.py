@@ -182,6 +182,16 @@ def test_tampering(pki: Pki) -> None:
             Reason.OUTPUT_MISMATCH,
         ),
         (_resign(doc, {**statement, "predicate": {"task_id": 1}}, agent), FrameError, Reason.MALFORMED),
+        # The predicate is a v1 Attestation message (spec 8.3 step 3): its tag, its version and its bounds.
+        *(
+            (_resign(doc, {**statement, "predicate": predicate}, agent), FrameError, Reason.MALFORMED)
+            for predicate in (
+                {k: v for k, v in statement["predicate"].items() if k != "type"},
+                {**statement["predicate"], "type": "bid"},
+                {**statement["predicate"], "v": 2},
+                {**statement["predicate"], "attempt": 0},
+            )
+        ),
     ]
     for bad, error, reason in cases:
         with pytest.raises(SecurityError) as info:

@@ -222,6 +222,8 @@ def test_envelope_shape_errors(pki: Pki) -> None:
     env = _envelope(frame)
     cases: list[tuple[bytes, Reason]] = [
         (msgspec.msgpack.encode(msgspec.structs.replace(env, v=2)), Reason.UNSUPPORTED_VERSION),
+        (msgspec.msgpack.encode(msgspec.structs.replace(env, v=256)), Reason.UNSUPPORTED_VERSION),
+        (msgspec.msgpack.encode(msgspec.structs.replace(env, v=-1)), Reason.UNSUPPORTED_VERSION),
         (msgspec.msgpack.encode(msgspec.structs.replace(env, sig=env.sig[:63])), Reason.MALFORMED),
         (msgspec.msgpack.encode(msgspec.structs.replace(env, key_id="x" * 65)), Reason.MALFORMED),
         (msgspec.msgpack.encode({"v": 1, "payload": b"x"}), Reason.MALFORMED),

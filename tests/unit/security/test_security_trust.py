@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -27,7 +28,16 @@ from accord.security import (
     sign_certificate,
     sign_revocations,
 )
-from accord.security.envelope import PAYLOAD_TYPE_CERT, Envelope, decode_envelope, encode_envelope, pae
+from accord.security.envelope import (
+    PAYLOAD_TYPE_CERT,
+    PAYLOAD_TYPE_REVOCATIONS,
+    Envelope,
+    b64encode,
+    decode_envelope,
+    encode_envelope,
+    pae,
+    sign_envelope,
+)
 from accord.security.testing import Pki, random_identity
 
 _S = 1_000_000_000
@@ -204,6 +214,31 @@ def test_certificates_need_a_trusted_operator_and_a_good_signature(pki: Pki) -> 
         pki.trust.check(agent.id, T0)
 
 
+def test_records_of_another_version_are_refused_as_such(pki: Pki) -> None:
+    """A certificate or revocation list with v other than 1, signed by the anchor: unsupported_version (10.2)."""
+    agent = random_identity(pki.rng)
+    crl = RevocationList(issuer=pki.operator.id, number=1, issued_ns=T0)
+    for record, payload_type, add in (
+        (_cert(agent, pki.operator, 1, 0, T0 * 2), PAYLOAD_TYPE_CERT, pki.trust.add_certificate),
+        (crl, PAYLOAD_TYPE_REVOCATIONS, pki.trust.add_revocations),
+    ):
+        for v in (0, 2, 256):
+            payload = msgspec.msgpack.encode(msgspec.structs.replace(record, v=v))
+            signed = sign_envelope(payload_type, payload, pki.operator)
+            with pytest.raises(FrameError) as info:
+                add(encode_envelope(signed))
+            assert info.value.reason is Reason.UNSUPPORTED_VERSION
+    with pytest.raises(LocalProtocolError):
+        sign_revocations(msgspec.structs.replace(crl, v=2), pki.operator)
+    data = pki.trust.to_json()
+    pki.trust.trust_directly(agent.id, name="dev")
+    direct = pki.trust.to_json().replace(b'"v":1,"serial"', b'"v":2,"serial"')
+    assert direct != data
+    with pytest.raises(FrameError) as info:
+        TrustStore.from_json(direct)
+    assert info.value.reason is Reason.UNSUPPORTED_VERSION
+
+
 def test_signing_refuses_what_receivers_would_refuse(pki: Pki) -> None:
     agent = random_identity(pki.rng)
     with pytest.raises(LocalProtocolError):
@@ -292,3 +327,17 @@ def test_key_kinds_are_not_interchangeable(pki: Pki) -> None:
         TrustStore().add_operator(agent.id)
     with pytest.raises(FrameError):
         pki.trust.trust_directly(pki.operator.id, name="operator-as-agent")
+
+
+def test_a_trust_file_holds_one_revocation_list_per_operator(pki: Pki) -> None:
+    """Two lists of one operator are refused in either order, not only when the second is older (spec 10.5)."""
+    lists = [
+        b64encode(sign_revocations(RevocationList(issuer=pki.operator.id, number=n, issued_ns=T0), pki.operator))
+        for n in (1, 2)
+    ]
+    doc = json.loads(pki.trust.to_json())
+    for order in (lists, lists[::-1]):
+        with pytest.raises(FrameError) as info:
+            TrustStore.from_json(json.dumps({**doc, "revocations": order}))
+        assert info.value.reason is Reason.MALFORMED
+    assert TrustStore.from_json(json.dumps({**doc, "revocations": lists[1:]})).revocations(pki.operator.id)

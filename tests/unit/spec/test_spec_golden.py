@@ -7,11 +7,15 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
+from accord.bench.data.synthetic import synthetic_outcomes
+from accord.bench.data.synthetic_models import synthetic_world
 from accord.cli import app
 from accord.cli import spec as spec_cli
 from accord.errors import RemoteProtocolError
@@ -29,8 +33,10 @@ from accord.protocol.messages import (
     Usage,
     message_tag,
 )
-from accord.spec.message_vectors import INVALID_DIR, vector_files
-from accord.spec.schemas import COMBINED_SCHEMA_FILE, schema_files
+from accord.routing.records import Outcome
+from accord.spec.decoder_vectors import ACCEPT_DIR, INVALID_DIR, JSON_DIR, frame_of
+from accord.spec.message_vectors import vector_files
+from accord.spec.schemas import COMBINED_SCHEMA_FILE, OUTCOME_SCHEMA_FILE, schema_files
 from tests.support.paths import SPEC_DIR
 
 SPEC = SPEC_DIR
@@ -38,6 +44,15 @@ SCHEMAS = SPEC / "schemas"
 VECTORS = SPEC / "vectors" / "messages"
 VALID_FILES = sorted(VECTORS.glob("*.json"))
 INVALID_FILES = sorted((VECTORS / INVALID_DIR).glob("*.json"))
+ACCEPT_FILES = sorted((VECTORS / ACCEPT_DIR).glob("*.json"))
+JSON_FILES = sorted((VECTORS / JSON_DIR).glob("*.json"))
+
+
+def _load(path: Path, keys: set[str] | None = None, optional: set[str] | None = None) -> dict[str, Any]:
+    """A vector document; with ``keys``, check that it has exactly these (and maybe some of ``optional``)."""
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    assert keys is None or set(doc) - (optional or set()) == keys, (path.name, sorted(doc))
+    return doc
 
 
 # --- golden files ---------------------------------------------------------------------------------------------
@@ -62,15 +77,33 @@ def test_committed_vectors_match_the_code() -> None:
 def test_one_vector_and_one_schema_per_message_type() -> None:
     tags = {message_tag(t) for t in MESSAGE_TYPES}
     assert {p.stem for p in VALID_FILES} == tags
-    assert {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")} == tags | {"messages"}
+    assert {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")} == tags | {
+        "messages",
+        "outcome",
+    }
     assert len(INVALID_FILES) >= 10
+
+
+def test_outcome_schema_accepts_logged_records_and_refuses_broken_ones() -> None:
+    schema = json.loads((SCHEMAS / OUTCOME_SCHEMA_FILE).read_text(encoding="utf-8"))
+    records = [*synthetic_outcomes(3, seed=0), *synthetic_world(2, seed=0).outcomes(2, seed=1)]
+    records.append(Outcome(query_id="q", prompt="p", model="m", score=7.5, score_max=10.0, turn=2, latency_ms=5))
+    for record in records:
+        jsonschema.validate(json.loads(msgspec.json.encode(record)), schema)
+    for broken in (
+        {"query_id": "q", "model": "m"},
+        {"query_id": "q", "prompt": "p", "model": "m", "cost_micros": -1},
+        {"query_id": "q", "prompt": "p", "model": "m", "correct": "yes"},
+        {"query_id": "q", "prompt": "p", "model": "m", "turn": 0},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
 
 
 # --- every vector, as an implementer in another language would use it ------------------------------------------
 @pytest.mark.parametrize("path", VALID_FILES, ids=lambda p: p.stem)
 def test_vector_decodes_matches_its_json_and_reencodes_byte_for_byte(path: Path) -> None:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    assert set(doc) == {"type", "description", "msgpack_hex", "json"}
+    doc = _load(path, {"type", "description", "msgpack_hex", "json"})
     frame = bytes.fromhex(doc["msgpack_hex"])
     message = codec.decode(frame)
     assert message_tag(type(message)) == doc["type"] == doc["json"]["type"] == path.stem
@@ -81,11 +114,40 @@ def test_vector_decodes_matches_its_json_and_reencodes_byte_for_byte(path: Path)
 
 @pytest.mark.parametrize("path", INVALID_FILES, ids=lambda p: p.stem)
 def test_invalid_vector_is_refused_with_its_reason(path: Path) -> None:
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = _load(path, {"name", "description", "msgpack_hex", "reason"}, {"padded_length"})
     assert doc["reason"] in codec.DECODE_ERROR_REASONS
     with pytest.raises(RemoteProtocolError) as info:
-        codec.decode(bytes.fromhex(doc["msgpack_hex"]))
+        codec.decode(frame_of(doc))
     assert info.value.reason == doc["reason"]
+
+
+def test_every_decode_reason_has_an_invalid_vector() -> None:
+    reasons = {_load(p)["reason"] for p in INVALID_FILES}
+    assert reasons == codec.DECODE_ERROR_REASONS
+
+
+@pytest.mark.parametrize("path", ACCEPT_FILES, ids=lambda p: p.stem)
+def test_accept_vector_decodes_to_its_message_and_reencodes_canonically(path: Path) -> None:
+    doc = _load(path, {"name", "description", "msgpack_hex", "json", "canonical_hex"}, {"may_refuse"})
+    assert doc.get("may_refuse", "malformed") in codec.DECODE_ERROR_REASONS
+    message = codec.decode(frame_of(doc))
+    assert message == codec.decode_json(json.dumps(doc["json"]))
+    assert codec.encode(message).hex() == doc["canonical_hex"]
+    assert json.loads(codec.encode_json(message)) == doc["json"]
+
+
+def test_accept_vectors_are_not_canonical_but_for_the_reserved_residency() -> None:
+    canonical = {p.stem for p in ACCEPT_FILES if (d := _load(p))["msgpack_hex"] == d["canonical_hex"]}
+    assert canonical == {"residency_any"}
+    assert len(ACCEPT_FILES) >= 30
+
+
+@pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: p.stem)
+def test_json_vector_reads_as_its_message(path: Path) -> None:
+    doc = _load(path, {"name", "description", "json_text", "msgpack_hex"})
+    message = codec.decode_json(doc["json_text"])
+    assert codec.decode(bytes.fromhex(doc["msgpack_hex"])) == message
+    assert codec.encode(message).hex() == doc["msgpack_hex"]
 
 
 # --- the schemas describe the JSON form ---------------------------------------------------------------------
@@ -97,9 +159,24 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 @pytest.mark.parametrize("path", VALID_FILES, ids=lambda p: p.stem)
 def test_schemas_accept_every_vector(path: Path) -> None:
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = _load(path)
     _validator(f"{doc['type']}.schema.json").validate(doc["json"])
     _validator(COMBINED_SCHEMA_FILE).validate(doc["json"])
+
+
+def test_schemas_carry_every_default() -> None:
+    """Every field with a default (a value or a default_factory, e.g. Advertise.protocol_versions = [1]) has it."""
+    defs = json.loads((SCHEMAS / COMBINED_SCHEMA_FILE).read_text(encoding="utf-8"))["$defs"]
+    checked = 0
+    for type_ in (*MESSAGE_TYPES, *RECORD_TYPES):
+        properties = defs[type_.__name__]["properties"]
+        for f in msgspec.structs.fields(type_):
+            if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT:
+                default = f.default if f.default_factory is msgspec.NODEFAULT else f.default_factory()
+                assert properties[f.encode_name].get("default") == msgspec.to_builtins(default), (type_, f.name)
+                checked += 1
+    assert defs["Advertise"]["properties"]["protocol_versions"]["default"] == [1]
+    assert checked > 40
 
 
 def test_schemas_refuse_what_the_decoder_refuses() -> None:
@@ -150,7 +227,17 @@ def test_run_checks_reports_every_kind_of_mismatch(tmp_path: Path) -> None:
         json.dumps({"name": "x", "description": "", "msgpack_hex": vector_hex("award"), "reason": "malformed"}),
         encoding="utf-8",
     )
+    accept = spec / "vectors" / "messages" / ACCEPT_DIR / "keys_reversed.json"
+    doc = json.loads(accept.read_text(encoding="utf-8"))
+    accept.write_text(json.dumps({**doc, "canonical_hex": vector_hex("award")}), encoding="utf-8")
+    (spec / "vectors" / "messages" / "other").mkdir()
+    (spec / "vectors" / "messages" / "other" / "x.json").write_text("{}", encoding="utf-8")
     failed = {(r.item, r.detail.split(";")[0]) for r in spec_cli.run_checks(spec) if not r.ok}
+    assert (
+        "vectors/messages/accept/keys_reversed.json",
+        "the canonical re-encoding is not canonical_hex",
+    ) in failed
+    assert ("vectors/messages/other/x.json", "unknown kind 'other'") in failed
     assert ("vectors/messages/bid.json", "differs from the code") in failed
     assert ("vectors/messages/bid.json", "msgpack and JSON forms decode to different messages") in failed
     assert ("schemas/task.schema.json", "missing") in failed

@@ -67,6 +67,14 @@ class Market:
     caps: list[int] = field(default_factory=list)
     paid: int = 0
     in_flight: list[int] = field(default_factory=list)
+    qualities: list[tuple[str, str, float, str]] = field(default_factory=list)
+    """(task, agent, quality, source) of every quality signal a run gave its answers."""
+
+    def record_quality(
+        self, task_id: str, agent_id: str, quality: float, source: str, *, run_id: str = ""
+    ) -> None:
+        assert any(f"{n:032x}" == task_id for n in range(1, len(self.caps) + 1)), task_id
+        self.qualities.append((task_id, agent_id, quality, source))
 
     async def submit(self, spec: TaskSpec, *, avoid: object = None) -> TaskOutcome:
         cap = spec.constraints.max_price_micros
