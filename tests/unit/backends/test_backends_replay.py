@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
@@ -222,4 +223,13 @@ async def test_on_delta_gets_the_whole_answer_once(log: OutcomeLog) -> None:
 def test_an_empty_log_needs_an_explicit_model() -> None:
     with pytest.raises(ValueError, match="model="):
         ReplayBackend(OutcomeLog())
-    assert ReplayBackend(OutcomeLog(), model="m").model == "m"
+    empty = ReplayBackend(OutcomeLog(), model="m")
+    with pytest.raises(ReplayMissError) as miss:
+        anyio.run(empty.complete, CompletionRequest.from_prompt("What is 2+2?"))
+    assert miss.value.model == "m"  # a request without a model asks the log for the given one
+
+
+def test_the_default_model_is_the_logs_first_by_name(log: OutcomeLog) -> None:
+    backend = ReplayBackend(log)
+    answer = anyio.run(backend.complete, CompletionRequest.from_prompt("What is 2+2?"))
+    assert (answer.model, answer.text) == ("strong", "4")  # "strong" sorts before "weak", ROWS' first model

@@ -177,7 +177,19 @@ async def test_realtime_mode_sleeps_and_streams(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.asyncio
 async def test_profiles_advertise_their_resources() -> None:
     resources = SIM_LARGE.resources(battery=None, rtt_ms=30)
-    assert resources.model == "sim-large"
-    assert resources.price_out_per_1k_micros == 10_000
-    assert resources.rtt_ms == 30
-    assert resources.offer().quality == SIM_LARGE.quality_mean
+    offer = resources.offer()
+    assert (offer.name, offer.context_window, offer.tokens_per_s, offer.quality) == (
+        SIM_LARGE.model,
+        SIM_LARGE.context_window,
+        SIM_LARGE.tokens_per_s,
+        SIM_LARGE.quality_mean,
+    )
+    assert (offer.price_in_per_1k_micros, offer.price_out_per_1k_micros, offer.ttft_ms) == (
+        SIM_LARGE.price_in_per_1k_micros,
+        SIM_LARGE.price_out_per_1k_micros,
+        round(SIM_LARGE.ttft_ms),
+    )
+    # a change applies to what the agent quotes: 30 ms of round trip on every latency estimate
+    plain = SIM_LARGE.resources()
+    assert resources.estimate_latency_ms(100, 50) == plain.estimate_latency_ms(100, 50) + 30
+    assert resources.price_micros(1_000, 1_000) == plain.price_micros(1_000, 1_000) > 0

@@ -77,8 +77,11 @@ def test_missing_and_garbage_files(tmp_path: Path) -> None:
 
 def test_kind_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "op.seed"
-    save_identity(Identity.generate(KeyKind.OPERATOR), path)
-    assert load_identity(path, kind=KeyKind.OPERATOR).kind is KeyKind.OPERATOR
+    operator = Identity.generate(KeyKind.OPERATOR)
+    save_identity(operator, path)
+    loaded = load_identity(path)  # no kind asked: the file says which
+    assert (loaded.kind, loaded.id) == (KeyKind.OPERATOR, operator.id)
+    assert load_identity(path, kind=KeyKind.OPERATOR).id == operator.id
     with pytest.raises(KeyFileError) as info:
         load_identity(path, kind=KeyKind.USER)
     assert info.value.reason is Reason.BAD_KEY_FILE and "operator" in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import msgspec
@@ -47,7 +48,8 @@ def _build(text: str) -> object:
 
 # --- --strategy values -------------------------------------------------------------------------------------------
 def test_every_kind_parses_bare_with_its_defaults() -> None:
-    assert set(STRATEGY_KINDS) == {"single", "route", "cascade", "ensemble", "moa", "debate", "split"}
+    # the option's kinds are the config union's tags: a kind a mesh file takes is one --strategy takes too
+    assert {t.__struct_config__.tag: t for t in typing.get_args(StrategySpec)} == STRATEGY_KINDS
     for kind, spec_type in STRATEGY_KINDS.items():
         spec = parse_strategy_option(kind)
         assert type(spec) is spec_type
