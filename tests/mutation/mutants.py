@@ -39,6 +39,7 @@ GROUPS: dict[str, Group] = {
         (
             "tests/unit/protocol/test_market_requester.py",
             "tests/unit/protocol/test_market_contractor.py",
+            "tests/unit/protocol/test_contractor_evidence.py",
             "tests/unit/protocol/test_market_rules.py",
             "tests/unit/protocol/test_market_tables.py",
             "tests/stateful",
