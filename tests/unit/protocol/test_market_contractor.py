@@ -60,6 +60,8 @@ from accord.protocol.messages import (
     Result,
     Task,
     Tier,
+    Timings,
+    Usage,
     Withdraw,
 )
 from accord.protocol.pricing import Refusal, ResourceModel
@@ -238,8 +240,12 @@ def test_award_is_acked_and_executed() -> None:
     assert sent(again, AwardAck) == [ack]
     out = ag.at(70).handle(ExecutionProgress(t.task_id, 1, "he", 1))
     (p,) = sent(out, Progress)
-    assert (p.seq, p.delta) == (0, "he")
-    out = ag.at(300).handle(ExecutionDone(t.task_id, 1, "hello", attestation=b"dsse"))
+    assert (p.seq, p.delta, p.output_tokens) == (0, "he", 1)
+    (p2,) = sent(ag.handle(ExecutionProgress(t.task_id, 1, "llo", 2)), Progress)
+    (p3,) = sent(ag.handle(ExecutionProgress(t.task_id, 1, "!", 3)), Progress)
+    assert [(q.seq, q.delta, q.output_tokens) for q in (p2, p3)] == [(1, "llo", 2), (2, "!", 3)]  # consecutive
+    usage, timings = Usage(input_tokens=12, output_tokens=3), Timings(queued_ms=1, ttft_ms=20, total_ms=240)
+    out = ag.at(300).handle(ExecutionDone(t.task_id, 1, "hello", usage, timings, attestation=b"dsse"))
     (result,) = sent(out, Result)
     assert (result.award_id, result.model, result.output, result.attestation) == (
         award.id,
@@ -247,6 +253,7 @@ def test_award_is_acked_and_executed() -> None:
         "hello",
         b"dsse",
     )
+    assert (result.usage, result.timings) == (usage, timings)  # what the backend reported, for the requester
     assert ag.m.used_slots == 0 and ag.m.job_state(t.task_id) is JobState.DONE
     assert [a.reason for a in ag.handle(ExecutionDone(t.task_id, 1, "again")) if isinstance(a, Reject)] == [
         RejectReason.STALE
@@ -254,20 +261,20 @@ def test_award_is_acked_and_executed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("change", "reason", "detail"),
     [
-        ({"price_micros": 899}, "over_budget"),
-        ({"lease_until_ns": NOW + 100 * MS}, "deadline_infeasible"),
-        ({"ack_by_ns": NOW + 60 * MS}, "other"),
+        ({"price_micros": 899}, "over_budget", "price 899 below 900"),
+        ({"lease_until_ns": NOW + 100 * MS}, "deadline_infeasible", "lease too short"),
+        ({"ack_by_ns": NOW + 60 * MS}, "other", "ack deadline passed"),
     ],
 )
-def test_unacceptable_award_is_rejected_and_releases(change: dict[str, object], reason: str) -> None:
+def test_unacceptable_award_is_rejected_and_releases(change: dict[str, object], reason: str, detail: str) -> None:
     ag = Agent()
     t = task()
     bid = ag.bid_for(t)
     _, out = ag.at(60).award(t, bid, **change)
     (reject,) = sent(out, AwardReject)
-    assert reject.reason == reason and ag.m.used_slots == 0
+    assert (reject.reason, reject.detail) == (reason, detail) and ag.m.used_slots == 0
     assert ag.m.job_state(t.task_id) is JobState.RELEASED
 
 
@@ -346,7 +353,8 @@ def test_backend_failure_and_lease_expiry_release() -> None:
     assert (failure.reason, failure.detail) == ("backend_timeout", "slow") and ag.m.used_slots == 1
     out = ag.at((award2.lease_until_ns - NOW) // MS).handle(TimerFired(TimerKind.LEASE, t2.task_id))
     assert Abort(t2.task_id, 1, ReasonCode.LEASE_EXPIRED) in out
-    assert sent(out, Failure)[0].reason == "lease_expired" and ag.m.used_slots == 0
+    (expired,) = sent(out, Failure)
+    assert (expired.reason, expired.detail, expired.attempt) == ("lease_expired", "", 1) and ag.m.used_slots == 0
 
 
 def test_shutdown_fails_running_work_withdraws_and_refuses_awards() -> None:
@@ -550,3 +558,60 @@ async def test_agent_shells_free_the_losers_slots_when_the_task_completes() -> N
     assert [a.stats.bids for a in agents] == [1, 1, 1]
     assert [a.stats.cancels for a in agents] == [0, 1, 1]  # the winner is not told; each loser once
     assert all(a.stats.refused == 0 for a in agents)
+
+
+def test_refusals_name_what_they_refuse() -> None:
+    """Declines carry the announced attempt, AwardRejects a detail only when there is one, and every Reject
+    names the message it refuses."""
+    ag = Agent()
+    t = task(residency="us", attempt=2)
+    (decline,) = sent(ag.offer(t), Decline)
+    assert (decline.task_id, decline.attempt, decline.reason, decline.detail) == (t.task_id, 2, "residency", "")
+    _, out = ag.award(task(), None)
+    (unknown,) = sent(out, AwardReject)
+    assert (unknown.reason, unknown.detail) == ("unknown_task", "")
+    cancelled = task()
+    bid = ag.bid_for(cancelled)
+    ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=cancelled.task_id)))
+    _, out = ag.award(cancelled, bid)
+    (late,) = sent(out, AwardReject)
+    assert (late.reason, late.detail) == ("cancelled", "")
+    stray = bid  # a requester's message sent to a contractor
+    assert ag.handle(Received(stray)) == [Reject(RejectReason.UNEXPECTED, stray)]
+    ag.handle(Shutdown())
+    after = task()
+    assert ag.handle(Received(after)) == [Reject(RejectReason.STOPPED, after)]
+    award, out = ag.award(after, None)
+    assert out[1:] == [Reject(RejectReason.STOPPED, award)]
+    assert sent(out[:1], AwardReject)[0].reason == "shutdown"
+
+
+def test_an_award_at_the_bids_last_instant_is_too_late() -> None:
+    """A bid is valid strictly before valid_until_ns: an award arriving at that instant (before the expiry
+    timer fired) is refused and releases the slot."""
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    _, out = ag.at((bid.valid_until_ns - NOW) // MS).award(t, bid)
+    (reject,) = sent(out, AwardReject)
+    assert (reject.reason, reject.detail) == ("bid_expired", "") and ag.m.used_slots == 0
+
+
+def test_a_direct_award_needs_a_free_slot() -> None:
+    """An OFFERED job holds no slot: its award is refused as busy while every slot is taken by bids."""
+    ag = Agent()
+    direct = task(mechanism=Mechanism.DIRECT)
+    assert ag.offer(direct) == []
+    ag.bid_for(task())
+    ag.bid_for(task())
+    _, out = ag.at(5).award(direct, None, price_micros=900)
+    (reject,) = sent(out, AwardReject)
+    assert (reject.reason, reject.detail) == ("busy", "") and ag.m.used_slots == 2
+    assert ag.m.job_state(direct.task_id) is JobState.RELEASED
+
+
+def test_the_profile_advertises_each_models_sheet() -> None:
+    assert PROFILE.offers() == (FAST.offer(), GOOD.offer())
+    assert sent(ContractorMachine(ME, PROFILE, rng=random.Random(1)).handle(Start(), now=NOW), Advertise)[
+        0
+    ].models == list(PROFILE.offers())
