@@ -50,6 +50,7 @@ from accord.protocol.messages import (
     AwardReject,
     Bid,
     Cancel,
+    Connectivity,
     Decline,
     Failure,
     Mechanism,
@@ -615,3 +616,101 @@ def test_the_profile_advertises_each_models_sheet() -> None:
     assert sent(ContractorMachine(ME, PROFILE, rng=random.Random(1)).handle(Start(), now=NOW), Advertise)[
         0
     ].models == list(PROFILE.offers())
+
+
+REVERSED = ContractorProfile(
+    name="c", tier=Tier.EDGE, region="eu", residency=("eu",), models=(GOOD, FAST), slots=2, bid_hold_ms=200
+)
+
+
+@pytest.mark.parametrize(
+    ("profile", "t", "model"),
+    [
+        (PROFILE, task(min_quality=0.8), "good"),  # fast's quality is below the floor
+        (PROFILE, task(est_input_tokens=3_950, deadline_ms=10_000), "good"),  # fast's window is too small
+        (REVERSED, task(max_price=500), "fast"),  # good is over budget
+        (REVERSED, task(deadline_ms=300), "fast"),  # good is too slow
+    ],
+)
+def test_a_model_that_cannot_take_the_task_leaves_the_others_in_the_running(
+    profile: ContractorProfile, t: Task, model: str
+) -> None:
+    quote = quote_task(profile, t, now=NOW)
+    assert not isinstance(quote, Refusal) and quote.model == model
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        task(min_quality=0.9),  # quality exactly at the floor
+        task(max_price=900),  # price exactly the budget
+        task(deadline_ms=460),  # done exactly at the deadline: 50 ms of bid window, then 410 ms
+    ],
+)
+def test_limits_are_inclusive(t: Task) -> None:
+    quote = quote_task(PROFILE, t, now=NOW)
+    assert not isinstance(quote, Refusal) and (quote.model, quote.price_micros) == ("good", 900)
+
+
+def test_work_starts_after_the_bid_window_except_for_a_direct_task() -> None:
+    """A bid is priced for work that starts when the window closes; a direct task's starts now."""
+    late = task(deadline_ms=2_000, bid_window_ms=1_950)
+    refusal = quote_task(PROFILE, late, now=NOW)
+    assert isinstance(refusal, Refusal) and refusal.reason is ReasonCode.DEADLINE_INFEASIBLE
+    direct = msgspec_replace(late, mechanism=Mechanism.DIRECT)
+    assert not isinstance(quote_task(PROFILE, direct, now=NOW), Refusal)
+    halfway = quote_task(PROFILE, late, now=NOW - 1_900 * MS)  # asked early: starts at ts + window all the same
+    assert isinstance(halfway, Refusal)
+
+
+def test_the_profiles_overhead_adds_to_every_latency() -> None:
+    slow = msgspec_replace_profile(PROFILE, overhead_ms=100)
+    quote = quote_task(slow, task(), now=NOW)
+    assert not isinstance(quote, Refusal) and (quote.model, quote.est_latency_ms) == ("good", 510)
+
+
+def msgspec_replace_profile(p: ContractorProfile, **kw: object) -> ContractorProfile:
+    import msgspec
+
+    return msgspec.structs.replace(p, **kw)
+
+
+def test_a_bid_names_its_attempt_and_expires_with_its_validity() -> None:
+    ag = Agent()
+    t = task(attempt=2)
+    bid = ag.bid_for(t)
+    assert (bid.attempt, bid.expires_ns) == (2, bid.valid_until_ns)
+
+
+def test_an_award_for_a_declined_task_gives_the_decline_reason() -> None:
+    ag = Agent()
+    t = task(residency="us")
+    ag.offer(t)
+    _, out = ag.award(t, None)
+    assert sent(out, AwardReject)[0].reason == "residency"
+    assert rejected(ag.offer(t)) == [RejectReason.DUPLICATE]  # the same attempt again: not evaluated afresh
+
+
+def test_a_cancelled_running_attempt_closes_the_task() -> None:
+    """Once its attempt was revoked the agent is finished with the task: a re-announce gets no bid."""
+    ag = Agent()
+    t = task()
+    ag.at(60).award(t, ag.bid_for(t))
+    ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id, attempt=1)))
+    assert rejected(ag.offer(msgspec_replace(t, id=mid(), attempt=2))) == [RejectReason.TERMINAL]
+    assert ag.m.used_slots == 0
+
+
+def test_adverts_carry_the_profile() -> None:
+    linked = ResourceModel.from_offer(FAST_SHEET, Connectivity(metered=True, rtt_ms=40, bandwidth_kbps=8_000))
+    profile = msgspec_replace_profile(PROFILE, skills=("chat", "code"), ttl_ms=6_000, models=(linked,))
+    (adv,) = sent(ContractorMachine(ME, profile, rng=random.Random(1)).handle(Start(), now=NOW), Advertise)
+    assert (adv.name, adv.tier, adv.region, adv.residency, adv.skills, adv.ttl_ms) == (
+        "c",
+        Tier.EDGE,
+        "eu",
+        ["eu"],
+        ["chat", "code"],
+        6_000,
+    )
+    assert adv.connectivity == Connectivity(metered=True, rtt_ms=40, bandwidth_kbps=8_000)
