@@ -714,3 +714,11 @@ def test_adverts_carry_the_profile() -> None:
         6_000,
     )
     assert adv.connectivity == Connectivity(metered=True, rtt_ms=40, bandwidth_kbps=8_000)
+
+
+def test_a_lease_that_exactly_fits_the_work_is_taken() -> None:
+    ag = Agent()
+    t = task()
+    bid = ag.bid_for(t)
+    _, out = ag.at(60).award(t, bid, lease_until_ns=NOW + (60 + bid.est_latency_ms) * MS)
+    assert sent(out, AwardAck) and ag.m.job_state(t.task_id) is JobState.RUNNING
