@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import enum
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Final
 
+import msgspec
 from msgspec import Struct
 
 from accord.errors import LocalProtocolError
@@ -72,6 +74,7 @@ from accord.protocol.events import (
 from accord.protocol.market import NS_PER_MS, score, sheet_quote
 from accord.protocol.messages import (
     ALLOWED_REASONS,
+    MAX_SKEW_NS,
     Advertise,
     Award,
     AwardAck,
@@ -124,6 +127,17 @@ class JobState(enum.Enum):
 
 _J = JobState
 _HOLDS_SLOT: Final = frozenset({_J.BIDDING, _J.RUNNING})
+_OPEN: Final = frozenset({_J.BIDDING, _J.OFFERED, _J.RUNNING})
+"""Jobs that keep their Task's prompt (and count against its requester's quota)."""
+
+
+def _prompt_bytes(task: Task) -> int:
+    return sum(len(m.content) for m in task.messages)
+
+
+def _without_prompt(task: Task) -> Task:
+    """What a finished job keeps of its Task: everything but the prompt (the digest still names it)."""
+    return msgspec.structs.replace(task, messages=[]) if task.messages else task
 
 
 class ContractorProfile(Struct, frozen=True, kw_only=True):
@@ -148,6 +162,14 @@ class ContractorProfile(Struct, frozen=True, kw_only=True):
     """Added to every latency estimate (queueing in the shell, anything the resource model does not see)."""
     bid_hold_ms: int = 1000
     """How long after the bid window a bid stays valid (and its slot reserved), so it can win a re-award."""
+    max_hold_ms: int = 30_000
+    """The longest a bid or a direct offer holds anything, whatever the Task's bid window asks (spec 5.6)."""
+    max_reservations_per_requester: int | None = None
+    """Slots one requester's open bids may hold at once (None: all of them)."""
+    max_prompt_bytes_per_requester: int = 16 * 1024 * 1024
+    """Prompt characters one requester's open jobs (bids, offers, running attempts) may hold at this agent."""
+    max_jobs: int = 10_000
+    """Tasks remembered at once (open and finished); the oldest finished ones are forgotten first."""
     ttl_ms: int = 10_000
     """Advertise TTL; heartbeats go out every third of it."""
 
@@ -197,7 +219,8 @@ def quote_task(
         return Refusal(reason=ReasonCode.PRIVACY)
     if c.preferred_tiers and profile.tier not in c.preferred_tiers:
         return Refusal(reason=ReasonCode.OTHER, detail="tier")
-    if now >= c.deadline_ns:
+    deadline = c.deadline_ns + MAX_SKEW_NS  # the requester's clock: it judges the deadline, not us (spec 9.3)
+    if now >= deadline:
         return Refusal(reason=ReasonCode.DEADLINE_INFEASIBLE)
     start = now if task.mechanism is Mechanism.DIRECT else max(now, task.ts + task.bid_window_ms * NS_PER_MS)
     out_tokens = task.max_output_tokens
@@ -218,7 +241,7 @@ def quote_task(
             refusal = Refusal(reason=ReasonCode.OVER_BUDGET)
             continue
         latency = m.estimate_latency_ms(prompt_tokens, out_tokens, in_flight) + profile.overhead_ms
-        if start + latency * NS_PER_MS > c.deadline_ns:
+        if start + latency * NS_PER_MS > deadline:
             refusal = Refusal(reason=ReasonCode.DEADLINE_INFEASIBLE)
             continue
         key = (-score(m.quality, price, latency, task.policy), price, latency, m.model)
@@ -243,6 +266,7 @@ class _Job:
         "bid_digest",
         "closed",
         "progress_seq",
+        "prompt_bytes",
         "prompt_tokens",
         "quote",
         "reason",
@@ -251,7 +275,9 @@ class _Job:
     )
 
     def __init__(self, task: Task, state: JobState, prompt_tokens: int = 0) -> None:
-        self.task = task
+        self.task = task if state in _OPEN else _without_prompt(task)
+        self.prompt_bytes = _prompt_bytes(task) if state in _OPEN else 0
+        """What this job holds against its requester's byte quota (0 once it is over)."""
         self.state = state
         self.prompt_tokens = prompt_tokens
         """The prompt's size as this agent priced it (its own count, never the requester's claim)."""
@@ -297,9 +323,11 @@ class ContractorMachine:
     """One agent's contractor side. See the module docstring for the contract."""
 
     __slots__ = (
+        "_bytes",
         "_device",
         "_jobs",
         "_live",
+        "_reserved",
         "_rng",
         "_seq",
         "_sheet",
@@ -323,6 +351,10 @@ class ContractorMachine:
         self.profile = profile
         self._rng = rng
         self._device = device if device is not None else DeviceState()
+        self._reserved: Counter[str] = Counter()
+        """Slots held by each requester's open bids."""
+        self._bytes: Counter[str] = Counter()
+        """Prompt characters held by each requester's open jobs."""
         self._live = tuple(m.with_state(self._device) for m in profile.models)
         self._sheet: tuple[object, ...] = ()
         """What the last Advertise said about prices, battery and link (a change re-advertises at once)."""
@@ -405,6 +437,15 @@ class ContractorMachine:
         out: list[Action] = []
         if job.state in _HOLDS_SLOT:
             self._used -= 1
+        sender = job.task.sender
+        if job.state is _J.BIDDING:
+            self._unreserve(sender)
+        if job.prompt_bytes and state not in _OPEN:
+            self._bytes[sender] -= job.prompt_bytes
+            if not self._bytes[sender]:
+                del self._bytes[sender]
+            job.prompt_bytes = 0
+            job.task = _without_prompt(job.task)
         out += self._disarm(TimerKind.BID_EXPIRY, task_id)
         out += self._disarm(TimerKind.LEASE, task_id)
         job.state = state
@@ -488,12 +529,38 @@ class ContractorMachine:
             ),
         )
 
+    def _unreserve(self, requester: str) -> None:
+        self._reserved[requester] -= 1
+        if not self._reserved[requester]:
+            del self._reserved[requester]
+
+    def _quota(self, task: Task, direct: bool) -> Refusal | None:
+        """Why this requester may not hold more here: its open bids hold their share of the slots, or its open
+        jobs the prompt bytes it may keep (spec 5.6: no requester fills an agent's memory or slots alone)."""
+        p = self.profile
+        cap = p.max_reservations_per_requester
+        if not direct and cap is not None and self._reserved[task.sender] >= cap:
+            return Refusal(reason=ReasonCode.BUSY, detail="requester_reservations")
+        if self._bytes[task.sender] + _prompt_bytes(task) > p.max_prompt_bytes_per_requester:
+            return Refusal(reason=ReasonCode.BUSY, detail="requester_bytes")
+        return None
+
+    def _make_room(self, now: int) -> None:
+        """Before a new job: at ``max_jobs``, forget finished jobs (those past their deadline, then the oldest)."""
+        if len(self._jobs) < self.profile.max_jobs:
+            return
+        self._gc(now)
+        for tid in [tid for tid, job in self._jobs.items() if job.state not in _OPEN]:
+            if len(self._jobs) < self.profile.max_jobs:
+                break
+            del self._jobs[tid]
+
     def _gc(self, now: int) -> None:
         """Forget finished or unused jobs whose task deadline has passed."""
         stale = [
             tid
             for tid, job in self._jobs.items()
-            if job.state not in _HOLDS_SLOT and job.task.constraints.deadline_ns <= now
+            if job.state not in _OPEN and job.task.constraints.deadline_ns <= now
         ]
         for tid in stale:
             del self._jobs[tid]
@@ -526,6 +593,8 @@ class ContractorMachine:
             if j.state in _HOLDS_SLOT:
                 out += self._release(j, _J.RELEASED, ReasonCode.SHUTDOWN)
         self._jobs.clear()
+        self._reserved.clear()
+        self._bytes.clear()
         out += self._disarm(TimerKind.HEARTBEAT)
         out.append(Send(BROADCAST, Withdraw(id=new_message_id(self._rng), sender=self.agent_id, ts=now)))
         self._state = AgentState.STOPPED
@@ -569,6 +638,12 @@ class ContractorMachine:
         direct = task.mechanism is Mechanism.DIRECT
         if isinstance(q, Quote) and not direct and self._used >= p.slots:
             q = Refusal(reason=ReasonCode.BUSY, detail="no_free_slot")
+        if isinstance(q, Quote):
+            q = self._quota(task, direct) or q
+        self._make_room(now)
+        deadline = task.constraints.deadline_ns
+        hold_ms = min(p.max_hold_ms, task.bid_window_ms + p.bid_hold_ms)
+        valid_until = min(deadline, now + hold_ms * NS_PER_MS)
         if not isinstance(q, Quote):
             new = self._jobs[task.task_id] = _Job(task, _J.RELEASED, tokens)
             new.reason = q.reason
@@ -576,9 +651,8 @@ class ContractorMachine:
         if direct:
             new = self._jobs[task.task_id] = _Job(task, _J.OFFERED, tokens)
             new.quote = q
-            return []
-        deadline = task.constraints.deadline_ns
-        valid_until = min(deadline, now + (task.bid_window_ms + p.bid_hold_ms) * NS_PER_MS)
+            self._bytes[task.sender] += new.prompt_bytes
+            return [self._arm(TimerKind.BID_EXPIRY, min(deadline, now + p.max_hold_ms * NS_PER_MS), task.task_id)]
         price = task.constraints.max_price_micros if task.mechanism is Mechanism.POSTED_PRICE else q.price_micros
         bid = Bid(
             id=new_message_id(self._rng),
@@ -600,6 +674,8 @@ class ContractorMachine:
         new.quote = q
         new.bid = bid
         self._used += 1
+        self._reserved[task.sender] += 1
+        self._bytes[task.sender] += new.prompt_bytes
         return [Send(task.sender, bid), self._arm(TimerKind.BID_EXPIRY, valid_until, task.task_id)]
 
     # --- Award --------------------------------------------------------------------------------------------------
@@ -622,9 +698,9 @@ class ContractorMachine:
             floor = self._sheet_floor(job, q.model)
         if award.price_micros < floor:
             return ReasonCode.OVER_BUDGET, f"price {award.price_micros} below {floor}"
-        if now >= award.ack_by_ns:
+        if now >= award.ack_by_ns + MAX_SKEW_NS:  # the requester's clock (spec 9.3)
             return ReasonCode.OTHER, "ack deadline passed"
-        if now + q.est_latency_ms * NS_PER_MS > award.lease_until_ns:
+        if now + q.est_latency_ms * NS_PER_MS > award.lease_until_ns + MAX_SKEW_NS:
             return ReasonCode.DEADLINE_INFEASIBLE, "lease too short"
         return None
 
@@ -677,12 +753,14 @@ class ContractorMachine:
             attempt=award.attempt,
             award_id=award.id,
         )
+        if job.state is _J.BIDDING:
+            self._unreserve(task.sender)  # a running attempt holds its slot as work, not as an open bid
         job.state = _J.RUNNING
         job.award = award
         job.ack = ack
         out.append(Send(task.sender, ack))
         out.append(Execute(task, award, q.model))
-        out.append(self._arm(TimerKind.LEASE, award.lease_until_ns, task.task_id))
+        out.append(self._arm(TimerKind.LEASE, award.lease_until_ns + MAX_SKEW_NS, task.task_id))
         return out
 
     # --- Cancel -------------------------------------------------------------------------------------------------
@@ -715,6 +793,7 @@ class ContractorMachine:
 
     # --- timers -------------------------------------------------------------------------------------------------
     def _on_bid_expired(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        """A bid lapsed, or a direct offer was not awarded within ``max_hold_ms``: let it go."""
         assert job is not None
         if not self._due(TimerKind.BID_EXPIRY, job.task.task_id, now):
             return []
@@ -805,9 +884,19 @@ class ContractorMachine:
                 expected.add((TimerKind.LEASE, tid))
             elif j.state is _J.OFFERED:
                 check(j.quote is not None, "offered without a quote")
+                expected.add((TimerKind.BID_EXPIRY, tid))
+            if j.state not in _OPEN:
+                check(not j.task.messages and not j.prompt_bytes, "a finished job keeps its prompt")
             if j.closed:
                 check(j.state not in _HOLDS_SLOT, "a job closed by a Cancel still holds a slot")
         check(job_timers == expected, f"job timers {job_timers} != expected {expected}")
+        check(len(self._jobs) <= self.profile.max_jobs, f"{len(self._jobs)} jobs > max_jobs")
+        reserved = Counter(j.task.sender for j in self._jobs.values() if j.state is _J.BIDDING)
+        check(reserved == self._reserved, f"reservations {dict(self._reserved)} != {dict(reserved)}")
+        prompt_bytes: Counter[str] = Counter()
+        for j in self._jobs.values():
+            prompt_bytes[j.task.sender] += j.prompt_bytes
+        check(+prompt_bytes == self._bytes, f"prompt bytes {dict(self._bytes)} != {dict(+prompt_bytes)}")
         check(
             ((TimerKind.HEARTBEAT, "") in self._timers) == (self._state is AgentState.ONLINE),
             "heartbeat timer iff online",
@@ -847,7 +936,7 @@ def _build_table() -> dict[tuple[AgentState | JobState, EventType], Handler]:
         t[(js, E.TASK)] = M._on_task
         t[(js, E.AWARD)] = M._on_award
         t[(js, E.CANCEL)] = M._on_cancel
-        t[(js, E.BID_EXPIRED)] = M._on_bid_expired if js is _J.BIDDING else M._on_stale
+        t[(js, E.BID_EXPIRED)] = M._on_bid_expired if js in (_J.BIDDING, _J.OFFERED) else M._on_stale
         t[(js, E.LEASE_EXPIRED)] = M._on_lease_expired if js is _J.RUNNING else M._on_stale
         if js is _J.RUNNING:
             t[(js, E.EXECUTION_PROGRESS)] = M._on_exec_progress

@@ -22,6 +22,7 @@ from msgspec import Meta, Struct, field
 __all__ = [
     "ALLOWED_REASONS",
     "MAX_FRAME_BYTES",
+    "MAX_SKEW_NS",
     "MAX_TEXT",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -77,6 +78,10 @@ PROTOCOL_VERSION: Final = 1
 
 MAX_FRAME_BYTES: Final = 1 << 20
 """No frame (envelope or payload) larger than this is ever decoded: 1 MiB, NATS's default max_payload."""
+
+MAX_SKEW_NS: Final = 5_000_000_000
+"""How far apart two parties' clocks may be (spec 9.3): every comparison of the receiver's clock with a time the
+sender wrote (a deadline, an ack-by, a lease, a bid's validity, an expiry) allows this much either way."""
 
 MAX_TEXT: Final = 256 * 1024
 """Longest single text (a chat message's content, a result's output), in characters."""

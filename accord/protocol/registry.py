@@ -32,7 +32,7 @@ from accord.protocol.market import (
     score,
     sheet_quote,
 )
-from accord.protocol.messages import PROTOCOL_VERSION, Advertise, Mechanism, Task, Withdraw
+from accord.protocol.messages import MAX_SKEW_NS, PROTOCOL_VERSION, Advertise, Mechanism, Task, Withdraw
 
 __all__ = ["Candidates", "Registry", "RegistryEntry"]
 
@@ -84,8 +84,8 @@ class Registry:
         """Record a heartbeat; True if it was accepted (new agent or newer card)."""
         agent = advert.sender
         expires = now + advert.ttl_ms * NS_PER_MS
-        if advert.expires_ns is not None:
-            expires = min(expires, advert.expires_ns)
+        if advert.expires_ns is not None:  # the agent's clock (spec 9.3)
+            expires = min(expires, advert.expires_ns + MAX_SKEW_NS)
         if expires <= now:
             return False
         tomb = self._tombstones.get(agent)

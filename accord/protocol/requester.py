@@ -91,6 +91,7 @@ from accord.protocol.market import (
 from accord.protocol.messages import (
     ALLOWED_REASONS,
     MAX_FRAME_BYTES,
+    MAX_SKEW_NS,
     MAX_TEXT,
     Award,
     AwardAck,
@@ -171,6 +172,9 @@ class RequesterConfig(Struct, frozen=True, kw_only=True):
     shortlist_k: int = 8
     """Agents invited per targeted call (doubled at each re-announce); 0: always broadcast."""
     max_bids: int = 1024
+    """Bids recorded per task at most (all rounds)."""
+    max_bids_per_sender: int = 4
+    """Bids one sender may hold in a task when the registry does not know its advertised slots."""
     early_close: bool = True
     """Close the window as soon as every shortlisted agent has bid or declined."""
     reannounce_backoff_ms: int = 50
@@ -257,6 +261,8 @@ class RequesterSnapshot(Struct, kw_only=True):
     """Bids received since the last bid window closed (those of the current round, or held for the next)."""
     empty_rounds: int = 0
     """Rounds in a row that closed without any bid (the backoff exponent)."""
+    per_sender: dict[str, int] = {}
+    """Bids recorded per sender, in any round (capped by :meth:`RequesterMachine._sender_cap`)."""
 
 
 MAX_TASK_BYTES: Final = MAX_FRAME_BYTES - 1024
@@ -371,6 +377,10 @@ class RequesterMachine:
     def outcome(self) -> ReasonCode | None:
         """Why the task failed or was cancelled (None while live or when completed)."""
         return self._d.outcome
+
+    def has_bid(self, bid_id: str) -> bool:
+        """Whether the machine holds this bid (the shell keeps a bid's frame only then)."""
+        return bid_id in self._d.offers
 
     @property
     def paid_micros(self) -> int:
@@ -796,7 +806,7 @@ class RequesterMachine:
         d = self._d
         if (
             bid.task_id == d.task.task_id
-            and bid.valid_until_ns > now
+            and bid.valid_until_ns + MAX_SKEW_NS > now
             and bid.id not in d.offers
             and bid.id not in d.dropped
             and len(d.bidders) < self.config.max_bids
@@ -823,12 +833,16 @@ class RequesterMachine:
             return [Reject(RejectReason.UNKNOWN_TASK, bid)]
         if bid.id in d.offers or bid.id in d.dropped:
             return [Reject(RejectReason.DUPLICATE, bid)]
-        if bid.valid_until_ns <= now:
+        if bid.valid_until_ns + MAX_SKEW_NS <= now:  # the bidder's clock (spec 9.3)
             return [Reject(RejectReason.EXPIRED, bid)]
         if len(d.offers) + len(d.dropped) >= self.config.max_bids:
             return [Reject(RejectReason.TOO_MANY, bid)]
+        sent = d.per_sender.get(bid.sender, 0)
+        if sent >= self._sender_cap(bid.sender, now):  # one sender cannot crowd the others out (spec 6.5)
+            return [Reject(RejectReason.TOO_MANY, bid, "per sender")]
         digest = event.digest or payload_digest(encode(bid))
         d.offers[bid.id] = Offer.from_bid(bid, digest)
+        d.per_sender[bid.sender] = sent + 1
         d.ever_offered = True
         if len(d.bidders) < self.config.max_bids:
             d.bidders.add(bid.sender)
@@ -837,6 +851,14 @@ class RequesterMachine:
             return []
         d.state = _S.COLLECTING
         return self._close_if_all_answered(bid.sender, now)
+
+    def _sender_cap(self, sender: str, now: int) -> int:
+        """How many bids one sender may hold in this task: its advertised slots (it cannot serve more at once),
+        else ``max_bids_per_sender``."""
+        entry = self.registry.get(sender, now=now) if self.registry is not None else None
+        if entry is None:
+            return self.config.max_bids_per_sender
+        return max(1, min(entry.advert.slots, self.config.max_bids))
 
     def _on_decline(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)

@@ -82,6 +82,7 @@ from accord.protocol.events import (
 )
 from accord.protocol.market import Offer, contradicts
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Attestation,
     Award,
     AwardAck,
@@ -99,7 +100,7 @@ from accord.protocol.messages import (
 )
 from accord.runtime.device import DeviceProbe, RateMeter, SystemProbe
 from accord.runtime.endpoint import Endpoint
-from accord.runtime.timers import now_ns
+from accord.runtime.timers import Clock, now_ns
 from accord.security import (
     Identity,
     ReplayGuard,
@@ -173,6 +174,7 @@ class Agent(Endpoint[_TimerKey]):
         service: bool = True,
         probe: DeviceProbe | None = None,
         sample_interval_ms: int = 5_000,
+        clock: Clock = now_ns,
     ) -> None:
         missing = {m.name for m in profile.models} - set(backends)
         if missing:
@@ -185,9 +187,10 @@ class Agent(Endpoint[_TimerKey]):
             rng=rng,
             service=service,
             log=log.bind(agent_id=identity.id, agent=profile.name),
+            clock=clock,
         )
         self.profile = profile
-        _check_profile(profile, trust, identity.id)
+        _check_profile(profile, trust, identity.id, clock())
         self.backends = dict(backends)
         self.probe: DeviceProbe = probe if probe is not None else SystemProbe(profile.tier)
         self.rates = RateMeter()
@@ -232,12 +235,12 @@ class Agent(Endpoint[_TimerKey]):
                     broadcast = subject.startswith(f"{subjects.PREFIX}.cfp.")
                     tg.start_soon(self._pump, sub, partial(self._receive, broadcast=broadcast))
                 await self._register_service()
-                self._apply(self.machine.handle(Start(), now=now_ns()))
+                self._apply(self.machine.handle(Start(), now=self.clock()))
                 tg.start_soon(self._sample_device)
                 self._log.info("agent.online", tier=self.profile.tier.value, models=list(self.backends))
                 task_status.started()
                 await self._stop.wait()
-                self._apply(self.machine.handle(Shutdown(), now=now_ns()))
+                self._apply(self.machine.handle(Shutdown(), now=self.clock()))
                 await self._outbox.drain()
                 tg.cancel_scope.cancel()
         finally:
@@ -329,7 +332,7 @@ class Agent(Endpoint[_TimerKey]):
 
     def _receive(self, msg: BusMessage, *, broadcast: bool) -> None:
         self.stats.received += 1
-        now = now_ns()
+        now = self.clock()
         try:
             peeked = self._peek_from_sender(msg)
             message = peeked.message
@@ -391,7 +394,7 @@ class Agent(Endpoint[_TimerKey]):
 
     def _feed(self, event: Event, now: int | None = None) -> None:
         try:
-            actions = self.machine.handle(event, now=now_ns() if now is None else now)
+            actions = self.machine.handle(event, now=self.clock() if now is None else now)
         except AccordError as exc:
             self.stats.rejected += 1
             self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
@@ -512,7 +515,8 @@ class Agent(Endpoint[_TimerKey]):
         return messages
 
     def _request(self, task: Task, award: Award, model: str) -> CompletionRequest:
-        deadline = min(award.lease_until_ns, task.constraints.deadline_ns)
+        # the requester's clock wrote both; ours may be up to max_skew apart (spec 9.3): the lease timer decides
+        deadline = min(award.lease_until_ns, task.constraints.deadline_ns) + MAX_SKEW_NS
         return CompletionRequest(
             messages=self._prompt(task), model=model, max_tokens=task.max_output_tokens, deadline_ns=deadline
         )
@@ -528,7 +532,7 @@ class Agent(Endpoint[_TimerKey]):
         statement = Attestation(
             id=new_message_id(self._rng),
             sender=self.id,
-            ts=now_ns(),
+            ts=self.clock(),
             task_id=award.task_id,
             attempt=award.attempt,
             agent=self.id,
@@ -548,11 +552,11 @@ class Agent(Endpoint[_TimerKey]):
         return self.machine.state is AgentState.ONLINE
 
 
-def _check_profile(profile: ContractorProfile, trust: TrustStore, agent_id: str) -> None:
+def _check_profile(profile: ContractorProfile, trust: TrustStore, agent_id: str, now: int) -> None:
     """Refuse to start an agent whose profile claims what its own certificate does not grant: every requester
     would refuse its bids (``claim``), so it would serve nothing, silently (spec 10.2)."""
     try:
-        creds = credentials_of(trust.check(agent_id, now_ns()))
+        creds = credentials_of(trust.check(agent_id, now))
     except SecurityError:
         return  # not in its own trust store (a test, or certified elsewhere): requesters decide
     offer = Offer(

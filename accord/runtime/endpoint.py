@@ -30,7 +30,7 @@ from accord.bus.base import (
 from accord.errors import AccordError
 from accord.protocol import subjects
 from accord.runtime.outbox import Outbox
-from accord.runtime.timers import TimerService, now_ns
+from accord.runtime.timers import Clock, TimerService, now_ns
 from accord.security import Identity, Opened, Reason, ReplayError, ReplayGuard, SignatureError, TrustStore, peek
 
 __all__ = ["Endpoint"]
@@ -57,17 +57,20 @@ class Endpoint(Generic[K]):
         rng: random.Random | None,
         service: bool,
         log: Any,
+        clock: Clock = now_ns,
     ) -> None:
         self.identity = identity
         self.id = identity.id
         self.bus = bus
         self.trust = trust
-        self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard(start_ns=now_ns())
+        self.clock = clock
+        """``now`` for everything this endpoint does (its machines, checks, timers); tests inject skewed clocks."""
+        self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard(start_ns=clock())
         self._rng = rng if rng is not None else random.Random()
         self._log = log
         """A structlog logger bound to this endpoint's identity (structlog loggers are untyped: ``Any``)."""
         self._outbox = Outbox(bus, identity)
-        self._timers: TimerService[K] = TimerService(self._on_timer)
+        self._timers: TimerService[K] = TimerService(self._on_timer, clock=clock)
         self._inboxes: dict[str, str] = {}
         self._want_service = service
         self._service: ServiceHandle | None = None

@@ -79,7 +79,7 @@ from accord.protocol.requester import RequesterConfig, RequesterMachine, Request
 from accord.protocol.shortlists import CachingRegistry
 from accord.routing.store import OutcomeStore, StoredOutcome
 from accord.runtime.endpoint import Endpoint
-from accord.runtime.timers import now_ns
+from accord.runtime.timers import Clock, now_ns
 from accord.security import (
     Expect,
     Identity,
@@ -237,6 +237,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         observer: ActionObserver | None = None,
         service: bool = True,
         outcomes: OutcomeStore | None = None,
+        clock: Clock = now_ns,
     ) -> None:
         super().__init__(
             identity,
@@ -246,6 +247,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             rng=rng,
             service=service,
             log=log.bind(requester=identity.id),
+            clock=clock,
         )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
@@ -359,13 +361,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             acquired = True
         except anyio.WouldBlock:
             try:
-                with anyio.move_on_after(max(0.0, (spec.constraints.deadline_ns - now_ns()) / 1e9)):
+                with anyio.move_on_after(max(0.0, (spec.constraints.deadline_ns - self.clock()) / 1e9)):
                     await self._limit.acquire()
                     acquired = True
             except BaseException:  # cancelled while waiting for a slot: it never started
                 self.stats.failed[ReasonCode.CANCELLED.value] += 1
                 raise
-        pending = _Pending(machine, bids, now_ns(), on_progress, avoid)
+        pending = _Pending(machine, bids, self.clock(), on_progress, avoid)
         self._tasks[task_id] = pending
         try:
             self._outbox.hold()
@@ -393,7 +395,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     def credentials(self, agent_id: str) -> Credentials | None:
         """The machine's credentials hook: what ``agent_id``'s valid certificate says now (None: untrusted)."""
         try:
-            cert = self.trust.check(agent_id, now_ns())
+            cert = self.trust.check(agent_id, self.clock())
         except SecurityError:
             return None
         return credentials_of(cert)
@@ -401,7 +403,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     def distrust(self, agent_id: str) -> str | None:
         """Why this requester's trust store refuses ``agent_id`` now (None: it holds a valid certificate)."""
         try:
-            self.trust.check(agent_id, now_ns())
+            self.trust.check(agent_id, self.clock())
         except SecurityError as exc:
             return f"untrusted ({exc.reason.value})"
         return None
@@ -414,7 +416,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             if opened is None or opened.message.id != bid_id:
                 return False
             try:
-                verify(opened, self.trust, now_ns())
+                verify(opened, self.trust, self.clock())
             except SecurityError as exc:
                 self.stats.verification_failures += 1
                 self._log.warning("bid.forged", bid_id=bid_id, error=str(exc))
@@ -444,7 +446,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         one last verified for its sender is only peeked, its sender's certificate checked (docs/VERIFICATION.md
         allows peeking adverts: they only shape the shortlist); a new or changed card, and every Withdraw, is
         fully verified. With a thousand agents this saves some 300 signature checks a second."""
-        now = now_ns()
+        now = self.clock()
         try:
             peeked = self._peek_from_sender(msg)
             message = peeked.message
@@ -467,7 +469,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self.registry.withdraw(message, now=now)
 
     def _receive(self, msg: BusMessage) -> None:
-        now = now_ns()
+        now = self.clock()
         try:
             peeked = self._peek_from_sender(msg)
         except AccordError as exc:
@@ -547,7 +549,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
 
     # --- the machine and its actions ----------------------------------------------------------------------------
     def _feed(self, pending: _Pending, event: Event, now: int | None = None) -> None:
-        now = now_ns() if now is None else now
+        now = self.clock() if now is None else now
         try:
             actions = pending.machine.handle(event, now=now)
         except AccordError as exc:

@@ -21,11 +21,15 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
-__all__ = ["TimerService", "now_ns"]
+__all__ = ["Clock", "TimerService", "now_ns"]
 
 K = TypeVar("K", bound=Hashable)
 
 _NEVER = math.inf
+
+
+Clock = Callable[[], int]
+"""A source of ``now`` in ns since the Unix epoch (tests inject skewed ones)."""
 
 
 def now_ns() -> int:
@@ -36,8 +40,9 @@ def now_ns() -> int:
 class TimerService(Generic[K]):
     """One deadline per key; ``fire(key)`` is called (in the service's task) when a deadline is due."""
 
-    def __init__(self, fire: Callable[[K], None]) -> None:
+    def __init__(self, fire: Callable[[K], None], *, clock: Clock = now_ns) -> None:
         self._fire = fire
+        self._clock = clock
         self._deadlines: dict[K, int] = {}
         self._heap: list[tuple[int, int, K]] = []
         self._counter = 0
@@ -84,7 +89,7 @@ class TimerService(Generic[K]):
                 await self._wake.wait()
             else:
                 self._target = next_ns
-                with anyio.move_on_after((next_ns - now_ns()) / 1e9):
+                with anyio.move_on_after((next_ns - self._clock()) / 1e9):
                     await self._wake.wait()
 
     def _fire_due(self) -> int | None:
@@ -95,12 +100,12 @@ class TimerService(Generic[K]):
             if self._deadlines.get(key) != at_ns:
                 heapq.heappop(heap)  # re-armed or cancelled since
                 continue
-            if at_ns > now_ns():
+            if at_ns > self._clock():
                 return at_ns
             heapq.heappop(heap)
             del self._deadlines[key]
             self._fire(key)
-            late = now_ns() - at_ns
+            late = self._clock() - at_ns
             if late > self.max_lateness_ns:
                 self.max_lateness_ns = late
         return None

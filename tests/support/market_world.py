@@ -54,6 +54,7 @@ from accord.protocol.events import (
 )
 from accord.protocol.market import NS_PER_MS, Credentials, Reputation, ReputationPredictor
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Advertise,
     Award,
     Bid,
@@ -528,7 +529,8 @@ class World:
                 self.violations.append("bid of a tier not preferred won")
             if bid.price_micros > c.max_price_micros:
                 self.violations.append("bid over budget won")
-            if award.ts + bid.est_latency_ms * MS > c.deadline_ns or bid.valid_until_ns <= award.ts:
+            expired = bid.valid_until_ns + MAX_SKEW_NS <= award.ts  # the bidder's clock (spec 9.3)
+            if award.ts + bid.est_latency_ms * MS > c.deadline_ns or expired:
                 self.violations.append("bid too slow or expired won")
         elif award.bid_id in self.adverts_seen:  # direct award from a price sheet
             adv = self.adverts_seen[award.bid_id]

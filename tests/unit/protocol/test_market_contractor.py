@@ -36,6 +36,7 @@ from accord.protocol.events import (
     TimerKind,
 )
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Advertise,
     Award,
     AwardAck,
@@ -174,7 +175,9 @@ def test_bids_its_best_model_and_reserves_a_slot() -> None:
         (task(privacy=Privacy.CONFIDENTIAL), ReasonCode.PRIVACY),
         (task(tiers=(Tier.CLOUD,)), ReasonCode.OTHER),
         (task(max_price=100), ReasonCode.OVER_BUDGET),
-        (task(deadline_ms=100), ReasonCode.DEADLINE_INFEASIBLE),
+        # the requester's clock may be max_skew (5 s) behind ours: past that, or too slow to finish within it
+        (task(deadline_ms=-5_001), ReasonCode.DEADLINE_INFEASIBLE),
+        (task(deadline_ms=-2_000, max_output_tokens=3_900, max_price=100_000), ReasonCode.DEADLINE_INFEASIBLE),
         (task(min_quality=0.95), ReasonCode.QUALITY_BELOW_MIN),
         (task(est_input_tokens=7_950), ReasonCode.CONTEXT_TOO_LONG),
     ],
@@ -223,7 +226,8 @@ def test_award_is_acked_and_executed() -> None:
     assert (ack.task_id, ack.attempt, ack.award_id, ack.sender) == (t.task_id, 1, award.id, ME)
     assert Execute(t, award, "good") in out
     assert CancelTimer(TimerKind.BID_EXPIRY, t.task_id) in out
-    assert SetTimer(TimerKind.LEASE, award.lease_until_ns, t.task_id) in out
+    # its lease timer allows the requester's clock max_skew (spec 9.3)
+    assert SetTimer(TimerKind.LEASE, award.lease_until_ns + MAX_SKEW_NS, t.task_id) in out
     assert ag.m.job_state(t.task_id) is JobState.RUNNING and ag.m.used_slots == 1
     # a duplicated award gets the same ack again (its first copy may have been lost)
     again = ag.handle(Received(award))
@@ -249,8 +253,9 @@ def test_award_is_acked_and_executed() -> None:
     ("change", "reason"),
     [
         ({"price_micros": 899}, "over_budget"),
-        ({"lease_until_ns": NOW + 100 * MS}, "deadline_infeasible"),
-        ({"ack_by_ns": NOW + 60 * MS}, "other"),
+        # times on the requester's clock, judged with max_skew (5 s) to spare
+        ({"lease_until_ns": NOW - 4_800 * MS}, "deadline_infeasible"),
+        ({"ack_by_ns": NOW - 4_940 * MS}, "other"),
     ],
 )
 def test_unacceptable_award_is_rejected_and_releases(change: dict[str, object], reason: str) -> None:
@@ -305,7 +310,7 @@ def test_awards_and_cancels_from_strangers_are_ignored() -> None:
 def test_direct_task_then_award() -> None:
     ag = Agent()
     t = task(mechanism=Mechanism.DIRECT)
-    assert ag.offer(t) == [] and ag.m.job_state(t.task_id) is JobState.OFFERED and ag.m.used_slots == 0
+    assert not sent(ag.offer(t), Bid) and ag.m.job_state(t.task_id) is JobState.OFFERED and ag.m.used_slots == 0
     award, out = ag.at(5).award(t, None, price_micros=900)
     assert sent(out, AwardAck) and ag.m.used_slots == 1
     assert next(a for a in out if isinstance(a, Execute)).model == "good"
@@ -336,7 +341,7 @@ def test_backend_failure_and_lease_expiry_release() -> None:
     award2, _ = ag.award(t2, b2)
     (failure,) = sent(ag.handle(ExecutionFailed(t1.task_id, 1, ReasonCode.BACKEND_TIMEOUT, "slow")), Failure)
     assert (failure.reason, failure.detail) == ("backend_timeout", "slow") and ag.m.used_slots == 1
-    out = ag.at((award2.lease_until_ns - NOW) // MS).handle(TimerFired(TimerKind.LEASE, t2.task_id))
+    out = ag.at((award2.lease_until_ns + MAX_SKEW_NS - NOW) // MS).handle(TimerFired(TimerKind.LEASE, t2.task_id))
     assert Abort(t2.task_id, 1, ReasonCode.LEASE_EXPIRED) in out
     assert sent(out, Failure)[0].reason == "lease_expired" and ag.m.used_slots == 0
 

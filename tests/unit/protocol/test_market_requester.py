@@ -32,6 +32,7 @@ from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Received, Recovered, Start, TimerFired, TimerKind
 from accord.protocol.market import Credentials
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Advertise,
     Award,
     AwardAck,
@@ -234,7 +235,7 @@ def test_bids_are_sealed_and_refused_when_late_duplicate_or_expired() -> None:
     bid, out = h.at(1).bid(A)
     assert out == [] and not sent(h.log, Award)  # nothing is awarded before the window closes
     assert rejected(h.handle(Received(bid))) == [RejectReason.DUPLICATE]
-    _, out = h.bid(B, valid_until_ns=NOW + MS)
+    _, out = h.bid(B, valid_until_ns=NOW - MAX_SKEW_NS)  # the bidder's clock: max_skew to spare
     assert rejected(out) == [RejectReason.EXPIRED]
     _, out = h.bid(C, task_id="f" * 32)
     assert rejected(out) == [RejectReason.UNKNOWN_TASK]
