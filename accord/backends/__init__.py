@@ -9,6 +9,7 @@
 - :class:`SimulatedBackend`: a seeded simulation (models named ``sim-*``) for load and scale tests.
 """
 
+from accord.backends.a2a import A2ABackend
 from accord.backends.base import (
     Backend,
     BackendError,
@@ -19,6 +20,7 @@ from accord.backends.base import (
     DeltaCallback,
     MetadataValue,
     TokenCounter,
+    check_backend,
     with_system,
 )
 from accord.backends.llamacpp import (
@@ -44,6 +46,7 @@ from accord.backends.replay import (
 from accord.backends.simulated import SIM_LARGE, SIM_MEDIUM, SIM_SMALL, SimProfile, SimulatedBackend
 
 __all__ = [
+    "A2ABackend",
     "DEFAULT_STOP",
     "DEFAULT_SYSTEM",
     "NO_TEXT_MARKER",
@@ -71,6 +74,7 @@ __all__ = [
     "SimProfile",
     "SimulatedBackend",
     "TokenCounter",
+    "check_backend",
     "find_smollm2_gguf",
     "load_outcome_log",
     "smollm2_resources",

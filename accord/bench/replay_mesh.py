@@ -33,13 +33,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from accord.backends.replay import OutcomeLog, ReplayBackend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
 from accord.errors import AccordError
+from accord.logs import get_logger
 from accord.mesh.run import embedded_server
 from accord.protocol.contractor import ContractorProfile
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Tier
@@ -52,7 +52,7 @@ from accord.security import Certificate, Identity, KeyKind, TrustStore, sign_cer
 
 __all__ = ["BENCH_REQUESTER_CONFIG", "MeshCounters", "ReplayMesh", "TierAgents", "replay_mesh"]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 _HOUR_NS = 3600 * 10**9
 _DAY_NS = 24 * _HOUR_NS

@@ -445,6 +445,7 @@ class ServiceHost(Protocol):
         metadata: Mapping[str, str] | None = None,
         endpoints: Sequence[ServiceEndpoint] = (),
         stats: ServiceStatsFn | None = None,
+        on_ping: Callable[[], None] | None = None,
     ) -> ServiceHandle: ...
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
@@ -373,9 +373,16 @@ class FaultyBus:
         metadata: Mapping[str, str] | None = None,
         endpoints: Sequence[ServiceEndpoint] = (),
         stats: ServiceStatsFn | None = None,
+        on_ping: Callable[[], None] | None = None,
     ) -> ServiceHandle:
         if isinstance(self.inner, ServiceHost):
             return await self.inner.add_service(
-                name, version, description=description, metadata=metadata, endpoints=endpoints, stats=stats
+                name,
+                version,
+                description=description,
+                metadata=metadata,
+                endpoints=endpoints,
+                stats=stats,
+                on_ping=on_ping,
             )
         return _NoService()

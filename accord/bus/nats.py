@@ -24,7 +24,7 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, cast
@@ -33,7 +33,6 @@ import anyio
 import msgspec
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as _NatsSub
@@ -70,10 +69,11 @@ from accord.bus.base import (
     StreamState,
 )
 from accord.bus.subscription import SubscriptionBase
+from accord.logs import get_logger
 
 __all__ = ["MSG_ID_HEADER", "NatsBus"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 # nats-py lower-cases the server's -ERR text (subject included), so matching is case-insensitive.
@@ -359,10 +359,20 @@ class _MicroServiceWithCounts(_MicroService):
         config: _MicroConfig,
         endpoints: Sequence[ServiceEndpoint],
         stats: ServiceStatsFn | None,
+        on_ping: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(nc, config)
         self._accord_endpoints = list(endpoints)
         self._accord_stats = stats
+        self._accord_on_ping = on_ping
+
+    async def _handle_ping_request(self, msg: Msg) -> None:
+        if self._accord_on_ping is not None:
+            try:
+                self._accord_on_ping()
+            except Exception:  # the owner's hook must not stop the PING answer
+                log.exception("service.ping_hook_failed", service=self._name)
+        await super()._handle_ping_request(msg)
 
     def info(self) -> _MicroInfo:
         info = super().info()
@@ -753,10 +763,12 @@ class NatsBus:
         metadata: Mapping[str, str] | None = None,
         endpoints: Sequence[ServiceEndpoint] = (),
         stats: ServiceStatsFn | None = None,
+        on_ping: Callable[[], None] | None = None,
     ) -> _NatsServiceHandle:
         """Answer PING, INFO and STATS on ``$SRV.*`` as an instance of service ``name`` (nats.micro).
 
-        ``endpoints`` are listed by INFO; STATS reports the counts ``stats()`` returns for them. The service
+        ``endpoints`` are listed by INFO; STATS reports the counts ``stats()`` returns for them; ``on_ping`` is
+        called before each PING is answered (an agent re-advertises then, for discovery). The service
         lives until ``stop()`` or until the bus closes; it is resubscribed after a reconnect like every
         subscription. Needs subscribe permission on ``$SRV.>`` (BusError otherwise).
         """
@@ -767,7 +779,7 @@ class NatsBus:
             )
         except ValueError as exc:
             raise BusError(f"bad service config: {exc}") from exc
-        service = _MicroServiceWithCounts(nc, config, endpoints, stats)
+        service = _MicroServiceWithCounts(nc, config, endpoints, stats, on_ping)
         mark = self._violation_serial
         try:
             await service.start()

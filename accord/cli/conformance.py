@@ -5,7 +5,9 @@
 
 The kit acts as a requester with its own key (``--key``); the operator certifies that key in the agent's trust
 file (``accord keys issue``), and ``--trust`` must hold the agent's certificate. Exit 0 when every check passed
-or does not apply, 1 when any failed, 2 when the kit could not run (bad files, unknown check, no connection).
+or does not apply, 1 when any failed, 2 when the kit could not run (bad files, unknown check, no connection, or
+a precondition: the agent is not on the mesh, or ignores the kit's Tasks because it does not trust the kit's
+key).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ __all__ = ["register"]
 
 
 def _setup_error(text: str) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error[/red] {escape(text)}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error[/red] {escape(text)}", highlight=False)
     return typer.Exit(2)
 
 
@@ -140,7 +142,8 @@ def register(app: typer.Typer) -> None:
             report = anyio.run(run)
         except BusError as exc:
             raise _setup_error(f"cannot run over NATS at {nats}: {exc}") from exc
-        print_report(report, Console())
+        if report.precondition is None:
+            print_report(report, Console())
         try:
             if junit is not None:
                 junit.write_bytes(to_junit(report))
@@ -148,5 +151,7 @@ def register(app: typer.Typer) -> None:
                 json_out.write_bytes(to_json(report))
         except OSError as exc:
             raise _setup_error(f"cannot write the report: {exc}") from exc
+        if report.precondition is not None:  # nothing was checked: one reason, not a table of failures
+            raise _setup_error(f"cannot run the checks: {report.precondition}")
         if not report.ok:
             raise typer.Exit(1)

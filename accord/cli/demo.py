@@ -18,9 +18,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -28,8 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from accord.backends import LlamaCppConfig, LlamaCppServer
+from accord.cli.common import run_cli
 from accord.cli.logging import configure_logging
-from accord.cli.mesh import _run
+from accord.httpapi import MeshApi, make_callers, serve_http
 from accord.mesh.config import (
     AgentConfig,
     LlamaCppBackendConfig,
@@ -161,7 +163,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a live mesh of LLM agents on an embedded nats-server and show who answered what."""
         configure_logging(json=log_json, level="info" if verbose else "warning")
-        _run(functools.partial(_demo, threads=threads, concurrency=concurrency))
+        run_cli(functools.partial(_demo, threads=threads, concurrency=concurrency))
 
 
 async def _demo(*, threads: int, concurrency: int) -> None:
@@ -179,10 +181,56 @@ async def _demo(*, threads: int, concurrency: int) -> None:
                     f"{len(mesh.agents)} agents online"
                 )
                 rows, outcome = await _workload(mesh.url, mesh, concurrency)
+                api = await _through_the_http_api(mesh)
     finally:
         edge.close()
     _summary(rows, time.monotonic() - started)
     _strategy_summary(outcome)
+    _api_summary(api)
+
+
+API_QUESTION = "What is the largest planet in the solar system?"
+
+
+async def _through_the_http_api(mesh: RunningMesh) -> dict[str, Any]:
+    """One question through `accord serve`'s OpenAI-compatible API (in process, on a free loopback port), as any
+    OpenAI client would send it; the response as JSON."""
+    async with connect_bus(mesh.url, name="demo-api") as bus, anyio.create_task_group() as tg:
+        api = MeshApi(make_callers(bus, mesh.trust, open_identity=mesh.identities[REQUESTER_NAME]))
+        await tg.start(api.run)
+        base = await tg.start(functools.partial(serve_http, api.app(), port=0))
+        async with httpx.AsyncClient(timeout=120) as http:
+            response = await http.post(
+                f"{base}/chat/completions",
+                json={
+                    "model": "accord/single",
+                    "messages": [{"role": "user", "content": API_QUESTION}],
+                    "max_tokens": 48,
+                    "tier": "device",
+                    "budget_micros": 5_000,
+                },
+            )
+        tg.cancel_scope.cancel()
+    body: dict[str, Any] = response.json()
+    body["base_url"] = base
+    return body
+
+
+def _api_summary(body: dict[str, Any]) -> None:
+    console.print(f"\n[bold]the OpenAI-compatible API[/bold] (accord serve) at {body['base_url']}")
+    console.print(f"  POST /chat/completions: {API_QUESTION}", markup=False, highlight=False)
+    if "error" in body:
+        console.print(f"  [red]failed: {escape(str(body['error']))}[/red]")
+        raise typer.Exit(1)
+    account = body["accord"]
+    answer = " ".join(body["choices"][0]["message"]["content"].split())[:160]
+    who = f"{account['agent_name']} ({account['tier']}), {account['model']}"
+    console.print(
+        f"  {who}, ${account['price_micros'] / 1e6:.6f}, {account['latency_ms']:.0f} ms, "
+        f"attestation {account['attestation_url']}: {answer}",
+        markup=False,
+        highlight=False,
+    )
 
 
 DEMO_STRATEGY = Ensemble(k=3, tiers=(Tier.DEVICE, Tier.EDGE))

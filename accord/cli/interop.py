@@ -39,7 +39,7 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 def _fail(text: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error[/red] {escape(text)}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error[/red] {escape(text)}", highlight=False)
     return typer.Exit(code)
 
 

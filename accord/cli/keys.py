@@ -55,7 +55,7 @@ def format_ns(ns: int) -> str:
 
 def fail(exc: SecurityError | LocalProtocolError) -> typer.Exit:
     text = f"{exc.reason.value}: {exc.detail}" if isinstance(exc, SecurityError) else f"invalid: {exc}"
-    Console(stderr=True).print(f"[red]error[/red] {escape(text)}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error[/red] {escape(text)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Add revocations to the operator's signed revocation list in a trust file."""
         if not serial and not agent:
-            Console(stderr=True).print("[red]error[/red] give at least one --serial or --agent")
+            Console(stderr=True, soft_wrap=True).print("[red]error[/red] give at least one --serial or --agent")
             raise typer.Exit(2)
         try:
             operator = load_identity(operator_key, kind=KeyKind.OPERATOR)

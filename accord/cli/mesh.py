@@ -1,86 +1,102 @@
-"""``accord up``, ``accord ask``, ``accord agents``: run a mesh from its file and talk to it."""
+"""``accord up``, ``ask``, ``agents``, ``ps``, ``down``: run a mesh from its file and talk to it.
+
+``accord ask`` is made for scripts: stdout is the answer's exact text (``--json``: the answer with who gave it
+and the attestation), everything else goes to stderr; ``-`` reads the question from stdin.
+"""
 
 from __future__ import annotations
 
+import enum
+import json
+import os
 import signal
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import anyio
-import structlog
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from accord.bus.base import BusError
+from accord.cli.common import (
+    Level,
+    LogJson,
+    LogLevel,
+    MeshOption,
+    NatsOption,
+    console,
+    err,
+    fail,
+    load_mesh_file,
+    mesh_url,
+    run_cli,
+)
 from accord.cli.logging import configure_logging
 from accord.errors import AccordError
-from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
-from accord.mesh.discovery import DISCOVERY_WAIT_MS, await_candidates
+from accord.httpapi.account import answer_json, main_outcome
+from accord.logs import get_logger
+from accord.mesh.config import MeshConfig
+from accord.mesh.discovery import DISCOVERY_WAIT_MS, await_candidates, discover
+from accord.mesh.lock import MeshLocks
 from accord.mesh.run import connect_bus, run_mesh
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.messages import Constraints, Privacy, Tier
+from accord.protocol.pricing import estimate_prompt_tokens
 from accord.protocol.requester import TaskSpec
-from accord.runtime.requester import Requester, TaskFailed
+from accord.runtime.agent import Agent
+from accord.runtime.requester import Requester, check_frame_size
 from accord.runtime.timers import now_ns
-from accord.security import TrustStore
+from accord.security import Identity, SecurityError, TrustStore, load_identity
 from accord.strategies import (
     Ask,
     StrategyConfigError,
-    StrategyFailed,
     StrategyResult,
     build_strategy,
     parse_strategy_option,
     run_strategy,
 )
-from accord.strategies.parsing import SingleSpec
+from accord.strategies.parsing import SingleSpec, SplitSpec
 
 __all__ = ["register"]
 
-log = structlog.get_logger(__name__)
-console = Console()
-err = Console(stderr=True)
-
-MeshFile = Annotated[Path, typer.Argument(help="The mesh TOML file.")]
+log = get_logger(__name__)
 
 
-def load_mesh_or_exit(path: Path) -> MeshConfig:
-    """The mesh file, or exit 2 with the reason it cannot be used."""
-    try:
-        return load_mesh(path)
-    except MeshConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+class Form(enum.StrEnum):
+    """How a strategy compares answers."""
+
+    CHAT = "chat"
+    MATH = "math"
+    MCQ = "mcq"
 
 
-def _mesh_url(config: MeshConfig, url: str | None) -> str:
-    if url:
-        return url
-    if config.bus.url:
-        return config.bus.url
+MeshFile = Annotated[
+    Path, typer.Argument(envvar="ACCORD_MESH", help="The mesh TOML file (default $ACCORD_MESH, else mesh.toml).")
+]
+
+
+def _state(config: MeshConfig) -> MeshState:
     assert config.state_dir is not None
-    url_file = MeshState(Path(config.state_dir)).url_file
-    if not url_file.exists():
-        err.print("[red]error:[/red] no running mesh: start it with `accord up MESH.toml` or pass --nats URL")
-        raise typer.Exit(2)
-    return url_file.read_text(encoding="utf-8").strip()
+    return MeshState(Path(config.state_dir))
 
 
 def register(app: typer.Typer) -> None:
     @app.command("up")
     def up(
-        mesh: MeshFile,
+        mesh: MeshFile = Path("mesh.toml"),
         only: Annotated[list[str] | None, typer.Option(help="Run only these agents (repeatable).")] = None,
-        nats: Annotated[str | None, typer.Option(help="NATS URL (default: the file's, else embedded).")] = None,
-        seconds: Annotated[float, typer.Option(help="Stop after this long (0: until Ctrl-C).")] = 0.0,
-        log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
+        nats: NatsOption = None,
+        seconds: Annotated[float, typer.Option(help="Stop after this long (0: until Ctrl-C).", min=0)] = 0.0,
+        log_json: LogJson = False,
+        log_level: LogLevel = Level.INFO,
     ) -> None:
-        """Run the agents of a mesh file until interrupted."""
-        configure_logging(json=log_json)
-        config = load_mesh_or_exit(mesh)
+        """Run the agents of a mesh file until Ctrl-C, SIGTERM or `accord down` (exit 0)."""
+        configure_logging(json=log_json, level=log_level)
+        config = load_mesh_file(mesh)
+        say = err.print if not log_json else _silent  # with --log-json, stderr carries only JSON lines
 
         async def main() -> None:
             # SIGTERM and SIGINT end the mesh gracefully: agents fail running work with `shutdown` and withdraw,
@@ -96,35 +112,57 @@ def register(app: typer.Typer) -> None:
                         async for signum in signals:
                             name = signal.Signals(signum).name
                             log.info("mesh.stopping", signal=name)
-                            err.print(f"{name}: stopping the mesh (agents withdraw) ...")
+                            say(f"{name}: stopping the mesh (agents withdraw) ...")
                             stop.set()
 
                     tg.start_soon(stop_on_signal)
                     async with run_mesh(config, only=only, url=nats) as running:
                         pid = f" (nats-server pid {running.server.pid})" if running.server is not None else ""
-                        console.print(
-                            f"mesh up on [bold]{running.url}[/bold]{pid} with {len(running.agents)} agents"
+                        log.info(
+                            "mesh.ready",
+                            url=running.url,
+                            agents=len(running.agents),
+                            nats_server_pid=running.server.pid if running.server else None,
                         )
+                        say(f"mesh up on [bold]{running.url}[/bold]{pid} with {len(running.agents)} agents")
                         with anyio.move_on_after(seconds if seconds > 0 else None):
-                            await stop.wait()
+                            await _until_stopped(stop, running.agents, say)
                     tg.cancel_scope.cancel()
-            err.print(f"mesh stopped after {time.monotonic() - started:.1f} s")
+            log.info("mesh.stopped", seconds=round(time.monotonic() - started, 1))
+            say(f"mesh stopped after {time.monotonic() - started:.1f} s")
 
-        _run(main)
+        run_cli(main)
 
     @app.command("ask")
     def ask(
-        question: Annotated[str, typer.Argument(help="The question to ask the mesh.")],
-        mesh: Annotated[Path, typer.Option(help="The mesh file (for keys and the URL).")] = Path("mesh.toml"),
-        nats: Annotated[str | None, typer.Option(help="NATS URL of a running mesh.")] = None,
-        deadline_ms: Annotated[int, typer.Option(help="Deadline from now.")] = 30_000,
+        question: Annotated[str, typer.Argument(help="The question; - reads it from stdin.")] = "",
+        file: Annotated[Path | None, typer.Option("--file", help="Read the question from this file.")] = None,
+        mesh: MeshOption = Path("mesh.toml"),
+        nats: NatsOption = None,
+        key: Annotated[
+            Path | None,
+            typer.Option(
+                help="Sign as this requester key (certified in the mesh's trust file: `accord keys issue`)."
+            ),
+        ] = None,
+        json_out: Annotated[
+            bool, typer.Option("--json", help="Print the answer, agent, model, price and attestation as JSON.")
+        ] = False,
+        save_attestation: Annotated[
+            Path | None,
+            typer.Option(help="Write the answer's attestation here (for `accord verify ... --output ANSWER`)."),
+        ] = None,
+        deadline_ms: Annotated[int, typer.Option(min=1, help="Deadline, from the first announce.")] = 30_000,
         max_price_micros: Annotated[
-            int, typer.Option("--max-price-micros", "--budget-micros", help="Budget in micro-USD (the whole run).")
+            int,
+            typer.Option(
+                "--max-price-micros", "--budget-micros", min=0, help="Budget in micro-USD (the whole run)."
+            ),
         ] = 100_000,
         residency: Annotated[str | None, typer.Option(help="Required residency class.")] = None,
         privacy: Annotated[Privacy, typer.Option(help="Privacy class of the prompt.")] = Privacy.PUBLIC,
         tier: Annotated[list[Tier] | None, typer.Option(help="Preferred tiers (repeatable).")] = None,
-        max_tokens: Annotated[int, typer.Option(help="Maximum output tokens.")] = 128,
+        max_tokens: Annotated[int, typer.Option(min=1, help="Maximum output tokens.")] = 128,
         strategy: Annotated[
             str | None,
             typer.Option(
@@ -132,7 +170,7 @@ def register(app: typer.Typer) -> None:
                 "[strategies] name of the mesh file, or KIND:key=value,... (spec/STRATEGIES.md).",
             ),
         ] = None,
-        form: Annotated[str, typer.Option(help="Answer form for voting: chat, math or mcq.")] = "chat",
+        form: Annotated[Form, typer.Option(help="Answer form for voting.")] = Form.CHAT,
         context_file: Annotated[
             Path | None, typer.Option(help="Private context for the split strategy (stays on device/edge).")
         ] = None,
@@ -140,32 +178,32 @@ def register(app: typer.Typer) -> None:
             int,
             typer.Option(
                 min=0,
-                help="How long to wait for an agent that can take the question (default: one advert heartbeat "
-                "interval plus 1 s).",
+                help="How long to wait for an agent that can take the question (agents that are up answer at "
+                "once; default: one advert heartbeat interval plus 1 s, for agents still starting).",
             ),
         ] = DISCOVERY_WAIT_MS,
+        log_json: LogJson = False,
+        log_level: LogLevel = Level.WARNING,
     ) -> None:
         """Ask one question through the market of a running mesh and print the verified answer.
 
         ``--max-price-micros`` and ``--deadline-ms`` bound the whole strategy run (all its tasks together)."""
-        configure_logging(json=False, level="warning")
-        config = load_mesh_or_exit(mesh)
-        url = _mesh_url(config, nats)
+        configure_logging(json=log_json, level=log_level)
+        text = _question(question, file)
+        config = load_mesh_file(mesh)
         try:
             chosen = parse_strategy_option(strategy or config.strategy or "single", config.strategies)
             if isinstance(chosen, SingleSpec) and tier:
                 chosen = SingleSpec(tiers=list(tier))
+            if context_file is not None and not isinstance(chosen, SplitSpec):
+                raise StrategyConfigError("--context-file is read by the split strategy only (--strategy split)")
             runner = build_strategy(chosen)  # mesh-file routers are resolved already; --strategy ones from here
             context = context_file.read_text(encoding="utf-8") if context_file is not None else None
-        except (StrategyConfigError, OSError) as exc:
-            err.print(f"[red]error:[/red] {escape(str(exc))}")
-            raise typer.Exit(2) from exc
-        assert config.state_dir is not None
-        state = MeshState(Path(config.state_dir))
-        trust, identities = load_trust(config, state)
+        except (StrategyConfigError, OSError, UnicodeDecodeError) as exc:
+            fail(str(exc), 2)
         question_ask = Ask(
-            prompt=question,
-            form=form,
+            prompt=text,
+            form=form.value,
             context=context,
             max_output_tokens=max_tokens,
             residency=residency,
@@ -174,138 +212,244 @@ def register(app: typer.Typer) -> None:
         probe = TaskSpec(  # what the first agent must be able to take (any tier: the strategy picks)
             messages=question_ask.messages(),
             constraints=Constraints(
-                deadline_ns=now_ns() + deadline_ms * 1_000_000,
+                deadline_ns=now_ns() + deadline_ms * 1_000_000,  # rebased at each look: from the announce
                 max_price_micros=max_price_micros,
                 residency=residency,
                 privacy=privacy,
             ),
             max_output_tokens=max_tokens,
-            est_input_tokens=max(1, len(question) // 4),
+            est_input_tokens=estimate_prompt_tokens(question_ask.messages()),
         )
+        url = mesh_url(config, nats)
 
         async def main() -> None:
-            with state.outcome_store() as outcomes:
+            check_frame_size(probe)  # a prompt too large for a frame fails here, not as no_bids
+            trust, identity = _requester(config, key)
+            assert config.state_dir is not None
+            with MeshState(Path(config.state_dir)).outcome_store() as outcomes:  # the record of earlier asks
                 async with connect_bus(url, name="accord-ask") as bus:
-                    requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust, outcomes=outcomes)
+                    requester = Requester(identity, bus=bus, trust=trust, outcomes=outcomes)
                     async with anyio.create_task_group() as tg:
                         await tg.start(requester.run)
                         try:
-                            # a fresh requester knows nobody: wait for the advert of an agent that could take it
                             await await_candidates(requester, probe, timeout_ms=wait_ms)
-                            left_ms = max(1, (probe.constraints.deadline_ns - now_ns()) // 1_000_000)
                             result = await run_strategy(
                                 requester,
                                 runner,
                                 question_ask,
                                 budget_micros=max_price_micros,
-                                deadline_ms=left_ms,
+                                deadline_ms=deadline_ms,
                             )
                         finally:
                             tg.cancel_scope.cancel()
-            console.print(result.answer, markup=False, highlight=False)  # model text, not rich markup
-            _print_calls(result, trust)
+            _print_answer(result, trust, json_out=json_out, save_attestation=save_attestation)
 
-        _run(main)
+        run_cli(main)
 
     @app.command("agents")
     def agents(
-        mesh: Annotated[Path, typer.Option(help="The mesh file (for keys and the URL).")] = Path("mesh.toml"),
-        nats: Annotated[str | None, typer.Option(help="NATS URL of a running mesh.")] = None,
+        mesh: MeshOption = Path("mesh.toml"),
+        nats: NatsOption = None,
         listen_s: Annotated[
-            float, typer.Option(help="How long to listen for adverts (one heartbeat interval plus 1 s).")
-        ] = DISCOVERY_WAIT_MS / 1000,
+            float | None,
+            typer.Option(
+                min=0,
+                help="Listen this long for adverts (default: until every agent that answers a service PING "
+                "has advertised, or a heartbeat interval plus 1 s when none answers).",
+            ),
+        ] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="One JSON object per agent.")] = False,
     ) -> None:
         """List the agents advertising on a running mesh (their signed, verified cards)."""
         configure_logging(json=False, level="warning")
-        config = load_mesh_or_exit(mesh)
-        url = _mesh_url(config, nats)
-        assert config.state_dir is not None
-        trust, identities = load_trust(config, MeshState(Path(config.state_dir)))
+        config = load_mesh_file(mesh)
+        url = mesh_url(config, nats)
 
         async def main() -> None:
+            trust, identities = load_trust(config, _state(config))
             async with connect_bus(url, name="accord-agents") as bus:
                 requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust)
                 async with anyio.create_task_group() as tg:
                     await tg.start(requester.run)
-                    await anyio.sleep(listen_s)
+                    if listen_s is not None:
+                        await anyio.sleep(listen_s)
+                    elif not await discover(requester, timeout_ms=2_000):
+                        await anyio.sleep(DISCOVERY_WAIT_MS / 1000)  # nobody answered: wait for a heartbeat
                     tg.cancel_scope.cancel()
-            now = now_ns()
-            table = Table(title=f"agents on {url}")
-            for col in ("name", "id", "tier", "region", "residency", "models", "slots", "load", "$/1k out"):
-                table.add_column(col)
-            for entry in sorted(requester.registry.live(now=now), key=lambda e: e.advert.name):
-                ad = entry.advert
-                table.add_row(
-                    ad.name,
-                    ad.sender[:12],
-                    ad.tier.value,
-                    ad.region,
-                    ",".join(ad.residency) or "-",
-                    ",".join(m.name for m in ad.models),
-                    str(ad.slots),
-                    str(ad.load),
-                    ",".join(f"{m.price_out_per_1k_micros / 1e6:.4f}" for m in ad.models),
-                )
-            console.print(table)
+            _print_agents(requester, url, json_out=json_out)
 
-        _run(main)
+        run_cli(main)
+
+    @app.command("ps")
+    def ps(mesh: MeshFile = Path("mesh.toml")) -> None:
+        """What of this mesh runs on this machine: each process, what it runs and the bus URL (exit 1: nothing)."""
+        config = load_mesh_file(mesh)
+        holders = MeshLocks(_state(config).directory).holders()
+        if not holders:
+            err.print(f"nothing of {mesh} runs")
+            raise typer.Exit(1)
+        table = Table(title=f"{mesh}: running")
+        for col in ("pid", "runs", "bus"):
+            table.add_column(col)
+        by_pid: dict[int, list[str]] = {}
+        urls: dict[int, str] = {}
+        for holder in holders:
+            by_pid.setdefault(holder.pid, []).append(holder.name.removeprefix("agent-"))
+            if holder.url:
+                urls[holder.pid] = holder.url
+        for pid, names in sorted(by_pid.items()):
+            table.add_row(str(pid), ", ".join(names), urls.get(pid, "-"))
+        console.print(table)
+
+    @app.command("down")
+    def down(
+        mesh: MeshFile = Path("mesh.toml"),
+        timeout_s: Annotated[float, typer.Option(min=0, help="How long to wait for them to stop.")] = 20.0,
+    ) -> None:
+        """Stop every process running part of this mesh (SIGTERM: agents withdraw) and wait until they are gone."""
+        config = load_mesh_file(mesh)
+        locks = MeshLocks(_state(config).directory)
+        pids = sorted({h.pid for h in locks.holders() if h.pid > 0})
+        if not pids:
+            err.print(f"nothing of {mesh} runs")
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        end = time.monotonic() + timeout_s
+        while locks.holders() and time.monotonic() < end:
+            time.sleep(0.05)
+        left = sorted({h.pid for h in locks.holders()})
+        if left:
+            fail(f"still running after {timeout_s:.0f} s: pid {', '.join(map(str, left))}")
+        err.print(f"stopped {len(pids)} process{'es' if len(pids) > 1 else ''} of {mesh}")
+
+
+def _silent(*_args: object, **_kw: object) -> None:
+    """Nothing: with ``--log-json`` the log events say it."""
+
+
+async def _until_stopped(stop: anyio.Event, agents: list[Agent], say: Callable[[str], None]) -> None:
+    """Until ``stop`` is set, or every agent has left (a backend that broke while serving: its agent withdrew,
+    saying why). Raises AccordError when no agent is left."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch(agent: Agent) -> None:
+            await agent.done.wait()
+            if agent.left_because and not stop.is_set():
+                say(f"agent {agent.profile.name} left the mesh: {agent.left_because}")
+            if all(a.done.is_set() for a in agents):
+                tg.cancel_scope.cancel()
+
+        for agent in agents:
+            tg.start_soon(watch, agent)
+        await stop.wait()
+        tg.cancel_scope.cancel()
+    if not stop.is_set():
+        causes = "; ".join(f"{a.profile.name}: {a.left_because}" for a in agents if a.left_because)
+        raise AccordError(f"every agent left the mesh ({causes or 'no cause given'})")
+
+
+def _question(question: str, file: Path | None) -> str:
+    """The question from the argument, ``-`` (stdin) or ``--file``; a usage error when there is none."""
+    if file is not None and question:
+        fail("give the question as an argument, as - (stdin) or with --file, not two of them", 2)
+    try:
+        if file is not None:
+            text = file.read_text(encoding="utf-8")
+        elif question == "-":
+            text = sys.stdin.read()
+        else:
+            text = question
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read the question: {exc}", 2)
+    if not text.strip():
+        fail("the question is empty", 2)
+    return text
+
+
+def _requester(config: MeshConfig, key: Path | None) -> tuple[TrustStore, Identity]:
+    """The trust store and the identity `ask` signs with: ``--key``, else the mesh's own requester key. With a
+    trust file, the key must be certified in it (an uncertified requester would only meet silence)."""
+    state = _state(config)
+    trust, identities = load_trust(config, state)
+    chosen = load_identity(key) if key is not None else identities[REQUESTER_NAME]
+    try:
+        trust.check(chosen.id, now_ns())
+    except SecurityError as exc:
+        which = f"--key {key}" if key is not None else f"the mesh's requester key ({state.directory}/keys)"
+        fail(
+            f"{which}: {chosen.id} is not certified by {config.trust.file} ({exc.reason.value}); certify it with "
+            "`accord keys issue --operator-key OP.seed --agent KEY.seed --name NAME --trust TRUST.json` "
+            "(before `accord up`) and pass --key KEY.seed"
+        )
+    return trust, chosen
+
+
+def _print_answer(
+    result: StrategyResult, trust: TrustStore, *, json_out: bool, save_attestation: Path | None
+) -> None:
+    """stdout: the answer's exact text (a newline added only on a terminal) or ``--json``; stderr: who answered."""
+    main = main_outcome(result)
+    if save_attestation is not None and main is not None:
+        save_attestation.write_bytes(main.result.attestation)
+    if json_out:
+        assert main is not None
+        sys.stdout.write(json.dumps(answer_json(result.answer, main, result)) + "\n")
+    else:
+        sys.stdout.write(result.answer + ("\n" if sys.stdout.isatty() else ""))
+    sys.stdout.flush()
+    _print_calls(result, trust)
 
 
 def _print_calls(result: StrategyResult, trust: TrustStore) -> None:
-    """One line per call of a strategy run (who, which tier, model, price, latency), then the totals."""
+    """One line per call of a strategy run (who, which tier, model, price, latency), then the totals (stderr)."""
     now = now_ns()
     for call in result.calls:
         if call.ok and call.agent_id is not None:
             cert = trust.check(call.agent_id, now)
-            console.print(
+            err.print(
                 f"[dim]-- {call.role}: {escape(cert.name)} ({cert.tier.value}, {escape(cert.region)}), model "
                 f"{escape(call.model or '')}, ${call.price_micros / 1e6:.6f}, {call.latency_ms:.0f} ms, "
-                "attestation verified[/dim]"
+                "attestation verified[/dim]",
+                highlight=False,
             )
         else:
-            console.print(f"[dim]-- {call.role}: no answer ({escape(call.failure or '')})[/dim]")
+            err.print(f"[dim]-- {call.role}: no answer ({escape(call.failure or '')})[/dim]", highlight=False)
     stopped = f", stopped early: {result.stopped}" if result.stopped else ""
-    console.print(
+    err.print(
         f"[dim]-- {result.strategy}: {len(result.calls)} calls, spent ${result.spent_micros / 1e6:.6f} of "
-        f"${result.budget_micros / 1e6:.6f}, {result.latency_ms:.0f} ms{stopped}[/dim]"
+        f"${result.budget_micros / 1e6:.6f}, {result.latency_ms:.0f} ms{stopped}[/dim]",
+        highlight=False,
     )
 
 
-def _run(main: Callable[[], Awaitable[None]]) -> None:
-    """Run an async CLI body; typed errors become a message and a non-zero exit, never a traceback.
-
-    An error raised inside a task group arrives wrapped in an exception group: a group of one is unwrapped.
-    """
-    start = time.monotonic()
-    try:
-        anyio.run(main)
-    except BaseExceptionGroup as group:
-        leaf = _single(group)
-        if leaf is group or not isinstance(leaf, AccordError | KeyboardInterrupt):
-            raise
-        _exit_for(leaf, start)
-    except (AccordError, KeyboardInterrupt) as exc:
-        _exit_for(exc, start)
-
-
-def _single(exc: BaseException) -> BaseException:
-    """The one exception inside nested groups of one (``exc`` itself otherwise)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _exit_for(exc: BaseException, start: float) -> None:
-    if isinstance(exc, KeyboardInterrupt):
-        err.print(f"stopped after {time.monotonic() - start:.1f} s")
+def _print_agents(requester: Requester, url: str, *, json_out: bool) -> None:
+    entries = sorted(requester.registry.live(now=now_ns()), key=lambda e: e.advert.name)
+    if json_out:
+        for entry in entries:
+            ad = entry.advert
+            row: dict[str, object] = {"name": ad.name, "id": ad.sender, "tier": ad.tier.value, "region": ad.region}
+            row.update({"residency": list(ad.residency), "models": [m.name for m in ad.models]})
+            row.update({"slots": ad.slots, "load": ad.load})
+            sys.stdout.write(json.dumps(row) + "\n")
         return
-    if isinstance(exc, TaskFailed):
-        detail = f" ({escape(exc.detail)})" if exc.detail else ""
-        err.print(f"[red]task failed:[/red] {exc.reason.value}{detail}")
-    elif isinstance(exc, StrategyFailed):
-        err.print(f"[red]strategy failed:[/red] {escape(str(exc))}")
-    elif isinstance(exc, BusError):
-        err.print(f"[red]bus error:[/red] {escape(str(exc))}")
-    else:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-    raise typer.Exit(1) from exc
+    table = Table(title=f"agents on {url}")
+    for col in ("name", "id", "tier", "region", "residency", "models", "slots", "load", "$/1k out"):
+        table.add_column(col, no_wrap=col == "id")
+    for entry in entries:
+        ad = entry.advert
+        table.add_row(
+            ad.name,
+            ad.sender,  # the whole id: it is what --agent, trust files and logs name
+            ad.tier.value,
+            ad.region,
+            ",".join(ad.residency) or "-",
+            ",".join(m.name for m in ad.models),
+            str(ad.slots),
+            str(ad.load),
+            ",".join(f"{m.price_out_per_1k_micros / 1e6:.4f}" for m in ad.models),
+        )
+    console.print(table)

@@ -20,7 +20,7 @@ from accord.routing.table import PairTable
 __all__ = ["register"]
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 Logs = Annotated[list[Path], typer.Argument(help="Outcome logs (JSON Lines), one or more.")]
 Weak = Annotated[str | None, typer.Option(help="The weak model (default: inferred from the logs).")]
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("-o", "--output", help="The outcome log to write (JSONL).")],
         datasets: Annotated[
             Path | None,
-            typer.Option(help="The datasets directory (default: $ACCORD_DATASETS or ../shared/datasets)."),
+            typer.Option(help="The datasets directory (default: $ACCORD_DATASETS, else the vendored rows)."),
         ] = None,
         keep_contaminated: Annotated[bool, typer.Option(help="Keep the contaminated prompts.")] = False,
     ) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from accord.cli.mesh import load_mesh_or_exit
+from accord.cli.common import load_mesh_file
 from accord.mesh.state import MeshState
 from accord.routing.traces import TraceFormat, trace_rows
 
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Write the store's rows as JSON Lines (each with the digest of the attestation it comes from)."""
-        config = load_mesh_or_exit(mesh)
+        config = load_mesh_file(mesh)
         assert config.state_dir is not None
         state = MeshState(Path(config.state_dir))
         if not state.outcomes_file.exists():

@@ -1,5 +1,6 @@
 """``accord verify FILE --trust TRUST [--output OUT]``: check an attestation (or a signed frame) and say who
-produced what. Exit 0 when it verifies; 1 with the reason code when it does not; 2 when FILE cannot be read.
+produced what. Exit 0 when it verifies; 1 with the reason code when it is refused (forged, tampered, untrusted,
+expired, not the output given); 2 when it could not be checked (FILE, OUT or the trust file cannot be read).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
         at_ns: Annotated[int | None, typer.Option(help="Verify as of this time (ns); default now.")] = None,
     ) -> None:
         """Verify an attestation (or a signed frame) against a trust file and print who produced what."""
-        err = Console(stderr=True)
+        err = Console(stderr=True, soft_wrap=True)
         try:
             data = file.read_bytes()
             expected = output.read_bytes() if output is not None else None
@@ -46,6 +47,10 @@ def register(app: typer.Typer) -> None:
         now = time.time_ns() if at_ns is None else at_ns
         try:
             store = TrustStore.load(trust)
+        except SecurityError as exc:  # could not check: not a refusal
+            err.print(f"[red]error[/red] cannot check: {exc.reason.value}: {exc.detail}", highlight=False)
+            raise typer.Exit(2) from exc
+        try:
             if data.lstrip()[:1] == b"{":
                 _print_attestation(verify_attestation(data, store, now, output=expected), output)
             else:

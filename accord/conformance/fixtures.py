@@ -27,11 +27,11 @@ from typing import Final
 
 import anyio
 import msgspec
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from accord.bus.base import Bus, BusError, BusMessage, Subscription
 from accord.errors import AccordError, RemoteProtocolError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.codec import decode, encode
 from accord.protocol.contractor import ContractorProfile, quote_task
@@ -69,7 +69,7 @@ from accord.security.envelope import PAYLOAD_TYPE_FRAME, decode_envelope, encode
 
 __all__ = ["FIXTURES", "Fault", "Fixture", "FixtureAgent"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BID_HOLD_MS: Final = 2_000
 LATE_BY_MS: Final = 600

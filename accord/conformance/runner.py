@@ -7,21 +7,25 @@ single slot is a valid agent, and concurrent probes would make it decline for th
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import structlog
 
-from accord.bus.base import Bus
+from accord.bus.base import Bus, BusError
 from accord.conformance.registry import CheckFailed, CheckResult, CheckSpec, NotApplicable, Status, all_checks
-from accord.conformance.session import KitConfig, KitSession, now_ns
+from accord.conformance.session import KitConfig, KitSession, about, now_ns
 from accord.errors import AccordError
+from accord.logs import get_logger
+from accord.protocol import subjects
+from accord.protocol.messages import Bid, Decline
+from accord.runtime.agent import SERVICE_NAME as AGENT_SERVICE
 
 __all__ = ["ConformanceReport", "run_conformance", "run_suite", "select_checks"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -34,6 +38,8 @@ class ConformanceReport:
     started_ns: int
     duration_ms: int = 0
     results: list[CheckResult] = field(default_factory=list)
+    precondition: str | None = None
+    """Why the checks could not run at all (the agent is not on the mesh, or ignores the kit's key)."""
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -86,13 +92,54 @@ async def _run_one(spec: CheckSpec, session: KitSession) -> CheckResult:
     return CheckResult(spec.id, spec.title, status, spec.sections, spec.requirement, detail, frames, elapsed)
 
 
+def _precondition_failed(detail: str) -> CheckResult:
+    return CheckResult(
+        "precondition",
+        "The agent is on the mesh and answers the kit's Tasks",
+        Status.FAILED,
+        ("3.2", "10"),
+        "The agent advertises on the mesh and bids on (or declines) an eligible Task from a requester its trust "
+        "file certifies: the kit's key.",
+        detail,
+    )
+
+
+async def _preconditions(session: KitSession) -> str | None:
+    """Why no check can run (None: they can). One clear reason instead of a table of "no Bid" failures."""
+    with contextlib.suppress(BusError):  # agents that answer a service PING re-advertise at once
+        await session.bus.request(subjects.service_ping(AGENT_SERVICE), b"", timeout_ms=500)
+    try:
+        await session.first_advert()
+    except CheckFailed as exc:
+        return f"the agent {session.agent} is not on the mesh: {exc.detail}"
+    task = await session.task()
+    await session.send_all([session.seal(task)])
+    reply = await session.wait(
+        about(task.task_id, Bid, Decline), session.until(task.bid_window_ms + session.config.timeout_ms, task.ts)
+    )
+    await session.release(task)
+    if reply is None:
+        return (
+            f"the agent {session.agent} advertises but ignores the kit's Tasks: it does not trust the kit's key "
+            f"{session.kit.id} (an agent refuses unknown_key senders in silence). Certify the kit in the agent's "
+            "trust file (`accord keys issue ... --name conformance-kit`) and make the agent read it (an `accord "
+            "up` mesh follows its trust file; other agents may need a restart)"
+        )
+    return None
+
+
 async def run_suite(config: KitConfig, bus: Bus, *, url: str = "") -> ConformanceReport:
-    """Run the selected checks against ``config.agent_id`` over ``bus`` (already connected)."""
+    """Run the selected checks against ``config.agent_id`` over ``bus`` (already connected). When the agent is
+    not on the mesh or ignores the kit, the report holds one failed ``precondition`` result and no checks."""
     checks = select_checks(config.checks)
     session = KitSession(config, bus)
     report = ConformanceReport(config.agent_id, config.identity.id, url, session.started_ns)
     async with anyio.create_task_group() as tg:
         await session.start(tg)
+        report.precondition = await _preconditions(session)
+        if report.precondition is not None:
+            report.results.append(_precondition_failed(report.precondition))
+            checks = []
         for spec in checks:
             report.results.append(await _run_one(spec, session))
         tg.cancel_scope.cancel()

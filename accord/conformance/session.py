@@ -19,12 +19,12 @@ from typing import Final, TypeVar
 
 import anyio
 import msgspec
-import structlog
 from anyio.abc import TaskGroup
 
 from accord.bus.base import Bus, BusError, BusMessage, PermissionDeniedError, Subscription
 from accord.conformance.registry import CheckFailed
 from accord.errors import LocalProtocolError, RemoteProtocolError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.codec import decode, encode
 from accord.protocol.digests import payload_digest, prompt_digest
@@ -65,7 +65,7 @@ __all__ = [
     "replace_struct",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 S = TypeVar("S", bound=msgspec.Struct)
 

@@ -482,7 +482,8 @@ def card_to_agent_config(
     """An Accord agent config (JSON-ready dict for the mesh config) that serves tasks through the card's endpoint.
 
     Keys: ``name``, ``tier``, ``region``, ``residency``, ``skills``, ``slots``, ``backend`` and, when the card
-    carries the resources extension, ``models`` (ModelOffer JSON: prices, context window, tokens/s, ...).
+    carries the resources extension, ``resources`` (the first model's prices, context window, tokens/s, quality
+    and time to first token): exactly what a mesh file's ``[[agents]]`` entry takes, so ``accord up`` runs it.
     ``tier`` and ``region`` override the extension's values; without either they default to ``cloud`` and
     ``unknown``. Raises :class:`UnsoundMappingError` where the card does not support a sound mapping.
     """
@@ -505,7 +506,9 @@ def card_to_agent_config(
         "backend": backend,
     }
     if resources is not None:
-        models = msgspec.to_builtins(resources.models)
-        assert isinstance(models, list)
-        config["models"] = models
+        first = msgspec.to_builtins(resources.models[0])
+        assert isinstance(first, dict)
+        if backend["kind"] == "a2a":
+            backend["model"] = first["name"]
+        config["resources"] = {k: v for k, v in first.items() if k != "name"}
     return config

@@ -18,7 +18,9 @@ from accord.backends import (
     load_outcome_log,
     smollm2_resources,
 )
+from accord.backends.a2a import A2ABackend
 from accord.mesh.config import (
+    A2ABackendConfig,
     AgentConfig,
     BackendConfig,
     LlamaCppBackendConfig,
@@ -66,24 +68,45 @@ def build_backend(
         backend = LlamaCppBackend(llama)
         resources = smollm2_resources()
     elif isinstance(config, OpenAIBackendConfig):
-        api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
-        if config.api_key_env and api_key is None:
-            raise MeshConfigError(f"environment variable {config.api_key_env} (api_key_env) is not set")
+        api_key, headers = _credentials(config.api_key_env, config.api_key_header)
         backend = OpenAIBackend(
             config.base_url,
             model=config.model,
-            api_key=api_key,
+            api_key=api_key if headers is None else None,
+            headers=headers,
             read_timeout_ms=config.read_timeout_ms,
             max_retries=config.max_retries,
         )
         resources = ResourceModel(model=config.model, tokens_per_s=50.0, context_window=8192)
+    elif isinstance(config, A2ABackendConfig):
+        api_key, headers = _credentials(config.api_key_env, config.api_key_header)
+        if api_key is not None and headers is None:
+            headers = {"authorization": f"Bearer {api_key}"}
+        backend = A2ABackend(
+            config.url, binding=config.binding, model=config.model, headers=headers, timeout_ms=config.timeout_ms
+        )
+        resources = ResourceModel(model=config.model, tokens_per_s=20.0, context_window=32_768)
     elif isinstance(config, ReplayBackendConfig):
-        outcome_log = load_outcome_log(config.log)
+        try:
+            outcome_log = load_outcome_log(config.log)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise MeshConfigError(f"replay backend: cannot read the log {config.log}: {reason}") from exc
         backend = ReplayBackend(outcome_log, model=config.model)
         resources = ResourceModel(model=backend.model, tokens_per_s=1000.0, context_window=128_000)
     else:  # pragma: no cover - exhaustive over BackendConfig
         raise MeshConfigError(f"unknown backend {config!r}")
     return backend, _with_overrides(resources, overrides)
+
+
+def _credentials(env: str | None, header: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """The API key from the environment, and the header to send it in when it is not a bearer token."""
+    if env is None:
+        return None, None
+    key = os.environ.get(env)
+    if key is None:
+        raise MeshConfigError(f"environment variable {env} (api_key_env) is not set")
+    return key, ({header: key} if header else None)
 
 
 def _with_overrides(resources: ResourceModel, overrides: dict[str, float | int | bool]) -> ResourceModel:

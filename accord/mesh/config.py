@@ -41,9 +41,11 @@ from msgspec import Meta, Struct, field
 
 from accord.errors import AccordError
 from accord.protocol.messages import Privacy, Tier
+from accord.protocol.pricing import ResourceModel
 from accord.strategies.parsing import StrategySpec, resolve_routers
 
 __all__ = [
+    "A2ABackendConfig",
     "AgentConfig",
     "BackendConfig",
     "BusConfig",
@@ -105,8 +107,22 @@ class OpenAIBackendConfig(
     model: str
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (keys never go in the mesh file)."""
+    api_key_header: str | None = None
+    """Send the key in this header instead of ``Authorization: Bearer``."""
     read_timeout_ms: int = 60_000
     max_retries: int = 3
+
+
+class A2ABackendConfig(Struct, tag="a2a", tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """An A2A agent (what ``accord card --import`` makes of an A2A Agent Card): one ``message/send`` per task."""
+
+    url: str
+    binding: Literal["JSONRPC", "HTTP+JSON"] = "JSONRPC"
+    model: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/@+-]{1,128}\Z")] = "a2a"
+    """The model name the agent advertises (the card's, when it carries Accord's resources extension)."""
+    api_key_env: str | None = None
+    api_key_header: str | None = None
+    timeout_ms: Annotated[int, Meta(ge=1, le=3_600_000)] = 120_000
 
 
 class ReplayBackendConfig(
@@ -136,6 +152,7 @@ BackendConfig = (
     SimulatedBackendConfig
     | LlamaCppBackendConfig
     | OpenAIBackendConfig
+    | A2ABackendConfig
     | ReplayBackendConfig
     | StrategyBackendConfig
 )
@@ -198,6 +215,14 @@ def parse_mesh(text: str, *, source: str = "<mesh>") -> MeshConfig:
         raise MeshConfigError(f"{source}: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise MeshConfigError(f"{source}: not valid TOML: {exc}") from exc
+    known = {f.name for f in msgspec.structs.fields(ResourceModel)} - {"model", "policy"}
+    for i, agent in enumerate(config.agents):
+        unknown = sorted(set(agent.resources) - known)
+        if unknown:
+            raise MeshConfigError(
+                f"{source}: $.agents[{i}].resources ({agent.name}): unknown key{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
     names = [n for a in config.agents for n in a.replica_names()]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

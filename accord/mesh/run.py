@@ -9,26 +9,47 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
-from accord.backends import Backend
+from accord.backends import Backend, BackendError, check_backend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from accord.errors import AccordError
+from accord.logs import get_logger
 from accord.mesh.build import Gateway, build_agent_parts, gateway_of
 from accord.mesh.config import MeshConfig, MeshConfigError
+from accord.mesh.lock import BUS_LOCK, MeshBusyError, MeshLocks
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
-from accord.security import Identity, TrustStore
+from accord.security import Identity, SecurityError, TrustStore
 from accord.strategies import StrategyBackend
 
-__all__ = ["RunningMesh", "bus_credentials", "connect_bus", "embedded_server", "run_mesh"]
+__all__ = [
+    "BackendUnavailable",
+    "TRUST_FOLLOW_MS",
+    "RunningMesh",
+    "bus_credentials",
+    "check_backends",
+    "connect_bus",
+    "embedded_server",
+    "follow_trust_file",
+    "run_mesh",
+    "trust_stamp",
+]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _STOP_TIMEOUT_S = 5.0
+
+TRUST_FOLLOW_MS = 250
+"""How often a running mesh looks at its trust file for added certificates."""
+
+
+class BackendUnavailable(AccordError):
+    """A backend cannot serve (checked before its agent advertises); the message names the agent and the
+    cause."""
 
 
 @asynccontextmanager
@@ -129,24 +150,42 @@ async def run_mesh(
         raise MeshConfigError(f"--only: no agent named {missing} (the mesh has {known})")
     trust, identities = load_trust(config, state, require=[n for n in names if wanted is None or n in wanted])
     credentials = bus_credentials(config)
+    locks = MeshLocks(state.directory)
     async with AsyncExitStack() as stack:
-        server: NatsServer | None = None
-        url = url or config.bus.url
-        if url is None:
-            server = await stack.enter_async_context(embedded_server())
-            url = server.url
-        state.url_file.write_text(url + "\n", encoding="utf-8")
-        agents: list[Agent] = []
-        parts = []
+        for name in (n for n in names if wanted is None or n in wanted):
+            if not locks.acquire(stack, f"agent-{name}"):
+                holder = locks.holder(f"agent-{name}")
+                pid = f" (pid {holder.pid})" if holder is not None else ""
+                raise MeshBusyError(
+                    f"agent {name} of this mesh already runs in another process{pid}: `accord ps` lists what "
+                    "runs, `accord down` stops it"
+                )
+        parts: list[tuple[str, ContractorProfile, dict[str, Backend], Gateway | None]] = []
+        stack.push_async_callback(_close_backends, parts)  # until each agent owns its backends
         for agent_config in config.agents:
             for i, name in enumerate(agent_config.replica_names()):
                 if wanted is not None and name not in wanted:
                     continue
                 profile, backends = build_agent_parts(agent_config, name, seed=i)
                 parts.append((name, profile, backends, gateway_of(config, agent_config, identities, name)))
+        await check_backends([(name, backends) for name, _, backends, _ in parts])
+        server: NatsServer | None = None
+        url = url or config.bus.url
+        if url is None:
+            server = await stack.enter_async_context(embedded_server())
+            url = server.url
+        if locks.acquire(stack, BUS_LOCK, url=url):  # this process publishes the mesh's URL
+            state.url_file.write_text(url + "\n", encoding="utf-8")
+            stack.callback(state.url_file.unlink, missing_ok=True)
+        agents: list[Agent] = []
         tg = await stack.enter_async_context(anyio.create_task_group())
+        following = anyio.CancelScope()
+        tg.start_soon(
+            _follow, following, trust, Path(config.trust.file) if config.trust.file else state.trust_file
+        )
         try:
-            for name, profile, backends, gateway in parts:
+            while parts:
+                name, profile, backends, gateway = parts.pop(0)
                 agent = await tg.start(
                     _serve_agent, url, identities[name], profile, backends, trust, credentials, gateway
                 )
@@ -161,5 +200,67 @@ async def run_mesh(
                     await agent.stop()
                 for agent in agents:
                     await agent.done.wait()
-            if state.url_file.exists() and server is not None:
-                state.url_file.unlink()
+            following.cancel()
+
+
+async def _follow(scope: anyio.CancelScope, trust: TrustStore, path: Path) -> None:
+    with scope:
+        await follow_trust_file(trust, path)
+
+
+def trust_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = TRUST_FOLLOW_MS / 1000) -> None:
+    """Merge what is added to the trust file into ``trust`` while the mesh runs (a requester or a kit certified
+    after ``accord up``, the HTTP API's callers), checking the file every ``every_s``. Certificates are verified
+    against the operators as always; nothing is ever removed (revocation lists only grow)."""
+    seen = trust_stamp(path)
+    while True:
+        await anyio.sleep(every_s)
+        stamp = trust_stamp(path)
+        if stamp == seen or stamp is None:
+            continue
+        seen = stamp
+        try:
+            added = trust.merge(TrustStore.load(path))
+        except SecurityError as exc:
+            log.warning("trust.reload_failed", file=str(path), error=str(exc))
+            continue
+        if added:
+            log.info("trust.reloaded", file=str(path), certificates=added)
+
+
+async def _close_backends(parts: list[tuple[str, ContractorProfile, dict[str, Backend], Gateway | None]]) -> None:
+    """Close the backends of agents that never started (a failed start-up)."""
+    with anyio.CancelScope(shield=True):
+        for _, _, backends, _ in parts:
+            for backend in backends.values():
+                await backend.aclose()
+
+
+async def check_backends(backends: list[tuple[str, dict[str, Backend]]], *, timeout_s: float = 120.0) -> None:
+    """Check that every backend can serve (a model file that loads, an endpoint that answers and takes the
+    key), all at once; BackendUnavailable naming each agent that cannot, with the cause."""
+    failures: list[str] = []
+
+    async def one(name: str, backend: Backend) -> None:
+        try:
+            with anyio.fail_after(timeout_s):
+                await check_backend(backend)
+        except BackendError as exc:
+            failures.append(f"agent {name}: backend {exc}")
+        except TimeoutError:
+            failures.append(f"agent {name}: backend {backend.name} did not answer its check in {timeout_s:.0f} s")
+
+    async with anyio.create_task_group() as tg:
+        for name, by_model in backends:
+            for backend in by_model.values():
+                tg.start_soon(one, name, backend)
+    if failures:
+        raise BackendUnavailable("; ".join(sorted(failures)))

@@ -6,23 +6,24 @@ agent and the local requester with the residency and privacy classes of the mesh
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-import structlog
 
+from accord.logs import get_logger
 from accord.mesh.config import MeshConfig, MeshConfigError, StrategyBackendConfig
 from accord.protocol.messages import Privacy, Tier
 from accord.routing.store import OutcomeStore
 from accord.security import (
     Certificate,
     Identity,
-    KeyFileError,
     KeyKind,
-    Reason,
     SecurityError,
     TrustStore,
     load_identity,
@@ -32,7 +33,7 @@ from accord.security.certs import sign_certificate
 
 __all__ = ["REQUESTER_NAME", "MeshState", "gateway_requester_name", "load_trust"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _YEAR_NS = 365 * 24 * 3600 * 10**9
 REQUESTER_NAME = "requester"
@@ -66,39 +67,60 @@ class MeshState:
         return OutcomeStore(self.outcomes_file)
 
     def identity(self, name: str, kind: KeyKind = KeyKind.USER) -> Identity:
-        """The identity stored under ``name`` (created on first use, mode 0600)."""
+        """The identity stored under ``name`` (created on first use, mode 0600; commands that start at once
+        agree on one key: creation holds the state dir's lock)."""
         path = self.directory / "keys" / f"{name}.seed"
         if path.exists():
             return load_identity(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        identity = Identity.generate(kind)
-        try:
+        with self.locked():
+            if path.exists():
+                return load_identity(path)
+            identity = Identity.generate(kind)
             save_identity(identity, path)
-        except KeyFileError as exc:  # another process of this mesh created it first: use that one
-            if exc.reason is not Reason.KEY_FILE_EXISTS:
-                raise
-            return load_identity(path)
-        return identity
+            return identity
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state dir's lock (keys and the trust file are made under it)."""
+        fd = os.open(self.directory / "state.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def certify_all(self, config: MeshConfig, identities: dict[str, Identity]) -> TrustStore:
         """Make this mesh the operator of its own agents: a trust file with one certificate per identity.
 
-        An existing trust file in the state dir is reused as long as it certifies every identity exactly as the
-        mesh file describes it (so that several ``accord up --only NAME`` processes of one mesh share it);
-        otherwise every certificate is issued afresh and the file replaced.
+        An existing trust file in the state dir is reused and only extended: identities it does not certify as
+        the mesh file describes them (new agents, changed ones, the HTTP API's callers) get a certificate added,
+        so several ``accord up --only NAME`` processes and ``accord serve`` share one file, and running agents
+        pick up what is added (:func:`accord.mesh.run.run_mesh` follows the file).
         """
         operator = self.identity("operator", KeyKind.OPERATOR)
+        with self.locked():
+            return self._certify_all(config, identities, operator)
+
+    def _certify_all(self, config: MeshConfig, identities: dict[str, Identity], operator: Identity) -> TrustStore:
         now = time.time_ns()
         wanted = {name: self._describe(config, name, identity) for name, identity in identities.items()}
+        trust = TrustStore([operator.id])
         if self.trust_file.exists():
             try:
                 existing = TrustStore.load(self.trust_file)
-                if _covers(existing, wanted, operator.id, now):
-                    return existing
+                if existing.operators == (operator.id,):
+                    trust = existing  # extended, never replaced: running agents merge what is added
             except SecurityError as exc:
                 log.warning("mesh.trust_file_replaced", file=str(self.trust_file), error=str(exc))
-        trust = TrustStore([operator.id])
-        for serial, (_name, cert) in enumerate(sorted(wanted.items()), start=1):
+        missing = {name: c for name, c in wanted.items() if not _covers(trust, {name: c}, operator.id, now)}
+        if not missing:
+            return trust
+        if any(_certified(trust, cert.agent_id, now) for cert in missing.values()):
+            # a description changed (or a certificate runs out): issue every certificate afresh, so that no old
+            # certificate keeps granting what the mesh file no longer says
+            trust, missing = TrustStore([operator.id]), wanted
+        for serial, (_name, cert) in enumerate(sorted(missing.items()), start=1):
             cert = msgspec.structs.replace(
                 cert,
                 serial=int(now // 1000) + serial,
@@ -145,18 +167,31 @@ def _covers(trust: TrustStore, wanted: dict[str, Certificate], operator: str, no
     return True
 
 
+def _certified(trust: TrustStore, agent_id: str, now: int) -> bool:
+    try:
+        trust.check(agent_id, now)
+    except SecurityError:
+        return False
+    return True
+
+
 def _all_residencies(config: MeshConfig) -> list[str]:
     return sorted({r for a in config.agents for r in a.residency})[:16]
 
 
 def load_trust(
-    config: MeshConfig, state: MeshState, *, require: Iterable[str] = ()
+    config: MeshConfig,
+    state: MeshState,
+    *,
+    require: Iterable[str] = (),
+    requesters: Mapping[str, Identity] | None = None,
 ) -> tuple[TrustStore, dict[str, Identity]]:
     """Identities of every agent replica and of the local requester, and the trust store that covers them.
 
-    With a trust file configured, every identity named in ``require`` must be trusted by it now; otherwise
-    MeshConfigError names the agent, its key and the reason (an unknown key would only be refused by every
-    peer, silently).
+    ``requesters``: more requester identities by name (the HTTP API's callers), certified like the local
+    requester when the mesh is its own operator, and required to be trusted otherwise. With a trust file
+    configured, every identity named in ``require`` must be trusted by it now; otherwise MeshConfigError names
+    the agent, its key and the reason (an unknown key would only be refused by every peer, silently).
     """
     identities: dict[str, Identity] = {}
     gateways: dict[str, str] = {}  # a gateway agent -> the identity name of its own requester
@@ -167,7 +202,9 @@ def load_trust(
                 gateways[name] = gateway_requester_name(name)
                 identities[gateways[name]] = state.identity(gateways[name])
     identities[REQUESTER_NAME] = state.identity(REQUESTER_NAME)
+    identities.update(requesters or {})
     require = [n for name in require for n in (name, gateways.get(name)) if n is not None]
+    require += list(requesters or {})
     if config.trust.file is None:
         return state.certify_all(config, identities), identities
     trust = TrustStore.load(config.trust.file)
@@ -180,7 +217,7 @@ def load_trust(
             trust.check(identity.id, now)
         except SecurityError as exc:
             raise MeshConfigError(
-                f"agent {name}: its key {identity.id} is not trusted by {config.trust.file} "
+                f"{name}: its key {identity.id} is not trusted by {config.trust.file} "
                 f"({exc.reason.value}); certify it with `accord keys issue` or fix the key file"
             ) from exc
     return trust, identities

@@ -32,11 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
-import structlog
 
 from accord.backends.base import Backend, BackendError, CompletionRequest, with_system
 from accord.bus.base import BusError
 from accord.errors import LocalProtocolError
+from accord.logs import get_logger
 from accord.offline.journal import Journal, JournalError
 from accord.offline.records import (
     AuditRecord,
@@ -56,7 +56,7 @@ from accord.security import SecurityError, VerifiedAttestation
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "AnswerRoute", "DeviceAnswer", "DeviceRequester"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and accurately."
 
@@ -132,7 +132,7 @@ class DeviceRequester:
         self.reconnect_grace_ms = reconnect_grace_ms
         self.journal_mesh = journal_mesh
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._log = log.bind(device=self.id[:12])
+        self._log = log.bind(device=self.id)
         try:
             self.trust.check(self.id, now_ns())
         except SecurityError as exc:

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import ClassVar, Final
 
 import msgspec
-import structlog
 from msgspec import Struct
 
 from accord.bus.base import DurableAck
 from accord.errors import AccordError
+from accord.logs import get_logger
 from accord.offline.records import AuditRecord
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
     "JournalPermissionError",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
 _POSIX: Final = os.name == "posix"

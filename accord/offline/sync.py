@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from accord.bus.base import Bus, BusError, NotFoundError, PermissionDeniedError
+from accord.logs import get_logger
 from accord.offline.journal import Journal, JournalError
 from accord.offline.records import AuditError, AuditRecord, decode_record, encode_record, verify_record
 from accord.protocol import subjects
@@ -43,7 +43,7 @@ __all__ = [
     "ensure_outcome_stream",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_STREAM = "ACCORD_OUTCOMES"
 """The stream that captures ``accord.v1.log.outcome.*``."""
@@ -133,7 +133,7 @@ class JournalSync:
         self._wake = anyio.Event()
         self._stream_ready = False
         self._idle = anyio.Event()
-        self._log = log.bind(device=device_id[:12])
+        self._log = log.bind(device=device_id)
 
     def kick(self) -> None:
         """Something was appended: try to sync now rather than at the next poll."""

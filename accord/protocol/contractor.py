@@ -13,7 +13,8 @@ Per task (job)::
     RUNNING --Cancel of its attempt (or all)--> RELEASED, closed (Abort)
     RELEASED (not closed) --Task of a later attempt (re-announce)--> evaluated afresh
 
-The agent itself: INIT --Start--> ONLINE (Advertise every ttl/3) --Shutdown--> STOPPED (running work fails with
+The agent itself: INIT --Start--> ONLINE (Advertise every ttl/3, and soon after a Solicited, at most one per
+``SOLICITED_ADVERT_GAP_MS``) --Shutdown--> STOPPED (running work fails with
 ``shutdown``, Withdraw). The transition table is keyed by the job's state for task events while ONLINE, and by
 the agent's state otherwise.
 
@@ -99,10 +100,15 @@ __all__ = [
     "AgentState",
     "ContractorMachine",
     "ContractorProfile",
+    "SOLICITED_ADVERT_GAP_MS",
     "JobState",
     "prompt_tokens_of",
     "quote_task",
 ]
+
+SOLICITED_ADVERT_GAP_MS: Final = 250
+"""The least time between two adverts when the second one is solicited (a NATS service PING): a burst of pings
+from starting requesters costs each agent at most four adverts a second."""
 
 
 class AgentState(enum.Enum):
@@ -323,6 +329,7 @@ class ContractorMachine:
     """One agent's contractor side. See the module docstring for the contract."""
 
     __slots__ = (
+        "_advertised_ns",
         "_bytes",
         "_device",
         "_jobs",
@@ -362,6 +369,7 @@ class ContractorMachine:
         self._jobs: dict[str, _Job] = {}
         self._used = 0
         self._seq = 0
+        self._advertised_ns = 0
         self._timers: dict[tuple[TimerKind, str], int] = {}
 
     # --- read-only view -----------------------------------------------------------------------------------------
@@ -481,6 +489,7 @@ class ContractorMachine:
         )
         self._seq += 1
         self._sheet = self._sheet_key()
+        self._advertised_ns = now
         return [Send(BROADCAST, adv), self._arm(TimerKind.HEARTBEAT, now + p.ttl_ms * NS_PER_MS // 3)]
 
     def _decline(self, task: Task, refusal: Refusal, now: int) -> Send:
@@ -583,6 +592,14 @@ class ContractorMachine:
         if self._state is AgentState.ONLINE and self._sheet_key() != self._sheet:
             return self._advertise(now)  # the price sheet moved (battery, link): tell requesters now
         return []
+
+    def _on_solicited(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        """Bring the next heartbeat forward, not sooner than the gap after the last advert (offline: no-op)."""
+        due = self._timers.get((TimerKind.HEARTBEAT, ""))
+        at = max(now, self._advertised_ns + SOLICITED_ADVERT_GAP_MS * NS_PER_MS)
+        if self._state is not AgentState.ONLINE or due is None or at >= due:
+            return []
+        return [self._arm(TimerKind.HEARTBEAT, at)]
 
     def _on_shutdown(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         out: list[Action] = []
@@ -925,6 +942,8 @@ def _build_table() -> dict[tuple[AgentState | JobState, EventType], Handler]:
     t[(AgentState.ONLINE, E.SHUTDOWN)] = M._on_shutdown
     t[(AgentState.ONLINE, E.HEARTBEAT_DUE)] = M._on_heartbeat
     t[(AgentState.STOPPED, E.HEARTBEAT_DUE)] = M._on_stale
+    for state in AgentState:
+        t[(state, E.SOLICITED)] = M._on_solicited
     for s in (AgentState.ONLINE, AgentState.STOPPED):
         for e in to_requester:
             t[(s, e)] = M._on_unexpected

@@ -53,6 +53,7 @@ __all__ = [
     "Received",
     "Recovered",
     "Shutdown",
+    "Solicited",
     "Start",
     "TimerFired",
     "TimerKind",
@@ -87,6 +88,7 @@ class EventType(enum.Enum):
     START = "start"
     CANCEL_TASK = "cancel_task"
     SHUTDOWN = "shutdown"
+    SOLICITED = "solicited"
     RECOVERED = "recovered"
     # timers
     BID_WINDOW_CLOSED = "bid_window_closed"
@@ -127,6 +129,12 @@ class CancelTask(Struct, frozen=True, gc=False):
 
 class Shutdown(Struct, frozen=True, gc=False):
     """Contractor: leave the mesh gracefully (fail running work with ``shutdown``, send Withdraw)."""
+
+
+class Solicited(Struct, frozen=True, gc=False):
+    """Contractor: someone asked who is on the mesh (a NATS service PING): advertise soon instead of at the next
+    heartbeat, so a fresh requester need not wait a heartbeat interval (at most one solicited advert per
+    ``SOLICITED_ADVERT_GAP_MS``; ignored unless online)."""
 
 
 class Recovered(Struct, frozen=True, gc=False):
@@ -204,6 +212,7 @@ Event = (
     Start
     | CancelTask
     | Shutdown
+    | Solicited
     | Recovered
     | TimerFired
     | Received
@@ -243,6 +252,7 @@ _PLAIN_EVENTS: Final[dict[type[Struct], EventType]] = {
     Start: EventType.START,
     CancelTask: EventType.CANCEL_TASK,
     Shutdown: EventType.SHUTDOWN,
+    Solicited: EventType.SOLICITED,
     Recovered: EventType.RECOVERED,
     ExecutionProgress: EventType.EXECUTION_PROGRESS,
     ExecutionDone: EventType.EXECUTION_DONE,

@@ -120,6 +120,7 @@ __all__ = [
     "RequesterSnapshot",
     "RequesterState",
     "TaskSpec",
+    "frame_problem",
 ]
 
 BidVerifier = Callable[[str, str], bool]
@@ -265,8 +266,23 @@ class RequesterSnapshot(Struct, kw_only=True):
     """Bids recorded per sender, in any round (capped by :meth:`RequesterMachine._sender_cap`)."""
 
 
-MAX_TASK_BYTES: Final = MAX_FRAME_BYTES - 1024
+MAX_TASK_BYTES: Final = MAX_FRAME_BYTES - 512
 """The largest encoded Task a requester sends: a frame's bound less room for the signed envelope around it."""
+
+
+def frame_problem(task: Task) -> str | None:
+    """Why ``task`` cannot travel in one frame (spec 2.1, 3.17: a message's text bound, the frame bound), or None.
+    Encodes the Task only when its text could come near the bound (UTF-8 takes at most 4 bytes a character)."""
+    longest = max((len(m.content) for m in task.messages), default=0)
+    if longest > MAX_TEXT:
+        return f"a message of {longest} characters; a message holds at most {MAX_TEXT}"
+    if 4 * sum(len(m.content) for m in task.messages) + 2048 <= MAX_TASK_BYTES:
+        return None
+    size = len(encode(task))
+    if size > MAX_TASK_BYTES:
+        return f"the task is {size} bytes; a frame holds at most {MAX_FRAME_BYTES} bytes with its envelope"
+    return None
+
 
 _snapshot_encoder: Final = msgspec.msgpack.Encoder(order="deterministic")
 _snapshot_decoder: Final = msgspec.msgpack.Decoder(RequesterSnapshot)
@@ -727,9 +743,9 @@ class RequesterMachine:
         """Why the task cannot go out at all (spec 5.1): it does not fit in a frame, or no agent the registry
         knows could read the prompt plus the answer. Checked before anything is published."""
         task = self._d.task
-        size = len(encode(task))
-        if size > MAX_TASK_BYTES or any(len(m.content) > MAX_TEXT for m in task.messages):
-            return ReasonCode.PAYLOAD_TOO_LARGE, f"the task is {size} bytes; a frame holds {MAX_TASK_BYTES}"
+        too_large = frame_problem(task)
+        if too_large is not None:
+            return ReasonCode.PAYLOAD_TOO_LARGE, too_large
         need = task.est_input_tokens + task.max_output_tokens
         if self.registry is not None and self.registry.count(now=now) > 0:
             largest = self.registry.largest_context(task.kind, now=now)

@@ -36,6 +36,8 @@ __all__ = [
     "log",
     "log_filter",
     "parse_direct",
+    "service_inbox",
+    "service_ping",
     "validate_token",
 ]
 
@@ -146,3 +148,15 @@ def log(kind: str, agent: str) -> Subject:
 def log_filter(kind: str | None = None) -> Subject:
     k = "*" if kind is None else validate_token(kind, "log kind")
     return f"{PREFIX}.log.{k}.*"
+
+
+def service_ping(service: str) -> Subject:
+    """Where a NATS service PING reaches every instance of ``service`` (e.g. ``accord-agent``): every agent
+    answers it at once (discovery without waiting for a heartbeat)."""
+    return f"$SRV.PING.{validate_token(service, 'service name')}"
+
+
+def service_inbox(requester: str, token: str) -> Subject:
+    """A reply subject of ``requester`` for one request with several answers (a service PING); under
+    ``_INBOX.<requester>`` as per-agent permissions allow."""
+    return f"_INBOX.{_agent(requester, 'requester')}.{validate_token(token, 'inbox token')}"

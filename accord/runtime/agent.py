@@ -35,7 +35,6 @@ from functools import partial
 from typing import ClassVar, assert_never
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from accord.backends.base import (
@@ -49,6 +48,7 @@ from accord.backends.base import (
 )
 from accord.bus.base import Bus, BusMessage, EndpointCounts, ServiceEndpoint
 from accord.errors import AccordError, RemoteProtocolError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.actions import (
     Abort,
@@ -76,6 +76,7 @@ from accord.protocol.events import (
     ExecutionProgress,
     Received,
     Shutdown,
+    Solicited,
     Start,
     TimerFired,
     TimerKind,
@@ -113,7 +114,7 @@ from accord.security import (
 
 __all__ = ["SERVICE_NAME", "Agent", "AgentStats"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 _MAX_TOKEN_COUNTS = 4096
@@ -207,6 +208,8 @@ class Agent(Endpoint[_TimerKey]):
         self._award_digests: dict[tuple[str, int], str] = {}
         """SHA-256 of the payload of each running attempt's Award, as received (its attestation binds it)."""
         self._incoming_award: tuple[str, str] | None = None
+        self.left_because = ""
+        """Why the agent left the mesh on its own (a backend that can no longer serve), empty otherwise."""
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
         self._done = anyio.Event()
@@ -292,7 +295,12 @@ class Agent(Endpoint[_TimerKey]):
                     {"what": "awards; errors: rejects, failures, refusals"},
                 ),
             ),
+            on_ping=self._on_ping,
         )
+
+    def _on_ping(self) -> None:
+        """A service PING (someone looking for agents): advertise soon rather than at the next heartbeat."""
+        self._feed(Solicited())  # sets the heartbeat timer earlier: nothing to send from here
 
     def service_counts(self) -> dict[str, EndpointCounts]:
         """The per-endpoint counts ``$SRV.STATS`` reports (see the module docstring)."""
@@ -478,6 +486,10 @@ class Agent(Endpoint[_TimerKey]):
                     report = ExecutionFailed(
                         award.task_id, award.attempt, reason=exc.reason_code, detail=str(exc)[:500]
                     )
+                    if exc.lasting:  # it would fail every task it wins: leave the market, saying why
+                        self.left_because = str(exc)[:500]
+                        self._log.error("agent.withdrawing", cause=self.left_because)
+                        self._stop.set()
                 except Exception as exc:  # a backend bug must not take the agent down: report it as a Failure
                     self._log.exception("task.crashed", task_id=award.task_id)
                     report = ExecutionFailed(

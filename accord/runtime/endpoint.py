@@ -126,7 +126,12 @@ class Endpoint(Generic[K]):
 
     # --- the NATS service protocol ------------------------------------------------------------------------------
     async def _register_as_service(
-        self, *, description: str, metadata: Mapping[str, str], endpoints: Sequence[ServiceEndpoint]
+        self,
+        *,
+        description: str,
+        metadata: Mapping[str, str],
+        endpoints: Sequence[ServiceEndpoint],
+        on_ping: Callable[[], None] | None = None,
     ) -> None:
         if not self._want_service or not isinstance(self.bus, ServiceHost):
             return
@@ -138,6 +143,7 @@ class Endpoint(Generic[K]):
                 metadata=dict(metadata),
                 endpoints=tuple(endpoints),
                 stats=self.service_counts,
+                on_ping=on_ping,
             )
         except BusError as exc:
             self._log.warning("service.unavailable", error=str(exc))

@@ -21,16 +21,16 @@ from collections.abc import Sequence
 
 import anyio
 import anyio.lowlevel
-import structlog
 from anyio.abc import TaskStatus
 
 from accord.bus.base import Bus, BusError
+from accord.logs import get_logger
 from accord.protocol.messages import Message
 from accord.security import Identity, seal
 
 __all__ = ["Outbox"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _BATCH = 64
 

@@ -35,11 +35,11 @@ from typing import ClassVar, assert_never
 
 import anyio
 import msgspec
-import structlog
 from anyio.abc import TaskStatus
 
-from accord.bus.base import Bus, BusMessage, EndpointCounts, ServiceEndpoint
+from accord.bus.base import Bus, BusMessage, EndpointCounts, PayloadTooLargeError, ServiceEndpoint
 from accord.errors import AccordError
+from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.actions import (
     Abort,
@@ -66,6 +66,7 @@ from accord.protocol.messages import (
     Award,
     Bid,
     Decline,
+    Failure,
     Message,
     Progress,
     ReasonCode,
@@ -75,7 +76,7 @@ from accord.protocol.messages import (
     Withdraw,
 )
 from accord.protocol.registry import Candidates, Registry
-from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
+from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
 from accord.protocol.shortlists import CachingRegistry
 from accord.routing.store import OutcomeStore, StoredOutcome
 from accord.runtime.endpoint import Endpoint
@@ -103,9 +104,10 @@ __all__ = [
     "TaskFailed",
     "TaskOutcome",
     "announce_subjects",
+    "check_frame_size",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 """Called synchronously with each Progress of the current awardee, in order."""
@@ -188,6 +190,7 @@ class _Pending:
         "declines",
         "done",
         "error",
+        "failure",
         "machine",
         "on_progress",
         "outcome",
@@ -209,6 +212,8 @@ class _Pending:
         self.verified: dict[str, VerifiedAttestation] = {}
         self.declines: Counter[str] = Counter()
         """Why agents declined or bids were ineligible: the detail of a no_bids / no_eligible_bids failure."""
+        self.failure: Failure | None = None
+        """The last Failure an awardee sent: its detail (the backend's cause) explains a task failed for it."""
         self.done = anyio.Event()
         self.outcome: TaskOutcome | None = None
         self.error: TaskFailed | None = None
@@ -337,10 +342,12 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
 
         At most ``max_in_flight`` tasks run at once; further calls wait for a slot (backpressure), but never past
         the task's deadline: a task still queued then fails with ``deadline_exceeded``. Cancelling the caller
-        cancels the task (one Cancel goes to the awardee and to every agent that bid, spec 5.9).
+        cancels the task (one Cancel goes to the awardee and to every agent that bid, spec 5.9). A task whose call
+        for proposals would not fit in one frame raises PayloadTooLargeError at once (nothing is sent).
         """
         if not self._ready:
             raise AccordError("Requester.run() must be started before submit()")
+        check_frame_size(spec)
         bids: dict[str, Opened] = {}
         machine = RequesterMachine(
             self.id,
@@ -557,6 +564,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             return
         if isinstance(event, Received) and isinstance(event.message, Decline):
             pending.declines[f"declined {event.message.reason}"] += 1
+        elif isinstance(event, Received) and isinstance(event.message, Failure):
+            pending.failure = event.message
         self._apply(pending, actions, now)
 
     def _apply(self, pending: _Pending, actions: list[Action], now: int) -> None:
@@ -611,7 +620,10 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     def _fail(self, pending: _Pending, action: Fail) -> None:
         self.stats.failed[action.reason.value] += 1
         detail = action.detail
-        if not detail and pending.declines:
+        failure = pending.failure
+        if not detail and failure is not None and failure.reason == action.reason.value and failure.detail:
+            detail = f"{failure.detail} (agent {failure.sender})"
+        elif not detail and pending.declines:
             detail = ", ".join(f"{why} x{n}" for why, n in pending.declines.most_common())
         elif not detail and action.reason in (ReasonCode.NO_BIDS, ReasonCode.NO_ELIGIBLE_BIDS):
             detail = self._diagnose(pending.machine.task)
@@ -713,6 +725,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         )
         self._store_result(pending, pending.outcome, now)
         pending.done.set()
+
+
+def check_frame_size(spec: TaskSpec) -> None:
+    """Raise PayloadTooLargeError if the Task of ``spec`` cannot travel in one frame (nothing is sent then)."""
+    problem = frame_problem(spec.to_task(sender="U" + "A" * 55, task_id="0" * 32))
+    if problem is not None:
+        raise PayloadTooLargeError(problem)
 
 
 def _card(advert: Advertise) -> Advertise:

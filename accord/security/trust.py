@@ -239,6 +239,24 @@ class TrustStore:
         return [crl for crl, _ in self._crls.values()]
 
     # --- files ----------------------------------------------------------------------------------------------
+    def merge(self, other: TrustStore) -> int:
+        """Add what ``other`` holds and this store does not: operators, certificates, newer revocation lists,
+        direct entries (a trust file re-read while a mesh runs); how many certificates were new."""
+        for operator in other._operators:
+            self.add_operator(operator)
+        added = 0
+        for blob in other._cert_blobs:
+            if blob not in self._cert_blobs:
+                self.add_certificate(blob)
+                added += 1
+        for _, blob in other._crls.values():
+            self.add_revocations(blob)
+        for agent_id, cert in other._direct.items():
+            if agent_id not in self._direct:
+                self._direct[agent_id] = cert
+                self._keys.setdefault(agent_id, other._keys[agent_id])
+        return added
+
     def to_json(self) -> bytes:
         """The trust file bytes: compact JSON with sorted keys and a final newline."""
         data = _TrustFile(

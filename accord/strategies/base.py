@@ -43,6 +43,7 @@ __all__ = [
     "Session",
     "SiblingAvoid",
     "Strategy",
+    "StrategyConfigError",
     "StrategyFailed",
     "StrategyResult",
     "answered",
@@ -138,6 +139,10 @@ class StrategyResult:
     @property
     def answered_by(self) -> list[str]:
         return [c.agent_id for c in self.calls if c.ok and c.agent_id is not None]
+
+
+class StrategyConfigError(AccordError):
+    """A strategy table or ``--strategy`` value cannot be used (or cannot take this Ask); the message says why."""
 
 
 class StrategyFailed(AccordError):

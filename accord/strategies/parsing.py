@@ -25,7 +25,7 @@ from msgspec import Meta, Struct, field
 from accord.errors import AccordError
 from accord.protocol.messages import Tier
 from accord.routing.files import load_router
-from accord.strategies.base import Strategy
+from accord.strategies.base import Strategy, StrategyConfigError
 from accord.strategies.cascade import Cascade, JudgeVerifier, ScorerVerifier, SelfConfidence, Verifier
 from accord.strategies.debate import Debate
 from accord.strategies.ensemble import Ensemble
@@ -46,10 +46,6 @@ Tiers = Annotated[list[Tier], Meta(max_length=3)]
 Fanout = Annotated[int, Meta(ge=1, le=16)]
 _LOCAL = [Tier.DEVICE, Tier.EDGE]
 _CLOUD = [Tier.CLOUD]
-
-
-class StrategyConfigError(AccordError):
-    """A strategy table or ``--strategy`` value cannot be used; the message says which field."""
 
 
 class _Spec(Struct, tag_field="kind", kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from accord.protocol.messages import Privacy, Tier
-from accord.strategies.base import Answer, Ask, Session, answered, as_answer
+from accord.strategies.base import Answer, Ask, Session, StrategyConfigError, answered, as_answer
 from accord.strategies.prompts import extract_ask, split_notes
 from accord.strategies.route import Single
 
@@ -45,7 +45,13 @@ class Split:
     async def run(self, ask: Ask, session: Session) -> Answer | None:
         if not ask.context:
             return await Single(self.remote_tiers if not self.local_only else self.local_tiers).run(ask, session)
-        chunks = chunk_text(ask.context, self.chunk_chars)[: self.max_chunks]
+        chunks = chunk_text(ask.context, self.chunk_chars)
+        if len(chunks) > self.max_chunks:  # never drop part of the context silently
+            raise StrategyConfigError(
+                f"split: the context is {len(ask.context)} characters, {len(chunks)} chunks of at most "
+                f"{self.chunk_chars}; the strategy reads at most max_chunks={self.max_chunks} (raise chunk_chars "
+                "or max_chunks, up to 16: e.g. --strategy split:chunk_chars=20000,max_chunks=16)"
+            )
         asks = [replace(ask, prompt=extract_ask(ask.prompt, c), context=None, notes=None) for c in chunks]
         extracts = answered(await session.call_many(asks, role="extract", tiers=self.local_tiers, distinct=False))
         if not extracts:

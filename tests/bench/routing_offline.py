@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", choices=list(ROUTER_KINDS), default=list(ROUTER_KINDS))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", type=Path, default=None, help="datasets dir (default ../shared/datasets)")
+    parser.add_argument("--datasets", type=Path, default=None, help="datasets dir (default: the vendored rows)")
     parser.add_argument("--plot-dir", type=Path, default=None)
     parser.add_argument("--no-online", action="store_true", help="skip the online bandit pass")
     parser.add_argument("--synthetic", type=int, default=0, help="run on a generated log of N queries instead")

@@ -1,8 +1,9 @@
-"""The replay backend on the real RouteLLM evaluation logs (../shared/datasets; see tests/support/datasets.py)."""
+"""The replay backend on the real RouteLLM evaluation logs (vendored; see tests/support/datasets.py)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 
 import pytest
@@ -16,7 +17,7 @@ from accord.bench.data.routellm import (
     load_routellm_log,
     read_routellm,
 )
-from tests.support.datasets import ROUTELLM_EVALS_DIR, dataset, require_datasets
+from tests.support.datasets import dataset, evals_files, require_datasets
 
 pytestmark = dataset
 
@@ -56,10 +57,11 @@ def test_mmlu_and_mt_bench_match_the_dataset_readme() -> None:
 
 @pytest.mark.asyncio
 async def test_replay_answers_real_gsm8k_rows_verbatim() -> None:
-    with (ROUTELLM_EVALS_DIR / "gsm8k" / "gsm8k_responses.csv").open(newline="", encoding="utf-8") as handle:
+    files = evals_files()
+    with io.StringIO(files.text("gsm8k/gsm8k_responses.csv"), newline="") as handle:
         rows = list(csv.DictReader(handle))
     backend = ReplayBackend(replay_log("gsm8k"), model=WEAK_MODEL)
-    dropped = contaminated_prompts(ROUTELLM_EVALS_DIR / "gsm8k")
+    dropped = contaminated_prompts(files, "gsm8k")
     checked = 0
     for row in rows[:40]:
         if " ".join(row["prompt"].split()) in dropped:

@@ -36,7 +36,7 @@ SEED_ADMIN, ADMIN = _user()
 SEED_STRANGER, _ = _user()
 PKI = Pki(random.Random(11))
 AGENT = Identity.generate()  # its agent id is its NATS user nkey (spec 11.2)
-PKI.certify(AGENT, name="edge-1", tier=Tier.EDGE, residency=("eu",))
+PKI.certify(AGENT, name="edge-1", tier=Tier.EDGE, region="local", residency=("eu",))
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ import os
 import re
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +28,7 @@ from accord.mesh.state import MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.messages import Advertise, Withdraw
 from accord.security import peek
-from tests.support.paths import REPO_ROOT
-
-REPO = REPO_ROOT
+from tests.support.cli import alive, poll, spawn
 
 MESH = """
 [[agents]]
@@ -42,43 +39,6 @@ residency = ["eu"]
 count = 2
 backend = { kind = "simulated", model = "sim-small" }
 """
-
-
-def _spawn(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-c", "from accord.cli import main; main()", *argv],
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(REPO),
-                "PYTHONUNBUFFERED": "1",
-                "NO_COLOR": "1",
-                "COLUMNS": "200",
-            },
-            start_new_session=True,  # a signal goes to this process only, as `kill PID` would send it
-        )
-    finally:
-        out.close()
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie nobody reaped counts as gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-async def _poll(cond: Callable[[], object], *, timeout_s: float, what: str) -> None:
-    with anyio.fail_after(timeout_s):
-        while not cond():  # noqa: ASYNC110 - files and processes have no event to wait on
-            await anyio.sleep(0.05)
 
 
 @dataclass
@@ -110,7 +70,7 @@ class _Mesh:
         return self.dir / "up.log"
 
     def start(self) -> None:
-        self.proc = _spawn(["up", "mesh.toml"], self.dir, self.log)
+        self.proc = spawn(["up", "mesh.toml"], self.dir, self.log)
 
     def server_pid(self) -> int | None:
         found = re.search(r"nats-server pid (\d+)", self.log.read_text(errors="replace"))
@@ -131,7 +91,7 @@ class _Mesh:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-        if pid is not None and _alive(pid):
+        if pid is not None and alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -154,24 +114,24 @@ async def test_up_stops_gracefully_on_sigterm_and_sigint(meshes: dict[str, _Mesh
 
     async def during_start_up(mesh: _Mesh) -> None:
         # the url file is written as soon as the embedded server is ready, before the agents start
-        await _poll(mesh.url_file.exists, timeout_s=60, what="url file")
+        await poll(mesh.url_file.exists, timeout_s=60, what="url file")
         assert mesh.proc is not None
         mesh.proc.send_signal(signal.SIGTERM)
         await anyio.to_thread.run_sync(mesh.proc.wait, 30)
 
     async def when_advertised(mesh: _Mesh, signum: signal.Signals) -> None:
-        await _poll(mesh.url_file.exists, timeout_s=60, what="url file")
+        await poll(mesh.url_file.exists, timeout_s=60, what="url file")
         url = mesh.url_file.read_text().strip()
         async with (
             NatsBus(url, name="watcher", reconnect_wait_ms=50, max_reconnect_attempts=2) as bus,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(mesh.watch, bus)
-            await _poll(lambda: mesh.adverts >= set(mesh.ids.values()), timeout_s=30, what="adverts")
-            await _poll(mesh.server_pid, timeout_s=10, what="the mesh-up line")
+            await poll(lambda: mesh.adverts >= set(mesh.ids.values()), timeout_s=30, what="adverts")
+            await poll(mesh.server_pid, timeout_s=10, what="the mesh-up line")
             assert mesh.proc is not None
             mesh.proc.send_signal(signum)
-            await _poll(lambda: mesh.withdrawn >= set(mesh.ids.values()), timeout_s=15, what="withdraws")
+            await poll(lambda: mesh.withdrawn >= set(mesh.ids.values()), timeout_s=15, what="withdraws")
             tg.cancel_scope.cancel()
         assert mesh.proc is not None
         await anyio.to_thread.run_sync(mesh.proc.wait, 30)
@@ -189,7 +149,7 @@ async def test_up_stops_gracefully_on_sigterm_and_sigint(meshes: dict[str, _Mesh
         assert "stopping the mesh" in text and "mesh stopped after" in text, (name, text[-3000:])
         pid = mesh.server_pid()
         assert pid is not None, (name, text[-3000:])
-        assert not _alive(pid), f"{name}: nats-server {pid} still running"
+        assert not alive(pid), f"{name}: nats-server {pid} still running"
         assert not mesh.url_file.exists(), name  # no stale pointer to a mesh that is gone
     for name in sig:
         assert meshes[name].withdrawn == set(meshes[name].ids.values()), name
@@ -205,19 +165,19 @@ async def test_ask_waits_for_an_agent_and_fails_clearly_without_one(tmp_path: Pa
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         # the question is asked first; the agents start after it (as `accord up ... & accord ask ...` would)
-        procs["fresh"] = _spawn([*ask, "--wait-ms", "60000"], mesh.dir, tmp_path / "fresh.log")
+        procs["fresh"] = spawn([*ask, "--wait-ms", "60000"], mesh.dir, tmp_path / "fresh.log")
         # meanwhile, with nobody there at all, a short wait ends in a clear error
-        procs["empty"] = _spawn([*ask, "--wait-ms", "300"], mesh.dir, tmp_path / "empty.log")
+        procs["empty"] = spawn([*ask, "--wait-ms", "300"], mesh.dir, tmp_path / "empty.log")
         await anyio.to_thread.run_sync(procs["empty"].wait, 60)
-        procs["up"] = _spawn(["up", "mesh.toml", "--nats", server.url], mesh.dir, tmp_path / "up.log")
+        procs["up"] = spawn(["up", "mesh.toml", "--nats", server.url], mesh.dir, tmp_path / "up.log")
         # none of the agents is certified for this residency class: told why, after the default wait (which
         # spans a heartbeat interval, so it sees both agents once they are up)
         up_log = tmp_path / "up.log"
-        await _poll(lambda: "mesh up on" in up_log.read_text(errors="replace"), timeout_s=60, what="mesh up")
-        procs["ruled_out"] = _spawn([*ask, "--residency", "us"], mesh.dir, tmp_path / "ruled_out.log")
+        await poll(lambda: "mesh up on" in up_log.read_text(errors="replace"), timeout_s=60, what="mesh up")
+        procs["ruled_out"] = spawn([*ask, "--residency", "us"], mesh.dir, tmp_path / "ruled_out.log")
         # a strategy: two different agents answer, the run's calls and totals are listed
-        procs["ensemble"] = _spawn([*ask, "--strategy", "ensemble:k=2"], mesh.dir, tmp_path / "ensemble.log")
-        procs["bad_strategy"] = _spawn([*ask, "--strategy", "bogus"], mesh.dir, tmp_path / "bad_strategy.log")
+        procs["ensemble"] = spawn([*ask, "--strategy", "ensemble:k=2"], mesh.dir, tmp_path / "ensemble.log")
+        procs["bad_strategy"] = spawn([*ask, "--strategy", "bogus"], mesh.dir, tmp_path / "bad_strategy.log")
         for name in ("fresh", "ruled_out", "ensemble", "bad_strategy"):
             await anyio.to_thread.run_sync(procs[name].wait, 90)
         procs["up"].send_signal(signal.SIGTERM)

@@ -1,10 +1,10 @@
-"""Where tests find the shared, read-only data sets, and the marker that says a test reads them.
+"""Where tests find the RouteLLM evaluation rows, and the marker that says a test reads them.
 
-The data live outside the repository, in ``$ACCORD_DATASETS`` or else ``../shared/datasets`` relative to the
-repository root (never copied in): the lookup the library itself uses
-(:func:`accord.bench.data.routellm.default_datasets_dir`).
+The rows are vendored with Accord (``accord/bench/data/routellm_evals/evals.tar.xz``, read in memory), so a fresh
+clone has them; ``$ACCORD_DATASETS`` points the tests at a directory holding ``routellm-evals/`` instead. The
+lookup is the library's own (:func:`accord.bench.data.routellm.routellm_files`).
 A test that reads them is marked ``@dataset`` (``pytest -m dataset`` selects them, ``-m "not dataset"`` leaves
-them out) and fails with the path it tried when the data are missing: it is not skipped.
+them out).
 """
 
 from __future__ import annotations
@@ -14,16 +14,22 @@ from typing import Final
 
 import pytest
 
-from accord.bench.data.routellm import default_datasets_dir
+from accord.bench.data.routellm import RouteLLMFiles, default_datasets_dir, routellm_files
 
 DATASETS_DIR: Final = default_datasets_dir()
-ROUTELLM_EVALS_DIR: Final = DATASETS_DIR / "routellm-evals" / "routellm" / "evals"
+"""``$ACCORD_DATASETS``, or None: the vendored copy."""
 
 dataset = pytest.mark.dataset
-"""Marks a test that reads ``DATASETS_DIR``."""
+"""Marks a test that reads the RouteLLM rows."""
 
 
-def require_datasets() -> Path:
-    """``DATASETS_DIR``, after checking the RouteLLM evaluation files are there."""
-    assert ROUTELLM_EVALS_DIR.is_dir(), f"shared data sets missing: expected {ROUTELLM_EVALS_DIR}"
+def require_datasets() -> Path | None:
+    """The datasets directory to pass to the readers (None: the vendored copy), after checking the rows are
+    there."""
+    routellm_files(DATASETS_DIR).text("gsm8k/contaminated_prompts.jsonl")
     return DATASETS_DIR
+
+
+def evals_files() -> RouteLLMFiles:
+    """The ``routellm/evals`` files the readers read."""
+    return routellm_files(DATASETS_DIR)

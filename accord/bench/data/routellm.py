@@ -34,18 +34,24 @@ normalised) is listed, an MT-Bench question when any of its turns is. What remai
 1,307 of 1,319 prompts, MMLU 14,037 of 14,042 rows (13,932 distinct prompts: 105 questions appear twice; the
 replay log keeps every row and a lookup answers with the first), MT-Bench 72 of 80 questions.
 
-The data directory is ``$ACCORD_DATASETS`` or ``../shared/datasets`` beside the repository
-(:func:`default_datasets_dir`, :func:`routellm_evals_dir`).
+Where the rows come from (:func:`routellm_files`): a datasets directory holding ``routellm-evals/`` when one is
+given (an argument, else ``$ACCORD_DATASETS``), else the copy vendored with Accord
+(``accord/bench/data/routellm_evals/``: the files in one ``evals.tar.xz``, read in memory, never unpacked; its
+LICENSE and NOTICE beside it), so a fresh clone or an installed wheel has them.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import json
+import lzma
 import math
 import os
+import tarfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -63,7 +69,9 @@ __all__ = [
     "SETS",
     "STRONG_MODEL",
     "WEAK_MODEL",
+    "VENDORED_DIR",
     "RouteLLMAnswer",
+    "RouteLLMFiles",
     "RouteLLMQuery",
     "RouteLLMRows",
     "RouteLLMSet",
@@ -72,7 +80,7 @@ __all__ = [
     "load_routellm_log",
     "load_routellm_outcomes",
     "read_routellm",
-    "routellm_evals_dir",
+    "routellm_files",
 ]
 
 WEAK_MODEL: Final = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -95,39 +103,91 @@ _JUDGE_SCALE: Final = 10.0
 
 
 # --- where the data are ------------------------------------------------------------------------------------------
-def default_datasets_dir() -> Path:
-    """``$ACCORD_DATASETS``, else ``../shared/datasets`` next to the repository root (the directory holding
-    ``pyproject.toml``, searched upward from the working directory and from this file)."""
+VENDORED_DIR: Final = Path(__file__).resolve().parent / "routellm_evals"
+"""The copy shipped with Accord: ``evals.tar.xz`` (the ``routellm/evals`` tree), its LICENSE and NOTICE."""
+_ARCHIVE: Final = VENDORED_DIR / "evals.tar.xz"
+
+
+def default_datasets_dir() -> Path | None:
+    """``$ACCORD_DATASETS`` (a directory holding ``routellm-evals/``), else None: the vendored copy."""
     env = os.environ.get(DATASETS_ENV)
-    if env:
-        return Path(env)
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        for directory in (start, *start.parents):
-            if (directory / "pyproject.toml").is_file():
-                candidate = directory.parent / "shared" / "datasets"
-                if candidate.is_dir():
-                    return candidate
-    return Path.cwd().parent / "shared" / "datasets"
+    return Path(env) if env else None
 
 
-def routellm_evals_dir(datasets_dir: str | Path | None = None) -> Path:
-    """``<datasets>/routellm-evals/routellm/evals``; raises ``FileNotFoundError`` with the path it tried."""
+@dataclass(frozen=True)
+class RouteLLMFiles:
+    """The ``routellm/evals`` tree, from a directory or from the vendored archive; paths are relative to it
+    (``gsm8k/gsm8k_responses.csv``)."""
+
+    where: str
+    """Where the files are, for messages."""
+    root: Path | None = None
+    members: Mapping[str, bytes] | None = None
+
+    def text(self, name: str) -> str:
+        """The file's text (UTF-8); ``FileNotFoundError`` naming it when absent."""
+        if self.members is None:
+            assert self.root is not None
+            return (self.root / name).read_text(encoding="utf-8")
+        try:
+            return self.members[name].decode("utf-8")
+        except KeyError:
+            raise FileNotFoundError(f"{name} is not in {self.where}") from None
+
+    def exists(self, name: str) -> bool:
+        if self.members is not None:
+            return name in self.members
+        return self.root is not None and (self.root / name).is_file()
+
+    def lines(self, name: str) -> Iterator[str]:
+        """The file's lines, split on newlines only (JSON strings may hold other line separators)."""
+        return iter(self.text(name).split("\n"))
+
+    def names(self, directory: str, suffix: str) -> list[str]:
+        """The files directly in ``directory`` whose name ends with ``suffix``, sorted."""
+        if self.members is None:
+            assert self.root is not None
+            return sorted(f"{directory}/{p.name}" for p in (self.root / directory).glob(f"*{suffix}"))
+        prefix = directory.rstrip("/") + "/"
+        return sorted(
+            n for n in self.members if n.startswith(prefix) and "/" not in n[len(prefix) :] and n.endswith(suffix)
+        )
+
+
+@functools.cache
+def _vendored() -> RouteLLMFiles:
+    """The vendored archive, decompressed once per process into memory (about 9 MB)."""
+    members: dict[str, bytes] = {}
+    with lzma.open(_ARCHIVE) as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
+        for member in archive:
+            handle = archive.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                members[member.name.removeprefix("evals/")] = handle.read()
+    return RouteLLMFiles(where=str(_ARCHIVE), members=members)
+
+
+def routellm_files(datasets_dir: str | Path | None = None) -> RouteLLMFiles:
+    """The evaluation files: ``<datasets_dir>/routellm-evals/routellm/evals`` when a directory is given (else
+    ``$ACCORD_DATASETS``), else the vendored copy. ``FileNotFoundError`` with the path tried when a given
+    directory does not hold them."""
     base = Path(datasets_dir) if datasets_dir is not None else default_datasets_dir()
+    if base is None:
+        return _vendored()
     evals = base / "routellm-evals" / "routellm" / "evals"
     if not evals.is_dir():
         raise FileNotFoundError(
-            f"RouteLLM evaluation data not found at {evals}; pass the datasets directory or set ${DATASETS_ENV}"
+            f"RouteLLM evaluation data not found at {evals}; pass the datasets directory, set ${DATASETS_ENV}, "
+            "or leave both unset to use the copy vendored with Accord"
         )
-    return evals
+    return RouteLLMFiles(where=str(evals), root=evals)
 
 
-def contaminated_prompts(set_dir: Path) -> set[str]:
-    """The whitespace-normalised ``eval_prompt`` of every line of ``set_dir/contaminated_prompts.jsonl``."""
-    path = set_dir / "contaminated_prompts.jsonl"
-    if not path.is_file():
+def contaminated_prompts(files: RouteLLMFiles, set_name: str) -> set[str]:
+    """The whitespace-normalised ``eval_prompt`` of every line of ``<set>/contaminated_prompts.jsonl``."""
+    name = f"{set_name}/contaminated_prompts.jsonl"
+    if not files.exists(name):
         return set()
-    with path.open(encoding="utf-8") as handle:
-        return {normalize_prompt(str(json.loads(line)["eval_prompt"])) for line in handle if line.strip()}
+    return {normalize_prompt(str(json.loads(line)["eval_prompt"])) for line in files.lines(name) if line.strip()}
 
 
 # --- what one read gives -----------------------------------------------------------------------------------------
@@ -252,10 +312,13 @@ def _bool(value: str, where: str) -> bool:
     return text == "True"
 
 
-def _read_csv(path: Path, id_prefix: str, category: str | None, dropped: set[str], rows: RouteLLMRows) -> None:
+def _read_csv(
+    files: RouteLLMFiles, name: str, id_prefix: str, category: str | None, dropped: set[str], rows: RouteLLMRows
+) -> None:
     """One responses CSV (a ``prompt`` column, a True/False column per model and, where recorded, a
     ``<model>_response`` column per model)."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    base = name.rpartition("/")[2]
+    with io.StringIO(files.text(name), newline="") as handle:
         for row_no, row in enumerate(csv.DictReader(handle)):
             prompt = row["prompt"]
             if not _kept((prompt,), dropped):
@@ -268,20 +331,20 @@ def _read_csv(path: Path, id_prefix: str, category: str | None, dropped: set[str
                         query_id=query_id,
                         model=model,
                         turn=1,
-                        correct=_bool(row[model], f"{path.name}:{row_no + 2}"),
+                        correct=_bool(row[model], f"{base}:{row_no + 2}"),
                         response=row.get(f"{model}_response"),
                     )
                 )
 
 
-def _read_mmlu(set_dir: Path, dropped: set[str], rows: RouteLLMRows) -> None:
-    for path in sorted((set_dir / "responses").glob("mmlu_*.csv")):
-        subject = path.stem.removeprefix("mmlu_")
-        _read_csv(path, f"mmlu/{subject}", subject, dropped, rows)
+def _read_mmlu(files: RouteLLMFiles, dropped: set[str], rows: RouteLLMRows) -> None:
+    for name in files.names("mmlu/responses", ".csv"):
+        subject = name.rpartition("/")[2].removeprefix("mmlu_").removesuffix(".csv")
+        _read_csv(files, name, f"mmlu/{subject}", subject, dropped, rows)
 
 
-def _read_gsm8k(set_dir: Path, dropped: set[str], rows: RouteLLMRows) -> None:
-    _read_csv(set_dir / "gsm8k_responses.csv", "gsm8k", None, dropped, rows)
+def _read_gsm8k(files: RouteLLMFiles, dropped: set[str], rows: RouteLLMRows) -> None:
+    _read_csv(files, "gsm8k/gsm8k_responses.csv", "gsm8k", None, dropped, rows)
 
 
 _ANSWER_START: Final = "[The Start of Assistant's Answer]\n"
@@ -303,39 +366,37 @@ def _judged_answer(judge_prompt: str, turn: int) -> str | None:
     return judge_prompt[begin:end].strip() if start >= 0 and end >= 0 else None
 
 
-def _read_mt_bench(set_dir: Path, dropped: set[str], rows: RouteLLMRows) -> None:
+def _read_mt_bench(files: RouteLLMFiles, dropped: set[str], rows: RouteLLMRows) -> None:
     questions: dict[int, tuple[str, tuple[str, ...]]] = {}
-    with (set_dir / "question.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                item = json.loads(line)
-                questions[int(item["question_id"])] = (str(item["category"]), tuple(str(t) for t in item["turns"]))
+    for line in files.lines("mt_bench/question.jsonl"):
+        if line.strip():
+            item = json.loads(line)
+            questions[int(item["question_id"])] = (str(item["category"]), tuple(str(t) for t in item["turns"]))
     for qid in sorted(questions):
         category, turns = questions[qid]
         if _kept(turns, dropped):
             rows.queries[f"mt_bench/{qid}"] = RouteLLMQuery(
                 query_id=f"mt_bench/{qid}", turns=turns, category=category
             )
-    with (set_dir / "judgements.jsonl").open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            qid, turn = int(item["question_id"]), int(item["turn"])
-            if qid not in questions or not 1 <= turn <= len(questions[qid][1]):
-                raise RouterError("bad_input", f"judgements.jsonl:{line_no}: no question {qid} with turn {turn}")
-            if f"mt_bench/{qid}" not in rows.queries:
-                continue
-            score = float(item["score"])
-            rows.answers.append(
-                RouteLLMAnswer(
-                    query_id=f"mt_bench/{qid}",
-                    model=str(item["model"]),
-                    turn=turn,
-                    score=score if score >= 0 else None,  # FastChat writes -1 when the judge gave no rating
-                    response=_judged_answer(str(item["user_prompt"]), turn),
-                )
+    for line_no, line in enumerate(files.lines("mt_bench/judgements.jsonl"), start=1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        qid, turn = int(item["question_id"]), int(item["turn"])
+        if qid not in questions or not 1 <= turn <= len(questions[qid][1]):
+            raise RouterError("bad_input", f"judgements.jsonl:{line_no}: no question {qid} with turn {turn}")
+        if f"mt_bench/{qid}" not in rows.queries:
+            continue
+        score = float(item["score"])
+        rows.answers.append(
+            RouteLLMAnswer(
+                query_id=f"mt_bench/{qid}",
+                model=str(item["model"]),
+                turn=turn,
+                score=score if score >= 0 else None,  # FastChat writes -1 when the judge gave no rating
+                response=_judged_answer(str(item["user_prompt"]), turn),
             )
+        )
 
 
 _READERS: Final = {"mmlu": _read_mmlu, "gsm8k": _read_gsm8k, "mt_bench": _read_mt_bench}
@@ -352,9 +413,9 @@ def read_routellm(
     reader = _READERS.get(name)
     if reader is None:
         raise RouterError("bad_input", f"unknown RouteLLM set {name!r}; choose from {', '.join(SETS)}")
-    set_dir = routellm_evals_dir(datasets_dir) / name
+    files = routellm_files(datasets_dir)
     rows = RouteLLMRows(name=name, queries={}, answers=[])
-    reader(set_dir, contaminated_prompts(set_dir) if drop_contaminated else set(), rows)
+    reader(files, contaminated_prompts(files, name) if drop_contaminated else set(), rows)
     return rows
 
 

@@ -97,7 +97,7 @@ def test_import_card_as_toml_and_json(tmp_path: Path) -> None:
     result = runner.invoke(app, ["card", "--import", str(path)])
     assert result.exit_code == 0, result.output
     assert tomllib.loads(result.stdout) == {"agents": [expected]}
-    assert expected["models"][0]["price_out_per_1k_micros"] == 5
+    assert expected["resources"]["price_out_per_1k_micros"] == 5
     assert expected["tier"] == "device"
 
     result = runner.invoke(app, ["interop", "card", "--import", str(path), "--format", "json", "--tier", "edge"])

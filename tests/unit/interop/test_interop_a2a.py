@@ -86,7 +86,7 @@ def _sound_fields(advertise: Advertise) -> dict[str, Any]:
         "residency": list(advertise.residency),
         "skills": list(advertise.skills),
         "slots": advertise.slots,
-        "models": msgspec.to_builtins(advertise.models),
+        "resources": {k: v for k, v in msgspec.to_builtins(advertise.models[0]).items() if k != "name"},
     }
 
 
@@ -263,7 +263,7 @@ def test_import_third_party_card() -> None:
         "slots": 1,
         "backend": {"kind": "a2a", "url": "https://recipes.example.com/a2a", "binding": "JSONRPC"},
     }
-    assert "models" not in config  # no prices without the resources extension: nothing is invented
+    assert "resources" not in config  # no prices without the resources extension: nothing is invented
     overridden = card_to_agent_config(_third_party(), tier=Tier.EDGE, region="home")
     assert (overridden["tier"], overridden["region"]) == ("edge", "home")
 

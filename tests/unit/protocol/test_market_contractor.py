@@ -23,7 +23,14 @@ from accord.protocol.actions import (
     new_message_id,
 )
 from accord.protocol.codec import encode
-from accord.protocol.contractor import AgentState, ContractorMachine, ContractorProfile, JobState, quote_task
+from accord.protocol.contractor import (
+    SOLICITED_ADVERT_GAP_MS,
+    AgentState,
+    ContractorMachine,
+    ContractorProfile,
+    JobState,
+    quote_task,
+)
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
     ExecutionDone,
@@ -31,6 +38,7 @@ from accord.protocol.events import (
     ExecutionProgress,
     Received,
     Shutdown,
+    Solicited,
     Start,
     TimerFired,
     TimerKind,
@@ -394,6 +402,25 @@ def test_heartbeats_carry_load_and_sequence() -> None:
     (adv3,) = sent(m.handle(TimerFired(TimerKind.HEARTBEAT), now=NOW + 7_000 * MS), Advertise)
     assert (adv3.seq, adv3.load) == (2, 0)
     assert m.job_state(t.task_id) is JobState.NONE  # forgotten after the task's deadline
+
+
+def test_a_service_ping_brings_the_next_advert_forward() -> None:
+    """Solicited (a NATS service PING): the heartbeat moves to at most SOLICITED_ADVERT_GAP_MS after the last
+    advert, never later than it was; before Start and after Shutdown it changes nothing."""
+    m = ContractorMachine(ME, PROFILE, rng=random.Random(1))
+    assert m.handle(Solicited(), now=NOW) == []  # not online yet
+    m.handle(Start(), now=NOW)
+    gap = SOLICITED_ADVERT_GAP_MS * MS
+    assert m.handle(Solicited(), now=NOW + MS) == [SetTimer(TimerKind.HEARTBEAT, NOW + gap)]
+    assert m.handle(Solicited(), now=NOW + 2 * MS) == []  # already due then: one advert for a burst of pings
+    (adv,) = sent(m.handle(TimerFired(TimerKind.HEARTBEAT), now=NOW + gap), Advertise)
+    assert adv.seq == 1
+    later = NOW + gap + 2_000 * MS
+    assert m.handle(Solicited(), now=later) == [SetTimer(TimerKind.HEARTBEAT, later)]  # at once
+    m.check_invariants()
+    m.handle(Shutdown(), now=later)
+    assert m.handle(Solicited(), now=later + MS) == []
+    m.check_invariants()
 
 
 @given(

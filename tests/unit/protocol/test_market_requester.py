@@ -33,12 +33,14 @@ from accord.protocol.events import CancelTask, Received, Recovered, Start, Timer
 from accord.protocol.market import Credentials
 from accord.protocol.messages import (
     MAX_SKEW_NS,
+    MAX_TEXT,
     Advertise,
     Award,
     AwardAck,
     AwardReject,
     Bid,
     Cancel,
+    ChatMessage,
     Decline,
     Failure,
     Mechanism,
@@ -46,11 +48,12 @@ from accord.protocol.messages import (
     Progress,
     ReasonCode,
     Result,
+    Role,
     Task,
     Tier,
 )
 from accord.protocol.registry import Registry
-from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec
+from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
 from tests.support.market_world import BASE_NS, CLOUD_EU, MS, PROFILES, World, agent_id, constraints
 
 NOW = BASE_NS
@@ -853,3 +856,15 @@ def test_a_lease_never_exceeds_the_promise_times_the_factor_whatever_the_deadlin
     bound = max(math.ceil(promise * factor), 100 + 100) * MS
     assert award.lease_until_ns - award.ts <= bound
     assert award.lease_until_ns <= h.spec.constraints.deadline_ns
+
+
+def test_a_task_that_cannot_travel_in_a_frame_fails_before_anything_is_sent() -> None:
+    for content in ("x" * (MAX_TEXT + 1), "y" * 200_000):
+        messages = [ChatMessage(role=Role.USER, content=content)] * (1 if len(content) > MAX_TEXT else 6)
+        spec = TaskSpec(constraints=constraints(NOW, deadline_ms=2_000, max_price=10_000), messages=messages)
+        m = RequesterMachine(
+            REQ, spec, rng=random.Random(1), credentials=lambda a: None, verify_bid=lambda b, d: True
+        )
+        out = m.handle(Start(), now=NOW)
+        assert [type(a) for a in out] == [Fail] and out[0].reason is ReasonCode.PAYLOAD_TOO_LARGE  # type: ignore[union-attr]
+        assert frame_problem(m.task) is not None and not sent(out, Task)

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from accord.backends.base import Backend
+from accord.bus.base import PayloadTooLargeError
 from accord.bus.memory import MemoryBroker
 from accord.errors import AccordError
 from accord.protocol import subjects
@@ -219,13 +220,12 @@ async def test_a_prompt_no_agent_could_take_fails_locally_before_anything_is_pub
         await _running(mesh, requester, tg, [agent])
         with pytest.raises(TaskFailed) as too_long:
             await requester.submit(ask("word " * 40_000))  # ~50k tokens
-        with pytest.raises(TaskFailed) as too_big:
-            await requester.submit(ask("x" * 2_000_000))  # over a frame
+        with pytest.raises(PayloadTooLargeError):  # over a frame: refused before anything is built
+            await requester.submit(ask("x" * 2_000_000))
         tg.cancel_scope.cancel()
     assert (
         too_long.value.reason is ReasonCode.CONTEXT_TOO_LONG and "largest context window" in too_long.value.detail
     )
-    assert too_big.value.reason is ReasonCode.PAYLOAD_TOO_LARGE
     assert sniffer.pending == 0  # no call for proposals went out
 
 

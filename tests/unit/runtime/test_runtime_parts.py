@@ -269,3 +269,32 @@ def test_card_ignores_what_a_heartbeat_changes() -> None:
     b = msgspec.structs.replace(_advert(ident, 100, ts=2, load=5), seq=9)
     assert _card(a) == _card(b)
     assert _card(a) != _card(_advert(ident, 101, ts=1))
+
+
+@pytest.mark.asyncio
+async def test_a_prompt_too_large_for_a_frame_fails_at_once_as_payload_too_large() -> None:
+    """A10: a 5 MB prompt (or one message over 256 KiB) fails locally as payload_too_large, not later as no_bids
+    after a call for proposals that could never be sent; the requester sends nothing."""
+    from accord.bus.base import PayloadTooLargeError
+    from accord.security.testing import Pki
+    from tests.support.runtime_kit import AgentSpec, make_agent, spec
+
+    pki, broker = Pki(random.Random(8)), MemoryBroker()
+    agent = make_agent(pki, broker.bus(), AgentSpec("worker"))
+    requester = Requester(pki.agent("me"), bus=broker.bus(), trust=pki.trust)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await tg.start(requester.run)
+        with pytest.raises(PayloadTooLargeError, match="a message holds at most"):
+            await requester.submit(spec("x" * 5_000_000))
+        six = spec("y")
+        six = msgspec.structs.replace(
+            six, messages=[msgspec.structs.replace(six.messages[0], content="y" * 200_000)] * 6
+        )
+        with pytest.raises(PayloadTooLargeError, match="a frame holds at most"):
+            await requester.submit(six)
+        assert requester.stats.submitted == 0 and agent.stats.tasks == 0
+        outcome = await requester.submit(spec())  # and goes on working
+        assert outcome.answer
+        await agent.stop()
+        tg.cancel_scope.cancel()

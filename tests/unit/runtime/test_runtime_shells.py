@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 import msgspec
@@ -405,6 +405,7 @@ class _HostingBus(MemoryBus):
         metadata: Mapping[str, str] | None = None,
         endpoints: Sequence[ServiceEndpoint] = (),
         stats: ServiceStatsFn | None = None,
+        on_ping: Callable[[], None] | None = None,
     ) -> _NoHandle:
         self.services.append((name, dict(metadata or {}), endpoints, stats))
         return _NoHandle()

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from accord.protocol.messages import Tier
-from accord.strategies import CallRecord, extract_choice, extract_number, majority, normalise
+from accord.strategies import (
+    Ask,
+    CallRecord,
+    StrategyConfigError,
+    extract_choice,
+    extract_number,
+    majority,
+    normalise,
+)
 from accord.strategies.cascade import parse_confidence, strip_confidence
-from accord.strategies.split import chunk_text
+from accord.strategies.split import Split, chunk_text
 
 
 def _rec(answer: str | None, price: int = 0, agent: str = "a") -> CallRecord:
@@ -254,3 +263,12 @@ def test_majority_winner_has_the_most_votes(votes: list[tuple[str | None, int]])
     assert all(normalise(r.answer or "", "math") == form for r in winner.calls)
     assert winner.confidence == pytest.approx(counts[form] / sum(counts.values()))
     assert winner.text == winner.calls[0].answer
+
+
+@pytest.mark.asyncio
+async def test_split_refuses_a_context_it_would_cut() -> None:
+    """A10: `--context-file` is never read only in part: a context longer than the chunks split reads is refused
+    before any call (before: the first max_chunks * chunk_chars characters, silently)."""
+    context = "\n\n".join(f"Paragraph {i}. " + "x" * 1900 for i in range(9))  # 9 chunks of ~2000
+    with pytest.raises(StrategyConfigError, match="9 chunks"):
+        await Split().run(Ask("Summarise.", context=context), cast(Any, None))
