@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
+import msgspec
 from msgspec import Struct
 
 from accord.protocol.market import (
@@ -103,6 +104,18 @@ class Registry:
             if len(self._entries) >= self.max_agents:
                 return False
         self._entries[agent] = RegistryEntry(advert, digest, now, expires)
+        return True
+
+    def refresh(self, agent_id: str, *, now: int) -> bool:
+        """A heartbeat repeated the agent's card exactly: keep the entry live for another ``ttl_ms`` from ``now``,
+        changing nothing else (an unverified frame may not move its seq, time or load). False if unknown."""
+        entry = self._entries.get(agent_id)
+        if entry is None:
+            return False
+        expires = now + entry.advert.ttl_ms * NS_PER_MS
+        if entry.advert.expires_ns is not None:
+            expires = min(expires, entry.advert.expires_ns + MAX_SKEW_NS)
+        self._entries[agent_id] = msgspec.structs.replace(entry, expires_ns=max(entry.expires_ns, expires))
         return True
 
     def withdraw(self, message: Withdraw, *, now: int) -> bool:

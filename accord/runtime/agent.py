@@ -4,10 +4,12 @@ Thin by design (STYLE section 1): receive bytes -> verify -> decode -> ``machine
 actions -> encode -> sign -> publish. Every decision (whether to bid, at what price, whether to accept an award,
 when to give up) is the machine's; this module only does I/O and runs backends.
 
-Verification follows docs/VERIFICATION.md: a call for proposals (Task) is only peeked (decoded, its sender's
-key checked against the trust store, no signature check: answering it costs one bid and starts no work); an
-Award and a Cancel, which start and stop paid work, are fully verified and recorded in the replay guard. Every
-frame must arrive on a subject whose last token is its sender (spec 4.1).
+Verification follows docs/VERIFICATION.md. On a bus that authenticates publishers (``authenticated_bus``: every
+party is its own NATS user and may publish only as itself, spec 11.6), a call for proposals (Task) is only peeked
+(its key's certificate checked before the payload is decoded, its signature not: answering it costs one bid and
+starts no work); an Award and a Cancel, which start and stop paid work, are fully verified and recorded in the
+replay guard. On any other bus every frame is verified (key, signature, then decoding, then freshness) before it
+changes anything. Every frame must arrive on a subject whose last token is its sender (spec 4.1).
 
 Operability: on a bus that can host it (:class:`accord.bus.ServiceHost`, e.g. NatsBus) the agent also answers
 the NATS service protocol as an instance of ``accord-agent`` (``$SRV.PING|INFO|STATS``), with two endpoints:
@@ -176,6 +178,7 @@ class Agent(Endpoint[_TimerKey]):
         probe: DeviceProbe | None = None,
         sample_interval_ms: int = 5_000,
         clock: Clock = now_ns,
+        authenticated_bus: bool = False,
     ) -> None:
         missing = {m.name for m in profile.models} - set(backends)
         if missing:
@@ -189,6 +192,7 @@ class Agent(Endpoint[_TimerKey]):
             service=service,
             log=log.bind(agent_id=identity.id, agent=profile.name),
             clock=clock,
+            authenticated_bus=authenticated_bus,
         )
         self.profile = profile
         _check_profile(profile, trust, identity.id, clock())
@@ -339,18 +343,22 @@ class Agent(Endpoint[_TimerKey]):
         self._log_refusal(exc, msg.subject)
 
     def _receive(self, msg: BusMessage, *, broadcast: bool) -> None:
+        """Receive one frame (docs/VERIFICATION.md). On a bus that authenticates publishers a Task is peeked (its
+        key trusted, the payload decoded only then) and Awards and Cancels, which start and stop paid work, are
+        verified; on any other bus every frame is verified in full before it is decoded or changes anything."""
         self.stats.received += 1
         now = self.clock()
         try:
-            peeked = self._peek_from_sender(msg)
-            message = peeked.message
+            opened = self._open(msg, now, acted_on=not self.authenticated_bus)
+            message = opened.message
             if isinstance(message, Task):
-                self.trust.check(message.sender, now)  # a dict lookup; the signature is not needed to bid
                 if message.messages and prompt_digest(message.messages) != message.prompt_digest:
                     # spec 3.4: never bid on a prompt that is not the one the digest (and the award) binds
                     raise RemoteProtocolError("prompt_mismatch", "prompt_digest is not the prompt's digest")
             elif isinstance(message, Award | Cancel):
-                message = verify(peeked, self.trust, now, replay_guard=self.replay_guard).message
+                if not opened.verified:
+                    opened = verify(opened, self.trust, now, replay_guard=self.replay_guard)
+                    message = opened.message
             else:  # nothing else is addressed to a contractor: let the machine report it, unverified
                 self.stats.rejected += 1
                 self._log.debug("message.unexpected", type=type(message).__name__)
@@ -372,7 +380,7 @@ class Agent(Endpoint[_TimerKey]):
             self.stats.awards += 1
             # bound to the attempt only if the machine accepts this very Award (an Execute naming its id): an
             # Award the machine refuses must change nothing, the digest of a running award least of all
-            self._incoming_award = (message.id, payload_digest(peeked.payload))
+            self._incoming_award = (message.id, payload_digest(opened.payload))
         else:
             self.stats.cancels += 1
         try:

@@ -31,7 +31,7 @@ from accord.errors import AccordError
 from accord.protocol import subjects
 from accord.runtime.outbox import Outbox
 from accord.runtime.timers import Clock, TimerService, now_ns
-from accord.security import Identity, Opened, Reason, ReplayError, ReplayGuard, SignatureError, TrustStore, peek
+from accord.security import Expect, Identity, Opened, ReplayError, ReplayGuard, TrustStore, open_frame, peek
 
 __all__ = ["Endpoint"]
 
@@ -58,6 +58,7 @@ class Endpoint(Generic[K]):
         service: bool,
         log: Any,
         clock: Clock = now_ns,
+        authenticated_bus: bool = False,
     ) -> None:
         self.identity = identity
         self.id = identity.id
@@ -65,6 +66,11 @@ class Endpoint(Generic[K]):
         self.trust = trust
         self.clock = clock
         """``now`` for everything this endpoint does (its machines, checks, timers); tests inject skewed clocks."""
+        self.authenticated_bus = authenticated_bus
+        """The bus authenticates every publisher: each party connects as its own NATS user and may publish only on
+        subjects that end in its own id (spec 11.6, as ``accord up`` runs its server). Then frames this endpoint
+        does not act on alone are only peeked (key trusted, signature unchecked); otherwise every frame is
+        verified before it changes anything (docs/VERIFICATION.md)."""
         self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard(start_ns=clock())
         self._rng = rng if rng is not None else random.Random()
         self._log = log
@@ -97,15 +103,27 @@ class Endpoint(Generic[K]):
                     self._log.exception("frame.crashed", subject=msg.subject)
                 await outbox.flush()
 
-    @staticmethod
-    def _peek_from_sender(msg: BusMessage) -> Opened:
-        """Decode a frame without verifying it, and check that it arrived on a subject whose last token is its
-        sender (spec 4.1); raises a SecurityError otherwise."""
-        opened = peek(msg.data)
-        sender = opened.message.sender
-        if msg.subject.rpartition(".")[2] != sender:
-            raise SignatureError(Reason.SENDER_MISMATCH, f"{sender} published on {msg.subject}")
-        return opened
+    def _peek(self, msg: BusMessage, now: int) -> Opened:
+        """Decode a frame without checking its signature: the envelope, then its publisher (the last token of
+        the subject, spec 4.1), then the key's certificate, and only then the payload. A frame from a key this
+        endpoint does not trust is refused before a byte of its payload is decoded."""
+        return peek(msg.data, trust=self.trust, now_ns=now, publisher=msg.subject.rpartition(".")[2])
+
+    def _open(self, msg: BusMessage, now: int, *, acted_on: bool, expect: Expect | None = None) -> Opened:
+        """A frame as this endpoint may use it: verified in full (key, signature, then payload, then freshness)
+        unless the bus authenticates publishers and the frame is not acted on alone (then only peeked)."""
+        if self.authenticated_bus and not acted_on:
+            return peek(
+                msg.data, trust=self.trust, now_ns=now, expect=expect, publisher=msg.subject.rpartition(".")[2]
+            )
+        return open_frame(
+            msg.data,
+            self.trust,
+            self.replay_guard,
+            now,
+            expect=expect,
+            publisher=msg.subject.rpartition(".")[2],
+        )
 
     def _log_refusal(self, exc: AccordError, subject: str, **context: object) -> None:
         """Replays happen on any at-least-once path (debug); anything else is worth a warning."""

@@ -243,6 +243,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         service: bool = True,
         outcomes: OutcomeStore | None = None,
         clock: Clock = now_ns,
+        authenticated_bus: bool = False,
     ) -> None:
         super().__init__(
             identity,
@@ -253,6 +254,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             service=service,
             log=log.bind(requester=identity.id),
             clock=clock,
+            authenticated_bus=authenticated_bus,
         )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
@@ -267,7 +269,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self.observer = observer
         self._limit = anyio.CapacityLimiter(max_in_flight)
         self._tasks: dict[str, _Pending] = {}
-        self._cards: dict[str, Advertise] = {}
+        self._cards: dict[str, tuple[Advertise, int]] = {}
         self._ready = False
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
@@ -422,6 +424,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             opened = bids.get(digest)
             if opened is None or opened.message.id != bid_id:
                 return False
+            if opened.verified:  # checked in full when it arrived
+                return True
             try:
                 verify(opened, self.trust, self.clock())
             except SecurityError as exc:
@@ -449,60 +453,64 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self._log_refusal(exc, subject, task_id=task_id)
 
     def _receive_advert(self, msg: BusMessage) -> None:
-        """Feed the registry. A heartbeat whose card (everything but id, time, sequence, load and expiry) is the
-        one last verified for its sender is only peeked, its sender's certificate checked (docs/VERIFICATION.md
-        allows peeking adverts: they only shape the shortlist); a new or changed card, and every Withdraw, is
-        fully verified. With a thousand agents this saves some 300 signature checks a second."""
+        """Feed the registry. Every advert's key must hold a valid certificate before its payload is decoded. On a
+        bus that authenticates publishers an Advertise is only peeked (adverts only shape shortlists); otherwise
+        a heartbeat that repeats, load included, the card last verified for its sender only refreshes that
+        card's liveness (no unverified frame may change its seq, time or load), and anything new is verified. A
+        Withdraw is always verified. With a thousand agents this saves some 300 signature checks a second."""
         now = self.clock()
         try:
-            peeked = self._peek_from_sender(msg)
+            peeked = self._peek(msg, now)
             message = peeked.message
-            card = _card(message) if isinstance(message, Advertise) else None
-            if card is not None and self._cards.get(message.sender) == card:
-                self.trust.check(message.sender, now)
-            else:
-                verify(peeked, self.trust, now, replay_guard=self.replay_guard)
-                if card is not None:
+            if isinstance(message, Advertise):
+                card = (_card(message), message.load)  # a new load is news: only a verified frame may bring it
+                if not self.authenticated_bus and self._cards.get(message.sender) == card:
+                    self.registry.refresh(message.sender, now=now)
+                    return
+                if not self.authenticated_bus:
+                    verify(peeked, self.trust, now, replay_guard=self.replay_guard)
                     if len(self._cards) >= self.registry.max_agents:
                         self._cards.clear()
                     self._cards[message.sender] = card
+                self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
+            elif isinstance(message, Withdraw):
+                verify(peeked, self.trust, now, replay_guard=self.replay_guard)
+                self._cards.pop(message.sender, None)
+                self.registry.withdraw(message, now=now)
         except AccordError as exc:
             self._refuse(exc, msg.subject, quiet=True)
-            return
-        if isinstance(message, Advertise):
-            self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
-        elif isinstance(message, Withdraw):
-            self._cards.pop(message.sender, None)
-            self.registry.withdraw(message, now=now)
 
     def _receive(self, msg: BusMessage) -> None:
+        """One frame for a task (docs/VERIFICATION.md): on a bus that authenticates publishers it is peeked (key
+        trusted before decoding) and verified only when the machine acts on it; on any other bus it is verified
+        in full (key, signature, decoding, freshness) before anything else."""
         now = self.clock()
         try:
-            peeked = self._peek_from_sender(msg)
+            opened = self._open(msg, now, acted_on=not self.authenticated_bus)
         except AccordError as exc:
             self._refuse(exc, msg.subject)
             return
-        message = peeked.message
+        message = opened.message
         task_id = getattr(message, "task_id", None)
         pending = self._tasks.get(task_id) if isinstance(task_id, str) else None
         if pending is None:
             self.stats.rejected["unknown_task"] += 1
             return
         if isinstance(message, Bid):
-            digest = payload_digest(peeked.payload)
-            pending.bids[digest] = peeked
+            digest = payload_digest(opened.payload)
+            pending.bids[digest] = opened  # the machine may award it at once (the last invited agent bid)
             self._feed(pending, Received(message, digest=digest), now)
+            if not pending.machine.has_bid(message.id):  # keep the frames only of bids the machine holds
+                pending.bids.pop(digest, None)
             return
-        if not self._acts_on(pending, message):
-            self._feed(pending, Received(message), now)
-            return
-        try:
-            opened = verify(
-                peeked, self.trust, now, replay_guard=self.replay_guard, expect=Expect(task_id=task_id)
-            )
-        except SecurityError as exc:
-            self._refuse(exc, msg.subject, task_id=task_id)
-            return
+        if not opened.verified and self._acts_on(pending, message):
+            try:
+                opened = verify(
+                    opened, self.trust, now, replay_guard=self.replay_guard, expect=Expect(task_id=task_id)
+                )
+            except SecurityError as exc:
+                self._refuse(exc, msg.subject, task_id=task_id)
+                return
         message = opened.message
         if isinstance(message, Result) and not self._check_attestation(pending, opened, now):
             return

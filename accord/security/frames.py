@@ -7,7 +7,12 @@ freshness and replay. Every refusal is a typed :class:`SecurityError`, and a ref
 replay guard nor the trust store.
 
 For frames a receiver may leave to connection-level authentication (see docs/VERIFICATION.md), ``peek``
-decodes WITHOUT verifying, and ``verify`` later checks one peeked frame (e.g. only the winning bid).
+decodes WITHOUT verifying the signature, and ``verify`` later checks one peeked frame (e.g. only the winning
+bid). Given a trust store, ``peek`` still looks the key up before it decodes a byte of the payload, so a frame
+from an unknown or revoked key costs an envelope parse and a dictionary lookup, never a payload decode.
+
+Both take the ``publisher`` the transport vouches for (the last token of the subject a frame arrived on, spec
+4.1): a frame whose ``key_id`` is another party's is refused before anything else.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ class Opened:
     signer: str
     """The verified signer's agent id; for a peeked frame, the unverified ``key_id`` claim."""
     certificate: Certificate | None
-    """The certificate that made the signer trusted (None when peeked)."""
+    """The certificate that made the signer trusted (None when peeked without a trust store)."""
     key_id: str
     sig: bytes
     verified: bool
@@ -117,32 +122,46 @@ def open_frame(
     now_ns: int,
     *,
     expect: Expect | None = None,
+    publisher: str | None = None,
 ) -> Opened:
     """Verify, decode and admit one frame, or raise a SecurityError with the reason.
 
     ``replay_guard=None`` skips freshness and replay checks (only for callers with their own, e.g. tests).
+    ``publisher``: who the transport says published it (the subject's last token); another ``key_id`` is refused.
     """
     envelope = decode_envelope(frame, PAYLOAD_TYPE_FRAME)
+    _check_publisher(envelope, publisher)
     certificate = _authenticate(envelope.key_id, envelope.payload, envelope.sig, trust, now_ns)
     message = _decode_payload(envelope.payload)
     return _admit(envelope, message, certificate, replay_guard, now_ns, expect)
 
 
-def peek(frame: bytes | bytearray | memoryview, *, expect: Expect | None = None) -> Opened:
-    """Decode a frame WITHOUT verifying its signature, trust or freshness.
+def peek(
+    frame: bytes | bytearray | memoryview,
+    *,
+    trust: TrustStore | None,
+    now_ns: int = 0,
+    expect: Expect | None = None,
+    publisher: str | None = None,
+) -> Opened:
+    """Decode a frame WITHOUT verifying its signature or freshness.
 
     Only for frames a receiver does not act on alone and whose publisher the connection already authenticated
-    (docs/VERIFICATION.md): anyone who can publish on the subject can forge a peeked frame. The payload type,
-    the ``sender == key_id`` consistency and ``expect`` are still checked (all cheap). Call :func:`verify`
-    before acting on the frame; never record a peeked frame in a replay guard.
+    (docs/VERIFICATION.md): anyone who can publish on the subject can forge a peeked frame. With ``trust`` (every
+    receive path passes it) the key must hold a valid certificate at ``now_ns`` BEFORE the payload is decoded;
+    ``trust=None`` is for tools that only inspect frames. The payload type, the publisher, the ``sender ==
+    key_id`` consistency and ``expect`` are still checked (all cheap). Call :func:`verify` before acting on the
+    frame; never record a peeked frame in a replay guard.
     """
     envelope = decode_envelope(frame, PAYLOAD_TYPE_FRAME)
+    _check_publisher(envelope, publisher)
+    certificate = trust.check(envelope.key_id, now_ns) if trust is not None else None
     message = _decode_payload(envelope.payload)
     if message.sender != envelope.key_id:
         raise SignatureError(Reason.SENDER_MISMATCH, f"sender {message.sender} but key_id {envelope.key_id}")
     if expect is not None:
         expect.check(message)
-    return Opened(message, envelope.payload, envelope.key_id, None, envelope.key_id, envelope.sig, False)
+    return Opened(message, envelope.payload, envelope.key_id, certificate, envelope.key_id, envelope.sig, False)
 
 
 def verify(
@@ -167,6 +186,11 @@ def verify(
     certificate = _authenticate(envelope.key_id, envelope.payload, envelope.sig, trust, now_ns)
     # The message was decoded from exactly these payload bytes, so it need not be decoded again.
     return _admit(envelope, peeked.message, certificate, replay_guard, now_ns, expect)
+
+
+def _check_publisher(envelope: Envelope, publisher: str | None) -> None:
+    if publisher is not None and envelope.key_id != publisher:
+        raise SignatureError(Reason.SENDER_MISMATCH, f"{envelope.key_id} published as {publisher}")
 
 
 def _authenticate(key_id: str, payload: bytes, sig: bytes, trust: TrustStore, now_ns: int) -> Certificate:

@@ -79,7 +79,7 @@ class _Mesh:
     async def watch(self, bus: NatsBus) -> None:
         async with await bus.subscribe(subjects.advertise_filter()) as sub:
             async for msg in sub:
-                message = peek(msg.data).message
+                message = peek(msg.data, trust=None).message
                 if isinstance(message, Advertise):
                     self.adverts.add(message.sender)
                 elif isinstance(message, Withdraw):
