@@ -12,6 +12,7 @@ import asyncio
 import enum
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -21,13 +22,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from accord.bus.base import BusError
+from accord.bus.nats import NatsBus
 from accord.cli.logging import json_logs
 from accord.errors import AccordError
 from accord.logs import get_logger
+from accord.mesh.auth import connect_as
 from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
 from accord.mesh.lock import BUS_LOCK, MeshLocks
+from accord.mesh.run import bus_credentials
 from accord.mesh.state import MeshState
 from accord.runtime.requester import TaskFailed
+from accord.security import Identity
 from accord.strategies import StrategyFailed
 
 __all__ = [
@@ -41,7 +46,8 @@ __all__ = [
     "err",
     "fail",
     "load_mesh_file",
-    "mesh_url",
+    "MeshBus",
+    "mesh_bus",
     "run_cli",
 ]
 
@@ -94,19 +100,39 @@ def load_mesh_file(path: Path) -> MeshConfig:
         fail(str(exc), 2)
 
 
-def mesh_url(config: MeshConfig, url: str | None) -> str:
+@dataclass(frozen=True)
+class MeshBus:
+    """How a command reaches a running mesh: its URL, whether that server authenticates every party as its own
+    key (receivers may then peek what they do not act on), and any shared credentials of the mesh file."""
+
+    url: str
+    authenticated: bool
+    credentials: tuple[str | None, str | None] = (None, None)
+
+    def connect(self, identity: Identity, *, name: str) -> NatsBus:
+        """A connection as ``identity``'s own key (or with the mesh file's shared credentials)."""
+        seed, creds = self.credentials
+        return connect_as(self.url, identity, name=name, nkey_seed=seed, creds=creds)
+
+
+def mesh_bus(config: MeshConfig, url: str | None) -> MeshBus:
     """``--nats``/``$NATS_URL``, else the file's ``[bus] url``, else the URL the running ``accord up`` of this
-    mesh published (only while that process holds the mesh's bus lock: a file left by a crash is ignored)."""
+    mesh published (only while that process holds the mesh's bus lock: a file left by a crash is ignored); that
+    embedded server authenticates every party, others as the mesh file says (``[bus] authenticated``)."""
+    try:
+        credentials = bus_credentials(config)
+    except MeshConfigError as exc:
+        fail(str(exc), 2)
     if url:
-        return url
+        return MeshBus(url, config.bus.authenticated, credentials)
     if config.bus.url:
-        return config.bus.url
+        return MeshBus(config.bus.url, config.bus.authenticated, credentials)
     assert config.state_dir is not None
     state = MeshState(Path(config.state_dir))
     holder = MeshLocks(state.directory).holder(BUS_LOCK)
     if holder is None or not holder.url:
         fail("no running mesh: start it with `accord up MESH.toml` or pass --nats URL", 2)
-    return holder.url
+    return MeshBus(holder.url, True, credentials)
 
 
 def run_cli(main: Callable[[], Awaitable[None]]) -> None:

@@ -31,7 +31,7 @@ from accord.cli.common import (
     err,
     fail,
     load_mesh_file,
-    mesh_url,
+    mesh_bus,
     run_cli,
 )
 from accord.cli.logging import configure_logging
@@ -41,7 +41,7 @@ from accord.logs import get_logger
 from accord.mesh.config import MeshConfig
 from accord.mesh.discovery import DISCOVERY_WAIT_MS, await_candidates, discover
 from accord.mesh.lock import MeshLocks
-from accord.mesh.run import connect_bus, run_mesh
+from accord.mesh.run import run_mesh
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.messages import Constraints, Privacy, Tier
 from accord.protocol.pricing import estimate_prompt_tokens
@@ -220,15 +220,17 @@ def register(app: typer.Typer) -> None:
             max_output_tokens=max_tokens,
             est_input_tokens=estimate_prompt_tokens(question_ask.messages()),
         )
-        url = mesh_url(config, nats)
+        bus_to = mesh_bus(config, nats)
 
         async def main() -> None:
             check_frame_size(probe)  # a prompt too large for a frame fails here, not as no_bids
             trust, identity = _requester(config, key)
             assert config.state_dir is not None
             with MeshState(Path(config.state_dir)).outcome_store() as outcomes:  # the record of earlier asks
-                async with connect_bus(url, name="accord-ask") as bus:
-                    requester = Requester(identity, bus=bus, trust=trust, outcomes=outcomes)
+                async with bus_to.connect(identity, name="accord-ask") as bus:
+                    requester = Requester(
+                        identity, bus=bus, trust=trust, outcomes=outcomes, authenticated_bus=bus_to.authenticated
+                    )
                     async with anyio.create_task_group() as tg:
                         await tg.start(requester.run)
                         try:
@@ -263,12 +265,13 @@ def register(app: typer.Typer) -> None:
         """List the agents advertising on a running mesh (their signed, verified cards)."""
         configure_logging(json=False, level="warning")
         config = load_mesh_file(mesh)
-        url = mesh_url(config, nats)
+        bus_to = mesh_bus(config, nats)
 
         async def main() -> None:
             trust, identities = load_trust(config, _state(config))
-            async with connect_bus(url, name="accord-agents") as bus:
-                requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust)
+            me = identities[REQUESTER_NAME]
+            async with bus_to.connect(me, name="accord-agents") as bus:
+                requester = Requester(me, bus=bus, trust=trust, authenticated_bus=bus_to.authenticated)
                 async with anyio.create_task_group() as tg:
                     await tg.start(requester.run)
                     if listen_s is not None:
@@ -276,7 +279,7 @@ def register(app: typer.Typer) -> None:
                     elif not await discover(requester, timeout_ms=2_000):
                         await anyio.sleep(DISCOVERY_WAIT_MS / 1000)  # nobody answered: wait for a heartbeat
                     tg.cancel_scope.cancel()
-            _print_agents(requester, url, json_out=json_out)
+            _print_agents(requester, bus_to.url, json_out=json_out)
 
         run_cli(main)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -153,20 +153,32 @@ class Callers:
 
 
 def make_callers(
-    bus: Bus,
+    bus: Bus | Callable[[str], Bus],
     trust: TrustStore,
     *,
     keys: Mapping[str, ApiKeyConfig] | None = None,
     identities: Mapping[str, Identity] | None = None,
     open_identity: Identity | None = None,
+    authenticated_bus: bool = False,
 ) -> Callers:
     """One requester per API key (``identities`` by :attr:`ApiKeyConfig.identity_name`), or with no keys one
-    open caller as ``open_identity``; all on ``bus``, sharing one registry that the first one feeds."""
+    open caller as ``open_identity``; on ``bus``, or on ``bus(agent_id)``'s connection (a mesh that authenticates
+    every party as its own key), sharing one registry that the first one feeds."""
     registry = CachingRegistry()
     made: list[Requester] = []
 
     def requester(identity: Identity) -> Requester:
-        made.append(Requester(identity, bus=bus, trust=trust, registry=registry, watch_adverts=not made))
+        connection = bus(identity.id) if callable(bus) else bus
+        made.append(
+            Requester(
+                identity,
+                bus=connection,
+                trust=trust,
+                registry=registry,
+                watch_adverts=not made,
+                authenticated_bus=authenticated_bus,
+            )
+        )
         return made[-1]
 
     if not keys:

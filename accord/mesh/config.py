@@ -162,7 +162,13 @@ class BusConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     url: str | None = None
     """A NATS URL; None (default) starts an embedded nats-server on a free 127.0.0.1 port."""
     nkey_seed_file: str | None = None
+    """One nkey seed every connection of this mesh uses (instead of each party's own key)."""
     creds_file: str | None = None
+    """One NATS ``.creds`` file (user JWT and seed) every connection of this mesh uses."""
+    authenticated: bool = False
+    """The server at ``url`` authenticates every party as its own key, with the permissions of spec 11.6 (as
+    ``accord up``'s embedded server does, which sets this itself): receivers may then peek frames they do not act
+    on alone (docs/VERIFICATION.md). Leave it false for a server that lets anyone publish anything."""
 
 
 class TrustConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +13,10 @@ from anyio.abc import TaskStatus
 
 from accord.backends import Backend, BackendError, check_backend
 from accord.bus.nats import NatsBus
-from accord.bus.server import NatsServer
+from accord.bus.server import NatsServer, NkeyUser
 from accord.errors import AccordError
 from accord.logs import get_logger
+from accord.mesh.auth import connect_as, mesh_users
 from accord.mesh.build import Gateway, build_agent_parts, gateway_of
 from accord.mesh.config import MeshConfig, MeshConfigError
 from accord.mesh.lock import BUS_LOCK, MeshBusyError, MeshLocks
@@ -23,6 +24,7 @@ from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
+from accord.runtime.timers import now_ns
 from accord.security import Identity, SecurityError, TrustStore
 from accord.strategies import StrategyBackend
 
@@ -32,7 +34,6 @@ __all__ = [
     "RunningMesh",
     "bus_credentials",
     "check_backends",
-    "connect_bus",
     "embedded_server",
     "follow_trust_file",
     "run_mesh",
@@ -53,9 +54,12 @@ class BackendUnavailable(AccordError):
 
 
 @asynccontextmanager
-async def embedded_server(store_dir: Path | None = None) -> AsyncIterator[NatsServer]:
-    """A private nats-server on a free 127.0.0.1 port, stopped by PID on exit."""
-    server = NatsServer(store_dir=store_dir) if store_dir is not None else NatsServer()
+async def embedded_server(
+    store_dir: Path | None = None, users: Sequence[NkeyUser] = ()
+) -> AsyncIterator[NatsServer]:
+    """A private nats-server on a free 127.0.0.1 port, stopped by PID on exit; with ``users``, only they may
+    connect (:func:`accord.mesh.auth.mesh_users`)."""
+    server = NatsServer(store_dir=store_dir, users=users) if store_dir is not None else NatsServer(users=users)
     await server.astart()
     try:
         yield server
@@ -63,10 +67,6 @@ async def embedded_server(store_dir: Path | None = None) -> AsyncIterator[NatsSe
         with anyio.CancelScope(shield=True):  # stopped even when the body was cancelled (a signal, Ctrl-C)
             await server.astop()
             await server.acleanup()
-
-
-def connect_bus(url: str, *, name: str, nkey_seed: str | None = None, creds: str | None = None) -> NatsBus:
-    return NatsBus(url, name=name, nkey_seed=nkey_seed, credentials=creds)
 
 
 def bus_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
@@ -88,18 +88,28 @@ async def _serve_agent(
     trust: TrustStore,
     credentials: tuple[str | None, str | None] = (None, None),
     gateway: Gateway | None = None,
+    authenticated: bool = False,
     *,
     task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One agent on its own bus connection, as on its own machine; closes its backends when it stops. A gateway
-    also runs its own requester on that connection and answers with its strategy."""
+    """One agent on its own bus connection (as its own key), as on its own machine; closes its backends when it
+    stops. A gateway also runs its own requester, on a connection of its own, and answers with its strategy."""
+    seed, creds = credentials
     try:
-        async with (
-            connect_bus(url, name=profile.name, nkey_seed=credentials[0], creds=credentials[1]) as bus,
-            anyio.create_task_group() as tg,
-        ):
+        async with AsyncExitStack() as stack:
+            bus = await stack.enter_async_context(
+                connect_as(url, identity, name=profile.name, nkey_seed=seed, creds=creds)
+            )
+            tg = await stack.enter_async_context(anyio.create_task_group())
             if gateway is not None:
-                requester = Requester(gateway.identity, bus=bus, trust=trust, service=False)
+                own = await stack.enter_async_context(
+                    connect_as(
+                        url, gateway.identity, name=f"{profile.name}-requester", nkey_seed=seed, creds=creds
+                    )
+                )
+                requester = Requester(
+                    gateway.identity, bus=own, trust=trust, service=False, authenticated_bus=authenticated
+                )
                 await tg.start(requester.run)
                 model = profile.models[0].name
                 backends[model] = StrategyBackend(
@@ -108,7 +118,15 @@ async def _serve_agent(
                     budget_micros=gateway.config.budget_micros,
                     form=gateway.config.form,
                 )
-            agent = Agent(identity, profile, backends, bus=bus, trust=trust, rng=random.Random())
+            agent = Agent(
+                identity,
+                profile,
+                backends,
+                bus=bus,
+                trust=trust,
+                rng=random.Random(),
+                authenticated_bus=authenticated,
+            )
             await tg.start(agent.run)
             task_status.started(agent)
             await agent.done.wait()
@@ -126,6 +144,12 @@ class RunningMesh:
     trust: TrustStore
     identities: dict[str, Identity]
     server: NatsServer | None
+    authenticated: bool = False
+    """The bus authenticates every party as its own key (the embedded server does)."""
+
+    def connect(self, identity: Identity, *, name: str) -> NatsBus:
+        """A connection to this mesh's bus for ``identity`` (as its own key)."""
+        return connect_as(self.url, identity, name=name)
 
     def requester_identity(self) -> Identity:
         return self.identities[REQUESTER_NAME]
@@ -171,9 +195,11 @@ async def run_mesh(
         await check_backends([(name, backends) for name, _, backends, _ in parts])
         server: NatsServer | None = None
         url = url or config.bus.url
-        if url is None:
-            server = await stack.enter_async_context(embedded_server())
+        authenticated = config.bus.authenticated
+        if url is None:  # our own server: nobody connects but the mesh's certified keys, each as itself
+            server = await stack.enter_async_context(embedded_server(users=mesh_users(trust, now_ns())))
             url = server.url
+            authenticated = True
         if locks.acquire(stack, BUS_LOCK, url=url):  # this process publishes the mesh's URL
             state.url_file.write_text(url + "\n", encoding="utf-8")
             stack.callback(state.url_file.unlink, missing_ok=True)
@@ -181,17 +207,25 @@ async def run_mesh(
         tg = await stack.enter_async_context(anyio.create_task_group())
         following = anyio.CancelScope()
         tg.start_soon(
-            _follow, following, trust, Path(config.trust.file) if config.trust.file else state.trust_file
+            _follow, following, trust, Path(config.trust.file) if config.trust.file else state.trust_file, server
         )
         try:
             while parts:
                 name, profile, backends, gateway = parts.pop(0)
                 agent = await tg.start(
-                    _serve_agent, url, identities[name], profile, backends, trust, credentials, gateway
+                    _serve_agent,
+                    url,
+                    identities[name],
+                    profile,
+                    backends,
+                    trust,
+                    credentials,
+                    gateway,
+                    authenticated,
                 )
                 agents.append(agent)
             log.info("mesh.up", url=url, agents=len(agents))
-            yield RunningMesh(url, agents, trust, identities, server)
+            yield RunningMesh(url, agents, trust, identities, server, authenticated)
         finally:
             # Graceful even when the body was cancelled (Ctrl-C): the agents' own tasks are still running
             # here, so each can fail its work with `shutdown` and send its Withdraw, within a bounded time.
@@ -203,9 +237,13 @@ async def run_mesh(
             following.cancel()
 
 
-async def _follow(scope: anyio.CancelScope, trust: TrustStore, path: Path) -> None:
+async def _follow(scope: anyio.CancelScope, trust: TrustStore, path: Path, server: NatsServer | None) -> None:
+    def reload_users() -> None:  # a key certified or revoked: the server's users follow the trust store
+        if server is not None:
+            server.reload_users(mesh_users(trust, now_ns()))
+
     with scope:
-        await follow_trust_file(trust, path)
+        await follow_trust_file(trust, path, on_change=reload_users)
 
 
 def trust_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -216,10 +254,17 @@ def trust_stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = TRUST_FOLLOW_MS / 1000) -> None:
+async def follow_trust_file(
+    trust: TrustStore,
+    path: Path,
+    *,
+    every_s: float = TRUST_FOLLOW_MS / 1000,
+    on_change: Callable[[], None] | None = None,
+) -> None:
     """Merge what is added to the trust file into ``trust`` while the mesh runs (a requester or a kit certified
-    after ``accord up``, the HTTP API's callers), checking the file every ``every_s``. Certificates are verified
-    against the operators as always; nothing is ever removed (revocation lists only grow)."""
+    after ``accord up``, the HTTP API's callers, a revocation), checking the file every ``every_s``, and call
+    ``on_change`` when the store changed. Certificates are verified against the operators as always; nothing is
+    ever removed (revocation lists only grow: a revocation sticks)."""
     seen = trust_stamp(path)
     while True:
         await anyio.sleep(every_s)
@@ -227,13 +272,16 @@ async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = T
         if stamp == seen or stamp is None:
             continue
         seen = stamp
+        before = trust.to_json()
         try:
             added = trust.merge(TrustStore.load(path))
         except SecurityError as exc:
             log.warning("trust.reload_failed", file=str(path), error=str(exc))
             continue
-        if added:
+        if trust.to_json() != before:
             log.info("trust.reloaded", file=str(path), certificates=added)
+            if on_change is not None:
+                on_change()
 
 
 async def _close_backends(parts: list[tuple[str, ContractorProfile, dict[str, Backend], Gateway | None]]) -> None:

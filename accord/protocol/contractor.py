@@ -62,6 +62,7 @@ from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
     DeviceChanged,
+    Distrusted,
     Event,
     EventType,
     ExecutionDone,
@@ -585,6 +586,26 @@ class ContractorMachine:
         self._gc(now)
         return self._advertise(now)
 
+    def _on_distrusted(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        """A requester is no longer trusted (revoked): its running work stops, its bids and offers go, and it is
+        told nothing more (spec 10.4)."""
+        assert isinstance(event, Distrusted)
+        out: list[Action] = []
+        for j in self._jobs.values():
+            if j.task.sender != event.agent_id or j.state not in _OPEN:
+                continue
+            if j.state is _J.RUNNING and j.award is not None:
+                out.append(Abort(j.task.task_id, j.award.attempt, ReasonCode.VERIFICATION_FAILED))
+                out += self._release(j, _J.DONE, ReasonCode.VERIFICATION_FAILED)
+            else:
+                out += self._release(j, _J.RELEASED, ReasonCode.VERIFICATION_FAILED)
+            j.closed = True
+        return out
+
+    def open_requesters(self) -> set[str]:
+        """The requesters this agent holds bids, offers or running work for (their trust is re-checked)."""
+        return {j.task.sender for j in self._jobs.values() if j.state in _OPEN}
+
     def _on_device_changed(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, DeviceChanged)
         self._device = event.state
@@ -937,6 +958,8 @@ def _build_table() -> dict[tuple[AgentState | JobState, EventType], Handler]:
     )
     execution = (E.EXECUTION_PROGRESS, E.EXECUTION_DONE, E.EXECUTION_FAILED)
     t[(AgentState.INIT, E.START)] = M._on_start
+    for s in AgentState:
+        t[(s, E.DISTRUSTED)] = M._on_distrusted
     for s in AgentState:
         t[(s, E.DEVICE_CHANGED)] = M._on_device_changed
     t[(AgentState.ONLINE, E.SHUTDOWN)] = M._on_shutdown

@@ -78,7 +78,7 @@ from accord.protocol.actions import (
 )
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest, prompt_digest
-from accord.protocol.events import Event, EventType, Received, TimerKind, event_type
+from accord.protocol.events import Distrusted, Event, EventType, Received, TimerKind, event_type
 from accord.protocol.market import (
     NS_PER_MS,
     CredentialLookup,
@@ -712,6 +712,19 @@ class RequesterMachine:
         return out
 
     # --- handlers -----------------------------------------------------------------------------------------------
+    def _on_distrusted(self, event: Event, now: int) -> list[Action]:
+        """Its trust store stopped vouching for an agent (revoked): the attempt it holds ends at once, unpaid and
+        without a word to it, and the task goes on; its bids are dropped (never awarded again)."""
+        assert isinstance(event, Distrusted)
+        d = self._d
+        for bid_id in [b for b, offer in d.offers.items() if offer.agent_id == event.agent_id]:
+            del d.offers[bid_id]
+            d.dropped.add(bid_id)
+        d.bidders.discard(event.agent_id)
+        if d.state in _ON_AWARD and d.award is not None and d.award.winner == event.agent_id:
+            return self._attempt_failed(now, ReasonCode.VERIFICATION_FAILED, notify=False)
+        return []
+
     def _on_start(self, event: Event, now: int) -> list[Action]:
         d = self._d
         cfg = self.config
@@ -1054,6 +1067,8 @@ def _build_table() -> dict[tuple[RequesterState, EventType], Handler]:
         t[(s, E.BID)] = M._on_late
         t[(s, E.LEASE_EXPIRED)] = M._on_lease_expired
     t[(_S.AWARDED, E.ACK_TIMEOUT)] = M._on_ack_timeout
+    for s in every:
+        t[(s, E.DISTRUSTED)] = M._on_distrusted
     return t
 
 

@@ -72,6 +72,7 @@ from accord.protocol.contractor import AgentState, ContractorMachine, Contractor
 from accord.protocol.digests import output_digest, payload_digest, prompt_digest
 from accord.protocol.events import (
     DeviceChanged,
+    Distrusted,
     Event,
     ExecutionDone,
     ExecutionFailed,
@@ -244,6 +245,7 @@ class Agent(Endpoint[_TimerKey]):
                 await self._register_service()
                 self._apply(self.machine.handle(Start(), now=self.clock()))
                 tg.start_soon(self._sample_device)
+                tg.start_soon(self._watch_trust)
                 self._log.info("agent.online", tier=self.profile.tier.value, models=list(self.backends))
                 task_status.started()
                 await self._stop.wait()
@@ -416,6 +418,12 @@ class Agent(Endpoint[_TimerKey]):
             self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
             return
         self._apply(actions)
+
+    def _distrusted_peers(self, now: int) -> None:
+        for requester in sorted(self.machine.open_requesters()):
+            if self._untrusted(requester, now):
+                self._log.warning("peer.distrusted", requester=requester)
+                self._feed(Distrusted(requester), now)
 
     def _on_timer(self, key: tuple[TimerKind, str]) -> None:
         self._feed(TimerFired(key[0], key[1]))

@@ -31,7 +31,17 @@ from accord.errors import AccordError
 from accord.protocol import subjects
 from accord.runtime.outbox import Outbox
 from accord.runtime.timers import Clock, TimerService, now_ns
-from accord.security import Expect, Identity, Opened, ReplayError, ReplayGuard, TrustStore, open_frame, peek
+from accord.security import (
+    Expect,
+    Identity,
+    Opened,
+    ReplayError,
+    ReplayGuard,
+    SecurityError,
+    TrustStore,
+    open_frame,
+    peek,
+)
 
 __all__ = ["Endpoint"]
 
@@ -84,6 +94,28 @@ class Endpoint(Generic[K]):
     # --- hooks --------------------------------------------------------------------------------------------------
     def _on_timer(self, key: K) -> None:
         raise NotImplementedError
+
+    def _distrusted_peers(self, now: int) -> None:
+        """Tell the machines about peers in flight whose keys the trust store no longer vouches for."""
+        raise NotImplementedError
+
+    async def _watch_trust(self, every_ms: int = 1_000) -> None:
+        """Re-check, every ``every_ms``, the trust of the peers this endpoint has work in flight with: a key
+        revoked while the mesh runs (the trust file followed, a revocation merged) stops its work within this."""
+        while True:
+            await anyio.sleep(every_ms / 1000)
+            self._outbox.hold()
+            try:
+                self._distrusted_peers(self.clock())
+            finally:
+                await self._outbox.flush()
+
+    def _untrusted(self, peer: str, now: int) -> bool:
+        try:
+            self.trust.check(peer, now)
+        except SecurityError:
+            return True
+        return False
 
     def service_counts(self) -> dict[str, EndpointCounts]:
         """The per-endpoint counts ``$SRV.STATS`` reports."""

@@ -31,7 +31,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
-from typing import ClassVar, assert_never
+from typing import ClassVar, Final, assert_never
 
 import anyio
 import msgspec
@@ -59,7 +59,7 @@ from accord.protocol.actions import (
 )
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
-from accord.protocol.events import CancelTask, Event, Received, Start, TimerFired, TimerKind
+from accord.protocol.events import CancelTask, Distrusted, Event, Received, Start, TimerFired, TimerKind
 from accord.protocol.market import Credentials, Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
@@ -108,6 +108,8 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
+
+_AWARDED: Final = frozenset({RequesterState.AWARDED, RequesterState.ACKNOWLEDGED})
 
 ProgressCallback = Callable[[Progress], None]
 """Called synchronously with each Progress of the current awardee, in order."""
@@ -285,6 +287,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     adverts = await self.bus.subscribe(subjects.advertise_filter(), max_pending=65_536)
                     tg.start_soon(self._pump, adverts, self._receive_advert)
                 await self._register_service()
+                tg.start_soon(self._watch_trust)
                 self._ready = True
                 task_status.started()
         finally:
@@ -556,6 +559,14 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             return False
         pending.verified[result.id] = verified
         return True
+
+    def _distrusted_peers(self, now: int) -> None:
+        for pending in list(self._tasks.values()):
+            award = pending.machine.award
+            if award is None or pending.machine.state not in _AWARDED or not self._untrusted(award.winner, now):
+                continue
+            self._log.warning("peer.distrusted", agent=award.winner, task_id=pending.machine.task_id)
+            self._feed(pending, Distrusted(award.winner), now)
 
     def _on_timer(self, key: tuple[str, TimerKind]) -> None:
         pending = self._tasks.get(key[0])

@@ -26,8 +26,9 @@ from typing import Any, Final
 
 from accord.protocol import subjects
 from accord.protocol.messages import Tier
+from accord.security.certs import Certificate
 
-__all__ = ["agent_permissions", "inbox_prefix", "kv_award_key"]
+__all__ = ["agent_permissions", "certified_permissions", "inbox_prefix", "kv_award_key"]
 
 _SERVICE_VERBS: Final = ("PING", "INFO", "STATS")
 """The verbs of the NATS service protocol (nats.micro) an agent answers on ``$SRV.<verb>[.<kind>[.<id>]]``."""
@@ -46,6 +47,12 @@ def kv_award_key(requester: str, task_id: str) -> str:
     """
     subjects.direct_filter(requester)
     return f"{requester}.{subjects.validate_token(task_id, 'task id')}"
+
+
+def certified_permissions(cert: Certificate) -> dict[str, Any]:
+    """The permissions a certified key gets on a mesh's own server (``accord up``): it publishes only as itself
+    and sees only the calls for proposals of its certified tier and residency classes (spec 11.6)."""
+    return agent_permissions(cert.agent_id, tier=cert.tier, residencies=cert.residency)
 
 
 def agent_permissions(

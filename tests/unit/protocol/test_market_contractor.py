@@ -33,6 +33,7 @@ from accord.protocol.contractor import (
 )
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
+    Distrusted,
     ExecutionDone,
     ExecutionFailed,
     ExecutionProgress,
@@ -555,3 +556,17 @@ async def test_agent_shells_free_the_losers_slots_when_the_task_completes() -> N
     assert [a.stats.bids for a in agents] == [1, 1, 1]
     assert [a.stats.cancels for a in agents] == [0, 1, 1]  # the winner is not told; each loser once
     assert all(a.stats.refused == 0 for a in agents)
+
+
+def test_work_for_a_revoked_requester_stops_and_it_is_told_nothing() -> None:
+    ag = Agent()
+    running, bidding = task(), task()
+    bid = ag.bid_for(running)
+    ag.bid_for(bidding)
+    ag.at(60).award(running, bid)
+    assert ag.m.open_requesters() == {REQ} and ag.m.used_slots == 2
+    out = ag.handle(Distrusted(REQ))
+    assert Abort(running.task_id, 1, ReasonCode.VERIFICATION_FAILED) in out
+    assert not [a for a in out if isinstance(a, Send)] and ag.m.used_slots == 0
+    assert ag.m.open_requesters() == set()
+    assert sent(ag.offer(task(task_id=bidding.task_id, attempt=2)), Bid) == []  # closed: no new bid for it
