@@ -22,7 +22,7 @@ from accord.bus.server import NatsServer
 from accord.mesh.config import load_mesh
 from accord.mesh.state import MeshState, load_trust
 from accord.routing.store import OutcomeStore
-from tests.integration.test_runtime_cli_mesh import _poll, _spawn
+from tests.support.cli import poll, spawn
 
 MESH = """
 [[agents]]
@@ -55,12 +55,12 @@ async def test_a_failure_to_deliver_is_remembered_by_the_next_ask_process(tmp_pa
     server = await NatsServer(name="accord-evidence", jetstream=False).astart()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        procs["up"] = _spawn(["up", "mesh.toml", "--nats", server.url], tmp_path, tmp_path / "up.log")
+        procs["up"] = spawn(["up", "mesh.toml", "--nats", server.url], tmp_path, tmp_path / "up.log")
         up_log = tmp_path / "up.log"
-        await _poll(lambda: "mesh up on" in up_log.read_text(errors="replace"), timeout_s=60, what="mesh up")
+        await poll(lambda: "mesh up on" in up_log.read_text(errors="replace"), timeout_s=60, what="mesh up")
         for n in (1, 2):
             ask = ["ask", f"Question {n}: what is 2+2?", "--mesh", "mesh.toml", "--nats", server.url]
-            procs[f"ask{n}"] = _spawn(ask, tmp_path, tmp_path / f"ask{n}.log")
+            procs[f"ask{n}"] = spawn(ask, tmp_path, tmp_path / f"ask{n}.log")
             await anyio.to_thread.run_sync(procs[f"ask{n}"].wait, 90)
         procs["up"].send_signal(signal.SIGTERM)
         await anyio.to_thread.run_sync(procs["up"].wait, 30)
