@@ -173,6 +173,12 @@ async def run_mesh(
         missing = ", ".join(sorted(wanted - set(names)))
         raise MeshConfigError(f"--only: no agent named {missing} (the mesh has {known})")
     trust, identities = load_trust(config, state, require=[n for n in names if wanted is None or n in wanted])
+    revoked = [n for n in names if (wanted is None or n in wanted) and trust.is_revoked(identities[n].id)]
+    if revoked:
+        raise MeshConfigError(
+            f"agent {', '.join(revoked)}: key revoked (a revocation sticks; delete the agent's seed file under "
+            f"{state.directory / 'keys'} to give it a new key)"
+        )
     credentials = bus_credentials(config)
     locks = MeshLocks(state.directory)
     async with AsyncExitStack() as stack:

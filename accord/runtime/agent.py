@@ -122,7 +122,7 @@ log = get_logger(__name__)
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 _MAX_TOKEN_COUNTS = 4096
 
-SERVICE_NAME = "accord-agent"
+SERVICE_NAME = subjects.AGENT_SERVICE
 """The NATS service kind every agent registers as (``nats micro ls`` groups them under it)."""
 
 _TimerKey = tuple[TimerKind, str]
@@ -583,6 +583,8 @@ class Agent(Endpoint[_TimerKey]):
 def _check_profile(profile: ContractorProfile, trust: TrustStore, agent_id: str, now: int) -> None:
     """Refuse to start an agent whose profile claims what its own certificate does not grant: every requester
     would refuse its bids (``claim``), so it would serve nothing, silently (spec 10.2)."""
+    if trust.is_revoked(agent_id):
+        raise AccordError(f"agent {profile.name}: its key {agent_id} is revoked; give it a new key")
     try:
         creds = credentials_of(trust.check(agent_id, now))
     except SecurityError:

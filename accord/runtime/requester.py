@@ -118,7 +118,7 @@ ActionObserver = Callable[[str, Action, int], None]
 """Called synchronously with (task id, action, now ns) for every action a task's machine returns, before the
 shell carries it out: a tap for audit logs and for tests that record the market's history."""
 
-SERVICE_NAME = "accord-requester"
+SERVICE_NAME = subjects.REQUESTER_SERVICE
 """The NATS service kind a requester registers as."""
 
 
