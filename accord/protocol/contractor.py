@@ -226,10 +226,15 @@ def quote_task(
         return Refusal(reason=ReasonCode.PRIVACY)
     if c.preferred_tiers and profile.tier not in c.preferred_tiers:
         return Refusal(reason=ReasonCode.OTHER, detail="tier")
-    deadline = c.deadline_ns + MAX_SKEW_NS  # the requester's clock: it judges the deadline, not us (spec 9.3)
-    if now >= deadline:
+    # Timing is judged on the requester's clock, which wrote ts and the deadline (spec 9.3): our now may read
+    # up to MAX_SKEW_NS ahead of it, so the earliest start on its clock is now - skew, but never before the
+    # bid window it set closes (a deadline inside the window is infeasible whatever the clocks say).
+    deadline = c.deadline_ns
+    earliest = now - MAX_SKEW_NS
+    if earliest >= deadline:
         return Refusal(reason=ReasonCode.DEADLINE_INFEASIBLE)
-    start = now if task.mechanism is Mechanism.DIRECT else max(now, task.ts + task.bid_window_ms * NS_PER_MS)
+    window_end = task.ts if task.mechanism is Mechanism.DIRECT else task.ts + task.bid_window_ms * NS_PER_MS
+    start = max(earliest, window_end)
     out_tokens = task.max_output_tokens
     prompt_tokens = prompt_tokens_of(task, prompt_tokens)
     best: tuple[float, int, int, str] | None = None
