@@ -25,6 +25,7 @@ from accord.bus.base import BusError
 from accord.bus.nats import NatsBus
 from accord.cli.logging import json_logs
 from accord.errors import AccordError
+from accord.files import FileRefusedError
 from accord.logs import get_logger
 from accord.mesh.auth import connect_as
 from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
@@ -48,6 +49,7 @@ __all__ = [
     "load_mesh_file",
     "MeshBus",
     "mesh_bus",
+    "refused_file",
     "run_cli",
 ]
 
@@ -137,7 +139,8 @@ def mesh_bus(config: MeshConfig, url: str | None) -> MeshBus:
 
 def run_cli(main: Callable[[], Awaitable[None]]) -> None:
     """Run an async command body. Expected failures (Accord's typed errors, files that cannot be read) become
-    one line and exit 1, also when they arrive inside an exception group; Ctrl-C exits 130."""
+    one line and exit 1 (2 for a file refused unread: :func:`refused_file`), also when they arrive inside an
+    exception group; Ctrl-C exits 130."""
     try:
         anyio.run(main)
     except (KeyboardInterrupt, AccordError, OSError, BaseExceptionGroup) as exc:
@@ -149,7 +152,13 @@ def run_cli(main: Callable[[], Awaitable[None]]) -> None:
             raise leaf from None
         if not isinstance(leaf, AccordError | OSError):
             raise
-        fail(_describe(leaf))
+        fail(_describe(leaf), 2 if refused_file(leaf) else 1)
+
+
+def refused_file(exc: BaseException) -> bool:
+    """``exc`` refuses a file the user named before reading it (not a regular file, or over its cap): a usage
+    error, exit 2, wherever a command meets it."""
+    return isinstance(exc, FileRefusedError)
 
 
 def _single(exc: BaseException) -> BaseException:

@@ -34,6 +34,7 @@ from accord.conformance import (
     to_json,
     to_junit,
 )
+from accord.files import FileRefusedError
 from accord.security import KeyKind, SecurityError, TrustStore, load_identity, public_key_of
 from accord.security.keyfile import read_private
 
@@ -63,8 +64,8 @@ def _config(
     try:
         identity = load_identity(key, kind=KeyKind.USER)
         trust = TrustStore.load(trust_file)
-    except SecurityError as exc:
-        raise _setup_error(f"{exc.reason.value}: {exc.detail}") from exc
+    except (SecurityError, FileRefusedError) as exc:
+        raise _setup_error(str(exc)) from exc
     now = time.time_ns()
     for who, agent_id in (("the agent", agent), ("the kit's key", identity.id)):
         try:
@@ -135,7 +136,7 @@ def register(app: typer.Typer) -> None:
         if nkey_seed is not None:
             try:
                 seed = read_private(nkey_seed).decode("ascii").strip()
-            except (SecurityError, UnicodeDecodeError) as exc:
+            except (SecurityError, FileRefusedError, UnicodeDecodeError) as exc:
                 raise _setup_error(f"--nkey-seed {nkey_seed}: {exc}") from exc
         run = functools.partial(run_conformance, config, nats, nkey_seed=seed, credentials=creds)
         try:

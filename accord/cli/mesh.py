@@ -36,6 +36,7 @@ from accord.cli.common import (
 )
 from accord.cli.logging import configure_logging
 from accord.errors import AccordError
+from accord.files import FileRefusedError, read_capped
 from accord.httpapi.account import answer_json, main_outcome
 from accord.logs import get_logger
 from accord.mesh.config import MeshConfig
@@ -198,8 +199,8 @@ def register(app: typer.Typer) -> None:
             if context_file is not None and not isinstance(chosen, SplitSpec):
                 raise StrategyConfigError("--context-file is read by the split strategy only (--strategy split)")
             runner = build_strategy(chosen)  # mesh-file routers are resolved already; --strategy ones from here
-            context = context_file.read_text(encoding="utf-8") if context_file is not None else None
-        except (StrategyConfigError, OSError, UnicodeDecodeError) as exc:
+            context = read_capped(context_file).decode("utf-8") if context_file is not None else None
+        except (StrategyConfigError, FileRefusedError, UnicodeDecodeError) as exc:
             fail(str(exc), 2)
         question_ask = Ask(
             prompt=text,
@@ -361,12 +362,12 @@ def _question(question: str, file: Path | None) -> str:
         fail("give the question as an argument, as - (stdin) or with --file, not two of them", 2)
     try:
         if file is not None:
-            text = file.read_text(encoding="utf-8")
+            text = read_capped(file).decode("utf-8")
         elif question == "-":
             text = sys.stdin.read()
         else:
             text = question
-    except (OSError, UnicodeDecodeError) as exc:
+    except (FileRefusedError, OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read the question: {exc}", 2)
     if not text.strip():
         fail("the question is empty", 2)

@@ -40,6 +40,7 @@ import msgspec
 from msgspec import Meta, Struct, field
 
 from accord.errors import AccordError
+from accord.files import FileRefusedError, read_capped
 from accord.protocol.messages import Privacy, Tier
 from accord.protocol.pricing import ResourceModel
 from accord.strategies.parsing import StrategySpec, resolve_routers
@@ -239,9 +240,9 @@ def parse_mesh(text: str, *, source: str = "<mesh>") -> MeshConfig:
 def load_mesh(path: str | Path) -> MeshConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MeshConfigError(f"{path}: cannot read the mesh file: {exc.strerror}") from exc
+        text = read_capped(path).decode("utf-8")
+    except FileRefusedError as exc:
+        raise MeshConfigError(f"{path}: cannot read the mesh file: {exc.detail}") from exc
     except UnicodeDecodeError as exc:
         raise MeshConfigError(f"{path}: not UTF-8 text") from exc
     config = parse_mesh(text, source=str(path))

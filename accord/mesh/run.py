@@ -15,6 +15,7 @@ from accord.backends import Backend, BackendError, check_backend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, NkeyUser
 from accord.errors import AccordError
+from accord.files import FileRefusedError
 from accord.logs import get_logger
 from accord.mesh.auth import connect_as, mesh_users
 from accord.mesh.build import Gateway, build_agent_parts, gateway_of
@@ -275,7 +276,7 @@ async def follow_trust_file(
         before = trust.to_json()
         try:
             added = trust.merge(TrustStore.load(path))
-        except SecurityError as exc:
+        except (SecurityError, FileRefusedError) as exc:
             log.warning("trust.reload_failed", file=str(path), error=str(exc))
             continue
         if trust.to_json() != before:
