@@ -33,7 +33,7 @@ from accord.mesh.lock import BUS_LOCK, MeshLocks
 from accord.mesh.run import bus_credentials
 from accord.mesh.state import MeshState
 from accord.runtime.requester import TaskFailed
-from accord.security import Identity
+from accord.security import Identity, KeyFileError, Reason
 from accord.strategies import StrategyFailed
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "load_mesh_file",
     "MeshBus",
     "mesh_bus",
+    "mesh_credentials",
     "refused_file",
     "run_cli",
 ]
@@ -121,10 +122,7 @@ def mesh_bus(config: MeshConfig, url: str | None) -> MeshBus:
     """``--nats``/``$NATS_URL``, else the file's ``[bus] url``, else the URL the running ``accord up`` of this
     mesh published (only while that process holds the mesh's bus lock: a file left by a crash is ignored); that
     embedded server authenticates every party, others as the mesh file says (``[bus] authenticated``)."""
-    try:
-        credentials = bus_credentials(config)
-    except MeshConfigError as exc:
-        fail(str(exc), 2)
+    credentials = mesh_credentials(config)
     if url:
         return MeshBus(url, config.bus.authenticated, credentials)
     if config.bus.url:
@@ -135,6 +133,15 @@ def mesh_bus(config: MeshConfig, url: str | None) -> MeshBus:
     if holder is None or not holder.url:
         fail("no running mesh: start it with `accord up MESH.toml` or pass --nats URL", 2)
     return MeshBus(holder.url, True, credentials)
+
+
+def mesh_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
+    """The mesh file's shared bus credentials (:func:`~accord.mesh.run.bus_credentials`); exit 2 with the reason
+    when a file cannot be used (missing, not an owner-only regular file, not a user seed)."""
+    try:
+        return bus_credentials(config)
+    except MeshConfigError as exc:
+        fail(str(exc), 2)
 
 
 def run_cli(main: Callable[[], Awaitable[None]]) -> None:
@@ -156,9 +163,11 @@ def run_cli(main: Callable[[], Awaitable[None]]) -> None:
 
 
 def refused_file(exc: BaseException) -> bool:
-    """``exc`` refuses a file the user named before reading it (not a regular file, or over its cap): a usage
-    error, exit 2, wherever a command meets it."""
-    return isinstance(exc, FileRefusedError)
+    """``exc`` refuses a file the user named before reading it (not a regular file, over its cap, or a key file
+    group or others may access): a usage error, exit 2, wherever a command meets it."""
+    return isinstance(exc, FileRefusedError) or (
+        isinstance(exc, KeyFileError) and exc.reason is Reason.INSECURE_KEY_FILE
+    )
 
 
 def _single(exc: BaseException) -> BaseException:

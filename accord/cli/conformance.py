@@ -36,7 +36,7 @@ from accord.conformance import (
 )
 from accord.files import FileRefusedError
 from accord.security import KeyKind, SecurityError, TrustStore, load_identity, public_key_of
-from accord.security.keyfile import read_private
+from accord.security.keyfile import check_private
 
 __all__ = ["register"]
 
@@ -133,11 +133,14 @@ def register(app: typer.Typer) -> None:
         }
         config = _config(agent, trust, key, check, timings)
         seed: str | None = None
-        if nkey_seed is not None:
-            try:
-                seed = read_private(nkey_seed).decode("ascii").strip()
-            except (SecurityError, FileRefusedError, UnicodeDecodeError) as exc:
-                raise _setup_error(f"--nkey-seed {nkey_seed}: {exc}") from exc
+        try:  # secrets both: read (the seed) or checked (the creds file nats-py reads) like every key file
+            if nkey_seed is not None:
+                seed = load_identity(nkey_seed, kind=KeyKind.USER).seed
+            if creds is not None:
+                check_private(creds)
+        except (SecurityError, FileRefusedError) as exc:
+            flag = "--nkey-seed" if nkey_seed is not None else "--creds"  # not both (checked above)
+            raise _setup_error(f"{flag}: {exc}") from exc
         run = functools.partial(run_conformance, config, nats, nkey_seed=seed, credentials=creds)
         try:
             report = anyio.run(run)

@@ -6,8 +6,8 @@
     accord keys revoke --operator-key F --trust TRUST (--serial N | --agent ID)...
     accord keys show FILE                  a key file (its public id only) or a trust file
 
-Every file written is owner-only (0600). Failures print the reason code and exit 1; a file refused unread (a path
-that is no regular file, a file over its cap) exits 2.
+Every file written is owner-only (0600). Failures print the reason code and exit 1; a file refused unread (a key
+file group or others may access, a path that is no regular file, a file over its cap) exits 2.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from accord.cli.common import (
     fail,
     load_mesh_file,
     mesh_bus,
+    mesh_credentials,
     run_cli,
 )
 from accord.cli.logging import configure_logging
@@ -97,6 +98,7 @@ def register(app: typer.Typer) -> None:
         """Run the agents of a mesh file until Ctrl-C, SIGTERM or `accord down` (exit 0)."""
         configure_logging(json=log_json, level=log_level)
         config = load_mesh_file(mesh)
+        credentials = mesh_credentials(config)
         say = err.print if not log_json else _silent  # with --log-json, stderr carries only JSON lines
 
         async def main() -> None:
@@ -117,7 +119,7 @@ def register(app: typer.Typer) -> None:
                             stop.set()
 
                     tg.start_soon(stop_on_signal)
-                    async with run_mesh(config, only=only, url=nats) as running:
+                    async with run_mesh(config, only=only, url=nats, credentials=credentials) as running:
                         pid = f" (nats-server pid {running.server.pid})" if running.server is not None else ""
                         log.info(
                             "mesh.ready",
