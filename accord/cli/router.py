@@ -12,6 +12,7 @@ from rich.console import Console
 
 from accord.bench.evaluation.evaluate import Report, baseline_reports, evaluate_scores
 from accord.bench.evaluation.render import plot_reports, report_table
+from accord.files import FileRefusedError
 from accord.routing.base import RouterError
 from accord.routing.files import ROUTER_KINDS, load_router, make_router, overlap, save_router
 from accord.routing.records import Outcome, OutcomeLogError, read_outcomes, write_outcomes
@@ -36,7 +37,7 @@ def _fail(exc: Exception) -> typer.Exit:
 def _read(paths: list[Path]) -> list[Outcome]:
     try:
         return read_outcomes(*paths)
-    except (OSError, OutcomeLogError) as exc:
+    except (FileRefusedError, OSError, OutcomeLogError) as exc:  # OSError: reading on, a stream can fail
         raise _fail(exc) from exc
 
 
@@ -104,7 +105,7 @@ def register(app: typer.Typer) -> None:
         """Evaluate a saved router on outcome logs: APGR, CPT(50%), CPT(80%), AIQ against random and oracle."""
         try:
             router, file = load_router(router_file)
-        except (RouterError, OSError) as exc:
+        except (RouterError, FileRefusedError) as exc:
             raise _fail(exc) from exc
         table = _table(_read(logs), router.weak, router.strong)
         seen = overlap(file, table.queries)

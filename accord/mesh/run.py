@@ -15,6 +15,7 @@ from accord.backends import Backend, BackendError, check_backend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, NkeyUser
 from accord.errors import AccordError
+from accord.files import FileRefusedError
 from accord.logs import get_logger
 from accord.mesh.auth import connect_as, mesh_users
 from accord.mesh.build import Gateway, build_agent_parts, gateway_of
@@ -25,7 +26,8 @@ from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
 from accord.runtime.timers import now_ns
-from accord.security import Identity, SecurityError, TrustStore
+from accord.security import Identity, KeyKind, SecurityError, TrustStore, load_identity
+from accord.security.keyfile import check_private
 from accord.strategies import StrategyBackend
 
 __all__ = [
@@ -70,14 +72,22 @@ async def embedded_server(
 
 
 def bus_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
-    """(nkey seed text, creds file) for connections of this mesh, from the ``[bus]`` section."""
-    seed = None
-    if config.bus.nkey_seed_file is not None:
-        try:
-            seed = Path(config.bus.nkey_seed_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise MeshConfigError(f"bus.nkey_seed_file: cannot read {config.bus.nkey_seed_file}: {exc}") from exc
-    return seed, config.bus.creds_file
+    """(nkey seed text, creds file) for connections of this mesh, from the ``[bus]`` section.
+
+    Both hold a secret, so both are key files (spec 10.6): the seed is read like every seed
+    (:func:`~accord.security.load_identity`, a user seed in an owner-only regular file), and the creds file, which
+    nats-py reads at each connect, is checked the same way first. MeshConfigError naming the field otherwise."""
+    bus = config.bus
+    try:
+        seed = None if bus.nkey_seed_file is None else load_identity(bus.nkey_seed_file, kind=KeyKind.USER).seed
+    except (SecurityError, FileRefusedError) as exc:
+        raise MeshConfigError(f"bus.nkey_seed_file: {exc}") from exc
+    try:
+        if bus.creds_file is not None:
+            check_private(Path(bus.creds_file))
+    except (SecurityError, FileRefusedError) as exc:
+        raise MeshConfigError(f"bus.creds_file: {exc}") from exc
+    return seed, bus.creds_file
 
 
 async def _serve_agent(
@@ -157,12 +167,17 @@ class RunningMesh:
 
 @asynccontextmanager
 async def run_mesh(
-    config: MeshConfig, *, only: Iterable[str] | None = None, url: str | None = None
+    config: MeshConfig,
+    *,
+    only: Iterable[str] | None = None,
+    url: str | None = None,
+    credentials: tuple[str | None, str | None] | None = None,
 ) -> AsyncIterator[RunningMesh]:
     """Start the configured agents (all, or the replicas named in ``only``) and yield the running mesh.
 
     The bus is ``url`` if given, else the file's ``bus.url``, else an embedded nats-server for the mesh's
-    lifetime. Agents get one NatsBus connection each, as they would on separate machines.
+    lifetime. Agents get one NatsBus connection each, as they would on separate machines, with ``credentials``
+    (default: :func:`bus_credentials` of ``config``).
     """
     assert config.state_dir is not None, "load_mesh sets state_dir"
     state = MeshState(Path(config.state_dir))
@@ -179,7 +194,7 @@ async def run_mesh(
             f"agent {', '.join(revoked)}: key revoked (a revocation sticks; delete the agent's seed file under "
             f"{state.directory / 'keys'} to give it a new key)"
         )
-    credentials = bus_credentials(config)
+    credentials = bus_credentials(config) if credentials is None else credentials
     locks = MeshLocks(state.directory)
     async with AsyncExitStack() as stack:
         for name in (n for n in names if wanted is None or n in wanted):
@@ -281,7 +296,7 @@ async def follow_trust_file(
         before = trust.to_json()
         try:
             added = trust.merge(TrustStore.load(path))
-        except SecurityError as exc:
+        except (SecurityError, FileRefusedError) as exc:
             log.warning("trust.reload_failed", file=str(path), error=str(exc))
             continue
         if trust.to_json() != before:

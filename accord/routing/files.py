@@ -15,6 +15,7 @@ from typing import Final
 
 import msgspec
 
+from accord.files import MAX_DATA_FILE_BYTES, read_capped
 from accord.routing.bandit import BanditRouter, BanditState
 from accord.routing.base import Query, RouterError
 from accord.routing.common import PairRouter
@@ -108,7 +109,7 @@ def save_router(router: PairRouter, path: str | Path, *, trained_on: Iterable[Qu
 
 def read_router_file(path: str | Path) -> RouterFile:
     path = Path(path)
-    raw = path.read_bytes()
+    raw = read_capped(path, cap=MAX_DATA_FILE_BYTES)
     try:
         if path.suffix == ".json":
             return msgspec.json.decode(raw, type=RouterFile)

@@ -19,6 +19,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from accord.errors import RemoteProtocolError
+from accord.files import read_capped
 from accord.protocol.codec import decode_as
 from accord.protocol.messages import Privacy, Tier
 from accord.security.certs import Certificate, RevocationList, check_record_version
@@ -31,9 +32,9 @@ from accord.security.envelope import (
     decode_envelope,
     verify_signature,
 )
-from accord.security.errors import FrameError, KeyFileError, Reason, SecurityError, SignatureError, TrustError
+from accord.security.errors import FrameError, Reason, SecurityError, SignatureError, TrustError
 from accord.security.identity import public_key_of
-from accord.security.keyfile import write_owner_only
+from accord.security.keyfile import key_file_errors, write_owner_only
 from accord.security.nkeys import KeyKind
 
 __all__ = ["TRUST_FILE_VERSION", "CertStatus", "TrustStore"]
@@ -322,13 +323,11 @@ class TrustStore:
 
     @classmethod
     def load(cls, path: str | Path) -> TrustStore:
+        """The trust file at ``path`` (at most :data:`~accord.files.MAX_FILE_BYTES`, a regular file, else
+        :class:`~accord.files.FileRefusedError`)."""
         p = Path(path)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError as exc:
-            raise KeyFileError(Reason.KEY_FILE_MISSING, f"trust file {p} does not exist") from exc
-        except OSError as exc:
-            raise KeyFileError(Reason.BAD_KEY_FILE, f"cannot read {p}: {exc.strerror or exc}") from exc
+        with key_file_errors(p, "trust file "):
+            data = read_capped(p)
         try:
             return cls.from_json(data)
         except SecurityError as exc:
