@@ -6,15 +6,22 @@ that seals and publishes what its machines send; a :class:`~accord.runtime.timer
 and publish its answers before reading on; the sender check every frame passes first (spec 4.1: the last token
 of the subject is the publisher); the inbox subject of each peer, validated once; and, on a bus that can host it,
 a NATS service registration (``$SRV.PING|INFO|STATS``) whose counts come from :meth:`Endpoint.service_counts`.
+
+Every structure an endpoint keeps is bounded (:class:`EndpointLimits`, spec 11.9). An input that would grow one
+past its bound is refused (or, for the outbox, dropped), counted in :attr:`Endpoint.limited` by the bound's name
+and logged (the 1st, 2nd, 4th... time: a flood does not flood the log); honest state the endpoint already holds
+is never evicted to make room for it.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import anyio
+from msgspec import Meta, Struct
 
 import accord
 from accord.bus.base import (
@@ -28,6 +35,7 @@ from accord.bus.base import (
     Subscription,
 )
 from accord.errors import AccordError
+from accord.logs import sparse
 from accord.protocol import subjects
 from accord.runtime.outbox import Outbox
 from accord.runtime.timers import Clock, TimerService, now_ns
@@ -43,12 +51,25 @@ from accord.security import (
     peek,
 )
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "EndpointLimits"]
 
 K = TypeVar("K", bound=Hashable)
 
-_MAX_INBOXES = 4096
-"""Peers whose inbox subject is remembered; the cache is cleared when it would grow past this."""
+_Positive = Annotated[int, Meta(ge=1)]
+
+
+class EndpointLimits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Bounds on what a shell holds besides its machines (spec 11.9; the machines' own are in ContractorProfile
+    and RequesterConfig, the replay guard's in ReplayGuard, the registry's in Registry)."""
+
+    outbox: _Positive = 10_000
+    """Messages queued for publishing at most; one more is dropped (the protocol's timers recover a lost one)."""
+    timers: _Positive = 100_000
+    """Timers armed at once at most (a backstop: the machines' bounds keep theirs far below)."""
+    peers: _Positive = 4096
+    """Peers whose inbox subject is remembered; the cache is emptied when it would grow past this."""
+    token_counts: _Positive = 64
+    """Agent: prompts being counted with a model's tokenizer at once; a Task beyond this is refused."""
 
 
 class Endpoint(Generic[K]):
@@ -69,6 +90,7 @@ class Endpoint(Generic[K]):
         log: Any,
         clock: Clock = now_ns,
         authenticated_bus: bool = False,
+        limits: EndpointLimits | None = None,
     ) -> None:
         self.identity = identity
         self.id = identity.id
@@ -85,8 +107,11 @@ class Endpoint(Generic[K]):
         self._rng = rng if rng is not None else random.Random()
         self._log = log
         """A structlog logger bound to this endpoint's identity (structlog loggers are untyped: ``Any``)."""
-        self._outbox = Outbox(bus, identity)
-        self._timers: TimerService[K] = TimerService(self._on_timer, clock=clock)
+        self.limits = limits if limits is not None else EndpointLimits()
+        self.limited: Counter[str] = Counter()
+        """Inputs refused because a bound was reached, by the bound's name (spec 11.9)."""
+        self._outbox = Outbox(bus, identity, capacity=self.limits.outbox)
+        self._timers: TimerService[K] = TimerService(self._on_timer, clock=clock, capacity=self.limits.timers)
         self._inboxes: dict[str, str] = {}
         self._want_service = service
         self._service: ServiceHandle | None = None
@@ -157,6 +182,13 @@ class Endpoint(Generic[K]):
             publisher=msg.subject.rpartition(".")[2],
         )
 
+    def _limit_reached(self, limit: str, **context: object) -> None:
+        """Count (and log, sparsely) one input refused because the bound named ``limit`` was reached."""
+        self.limited[limit] += 1
+        n = self.limited[limit]
+        if sparse(n):
+            self._log.warning("limit.reached", limit=limit, refused=n, **context)
+
     def _log_refusal(self, exc: AccordError, subject: str, **context: object) -> None:
         """Replays happen on any at-least-once path (debug); anything else is worth a warning."""
         if isinstance(exc, ReplayError):
@@ -169,7 +201,7 @@ class Endpoint(Generic[K]):
         """``subjects.direct(to, self)``, validated once per peer (the cache is bounded)."""
         subject = self._inboxes.get(to)
         if subject is None:
-            if len(self._inboxes) > _MAX_INBOXES:
+            if len(self._inboxes) >= self.limits.peers:
                 self._inboxes.clear()
             subject = self._inboxes[to] = subjects.direct(to, self.id)
         return subject
