@@ -432,7 +432,7 @@ class Agent(Endpoint[_TimerKey]):
             actions = self.machine.handle(event, now=self.clock() if now is None else now)
         except AccordError as exc:
             self.stats.rejected += 1
-            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            self._log_machine_refusal(event, exc)
             return
         self._apply(actions)
 

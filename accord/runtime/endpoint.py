@@ -10,7 +10,9 @@ a NATS service registration (``$SRV.PING|INFO|STATS``) whose counts come from :m
 Every structure an endpoint keeps is bounded (:class:`EndpointLimits`, spec 11.9). An input that would grow one
 past its bound is refused (or, for the outbox, dropped), counted in :attr:`Endpoint.limited` by the bound's name
 and logged (the 1st, 2nd, 4th... time: a flood does not flood the log); honest state the endpoint already holds
-is never evicted to make room for it.
+is never evicted to make room for it. Refused frames are counted by reason (:attr:`Endpoint.refusals`) and
+logged the same sparse way: a log line costs more than refusing a frame from an unknown key, and a flood of them
+would cost the disk too.
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ class Endpoint(Generic[K]):
         self.limits = limits if limits is not None else EndpointLimits()
         self.limited: Counter[str] = Counter()
         """Inputs refused because a bound was reached, by the bound's name (spec 11.9)."""
+        self.refusals: Counter[str] = Counter()
+        """Frames refused before a machine saw them, by reason (``unknown_key``, ``bad_signature``, ``replay``...),
+        and events a machine raised on (``machine``)."""
         self._outbox = Outbox(bus, identity, capacity=self.limits.outbox)
         self._timers: TimerService[K] = TimerService(self._on_timer, clock=clock, capacity=self.limits.timers)
         self._inboxes: dict[str, str] = {}
@@ -189,12 +194,23 @@ class Endpoint(Generic[K]):
         if sparse(n):
             self._log.warning("limit.reached", limit=limit, refused=n, **context)
 
-    def _log_refusal(self, exc: AccordError, subject: str, **context: object) -> None:
-        """Replays happen on any at-least-once path (debug); anything else is worth a warning."""
-        if isinstance(exc, ReplayError):
-            self._log.debug("frame.refused", subject=subject, error=str(exc), **context)
-        else:
-            self._log.warning("frame.refused", subject=subject, error=str(exc), **context)
+    def _log_machine_refusal(self, event: object, exc: AccordError) -> None:
+        """Count (as ``machine``) and log sparsely an event a machine raised on (a message its role never gets)."""
+        self.refusals["machine"] += 1
+        n = self.refusals["machine"]
+        if sparse(n):
+            self._log.warning("event.refused", kind=type(event).__name__, error=str(exc), refused=n)
+
+    def _log_refusal(self, exc: AccordError, subject: str, *, quiet: bool = False, **context: object) -> None:
+        """Count a refused frame by reason and log the 1st, 2nd, 4th... of each reason: replays (they happen on any
+        at-least-once path) and ``quiet`` ones at debug level, anything else as a warning."""
+        reason = str(getattr(exc, "reason", type(exc).__name__))
+        self.refusals[reason] += 1
+        n = self.refusals[reason]
+        if not sparse(n):
+            return
+        log = self._log.debug if quiet or isinstance(exc, ReplayError) else self._log.warning
+        log("frame.refused", subject=subject, error=str(exc), refused=n, **context)
 
     # --- sending ------------------------------------------------------------------------------------------------
     def _inbox_of(self, to: str) -> str:

@@ -446,7 +446,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     # --- receiving ----------------------------------------------------------------------------------------------
     def _refuse(self, exc: AccordError, subject: str, *, task_id: str | None = None, quiet: bool = False) -> None:
         """Count a frame dropped before its machine saw it (a failed check of a frame from a known key also counts
-        as a verification failure) and log it (``quiet``: at debug level, for adverts)."""
+        as a verification failure) and log it sparsely (``quiet``: at debug level, for adverts)."""
         self.stats.refused_frames += 1
         if (
             isinstance(exc, SecurityError)
@@ -454,10 +454,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             and exc.reason is not Reason.MALFORMED
         ):
             self.stats.verification_failures += 1
-        if quiet:
-            self._log.debug("frame.refused", subject=subject, error=str(exc))
-        else:
-            self._log_refusal(exc, subject, task_id=task_id)
+        self._log_refusal(exc, subject, quiet=quiet, task_id=task_id)
 
     def _receive_advert(self, msg: BusMessage) -> None:
         """Feed the registry. Every advert's key must hold a valid certificate before its payload is decoded. On a
@@ -507,9 +504,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self.stats.rejected["unknown_task"] += 1
             return
         if isinstance(message, Bid):
+            size = len(opened.payload)
+            if size > pending.machine.config.max_bid_bytes:  # the machine refuses it: neither hashed nor kept
+                self._feed(pending, Received(message, size=size), now)
+                return
             digest = payload_digest(opened.payload)
             pending.bids[digest] = opened  # the machine may award it at once (the last invited agent bid)
-            self._feed(pending, Received(message, digest=digest, size=len(opened.payload)), now)
+            self._feed(pending, Received(message, digest=digest, size=size), now)
             if not pending.machine.has_bid(message.id):  # keep the frames only of bids the machine holds
                 pending.bids.pop(digest, None)
             return
@@ -592,7 +593,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         try:
             actions = pending.machine.handle(event, now=now)
         except AccordError as exc:
-            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            self._log_machine_refusal(event, exc)
             return
         if isinstance(event, Received) and isinstance(event.message, Decline):
             reason = event.message.reason  # any token on the wire: only the known ones get their own count
