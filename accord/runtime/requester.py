@@ -79,7 +79,7 @@ from accord.protocol.registry import Candidates, Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
 from accord.protocol.shortlists import CachingRegistry
 from accord.routing.store import OutcomeStore, StoredOutcome
-from accord.runtime.endpoint import Endpoint
+from accord.runtime.endpoint import Endpoint, EndpointLimits
 from accord.runtime.timers import Clock, now_ns
 from accord.security import (
     Expect,
@@ -110,6 +110,7 @@ __all__ = [
 log = get_logger(__name__)
 
 _AWARDED: Final = frozenset({RequesterState.AWARDED, RequesterState.ACKNOWLEDGED})
+_REASONS: Final = frozenset(r.value for r in ReasonCode)
 
 ProgressCallback = Callable[[Progress], None]
 """Called synchronously with each Progress of the current awardee, in order."""
@@ -246,6 +247,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         outcomes: OutcomeStore | None = None,
         clock: Clock = now_ns,
         authenticated_bus: bool = False,
+        limits: EndpointLimits | None = None,
     ) -> None:
         super().__init__(
             identity,
@@ -257,6 +259,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             log=log.bind(requester=identity.id),
             clock=clock,
             authenticated_bus=authenticated_bus,
+            limits=limits,
         )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
@@ -327,6 +330,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             "refused_frames": s.refused_frames,
             "spent_micros": s.spent_micros,
             "in_flight": s.in_flight,
+            "limited": sum(self.limited.values()),
         }
         data.update({f"failed_{reason}": n for reason, n in sorted(s.failed.items())})
         last = max(s.failed, key=lambda r: s.failed[r]) if s.failed else ""
@@ -442,7 +446,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     # --- receiving ----------------------------------------------------------------------------------------------
     def _refuse(self, exc: AccordError, subject: str, *, task_id: str | None = None, quiet: bool = False) -> None:
         """Count a frame dropped before its machine saw it (a failed check of a frame from a known key also counts
-        as a verification failure) and log it (``quiet``: at debug level, for adverts)."""
+        as a verification failure) and log it sparsely (``quiet``: at debug level, for adverts)."""
         self.stats.refused_frames += 1
         if (
             isinstance(exc, SecurityError)
@@ -450,10 +454,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             and exc.reason is not Reason.MALFORMED
         ):
             self.stats.verification_failures += 1
-        if quiet:
-            self._log.debug("frame.refused", subject=subject, error=str(exc))
-        else:
-            self._log_refusal(exc, subject, task_id=task_id)
+        self._log_refusal(exc, subject, quiet=quiet, task_id=task_id)
 
     def _receive_advert(self, msg: BusMessage) -> None:
         """Feed the registry. Every advert's key must hold a valid certificate before its payload is decoded. On a
@@ -475,7 +476,10 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     if len(self._cards) >= self.registry.max_agents:
                         self._cards.clear()
                     self._cards[message.sender] = card
+                full = self.registry.refused
                 self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
+                if self.registry.refused > full:
+                    self._limit_reached("registry", agent=message.sender)
             elif isinstance(message, Withdraw):
                 verify(peeked, self.trust, now, replay_guard=self.replay_guard)
                 self._cards.pop(message.sender, None)
@@ -500,9 +504,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self.stats.rejected["unknown_task"] += 1
             return
         if isinstance(message, Bid):
+            size = len(opened.payload)
+            if size > pending.machine.config.max_bid_bytes:  # the machine refuses it: neither hashed nor kept
+                self._feed(pending, Received(message, size=size), now)
+                return
             digest = payload_digest(opened.payload)
             pending.bids[digest] = opened  # the machine may award it at once (the last invited agent bid)
-            self._feed(pending, Received(message, digest=digest), now)
+            self._feed(pending, Received(message, digest=digest, size=size), now)
             if not pending.machine.has_bid(message.id):  # keep the frames only of bids the machine holds
                 pending.bids.pop(digest, None)
             return
@@ -515,7 +523,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                 self._refuse(exc, msg.subject, task_id=task_id)
                 return
         message = opened.message
-        if isinstance(message, Result) and not self._check_attestation(pending, opened, now):
+        if isinstance(message, Result):
+            if not self._check_attestation(pending, opened, now):
+                return
+            try:
+                self._feed(pending, Received(message, digest=payload_digest(opened.payload)), now)
+            finally:  # kept only while the machine decides (an accepted one is in the outcome by then)
+                pending.verified.pop(message.id, None)
             return
         self._feed(pending, Received(message, digest=payload_digest(opened.payload)), now)
 
@@ -579,10 +593,11 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         try:
             actions = pending.machine.handle(event, now=now)
         except AccordError as exc:
-            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            self._log_machine_refusal(event, exc)
             return
         if isinstance(event, Received) and isinstance(event.message, Decline):
-            pending.declines[f"declined {event.message.reason}"] += 1
+            reason = event.message.reason  # any token on the wire: only the known ones get their own count
+            pending.declines[f"declined {reason if reason in _REASONS else ReasonCode.OTHER.value}"] += 1
         elif isinstance(event, Received) and isinstance(event.message, Failure):
             pending.failure = event.message
         self._apply(pending, actions, now)
@@ -609,6 +624,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     self._outbox.multicast([self._inbox_of(peer) for peer in to], message)
                 case Reject(reason=reason, detail=detail):
                     self.stats.rejected[reason.value] += 1
+                    if reason is RejectReason.TOO_MANY:
+                        self._limit_reached(detail or reason.value, task_id=task_id)
                     if reason is RejectReason.INELIGIBLE:
                         pending.declines[f"ineligible {detail.partition(':')[0]}"] += 1
                 case AttemptEnded(success=True, agent_id=agent_id):
