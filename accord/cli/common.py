@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -30,7 +30,7 @@ from accord.logs import get_logger
 from accord.mesh.auth import connect_as
 from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
 from accord.mesh.lock import BUS_LOCK, MeshLocks
-from accord.mesh.run import bus_credentials
+from accord.mesh.run import agent_creds, bus_credentials
 from accord.mesh.state import MeshState
 from accord.runtime.requester import TaskFailed
 from accord.security import Identity, KeyFileError, Reason
@@ -43,6 +43,7 @@ __all__ = [
     "LogLevel",
     "MeshOption",
     "NatsOption",
+    "agent_credentials",
     "console",
     "err",
     "fail",
@@ -140,6 +141,15 @@ def mesh_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
     when a file cannot be used (missing, not an owner-only regular file, not a user seed)."""
     try:
         return bus_credentials(config)
+    except MeshConfigError as exc:
+        fail(str(exc), 2)
+
+
+def agent_credentials(config: MeshConfig, only: Sequence[str] | None, url: str | None) -> None:
+    """Check the ``.creds`` files the agents in ``only`` name for themselves, for a bus at ``url``
+    (:func:`~accord.mesh.run.agent_creds`); exit 2 with the reason when one cannot be used."""
+    try:
+        agent_creds(config, only, url=url)
     except MeshConfigError as exc:
         fail(str(exc), 2)
 

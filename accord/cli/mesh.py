@@ -27,6 +27,7 @@ from accord.cli.common import (
     LogLevel,
     MeshOption,
     NatsOption,
+    agent_credentials,
     console,
     err,
     fail,
@@ -99,6 +100,7 @@ def register(app: typer.Typer) -> None:
         configure_logging(json=log_json, level=log_level)
         config = load_mesh_file(mesh)
         credentials = mesh_credentials(config)
+        agent_credentials(config, only, nats)
         say = err.print if not log_json else _silent  # with --log-json, stderr carries only JSON lines
 
         async def main() -> None:

@@ -180,7 +180,8 @@ class BusConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     nkey_seed_file: str | None = None
     """One nkey seed every connection of this mesh uses (instead of each party's own key)."""
     creds_file: str | None = None
-    """One NATS ``.creds`` file (user JWT and seed) every connection of this mesh uses."""
+    """One NATS ``.creds`` file (user JWT and seed) every connection of this mesh uses, but those of agents that
+    name their own (``[[agents]] creds_file``)."""
     authenticated: bool = False
     """The server at ``url`` authenticates every party as its own key, with the permissions of spec 11.6 (as
     ``accord up``'s embedded server does, which sets this itself): receivers may then peek frames they do not act
@@ -209,6 +210,10 @@ class AgentConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     count: Annotated[int, Meta(ge=1, le=10_000)] = 1
     key: str | None = None
     """Seed file of the agent's key; None: generated into the mesh's state dir."""
+    creds_file: str | None = None
+    """This agent's own NATS ``.creds`` file (a JWT user of a server with decentralised auth, whose JWT carries
+    the agent's permissions of spec 11.6; its user key should be the agent's ``key``); instead of ``[bus]``
+    credentials, for this agent's connection only. One replica (``count = 1``): every replica is its own key."""
     backend: BackendConfig
     resources: dict[str, float | int | bool] = {}
     """Overrides of the advertised resource model (tokens_per_s, prices, quality, rtt_ms, metered, battery...)."""
@@ -262,6 +267,11 @@ _PROBE: Final = {"model": "probe", "tokens_per_s": 1.0, "context_window": 1}
 
 def _problem(agent: AgentConfig, at: str) -> str:
     """What is wrong with a decoded agent beyond its fields' types ('' if nothing), ending with where."""
+    if agent.creds_file is not None and agent.count != 1:
+        return (
+            f"a creds file is one NATS user, and each of the {agent.count} replicas is its own key: give each "
+            f"replica its own [[agents]] entry - at `{at}.creds_file`"
+        )
     for j, residency in enumerate(agent.residency):
         if residency == ANY:
             reserved = f"{ANY!r} is reserved (it means no residency requirement) and names no residency class"
@@ -318,7 +328,7 @@ def resolve_paths(config: MeshConfig, base: Path) -> MeshConfig:
             backend = replace(backend, model_path=at(backend.model_path))
         elif isinstance(backend, ReplayBackendConfig):
             backend = replace(backend, log=str(base / Path(backend.log).expanduser()))
-        agents.append(replace(agent, key=at(agent.key), backend=backend))
+        agents.append(replace(agent, key=at(agent.key), creds_file=at(agent.creds_file), backend=backend))
     return replace(
         config,
         agents=agents,

@@ -34,6 +34,7 @@ __all__ = [
     "BackendUnavailable",
     "TRUST_FOLLOW_MS",
     "RunningMesh",
+    "agent_creds",
     "bus_credentials",
     "check_backends",
     "embedded_server",
@@ -90,6 +91,31 @@ def bus_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
     return seed, bus.creds_file
 
 
+def agent_creds(
+    config: MeshConfig, names: Iterable[str] | None = None, *, url: str | None = None
+) -> dict[str, str]:
+    """The ``.creds`` file of each agent (of those in ``names``) that names its own (``[[agents]] creds_file``),
+    by agent name, each checked as a key file (owner-only, spec 10.6) like the ``[bus]`` credentials.
+    MeshConfigError naming the agent and the field when a file cannot be used, or when there is no server to use
+    it on: neither ``url`` nor ``[bus] url`` (the embedded server knows each agent by its own key, not by JWT)."""
+    wanted = None if names is None else set(names)
+    out: dict[str, str] = {}
+    for agent in config.agents:
+        if agent.creds_file is None or (wanted is not None and agent.name not in wanted):
+            continue
+        try:
+            check_private(Path(agent.creds_file))
+        except (SecurityError, FileRefusedError) as exc:
+            raise MeshConfigError(f"agent {agent.name!r}: creds_file: {exc}") from exc
+        out[agent.name] = agent.creds_file
+    if out and (url or config.bus.url) is None:
+        raise MeshConfigError(
+            f"agent {', '.join(repr(n) for n in sorted(out))}: creds_file needs [bus] url, a server with "
+            "decentralised auth (the embedded server authenticates each agent by its own key)"
+        )
+    return out
+
+
 async def _serve_agent(
     url: str,
     identity: Identity,
@@ -99,16 +125,18 @@ async def _serve_agent(
     credentials: tuple[str | None, str | None] = (None, None),
     gateway: Gateway | None = None,
     authenticated: bool = False,
+    own_creds: str | None = None,
     *,
     task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One agent on its own bus connection (as its own key), as on its own machine; closes its backends when it
-    stops. A gateway also runs its own requester, on a connection of its own, and answers with its strategy."""
+    """One agent on its own bus connection (as its own key, or as the JWT user of its own ``own_creds``), as on
+    its own machine; closes its backends when it stops. A gateway also runs its own requester, on a connection
+    of its own (with the mesh's credentials), and answers with its strategy."""
     seed, creds = credentials
     try:
         async with AsyncExitStack() as stack:
             bus = await stack.enter_async_context(
-                connect_as(url, identity, name=profile.name, nkey_seed=seed, creds=creds)
+                connect_as(url, identity, name=profile.name, nkey_seed=seed, creds=creds, own_creds=own_creds)
             )
             tg = await stack.enter_async_context(anyio.create_task_group())
             if gateway is not None:
@@ -195,6 +223,7 @@ async def run_mesh(
             f"{state.directory / 'keys'} to give it a new key)"
         )
     credentials = bus_credentials(config) if credentials is None else credentials
+    own_creds = agent_creds(config, wanted, url=url)
     locks = MeshLocks(state.directory)
     async with AsyncExitStack() as stack:
         for name in (n for n in names if wanted is None or n in wanted):
@@ -243,6 +272,7 @@ async def run_mesh(
                     credentials,
                     gateway,
                     authenticated,
+                    own_creds.get(name),
                 )
                 agents.append(agent)
             log.info("mesh.up", url=url, agents=len(agents))
