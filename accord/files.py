@@ -115,12 +115,25 @@ def read_capped(
     than ``cap + 1`` bytes of it."""
     with open_regular(path, cap=cap, check=check) as handle:
         try:
-            data = handle.read(cap + 1)
+            # Sized by what the file says it holds, not by the cap: read(n) allocates n bytes up front, and a
+            # data file's cap is gigabytes. A file that grew since goes on in chunks, still up to cap + 1.
+            data = handle.read(min(cap, os.fstat(handle.fileno()).st_size) + 1)
+            if len(data) <= cap and (more := _read_up_to(handle, cap + 1 - len(data))):
+                data += more
         except OSError as exc:
             raise FileRefusedError("unreadable", path, f"cannot read: {exc.strerror or exc}") from exc
     if len(data) > cap:
         raise FileRefusedError("too_large", path, f"larger than {_size(cap)}, the most read from such a file")
     return data
+
+
+def _read_up_to(handle: BinaryIO, limit: int, chunk: int = 1 << 20) -> bytes:
+    """At most ``limit`` more bytes of ``handle``, read in chunks (nothing allocated for bytes that are not there)."""
+    parts: list[bytes] = []
+    while limit > 0 and (part := handle.read(min(chunk, limit))):
+        parts.append(part)
+        limit -= len(part)
+    return b"".join(parts)
 
 
 def _check(path: str | Path, st: os.stat_result, cap: int) -> None:

@@ -28,7 +28,7 @@ Use::
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, assert_never
@@ -60,7 +60,7 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Distrusted, Event, Received, Start, TimerFired, TimerKind
-from accord.protocol.market import Credentials, Reputation, ReputationPredictor
+from accord.protocol.market import Credentials, QualityPredictor, Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
     Award,
@@ -78,6 +78,7 @@ from accord.protocol.messages import (
 from accord.protocol.registry import Candidates, Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
 from accord.protocol.shortlists import CachingRegistry
+from accord.routing.base import LearningPredictor
 from accord.routing.store import OutcomeStore, StoredOutcome
 from accord.runtime.endpoint import Endpoint, EndpointLimits
 from accord.runtime.timers import Clock, now_ns
@@ -224,6 +225,10 @@ class _Pending:
         self.on_progress = on_progress
 
 
+_UNSCORED_KEPT = 1024
+"""How many delivered, not yet scored attempts a requester keeps for its learning predictor."""
+
+
 class Requester(Endpoint[tuple[str, TimerKind]]):
     """Submits tasks to the mesh and returns verified outcomes (see the module docstring)."""
 
@@ -238,6 +243,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         registry: Registry | None = None,
         config: RequesterConfig | None = None,
         reputation: Reputation | None = None,
+        predictor: QualityPredictor | None = None,
         max_in_flight: int = 64,
         rng: random.Random | None = None,
         replay_guard: ReplayGuard | None = None,
@@ -268,7 +274,11 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         if reputation is None:
             reputation = Reputation(outcomes.records() if outcomes is not None else None)
         self.reputation = reputation
-        self.predictor = ReputationPredictor(self.reputation)
+        self.predictor: QualityPredictor = (
+            predictor if predictor is not None else ReputationPredictor(self.reputation)
+        )
+        self._unscored: OrderedDict[str, StoredOutcome] = OrderedDict()
+        """Recent delivered attempts a learning predictor has not seen scored yet (at most _UNSCORED_KEPT)."""
         self.stats = RequesterStats()
         self.watch_adverts = watch_adverts
         self.observer = observer
@@ -689,54 +699,67 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self.reputation.score_delivery(agent_id, quality)
         if self.outcomes is not None:
             self.outcomes.set_quality(task_id, quality, source, run_id=run_id or None)
+        row = self._unscored.pop(task_id, None)
+        if row is not None:
+            self._learn(msgspec.structs.replace(row, quality=quality, quality_source=source))
 
     def _store_failure(self, pending: _Pending, ended: AttemptEnded, now: int) -> None:
-        if self.outcomes is None:
+        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
             return
         task = pending.machine.task
-        self.outcomes.add(
-            StoredOutcome(
-                task_id=ended.task_id,
-                attempt=ended.attempt,
-                ts_ns=now,
-                agent=ended.agent_id,
-                model=ended.model or "?",
-                tier=self._tier_of(ended.agent_id),
-                kind=task.kind,
-                privacy=task.constraints.privacy,
-                residency=task.constraints.residency,
-                delivered=False,
-                quality=0.0,
-                quality_source="failure",
-                messages=tuple(task.messages),
-            )
+        row = StoredOutcome(
+            task_id=ended.task_id,
+            attempt=ended.attempt,
+            ts_ns=now,
+            agent=ended.agent_id,
+            model=ended.model or "?",
+            tier=self._tier_of(ended.agent_id),
+            kind=task.kind,
+            privacy=task.constraints.privacy,
+            residency=task.constraints.residency,
+            delivered=False,
+            quality=0.0,
+            quality_source="failure",
+            messages=tuple(task.messages),
         )
+        if self.outcomes is not None:
+            self.outcomes.add(row)
+        self._learn(row)
 
     def _store_result(self, pending: _Pending, outcome: TaskOutcome, now: int) -> None:
-        if self.outcomes is None:
+        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
             return
         task, result = pending.machine.task, outcome.result
-        self.outcomes.add(
-            StoredOutcome(
-                task_id=outcome.task_id,
-                attempt=outcome.attempt,
-                ts_ns=now,
-                agent=outcome.agent_id,
-                model=outcome.model,
-                tier=self._tier_of(outcome.agent_id),
-                kind=task.kind,
-                privacy=task.constraints.privacy,
-                residency=task.constraints.residency,
-                delivered=True,
-                price_micros=outcome.price_micros,
-                latency_ms=round(outcome.latency_ms),
-                input_tokens=result.usage.input_tokens,
-                output_tokens=result.usage.output_tokens,
-                messages=tuple(task.messages),
-                response=result.output,
-                attestation_digest=payload_digest(result.attestation),
-            )
+        row = StoredOutcome(
+            task_id=outcome.task_id,
+            attempt=outcome.attempt,
+            ts_ns=now,
+            agent=outcome.agent_id,
+            model=outcome.model,
+            tier=self._tier_of(outcome.agent_id),
+            kind=task.kind,
+            privacy=task.constraints.privacy,
+            residency=task.constraints.residency,
+            delivered=True,
+            price_micros=outcome.price_micros,
+            latency_ms=round(outcome.latency_ms),
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            messages=tuple(task.messages),
+            response=result.output,
+            attestation_digest=payload_digest(result.attestation),
         )
+        if self.outcomes is not None:
+            self.outcomes.add(row)
+        if isinstance(self.predictor, LearningPredictor):  # it learns when a signal scores the result
+            self._unscored[row.task_id] = row
+            if len(self._unscored) > _UNSCORED_KEPT:
+                self._unscored.popitem(last=False)
+
+    def _learn(self, row: StoredOutcome) -> None:
+        """Feed a scored attempt to a predictor that learns online (spec/OUTCOMES.md)."""
+        if isinstance(self.predictor, LearningPredictor):
+            self.predictor.observe(row.to_outcome())
 
     def _tier_of(self, agent_id: str) -> str:
         creds = self.credentials(agent_id)

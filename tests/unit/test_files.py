@@ -86,3 +86,11 @@ def test_a_check_sees_the_status_of_the_file_as_opened(tmp_path: Path) -> None:
     seen: list[int] = []
     assert read_capped(path, check=lambda st: seen.append(st.st_size)) == b"abc"
     assert seen == [3]
+
+
+def test_a_small_file_under_a_huge_cap_is_read_without_allocating_the_cap(tmp_path: Path) -> None:
+    """read(n) allocates n bytes up front: reading up to a data file's cap of gigabytes must not (a 1 TiB cap
+    here would need 1 TiB)."""
+    path = tmp_path / "small.jsonl"
+    path.write_bytes(b'{"a": 1}\n' * 3)
+    assert read_capped(path, cap=1 << 40) == b'{"a": 1}\n' * 3

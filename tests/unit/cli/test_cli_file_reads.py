@@ -19,7 +19,7 @@ VEC_NOW = "1750000000000000000"
 
 
 def test_files_that_are_no_regular_file_or_too_large_exit_2_with_the_reason(tmp_path: Path) -> None:
-    for name in ("verify", "output", "trust", "mesh", "question", "card", "log"):
+    for name in ("verify", "output", "trust", "mesh", "question", "card", "log", "import"):
         os.mkfifo(tmp_path / f"{name}.fifo", 0o600)  # one each: a FIFO nobody writes to
     oversize = tmp_path / "oversize.json"
     with oversize.open("wb") as handle:
@@ -40,6 +40,9 @@ def test_files_that_are_no_regular_file_or_too_large_exit_2_with_the_reason(tmp_
         "keys_show_dev_zero": ["keys", "show", "/dev/zero"],
         "card_import_fifo": ["interop", "card", "--import", "card.fifo"],
         "router_train_fifo": ["router", "train", "log.fifo", "-o", "router.msgpack"],
+        "router_import_csv_fifo": ["router", "import", "import.fifo", "-o", "imported.jsonl"],
+        "router_import_dev_zero": ["router", "import", "/dev/zero", "-o", "imported.jsonl"],
+        "router_import_not_json": ["router", "import", str(oversize), "-o", "imported.jsonl"],
         "verify_regular": [*verify, attestation, "--trust", trust, "--output", answer],
     }
     results = run_all(
@@ -60,6 +63,9 @@ def test_files_that_are_no_regular_file_or_too_large_exit_2_with_the_reason(tmp_
         "keys_show_dev_zero": "/dev/zero: not a regular file (a character device)",
         "card_import_fifo": "card.fifo: not a regular file (a FIFO)",
         "router_train_fifo": "log.fifo: not a regular file (a FIFO)",
+        "router_import_csv_fifo": "import.fifo: not a regular file (a FIFO)",
+        "router_import_dev_zero": "/dev/zero: not a regular file (a character device)",
+        "router_import_not_json": "oversize.json: ",
     }
     for name, reason in expected.items():
         assert reason in results[name][1], (name, results[name][1])
