@@ -128,7 +128,7 @@ def read_capped(
 
 
 def _read_up_to(handle: BinaryIO, limit: int, chunk: int = 1 << 20) -> bytes:
-    """At most ``limit`` more bytes of ``handle``, read in chunks (nothing allocated for bytes that are not there)."""
+    """At most ``limit`` more bytes of ``handle``, read in chunks (nothing allocated for bytes not there)."""
     parts: list[bytes] = []
     while limit > 0 and (part := handle.read(min(chunk, limit))):
         parts.append(part)

@@ -42,8 +42,8 @@ def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with (
-            open_regular(path, cap=MAX_DATA_FILE_BYTES) as raw,
-            io.TextIOWrapper(raw, "utf-8", newline="") as text,
+            open_regular(path, cap=MAX_DATA_FILE_BYTES) as binary,
+            io.TextIOWrapper(binary, "utf-8", newline="") as text,
         ):
             yield from enumerate(csv.DictReader(text), start=2)
         return
