@@ -1,5 +1,6 @@
 """Shared test configuration: Hypothesis profiles (``ci`` derandomised and sized for CI, ``dev`` larger,
-``mutation`` the ci examples without shrinking, for ``python -m tests.mutation``), and structlog's global
+``mutation`` the ci examples without shrinking, for ``python -m tests.mutation``, ``stateful-long`` for the
+reliability figure of the market's stateful test: 2,000 runs of 200 steps), and structlog's global
 configuration reset after every test."""
 
 from __future__ import annotations
@@ -11,21 +12,10 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, Phase, settings
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    max_examples=200,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "dev",
-    max_examples=2000,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+_COMMON = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", derandomize=True, max_examples=200, **_COMMON)
+settings.register_profile("dev", max_examples=2000, **_COMMON)
+settings.register_profile("stateful-long", max_examples=2000, **_COMMON)
 settings.register_profile(  # a mutant only has to fail, and fast: the ci examples, no shrinking
     "mutation",
     parent=settings.get_profile("ci"),

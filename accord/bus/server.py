@@ -239,6 +239,17 @@ class NatsServer:
         with _LOCK:
             _LIVE[self._proc.pid] = self
 
+    def reload_users(self, users: Sequence[NkeyUser]) -> None:
+        """Replace the users allowed to connect, while the server runs: the config is rewritten and the server
+        told to reload it (SIGHUP). nats-server then closes the connections of users it no longer knows."""
+        self.users = list(users)
+        if not self.is_running:
+            return
+        self.config_path.write_text(json.dumps(self.config(), indent=1))
+        assert self._proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._proc.pid, signal.SIGHUP)
+
     def wait_ready(self, timeout_s: float = 15.0) -> None:
         """Wait until ``/healthz`` answers 200 (with JetStream: its store is ready; in a cluster: meta leader)."""
         deadline = time.monotonic() + timeout_s

@@ -27,21 +27,24 @@ from accord.cli.common import (
     LogLevel,
     MeshOption,
     NatsOption,
+    agent_credentials,
     console,
     err,
     fail,
     load_mesh_file,
-    mesh_url,
+    mesh_bus,
+    mesh_credentials,
     run_cli,
 )
 from accord.cli.logging import configure_logging
 from accord.errors import AccordError
+from accord.files import FileRefusedError, read_capped
 from accord.httpapi.account import answer_json, main_outcome
 from accord.logs import get_logger
 from accord.mesh.config import MeshConfig
 from accord.mesh.discovery import DISCOVERY_WAIT_MS, await_candidates, discover
 from accord.mesh.lock import MeshLocks
-from accord.mesh.run import connect_bus, run_mesh
+from accord.mesh.run import run_mesh
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.messages import Constraints, Privacy, Tier
 from accord.protocol.pricing import estimate_prompt_tokens
@@ -96,6 +99,8 @@ def register(app: typer.Typer) -> None:
         """Run the agents of a mesh file until Ctrl-C, SIGTERM or `accord down` (exit 0)."""
         configure_logging(json=log_json, level=log_level)
         config = load_mesh_file(mesh)
+        credentials = mesh_credentials(config)
+        agent_credentials(config, only, nats)
         say = err.print if not log_json else _silent  # with --log-json, stderr carries only JSON lines
 
         async def main() -> None:
@@ -116,7 +121,7 @@ def register(app: typer.Typer) -> None:
                             stop.set()
 
                     tg.start_soon(stop_on_signal)
-                    async with run_mesh(config, only=only, url=nats) as running:
+                    async with run_mesh(config, only=only, url=nats, credentials=credentials) as running:
                         pid = f" (nats-server pid {running.server.pid})" if running.server is not None else ""
                         log.info(
                             "mesh.ready",
@@ -198,8 +203,8 @@ def register(app: typer.Typer) -> None:
             if context_file is not None and not isinstance(chosen, SplitSpec):
                 raise StrategyConfigError("--context-file is read by the split strategy only (--strategy split)")
             runner = build_strategy(chosen)  # mesh-file routers are resolved already; --strategy ones from here
-            context = context_file.read_text(encoding="utf-8") if context_file is not None else None
-        except (StrategyConfigError, OSError, UnicodeDecodeError) as exc:
+            context = read_capped(context_file).decode("utf-8") if context_file is not None else None
+        except (StrategyConfigError, FileRefusedError, UnicodeDecodeError) as exc:
             fail(str(exc), 2)
         question_ask = Ask(
             prompt=text,
@@ -220,15 +225,17 @@ def register(app: typer.Typer) -> None:
             max_output_tokens=max_tokens,
             est_input_tokens=estimate_prompt_tokens(question_ask.messages()),
         )
-        url = mesh_url(config, nats)
+        bus_to = mesh_bus(config, nats)
 
         async def main() -> None:
             check_frame_size(probe)  # a prompt too large for a frame fails here, not as no_bids
             trust, identity = _requester(config, key)
             assert config.state_dir is not None
             with MeshState(Path(config.state_dir)).outcome_store() as outcomes:  # the record of earlier asks
-                async with connect_bus(url, name="accord-ask") as bus:
-                    requester = Requester(identity, bus=bus, trust=trust, outcomes=outcomes)
+                async with bus_to.connect(identity, name="accord-ask") as bus:
+                    requester = Requester(
+                        identity, bus=bus, trust=trust, outcomes=outcomes, authenticated_bus=bus_to.authenticated
+                    )
                     async with anyio.create_task_group() as tg:
                         await tg.start(requester.run)
                         try:
@@ -263,12 +270,13 @@ def register(app: typer.Typer) -> None:
         """List the agents advertising on a running mesh (their signed, verified cards)."""
         configure_logging(json=False, level="warning")
         config = load_mesh_file(mesh)
-        url = mesh_url(config, nats)
+        bus_to = mesh_bus(config, nats)
 
         async def main() -> None:
             trust, identities = load_trust(config, _state(config))
-            async with connect_bus(url, name="accord-agents") as bus:
-                requester = Requester(identities[REQUESTER_NAME], bus=bus, trust=trust)
+            me = identities[REQUESTER_NAME]
+            async with bus_to.connect(me, name="accord-agents") as bus:
+                requester = Requester(me, bus=bus, trust=trust, authenticated_bus=bus_to.authenticated)
                 async with anyio.create_task_group() as tg:
                     await tg.start(requester.run)
                     if listen_s is not None:
@@ -276,7 +284,7 @@ def register(app: typer.Typer) -> None:
                     elif not await discover(requester, timeout_ms=2_000):
                         await anyio.sleep(DISCOVERY_WAIT_MS / 1000)  # nobody answered: wait for a heartbeat
                     tg.cancel_scope.cancel()
-            _print_agents(requester, url, json_out=json_out)
+            _print_agents(requester, bus_to.url, json_out=json_out)
 
         run_cli(main)
 
@@ -358,12 +366,12 @@ def _question(question: str, file: Path | None) -> str:
         fail("give the question as an argument, as - (stdin) or with --file, not two of them", 2)
     try:
         if file is not None:
-            text = file.read_text(encoding="utf-8")
+            text = read_capped(file).decode("utf-8")
         elif question == "-":
             text = sys.stdin.read()
         else:
             text = question
-    except (OSError, UnicodeDecodeError) as exc:
+    except (FileRefusedError, OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read the question: {exc}", 2)
     if not text.strip():
         fail("the question is empty", 2)

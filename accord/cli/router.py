@@ -15,6 +15,7 @@ from rich.console import Console
 from accord.bench.evaluation.evaluate import Report, baseline_reports, evaluate_scores
 from accord.bench.evaluation.render import plot_reports, report_table
 from accord.cli import router_models
+from accord.files import FileRefusedError
 from accord.routing.base import RouterError
 from accord.routing.files import (
     DEFAULT_KINDS,
@@ -56,7 +57,7 @@ def _fail(exc: Exception) -> typer.Exit:
 def _read(paths: list[Path]) -> list[Outcome]:
     try:
         return read_outcomes(*paths)
-    except (OSError, OutcomeLogError) as exc:
+    except (FileRefusedError, OSError, OutcomeLogError) as exc:  # OSError: reading on, a stream can fail
         raise _fail(exc) from exc
 
 
@@ -146,7 +147,7 @@ def register(app: typer.Typer) -> None:
                 )
                 return
             router, file = load_router(router_file)
-        except (RouterError, OSError) as exc:
+        except (RouterError, FileRefusedError) as exc:
             raise _fail(exc) from exc
         table = _table(_read(logs), router.weak, router.strong)
         seen = overlap(file, table.queries)
@@ -247,7 +248,7 @@ def register(app: typer.Typer) -> None:
             result = import_outcomes(source, columns=mapping, cost_unit=cost_unit, score_max=score_max)
             count = write_outcomes(output, result.records)
             console.print(router_models.models_overview(result.records))
-        except (RouterError, OSError) as exc:
+        except (RouterError, FileRefusedError, OSError) as exc:  # OSError: writing the output
             raise _fail(exc) from exc
         if result.rounded_to_zero:
             err.print(f"[yellow]warning:[/yellow] {result.rounded_to_zero} costs below 0.5 micro-USD became 0")

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import functools
 import signal
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated
 
 import anyio
 import typer
 
+from accord.bus.base import Bus
 from accord.cli.common import (
     Level,
     LogJson,
     LogLevel,
+    MeshBus,
     MeshOption,
     NatsOption,
     err,
     fail,
     load_mesh_file,
-    mesh_url,
+    mesh_bus,
     run_cli,
 )
 from accord.cli.logging import configure_logging
@@ -34,9 +37,9 @@ from accord.httpapi import (
 )
 from accord.logs import get_logger
 from accord.mesh.config import MeshConfig
-from accord.mesh.run import TRUST_FOLLOW_MS, connect_bus, trust_stamp
+from accord.mesh.run import TRUST_FOLLOW_MS, trust_stamp
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
-from accord.security import load_identity
+from accord.security import Identity, load_identity
 
 __all__ = ["register"]
 
@@ -67,7 +70,7 @@ def register(app: typer.Typer) -> None:
         """Serve the mesh over OpenAI's chat-completions API (plain and streamed) until Ctrl-C or SIGTERM."""
         configure_logging(json=log_json, level=log_level)
         config = load_mesh_file(mesh)
-        url = mesh_url(config, nats)
+        bus_to = mesh_bus(config, nats)
         try:
             api_keys = load_api_keys(keys) if keys is not None else {}
         except ApiKeysError as exc:
@@ -79,12 +82,14 @@ def register(app: typer.Typer) -> None:
             strategies=config.strategies,
             default_strategy=config.strategy,
         )
-        run_cli(functools.partial(_serve, config, url, api_keys, settings, host=host, port=port, quiet=log_json))
+        run_cli(
+            functools.partial(_serve, config, bus_to, api_keys, settings, host=host, port=port, quiet=log_json)
+        )
 
 
 async def _serve(
     config: MeshConfig,
-    url: str,
+    bus_to: MeshBus,
     api_keys: dict[str, ApiKeyConfig],
     settings: ApiSettings,
     *,
@@ -104,16 +109,32 @@ async def _serve(
     if trust_stamp(trust_file) != before:  # the callers were just certified: let running agents read it
         log.info("api.trust_updated", file=str(trust_file))
         await anyio.sleep(3 * TRUST_FOLLOW_MS / 1000)
-    async with connect_bus(url, name="accord-serve") as bus:
+    async with AsyncExitStack() as connections:
+        buses: dict[str, Bus] = {}
+
+        async def bus_of(identity: Identity) -> Bus:  # every caller on a connection as its own key
+            if identity.id not in buses:
+                connection = bus_to.connect(identity, name=f"accord-serve-{len(buses)}")
+                buses[identity.id] = await connections.enter_async_context(connection)
+            return buses[identity.id]
+
+        wanted = [identities[k.identity_name] for k in api_keys.values()] or [identities[REQUESTER_NAME]]
+        for identity in wanted:
+            await bus_of(identity)
         callers = make_callers(
-            bus, trust, keys=api_keys, identities=identities, open_identity=identities[REQUESTER_NAME]
+            buses.__getitem__,
+            trust,
+            keys=api_keys,
+            identities=identities,
+            open_identity=identities[REQUESTER_NAME],
+            authenticated_bus=bus_to.authenticated,
         )
         api = MeshApi(callers, settings)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(api.run)
                 base = await tg.start(functools.partial(serve_http, api.app(), host=host, port=port))
-                log.info("api.serving", url=base, mesh=url, keys=len(api_keys))
+                log.info("api.serving", url=base, mesh=bus_to.url, keys=len(api_keys))
                 if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
                     log.warning(
                         "api.open", host=host, hint="without --keys anyone who reaches it spends the mesh's budget"

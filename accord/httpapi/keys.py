@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +28,7 @@ from msgspec import Meta, Struct
 
 from accord.bus.base import Bus
 from accord.errors import AccordError
+from accord.files import FileRefusedError, read_capped
 from accord.httpapi.errors import ApiError
 from accord.protocol.shortlists import CachingRegistry
 from accord.runtime.requester import Requester
@@ -65,9 +66,9 @@ def token_digest(token: str) -> str:
 def load_api_keys(path: Path) -> dict[str, ApiKeyConfig]:
     """Token digest -> key, from a keys file (relative ``key`` paths taken from the file's directory)."""
     try:
-        parsed = msgspec.toml.decode(path.read_bytes(), type=_KeysFile)
-    except OSError as exc:
-        raise ApiKeysError(f"{path}: cannot read the keys file: {exc.strerror}") from exc
+        parsed = msgspec.toml.decode(read_capped(path), type=_KeysFile)
+    except FileRefusedError as exc:
+        raise ApiKeysError(f"{path}: cannot read the keys file: {exc.detail}") from exc
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ApiKeysError(f"{path}: {exc}") from exc
     out: dict[str, ApiKeyConfig] = {}
@@ -153,20 +154,32 @@ class Callers:
 
 
 def make_callers(
-    bus: Bus,
+    bus: Bus | Callable[[str], Bus],
     trust: TrustStore,
     *,
     keys: Mapping[str, ApiKeyConfig] | None = None,
     identities: Mapping[str, Identity] | None = None,
     open_identity: Identity | None = None,
+    authenticated_bus: bool = False,
 ) -> Callers:
     """One requester per API key (``identities`` by :attr:`ApiKeyConfig.identity_name`), or with no keys one
-    open caller as ``open_identity``; all on ``bus``, sharing one registry that the first one feeds."""
+    open caller as ``open_identity``; on ``bus``, or on ``bus(agent_id)``'s connection (a mesh that authenticates
+    every party as its own key), sharing one registry that the first one feeds."""
     registry = CachingRegistry()
     made: list[Requester] = []
 
     def requester(identity: Identity) -> Requester:
-        made.append(Requester(identity, bus=bus, trust=trust, registry=registry, watch_adverts=not made))
+        connection = bus(identity.id) if callable(bus) else bus
+        made.append(
+            Requester(
+                identity,
+                bus=connection,
+                trust=trust,
+                registry=registry,
+                watch_adverts=not made,
+                authenticated_bus=authenticated_bus,
+            )
+        )
         return made[-1]
 
     if not keys:

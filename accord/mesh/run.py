@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +13,11 @@ from anyio.abc import TaskStatus
 
 from accord.backends import Backend, BackendError, check_backend
 from accord.bus.nats import NatsBus
-from accord.bus.server import NatsServer
+from accord.bus.server import NatsServer, NkeyUser
 from accord.errors import AccordError
+from accord.files import FileRefusedError
 from accord.logs import get_logger
+from accord.mesh.auth import connect_as, mesh_users
 from accord.mesh.build import Gateway, build_agent_parts, gateway_of
 from accord.mesh.config import MeshConfig, MeshConfigError
 from accord.mesh.lock import BUS_LOCK, MeshBusyError, MeshLocks
@@ -23,16 +25,18 @@ from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
-from accord.security import Identity, SecurityError, TrustStore
+from accord.runtime.timers import now_ns
+from accord.security import Identity, KeyKind, SecurityError, TrustStore, load_identity
+from accord.security.keyfile import check_private
 from accord.strategies import StrategyBackend
 
 __all__ = [
     "BackendUnavailable",
     "TRUST_FOLLOW_MS",
     "RunningMesh",
+    "agent_creds",
     "bus_credentials",
     "check_backends",
-    "connect_bus",
     "embedded_server",
     "follow_trust_file",
     "run_mesh",
@@ -53,9 +57,12 @@ class BackendUnavailable(AccordError):
 
 
 @asynccontextmanager
-async def embedded_server(store_dir: Path | None = None) -> AsyncIterator[NatsServer]:
-    """A private nats-server on a free 127.0.0.1 port, stopped by PID on exit."""
-    server = NatsServer(store_dir=store_dir) if store_dir is not None else NatsServer()
+async def embedded_server(
+    store_dir: Path | None = None, users: Sequence[NkeyUser] = ()
+) -> AsyncIterator[NatsServer]:
+    """A private nats-server on a free 127.0.0.1 port, stopped by PID on exit; with ``users``, only they may
+    connect (:func:`accord.mesh.auth.mesh_users`)."""
+    server = NatsServer(store_dir=store_dir, users=users) if store_dir is not None else NatsServer(users=users)
     await server.astart()
     try:
         yield server
@@ -65,19 +72,48 @@ async def embedded_server(store_dir: Path | None = None) -> AsyncIterator[NatsSe
             await server.acleanup()
 
 
-def connect_bus(url: str, *, name: str, nkey_seed: str | None = None, creds: str | None = None) -> NatsBus:
-    return NatsBus(url, name=name, nkey_seed=nkey_seed, credentials=creds)
-
-
 def bus_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
-    """(nkey seed text, creds file) for connections of this mesh, from the ``[bus]`` section."""
-    seed = None
-    if config.bus.nkey_seed_file is not None:
+    """(nkey seed text, creds file) for connections of this mesh, from the ``[bus]`` section.
+
+    Both hold a secret, so both are key files (spec 10.6): the seed is read like every seed
+    (:func:`~accord.security.load_identity`, a user seed in an owner-only regular file), and the creds file, which
+    nats-py reads at each connect, is checked the same way first. MeshConfigError naming the field otherwise."""
+    bus = config.bus
+    try:
+        seed = None if bus.nkey_seed_file is None else load_identity(bus.nkey_seed_file, kind=KeyKind.USER).seed
+    except (SecurityError, FileRefusedError) as exc:
+        raise MeshConfigError(f"bus.nkey_seed_file: {exc}") from exc
+    try:
+        if bus.creds_file is not None:
+            check_private(Path(bus.creds_file))
+    except (SecurityError, FileRefusedError) as exc:
+        raise MeshConfigError(f"bus.creds_file: {exc}") from exc
+    return seed, bus.creds_file
+
+
+def agent_creds(
+    config: MeshConfig, names: Iterable[str] | None = None, *, url: str | None = None
+) -> dict[str, str]:
+    """The ``.creds`` file of each agent (of those in ``names``) that names its own (``[[agents]] creds_file``),
+    by agent name, each checked as a key file (owner-only, spec 10.6) like the ``[bus]`` credentials.
+    MeshConfigError naming the agent and the field when a file cannot be used, or when there is no server to use
+    it on: neither ``url`` nor ``[bus] url`` (the embedded server knows each agent by its own key, not by JWT)."""
+    wanted = None if names is None else set(names)
+    out: dict[str, str] = {}
+    for agent in config.agents:
+        if agent.creds_file is None or (wanted is not None and agent.name not in wanted):
+            continue
         try:
-            seed = Path(config.bus.nkey_seed_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise MeshConfigError(f"bus.nkey_seed_file: cannot read {config.bus.nkey_seed_file}: {exc}") from exc
-    return seed, config.bus.creds_file
+            check_private(Path(agent.creds_file))
+        except (SecurityError, FileRefusedError) as exc:
+            raise MeshConfigError(f"agent {agent.name!r}: creds_file: {exc}") from exc
+        out[agent.name] = agent.creds_file
+    if out and (url or config.bus.url) is None:
+        raise MeshConfigError(
+            f"agent {', '.join(repr(n) for n in sorted(out))}: creds_file needs [bus] url, a server with "
+            "decentralised auth (the embedded server authenticates each agent by its own key)"
+        )
+    return out
 
 
 async def _serve_agent(
@@ -88,18 +124,30 @@ async def _serve_agent(
     trust: TrustStore,
     credentials: tuple[str | None, str | None] = (None, None),
     gateway: Gateway | None = None,
+    authenticated: bool = False,
+    own_creds: str | None = None,
     *,
     task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One agent on its own bus connection, as on its own machine; closes its backends when it stops. A gateway
-    also runs its own requester on that connection and answers with its strategy."""
+    """One agent on its own bus connection (as its own key, or as the JWT user of its own ``own_creds``), as on
+    its own machine; closes its backends when it stops. A gateway also runs its own requester, on a connection
+    of its own (with the mesh's credentials), and answers with its strategy."""
+    seed, creds = credentials
     try:
-        async with (
-            connect_bus(url, name=profile.name, nkey_seed=credentials[0], creds=credentials[1]) as bus,
-            anyio.create_task_group() as tg,
-        ):
+        async with AsyncExitStack() as stack:
+            bus = await stack.enter_async_context(
+                connect_as(url, identity, name=profile.name, nkey_seed=seed, creds=creds, own_creds=own_creds)
+            )
+            tg = await stack.enter_async_context(anyio.create_task_group())
             if gateway is not None:
-                requester = Requester(gateway.identity, bus=bus, trust=trust, service=False)
+                own = await stack.enter_async_context(
+                    connect_as(
+                        url, gateway.identity, name=f"{profile.name}-requester", nkey_seed=seed, creds=creds
+                    )
+                )
+                requester = Requester(
+                    gateway.identity, bus=own, trust=trust, service=False, authenticated_bus=authenticated
+                )
                 await tg.start(requester.run)
                 model = profile.models[0].name
                 backends[model] = StrategyBackend(
@@ -108,7 +156,15 @@ async def _serve_agent(
                     budget_micros=gateway.config.budget_micros,
                     form=gateway.config.form,
                 )
-            agent = Agent(identity, profile, backends, bus=bus, trust=trust, rng=random.Random())
+            agent = Agent(
+                identity,
+                profile,
+                backends,
+                bus=bus,
+                trust=trust,
+                rng=random.Random(),
+                authenticated_bus=authenticated,
+            )
             await tg.start(agent.run)
             task_status.started(agent)
             await agent.done.wait()
@@ -126,6 +182,12 @@ class RunningMesh:
     trust: TrustStore
     identities: dict[str, Identity]
     server: NatsServer | None
+    authenticated: bool = False
+    """The bus authenticates every party as its own key (the embedded server does)."""
+
+    def connect(self, identity: Identity, *, name: str) -> NatsBus:
+        """A connection to this mesh's bus for ``identity`` (as its own key)."""
+        return connect_as(self.url, identity, name=name)
 
     def requester_identity(self) -> Identity:
         return self.identities[REQUESTER_NAME]
@@ -133,12 +195,17 @@ class RunningMesh:
 
 @asynccontextmanager
 async def run_mesh(
-    config: MeshConfig, *, only: Iterable[str] | None = None, url: str | None = None
+    config: MeshConfig,
+    *,
+    only: Iterable[str] | None = None,
+    url: str | None = None,
+    credentials: tuple[str | None, str | None] | None = None,
 ) -> AsyncIterator[RunningMesh]:
     """Start the configured agents (all, or the replicas named in ``only``) and yield the running mesh.
 
     The bus is ``url`` if given, else the file's ``bus.url``, else an embedded nats-server for the mesh's
-    lifetime. Agents get one NatsBus connection each, as they would on separate machines.
+    lifetime. Agents get one NatsBus connection each, as they would on separate machines, with ``credentials``
+    (default: :func:`bus_credentials` of ``config``).
     """
     assert config.state_dir is not None, "load_mesh sets state_dir"
     state = MeshState(Path(config.state_dir))
@@ -149,7 +216,14 @@ async def run_mesh(
         missing = ", ".join(sorted(wanted - set(names)))
         raise MeshConfigError(f"--only: no agent named {missing} (the mesh has {known})")
     trust, identities = load_trust(config, state, require=[n for n in names if wanted is None or n in wanted])
-    credentials = bus_credentials(config)
+    revoked = [n for n in names if (wanted is None or n in wanted) and trust.is_revoked(identities[n].id)]
+    if revoked:
+        raise MeshConfigError(
+            f"agent {', '.join(revoked)}: key revoked (a revocation sticks; delete the agent's seed file under "
+            f"{state.directory / 'keys'} to give it a new key)"
+        )
+    credentials = bus_credentials(config) if credentials is None else credentials
+    own_creds = agent_creds(config, wanted, url=url)
     locks = MeshLocks(state.directory)
     async with AsyncExitStack() as stack:
         for name in (n for n in names if wanted is None or n in wanted):
@@ -171,9 +245,11 @@ async def run_mesh(
         await check_backends([(name, backends) for name, _, backends, _ in parts])
         server: NatsServer | None = None
         url = url or config.bus.url
-        if url is None:
-            server = await stack.enter_async_context(embedded_server())
+        authenticated = config.bus.authenticated
+        if url is None:  # our own server: nobody connects but the mesh's certified keys, each as itself
+            server = await stack.enter_async_context(embedded_server(users=mesh_users(trust, now_ns())))
             url = server.url
+            authenticated = True
         if locks.acquire(stack, BUS_LOCK, url=url):  # this process publishes the mesh's URL
             state.url_file.write_text(url + "\n", encoding="utf-8")
             stack.callback(state.url_file.unlink, missing_ok=True)
@@ -181,17 +257,26 @@ async def run_mesh(
         tg = await stack.enter_async_context(anyio.create_task_group())
         following = anyio.CancelScope()
         tg.start_soon(
-            _follow, following, trust, Path(config.trust.file) if config.trust.file else state.trust_file
+            _follow, following, trust, Path(config.trust.file) if config.trust.file else state.trust_file, server
         )
         try:
             while parts:
                 name, profile, backends, gateway = parts.pop(0)
                 agent = await tg.start(
-                    _serve_agent, url, identities[name], profile, backends, trust, credentials, gateway
+                    _serve_agent,
+                    url,
+                    identities[name],
+                    profile,
+                    backends,
+                    trust,
+                    credentials,
+                    gateway,
+                    authenticated,
+                    own_creds.get(name),
                 )
                 agents.append(agent)
             log.info("mesh.up", url=url, agents=len(agents))
-            yield RunningMesh(url, agents, trust, identities, server)
+            yield RunningMesh(url, agents, trust, identities, server, authenticated)
         finally:
             # Graceful even when the body was cancelled (Ctrl-C): the agents' own tasks are still running
             # here, so each can fail its work with `shutdown` and send its Withdraw, within a bounded time.
@@ -203,9 +288,13 @@ async def run_mesh(
             following.cancel()
 
 
-async def _follow(scope: anyio.CancelScope, trust: TrustStore, path: Path) -> None:
+async def _follow(scope: anyio.CancelScope, trust: TrustStore, path: Path, server: NatsServer | None) -> None:
+    def reload_users() -> None:  # a key certified or revoked: the server's users follow the trust store
+        if server is not None:
+            server.reload_users(mesh_users(trust, now_ns()))
+
     with scope:
-        await follow_trust_file(trust, path)
+        await follow_trust_file(trust, path, on_change=reload_users)
 
 
 def trust_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -216,10 +305,17 @@ def trust_stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = TRUST_FOLLOW_MS / 1000) -> None:
+async def follow_trust_file(
+    trust: TrustStore,
+    path: Path,
+    *,
+    every_s: float = TRUST_FOLLOW_MS / 1000,
+    on_change: Callable[[], None] | None = None,
+) -> None:
     """Merge what is added to the trust file into ``trust`` while the mesh runs (a requester or a kit certified
-    after ``accord up``, the HTTP API's callers), checking the file every ``every_s``. Certificates are verified
-    against the operators as always; nothing is ever removed (revocation lists only grow)."""
+    after ``accord up``, the HTTP API's callers, a revocation), checking the file every ``every_s``, and call
+    ``on_change`` when the store changed. Certificates are verified against the operators as always; nothing is
+    ever removed (revocation lists only grow: a revocation sticks)."""
     seen = trust_stamp(path)
     while True:
         await anyio.sleep(every_s)
@@ -227,13 +323,16 @@ async def follow_trust_file(trust: TrustStore, path: Path, *, every_s: float = T
         if stamp == seen or stamp is None:
             continue
         seen = stamp
+        before = trust.to_json()
         try:
             added = trust.merge(TrustStore.load(path))
-        except SecurityError as exc:
+        except (SecurityError, FileRefusedError) as exc:
             log.warning("trust.reload_failed", file=str(path), error=str(exc))
             continue
-        if added:
+        if trust.to_json() != before:
             log.info("trust.reloaded", file=str(path), certificates=added)
+            if on_change is not None:
+                on_change()
 
 
 async def _close_backends(parts: list[tuple[str, ContractorProfile, dict[str, Backend], Gateway | None]]) -> None:

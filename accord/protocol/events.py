@@ -45,6 +45,7 @@ from accord.protocol.pricing import DeviceState
 __all__ = [
     "CancelTask",
     "DeviceChanged",
+    "Distrusted",
     "Event",
     "EventType",
     "ExecutionDone",
@@ -117,6 +118,7 @@ class EventType(enum.Enum):
     EXECUTION_DONE = "execution_done"
     EXECUTION_FAILED = "execution_failed"
     DEVICE_CHANGED = "device_changed"
+    DISTRUSTED = "distrusted"
 
 
 class Start(Struct, frozen=True, gc=False):
@@ -170,6 +172,17 @@ class Received(Struct, frozen=True):
     """Contractor, Task: the prompt's size in tokens as the shell counted it with the model's own tokenizer
     (None: the machine estimates it from the prompt, :func:`accord.protocol.pricing.estimate_prompt_tokens`).
     Never the requester's ``est_input_tokens`` when the prompt is at hand: an agent prices what it holds."""
+    size: int = 0
+    """Requester, Bid: the payload's size in bytes as received (0: unknown). The shell keeps the frame of every
+    bid its machine holds, so a bid over ``RequesterConfig.max_bid_bytes`` is refused (spec 11.9)."""
+
+
+class Distrusted(Struct, frozen=True, gc=False):
+    """The shell's trust store no longer vouches for ``agent_id`` (its key or certificate was revoked, or its
+    certificate ended). Requester: an attempt it holds ends at once (``verification_failed``), without a word to
+    it, and the task goes on. Contractor: work for it stops at once, and nothing more is sent to it."""
+
+    agent_id: str
 
 
 class DeviceChanged(Struct, frozen=True, gc=False):
@@ -220,6 +233,7 @@ Event = (
     | ExecutionDone
     | ExecutionFailed
     | DeviceChanged
+    | Distrusted
 )
 
 _TIMER_EVENTS: Final[dict[TimerKind, EventType]] = {
@@ -258,6 +272,7 @@ _PLAIN_EVENTS: Final[dict[type[Struct], EventType]] = {
     ExecutionDone: EventType.EXECUTION_DONE,
     ExecutionFailed: EventType.EXECUTION_FAILED,
     DeviceChanged: EventType.DEVICE_CHANGED,
+    Distrusted: EventType.DISTRUSTED,
 }
 
 

@@ -24,7 +24,7 @@ from typing import Final, Protocol
 import msgspec
 from msgspec import Struct
 
-from accord.protocol.messages import Bid, Mechanism, ModelOffer, Policy, Privacy, Task, Tier
+from accord.protocol.messages import MAX_SKEW_NS, Bid, Mechanism, ModelOffer, Policy, Privacy, Task, Tier
 from accord.protocol.pricing import sheet_price
 
 __all__ = [
@@ -99,7 +99,7 @@ class Offer(Struct, frozen=True, kw_only=True, gc=False):
             price_micros=bid.price_micros,
             latency_ms=bid.est_latency_ms,
             quality=bid.quality,
-            valid_until_ns=bid.valid_until_ns,
+            valid_until_ns=bid.valid_until_ns + MAX_SKEW_NS,  # the bidder's clock, in the requester's terms
             tier=bid.tier,
             region=bid.region,
             residency=tuple(bid.residency),

@@ -78,7 +78,7 @@ from accord.protocol.actions import (
 )
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest, prompt_digest
-from accord.protocol.events import Event, EventType, Received, TimerKind, event_type
+from accord.protocol.events import Distrusted, Event, EventType, Received, TimerKind, event_type
 from accord.protocol.market import (
     NS_PER_MS,
     CredentialLookup,
@@ -91,6 +91,7 @@ from accord.protocol.market import (
 from accord.protocol.messages import (
     ALLOWED_REASONS,
     MAX_FRAME_BYTES,
+    MAX_SKEW_NS,
     MAX_TEXT,
     Award,
     AwardAck,
@@ -172,6 +173,13 @@ class RequesterConfig(Struct, frozen=True, kw_only=True):
     shortlist_k: int = 8
     """Agents invited per targeted call (doubled at each re-announce); 0: always broadcast."""
     max_bids: int = 1024
+    """Bids recorded per task at most (all rounds)."""
+    max_bid_bytes: int = 16 * 1024
+    """The largest bid payload a task keeps (an honest Bid encodes in under 2 KiB; the shell holds the frame of
+    every bid the machine keeps, until the task ends)."""
+    max_bids_per_sender: int = 4
+    """Bids one sender may hold in a task (all rounds): its advertised slots when the registry knows it, never more
+    than this (an honest agent bids once a round), so no sender crowds the others out of ``max_bids``."""
     early_close: bool = True
     """Close the window as soon as every shortlisted agent has bid or declined."""
     reannounce_backoff_ms: int = 50
@@ -258,6 +266,8 @@ class RequesterSnapshot(Struct, kw_only=True):
     """Bids received since the last bid window closed (those of the current round, or held for the next)."""
     empty_rounds: int = 0
     """Rounds in a row that closed without any bid (the backoff exponent)."""
+    per_sender: dict[str, int] = {}
+    """Bids recorded per sender, in any round (capped by :meth:`RequesterMachine._sender_cap`)."""
 
 
 MAX_TASK_BYTES: Final = MAX_FRAME_BYTES - 512
@@ -387,6 +397,15 @@ class RequesterMachine:
     def outcome(self) -> ReasonCode | None:
         """Why the task failed or was cancelled (None while live or when completed)."""
         return self._d.outcome
+
+    def has_bid(self, bid_id: str) -> bool:
+        """Whether the machine holds this bid (the shell keeps a bid's frame only then)."""
+        return bid_id in self._d.offers
+
+    @property
+    def bids_held(self) -> int:
+        """Bids recorded for this task, in any round, dropped ones included (at most ``max_bids``)."""
+        return len(self._d.offers) + len(self._d.dropped)
 
     @property
     def paid_micros(self) -> int:
@@ -702,6 +721,19 @@ class RequesterMachine:
         return out
 
     # --- handlers -----------------------------------------------------------------------------------------------
+    def _on_distrusted(self, event: Event, now: int) -> list[Action]:
+        """Its trust store stopped vouching for an agent (revoked): the attempt it holds ends at once, unpaid and
+        without a word to it, and the task goes on; its bids are dropped (never awarded again)."""
+        assert isinstance(event, Distrusted)
+        d = self._d
+        for bid_id in [b for b, offer in d.offers.items() if offer.agent_id == event.agent_id]:
+            del d.offers[bid_id]
+            d.dropped.add(bid_id)
+        d.bidders.discard(event.agent_id)
+        if d.state in _ON_AWARD and d.award is not None and d.award.winner == event.agent_id:
+            return self._attempt_failed(now, ReasonCode.VERIFICATION_FAILED, notify=False)
+        return []
+
     def _on_start(self, event: Event, now: int) -> list[Action]:
         d = self._d
         cfg = self.config
@@ -812,7 +844,7 @@ class RequesterMachine:
         d = self._d
         if (
             bid.task_id == d.task.task_id
-            and bid.valid_until_ns > now
+            and bid.valid_until_ns + MAX_SKEW_NS > now
             and bid.id not in d.offers
             and bid.id not in d.dropped
             and len(d.bidders) < self.config.max_bids
@@ -821,7 +853,7 @@ class RequesterMachine:
 
     def _close_if_all_answered(self, sender: str, now: int) -> list[Action]:
         d = self._d
-        if not d.invited:
+        if sender not in d.invited:  # only the invited count (and are kept: the record stays bounded by k)
             return []
         d.responded.add(sender)
         if self.config.early_close and d.responded.issuperset(d.invited):
@@ -839,12 +871,18 @@ class RequesterMachine:
             return [Reject(RejectReason.UNKNOWN_TASK, bid)]
         if bid.id in d.offers or bid.id in d.dropped:
             return [Reject(RejectReason.DUPLICATE, bid)]
-        if bid.valid_until_ns <= now:
+        if bid.valid_until_ns + MAX_SKEW_NS <= now:  # the bidder's clock (spec 9.3)
             return [Reject(RejectReason.EXPIRED, bid)]
+        if event.size > self.config.max_bid_bytes:
+            return [Reject(RejectReason.TOO_MANY, bid, "bid_bytes")]
         if len(d.offers) + len(d.dropped) >= self.config.max_bids:
-            return [Reject(RejectReason.TOO_MANY, bid)]
+            return [Reject(RejectReason.TOO_MANY, bid, "max_bids")]
+        sent = d.per_sender.get(bid.sender, 0)
+        if sent >= self._sender_cap(bid.sender, now):  # one sender cannot crowd the others out (spec 6.5)
+            return [Reject(RejectReason.TOO_MANY, bid, "bids_per_sender")]
         digest = event.digest or payload_digest(encode(bid))
         d.offers[bid.id] = Offer.from_bid(bid, digest)
+        d.per_sender[bid.sender] = sent + 1
         d.ever_offered = True
         if len(d.bidders) < self.config.max_bids:
             d.bidders.add(bid.sender)
@@ -853,6 +891,13 @@ class RequesterMachine:
             return []
         d.state = _S.COLLECTING
         return self._close_if_all_answered(bid.sender, now)
+
+    def _sender_cap(self, sender: str, now: int) -> int:
+        """How many bids one sender may hold in this task: its advertised slots (it cannot serve more at once),
+        at most ``max_bids_per_sender``."""
+        cap = self.config.max_bids_per_sender
+        entry = self.registry.get(sender, now=now) if self.registry is not None else None
+        return cap if entry is None else max(1, min(entry.advert.slots, cap))
 
     def _on_decline(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)
@@ -1032,6 +1077,8 @@ def _build_table() -> dict[tuple[RequesterState, EventType], Handler]:
         t[(s, E.BID)] = M._on_late
         t[(s, E.LEASE_EXPIRED)] = M._on_lease_expired
     t[(_S.AWARDED, E.ACK_TIMEOUT)] = M._on_ack_timeout
+    for s in every:
+        t[(s, E.DISTRUSTED)] = M._on_distrusted
     return t
 
 

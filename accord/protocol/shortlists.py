@@ -42,7 +42,7 @@ class CachingRegistry(Registry):
 
     __slots__ = ("_memo", "hits", "misses", "ttl_ns")
 
-    def __init__(self, *, max_agents: int = 100_000, ttl_ms: int = 250) -> None:
+    def __init__(self, *, max_agents: int = 10_000, ttl_ms: int = 250) -> None:
         super().__init__(max_agents=max_agents)
         self.ttl_ns = ttl_ms * NS_PER_MS
         self._memo: dict[Hashable, tuple[int, int, list[str]]] = {}

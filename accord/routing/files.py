@@ -18,6 +18,7 @@ from typing import Final
 
 import msgspec
 
+from accord.files import MAX_DATA_FILE_BYTES, read_capped
 from accord.routing.bandit import BanditRouter, BanditState
 from accord.routing.base import Query, RouterError
 from accord.routing.common import PairRouter
@@ -147,7 +148,7 @@ def _write(file: RouterFile, path: str | Path) -> RouterFile:
 
 def read_router_file(path: str | Path) -> RouterFile:
     path = Path(path)
-    raw = path.read_bytes()
+    raw = read_capped(path, cap=MAX_DATA_FILE_BYTES)
     try:
         if path.suffix == ".json":
             file = msgspec.json.decode(raw, type=RouterFile)

@@ -4,10 +4,12 @@ Thin by design (STYLE section 1): receive bytes -> verify -> decode -> ``machine
 actions -> encode -> sign -> publish. Every decision (whether to bid, at what price, whether to accept an award,
 when to give up) is the machine's; this module only does I/O and runs backends.
 
-Verification follows docs/VERIFICATION.md: a call for proposals (Task) is only peeked (decoded, its sender's
-key checked against the trust store, no signature check: answering it costs one bid and starts no work); an
-Award and a Cancel, which start and stop paid work, are fully verified and recorded in the replay guard. Every
-frame must arrive on a subject whose last token is its sender (spec 4.1).
+Verification follows docs/VERIFICATION.md. On a bus that authenticates publishers (``authenticated_bus``: every
+party is its own NATS user and may publish only as itself, spec 11.6), a call for proposals (Task) is only peeked
+(its key's certificate checked before the payload is decoded, its signature not: answering it costs one bid and
+starts no work); an Award and a Cancel, which start and stop paid work, are fully verified and recorded in the
+replay guard. On any other bus every frame is verified (key, signature, then decoding, then freshness) before it
+changes anything. Every frame must arrive on a subject whose last token is its sender (spec 4.1).
 
 Operability: on a bus that can host it (:class:`accord.bus.ServiceHost`, e.g. NatsBus) the agent also answers
 the NATS service protocol as an instance of ``accord-agent`` (``$SRV.PING|INFO|STATS``), with two endpoints:
@@ -61,6 +63,7 @@ from accord.protocol.actions import (
     Fail,
     Multicast,
     Reject,
+    RejectReason,
     ReportProgress,
     Send,
     SetTimer,
@@ -70,6 +73,7 @@ from accord.protocol.contractor import AgentState, ContractorMachine, Contractor
 from accord.protocol.digests import output_digest, payload_digest, prompt_digest
 from accord.protocol.events import (
     DeviceChanged,
+    Distrusted,
     Event,
     ExecutionDone,
     ExecutionFailed,
@@ -83,6 +87,7 @@ from accord.protocol.events import (
 )
 from accord.protocol.market import Offer, contradicts
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Attestation,
     Award,
     AwardAck,
@@ -99,8 +104,8 @@ from accord.protocol.messages import (
     Task,
 )
 from accord.runtime.device import DeviceProbe, RateMeter, SystemProbe
-from accord.runtime.endpoint import Endpoint
-from accord.runtime.timers import now_ns
+from accord.runtime.endpoint import Endpoint, EndpointLimits
+from accord.runtime.timers import Clock, now_ns
 from accord.security import (
     Identity,
     ReplayGuard,
@@ -118,7 +123,7 @@ log = get_logger(__name__)
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 _MAX_TOKEN_COUNTS = 4096
 
-SERVICE_NAME = "accord-agent"
+SERVICE_NAME = subjects.AGENT_SERVICE
 """The NATS service kind every agent registers as (``nats micro ls`` groups them under it)."""
 
 _TimerKey = tuple[TimerKind, str]
@@ -174,6 +179,9 @@ class Agent(Endpoint[_TimerKey]):
         service: bool = True,
         probe: DeviceProbe | None = None,
         sample_interval_ms: int = 5_000,
+        clock: Clock = now_ns,
+        authenticated_bus: bool = False,
+        limits: EndpointLimits | None = None,
     ) -> None:
         missing = {m.name for m in profile.models} - set(backends)
         if missing:
@@ -186,9 +194,12 @@ class Agent(Endpoint[_TimerKey]):
             rng=rng,
             service=service,
             log=log.bind(agent_id=identity.id, agent=profile.name),
+            clock=clock,
+            authenticated_bus=authenticated_bus,
+            limits=limits,
         )
         self.profile = profile
-        _check_profile(profile, trust, identity.id)
+        _check_profile(profile, trust, identity.id, clock())
         self.backends = dict(backends)
         self.probe: DeviceProbe = probe if probe is not None else SystemProbe(profile.tier)
         self.rates = RateMeter()
@@ -198,6 +209,8 @@ class Agent(Endpoint[_TimerKey]):
         self._counters = {m: b for m, b in self.backends.items() if isinstance(b, TokenCounter)}
         self._token_counts: dict[str, int] = {}
         """Prompt digest -> the tokenizer's count (bounded): a re-announce or duplicate is not counted twice."""
+        self._counting = 0
+        """Prompts being counted now (at most ``limits.token_counts``: each holds its Task)."""
         self.system_prompt = system_prompt
         self.stream_progress = stream_progress
         self.stats = AgentStats()
@@ -235,18 +248,19 @@ class Agent(Endpoint[_TimerKey]):
                     broadcast = subject.startswith(f"{subjects.PREFIX}.cfp.")
                     tg.start_soon(self._pump, sub, partial(self._receive, broadcast=broadcast))
                 await self._register_service()
-                self._apply(self.machine.handle(Start(), now=now_ns()))
+                self._apply(self.machine.handle(Start(), now=self.clock()))
                 tg.start_soon(self._sample_device)
+                tg.start_soon(self._watch_trust)
                 self._log.info("agent.online", tier=self.profile.tier.value, models=list(self.backends))
                 task_status.started()
                 await self._stop.wait()
-                self._apply(self.machine.handle(Shutdown(), now=now_ns()))
+                self._apply(self.machine.handle(Shutdown(), now=self.clock()))
                 await self._outbox.drain()
                 tg.cancel_scope.cancel()
         finally:
             await self._stop_service()
             self._done.set()
-        self._log.info("agent.offline", **_stats(self.stats))
+        self._log.info("agent.offline", **_stats(self.stats), limited=dict(self.limited))
 
     async def stop(self) -> None:
         """Leave gracefully: running work fails with ``shutdown``, a Withdraw goes out, ``run`` returns."""
@@ -307,7 +321,12 @@ class Agent(Endpoint[_TimerKey]):
                 requests=s.tasks,
                 errors=s.refused_cfp,
                 last_error=s.last_error,
-                data={"bids": s.bids, "declines": s.declines, "free_slots": self.machine.free_slots},
+                data={
+                    "bids": s.bids,
+                    "declines": s.declines,
+                    "free_slots": self.machine.free_slots,
+                    "limited": sum(self.limited.values()),
+                },
             ),
             "award": EndpointCounts(
                 requests=s.awards,
@@ -336,18 +355,22 @@ class Agent(Endpoint[_TimerKey]):
         self._log_refusal(exc, msg.subject)
 
     def _receive(self, msg: BusMessage, *, broadcast: bool) -> None:
+        """Receive one frame (docs/VERIFICATION.md). On a bus that authenticates publishers a Task is peeked (its
+        key trusted, the payload decoded only then) and Awards and Cancels, which start and stop paid work, are
+        verified; on any other bus every frame is verified in full before it is decoded or changes anything."""
         self.stats.received += 1
-        now = now_ns()
+        now = self.clock()
         try:
-            peeked = self._peek_from_sender(msg)
-            message = peeked.message
+            opened = self._open(msg, now, acted_on=not self.authenticated_bus)
+            message = opened.message
             if isinstance(message, Task):
-                self.trust.check(message.sender, now)  # a dict lookup; the signature is not needed to bid
                 if message.messages and prompt_digest(message.messages) != message.prompt_digest:
                     # spec 3.4: never bid on a prompt that is not the one the digest (and the award) binds
                     raise RemoteProtocolError("prompt_mismatch", "prompt_digest is not the prompt's digest")
             elif isinstance(message, Award | Cancel):
-                message = verify(peeked, self.trust, now, replay_guard=self.replay_guard).message
+                if not opened.verified:
+                    opened = verify(opened, self.trust, now, replay_guard=self.replay_guard)
+                    message = opened.message
             else:  # nothing else is addressed to a contractor: let the machine report it, unverified
                 self.stats.rejected += 1
                 self._log.debug("message.unexpected", type=type(message).__name__)
@@ -360,7 +383,11 @@ class Agent(Endpoint[_TimerKey]):
             if self._counters and message.messages:
                 counted = self._token_counts.get(message.prompt_digest)
                 if counted is None:
+                    if self._counting >= self.limits.token_counts:
+                        self._limit_reached("token_counts", task_id=message.task_id)
+                        return
                     assert self._tg is not None
+                    self._counting += 1
                     self._tg.start_soon(self._count_then_feed, message, broadcast)
                     return
                 self._feed(Received(message, broadcast=broadcast, prompt_tokens=counted), now)
@@ -369,7 +396,7 @@ class Agent(Endpoint[_TimerKey]):
             self.stats.awards += 1
             # bound to the attempt only if the machine accepts this very Award (an Execute naming its id): an
             # Award the machine refuses must change nothing, the digest of a running award least of all
-            self._incoming_award = (message.id, payload_digest(peeked.payload))
+            self._incoming_award = (message.id, payload_digest(opened.payload))
         else:
             self.stats.cancels += 1
         try:
@@ -381,11 +408,14 @@ class Agent(Endpoint[_TimerKey]):
         """Count the prompt with the model's own tokenizer (the largest count over the agent's tokenizers), then
         let the machine decide; a count that fails falls back to the documented estimate (None)."""
         counts: list[int] = []
-        for backend in self._counters.values():
-            try:
-                counts.append(await backend.count_prompt_tokens(self._prompt(task)))
-            except BackendError as exc:
-                self._log.warning("tokens.count_failed", task_id=task.task_id, error=str(exc))
+        try:
+            for backend in self._counters.values():
+                try:
+                    counts.append(await backend.count_prompt_tokens(self._prompt(task)))
+                except BackendError as exc:
+                    self._log.warning("tokens.count_failed", task_id=task.task_id, error=str(exc))
+        finally:
+            self._counting -= 1
         counted = max(counts) if counts else None
         if counted is not None:
             if len(self._token_counts) >= _MAX_TOKEN_COUNTS:
@@ -399,12 +429,18 @@ class Agent(Endpoint[_TimerKey]):
 
     def _feed(self, event: Event, now: int | None = None) -> None:
         try:
-            actions = self.machine.handle(event, now=now_ns() if now is None else now)
+            actions = self.machine.handle(event, now=self.clock() if now is None else now)
         except AccordError as exc:
             self.stats.rejected += 1
-            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            self._log_machine_refusal(event, exc)
             return
         self._apply(actions)
+
+    def _distrusted_peers(self, now: int) -> None:
+        for requester in sorted(self.machine.open_requesters()):
+            if self._untrusted(requester, now):
+                self._log.warning("peer.distrusted", requester=requester)
+                self._feed(Distrusted(requester), now)
 
     def _on_timer(self, key: tuple[TimerKind, str]) -> None:
         self._feed(TimerFired(key[0], key[1]))
@@ -434,7 +470,10 @@ class Agent(Endpoint[_TimerKey]):
                     self._abort((task_id, attempt))
                 case Reject(reason=reason, detail=detail):
                     self.stats.rejected += 1
-                    self._log.debug("message.rejected", reason=reason.value, detail=detail)
+                    if reason is RejectReason.TOO_MANY:
+                        self._limit_reached(detail or reason.value)
+                    else:
+                        self._log.debug("message.rejected", reason=reason.value, detail=detail)
                 case Accept() | Fail() | ReportProgress() | AttemptEnded():
                     # requester-side reports never come from a contractor machine
                     self._log.warning("action.unexpected", action=type(action).__name__)
@@ -524,7 +563,8 @@ class Agent(Endpoint[_TimerKey]):
         return messages
 
     def _request(self, task: Task, award: Award, model: str) -> CompletionRequest:
-        deadline = min(award.lease_until_ns, task.constraints.deadline_ns)
+        # the requester's clock wrote both; ours may be up to max_skew apart (spec 9.3): the lease timer decides
+        deadline = min(award.lease_until_ns, task.constraints.deadline_ns) + MAX_SKEW_NS
         return CompletionRequest(
             messages=self._prompt(task), model=model, max_tokens=task.max_output_tokens, deadline_ns=deadline
         )
@@ -540,7 +580,7 @@ class Agent(Endpoint[_TimerKey]):
         statement = Attestation(
             id=new_message_id(self._rng),
             sender=self.id,
-            ts=now_ns(),
+            ts=self.clock(),
             task_id=award.task_id,
             attempt=award.attempt,
             agent=self.id,
@@ -560,11 +600,13 @@ class Agent(Endpoint[_TimerKey]):
         return self.machine.state is AgentState.ONLINE
 
 
-def _check_profile(profile: ContractorProfile, trust: TrustStore, agent_id: str) -> None:
+def _check_profile(profile: ContractorProfile, trust: TrustStore, agent_id: str, now: int) -> None:
     """Refuse to start an agent whose profile claims what its own certificate does not grant: every requester
     would refuse its bids (``claim``), so it would serve nothing, silently (spec 10.2)."""
+    if trust.is_revoked(agent_id):
+        raise AccordError(f"agent {profile.name}: its key {agent_id} is revoked; give it a new key")
     try:
-        creds = credentials_of(trust.check(agent_id, now_ns()))
+        creds = credentials_of(trust.check(agent_id, now))
     except SecurityError:
         return  # not in its own trust store (a test, or certified elsewhere): requesters decide
     offer = Offer(

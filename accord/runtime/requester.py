@@ -31,7 +31,7 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
-from typing import ClassVar, assert_never
+from typing import ClassVar, Final, assert_never
 
 import anyio
 import msgspec
@@ -59,7 +59,7 @@ from accord.protocol.actions import (
 )
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
-from accord.protocol.events import CancelTask, Event, Received, Start, TimerFired, TimerKind
+from accord.protocol.events import CancelTask, Distrusted, Event, Received, Start, TimerFired, TimerKind
 from accord.protocol.market import Credentials, QualityPredictor, Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
@@ -80,8 +80,8 @@ from accord.protocol.requester import RequesterConfig, RequesterMachine, Request
 from accord.protocol.shortlists import CachingRegistry
 from accord.routing.base import LearningPredictor
 from accord.routing.store import OutcomeStore, StoredOutcome
-from accord.runtime.endpoint import Endpoint
-from accord.runtime.timers import now_ns
+from accord.runtime.endpoint import Endpoint, EndpointLimits
+from accord.runtime.timers import Clock, now_ns
 from accord.security import (
     Expect,
     Identity,
@@ -110,6 +110,9 @@ __all__ = [
 
 log = get_logger(__name__)
 
+_AWARDED: Final = frozenset({RequesterState.AWARDED, RequesterState.ACKNOWLEDGED})
+_REASONS: Final = frozenset(r.value for r in ReasonCode)
+
 ProgressCallback = Callable[[Progress], None]
 """Called synchronously with each Progress of the current awardee, in order."""
 
@@ -117,7 +120,7 @@ ActionObserver = Callable[[str, Action, int], None]
 """Called synchronously with (task id, action, now ns) for every action a task's machine returns, before the
 shell carries it out: a tap for audit logs and for tests that record the market's history."""
 
-SERVICE_NAME = "accord-requester"
+SERVICE_NAME = subjects.REQUESTER_SERVICE
 """The NATS service kind a requester registers as."""
 
 
@@ -248,6 +251,9 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         observer: ActionObserver | None = None,
         service: bool = True,
         outcomes: OutcomeStore | None = None,
+        clock: Clock = now_ns,
+        authenticated_bus: bool = False,
+        limits: EndpointLimits | None = None,
     ) -> None:
         super().__init__(
             identity,
@@ -257,6 +263,9 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             rng=rng,
             service=service,
             log=log.bind(requester=identity.id),
+            clock=clock,
+            authenticated_bus=authenticated_bus,
+            limits=limits,
         )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
@@ -275,7 +284,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self.observer = observer
         self._limit = anyio.CapacityLimiter(max_in_flight)
         self._tasks: dict[str, _Pending] = {}
-        self._cards: dict[str, Advertise] = {}
+        self._cards: dict[str, tuple[Advertise, int]] = {}
         self._ready = False
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
@@ -291,6 +300,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     adverts = await self.bus.subscribe(subjects.advertise_filter(), max_pending=65_536)
                     tg.start_soon(self._pump, adverts, self._receive_advert)
                 await self._register_service()
+                tg.start_soon(self._watch_trust)
                 self._ready = True
                 task_status.started()
         finally:
@@ -330,6 +340,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             "refused_frames": s.refused_frames,
             "spent_micros": s.spent_micros,
             "in_flight": s.in_flight,
+            "limited": sum(self.limited.values()),
         }
         data.update({f"failed_{reason}": n for reason, n in sorted(s.failed.items())})
         last = max(s.failed, key=lambda r: s.failed[r]) if s.failed else ""
@@ -376,13 +387,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             acquired = True
         except anyio.WouldBlock:
             try:
-                with anyio.move_on_after(max(0.0, (spec.constraints.deadline_ns - now_ns()) / 1e9)):
+                with anyio.move_on_after(max(0.0, (spec.constraints.deadline_ns - self.clock()) / 1e9)):
                     await self._limit.acquire()
                     acquired = True
             except BaseException:  # cancelled while waiting for a slot: it never started
                 self.stats.failed[ReasonCode.CANCELLED.value] += 1
                 raise
-        pending = _Pending(machine, bids, now_ns(), on_progress, avoid)
+        pending = _Pending(machine, bids, self.clock(), on_progress, avoid)
         self._tasks[task_id] = pending
         try:
             self._outbox.hold()
@@ -410,7 +421,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     def credentials(self, agent_id: str) -> Credentials | None:
         """The machine's credentials hook: what ``agent_id``'s valid certificate says now (None: untrusted)."""
         try:
-            cert = self.trust.check(agent_id, now_ns())
+            cert = self.trust.check(agent_id, self.clock())
         except SecurityError:
             return None
         return credentials_of(cert)
@@ -418,7 +429,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     def distrust(self, agent_id: str) -> str | None:
         """Why this requester's trust store refuses ``agent_id`` now (None: it holds a valid certificate)."""
         try:
-            self.trust.check(agent_id, now_ns())
+            self.trust.check(agent_id, self.clock())
         except SecurityError as exc:
             return f"untrusted ({exc.reason.value})"
         return None
@@ -430,8 +441,10 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             opened = bids.get(digest)
             if opened is None or opened.message.id != bid_id:
                 return False
+            if opened.verified:  # checked in full when it arrived
+                return True
             try:
-                verify(opened, self.trust, now_ns())
+                verify(opened, self.trust, self.clock())
             except SecurityError as exc:
                 self.stats.verification_failures += 1
                 self._log.warning("bid.forged", bid_id=bid_id, error=str(exc))
@@ -443,7 +456,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     # --- receiving ----------------------------------------------------------------------------------------------
     def _refuse(self, exc: AccordError, subject: str, *, task_id: str | None = None, quiet: bool = False) -> None:
         """Count a frame dropped before its machine saw it (a failed check of a frame from a known key also counts
-        as a verification failure) and log it (``quiet``: at debug level, for adverts)."""
+        as a verification failure) and log it sparsely (``quiet``: at debug level, for adverts)."""
         self.stats.refused_frames += 1
         if (
             isinstance(exc, SecurityError)
@@ -451,68 +464,82 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             and exc.reason is not Reason.MALFORMED
         ):
             self.stats.verification_failures += 1
-        if quiet:
-            self._log.debug("frame.refused", subject=subject, error=str(exc))
-        else:
-            self._log_refusal(exc, subject, task_id=task_id)
+        self._log_refusal(exc, subject, quiet=quiet, task_id=task_id)
 
     def _receive_advert(self, msg: BusMessage) -> None:
-        """Feed the registry. A heartbeat whose card (everything but id, time, sequence, load and expiry) is the
-        one last verified for its sender is only peeked, its sender's certificate checked (docs/VERIFICATION.md
-        allows peeking adverts: they only shape the shortlist); a new or changed card, and every Withdraw, is
-        fully verified. With a thousand agents this saves some 300 signature checks a second."""
-        now = now_ns()
+        """Feed the registry. Every advert's key must hold a valid certificate before its payload is decoded. On a
+        bus that authenticates publishers an Advertise is only peeked (adverts only shape shortlists); otherwise
+        a heartbeat that repeats, load included, the card last verified for its sender only refreshes that
+        card's liveness (no unverified frame may change its seq, time or load), and anything new is verified. A
+        Withdraw is always verified. With a thousand agents this saves some 300 signature checks a second."""
+        now = self.clock()
         try:
-            peeked = self._peek_from_sender(msg)
+            peeked = self._peek(msg, now)
             message = peeked.message
-            card = _card(message) if isinstance(message, Advertise) else None
-            if card is not None and self._cards.get(message.sender) == card:
-                self.trust.check(message.sender, now)
-            else:
-                verify(peeked, self.trust, now, replay_guard=self.replay_guard)
-                if card is not None:
+            if isinstance(message, Advertise):
+                card = (_card(message), message.load)  # a new load is news: only a verified frame may bring it
+                if not self.authenticated_bus and self._cards.get(message.sender) == card:
+                    self.registry.refresh(message.sender, now=now)
+                    return
+                if not self.authenticated_bus:
+                    verify(peeked, self.trust, now, replay_guard=self.replay_guard)
                     if len(self._cards) >= self.registry.max_agents:
                         self._cards.clear()
                     self._cards[message.sender] = card
+                full = self.registry.refused
+                self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
+                if self.registry.refused > full:
+                    self._limit_reached("registry", agent=message.sender)
+            elif isinstance(message, Withdraw):
+                verify(peeked, self.trust, now, replay_guard=self.replay_guard)
+                self._cards.pop(message.sender, None)
+                self.registry.withdraw(message, now=now)
         except AccordError as exc:
             self._refuse(exc, msg.subject, quiet=True)
-            return
-        if isinstance(message, Advertise):
-            self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
-        elif isinstance(message, Withdraw):
-            self._cards.pop(message.sender, None)
-            self.registry.withdraw(message, now=now)
 
     def _receive(self, msg: BusMessage) -> None:
-        now = now_ns()
+        """One frame for a task (docs/VERIFICATION.md): on a bus that authenticates publishers it is peeked (key
+        trusted before decoding) and verified only when the machine acts on it; on any other bus it is verified
+        in full (key, signature, decoding, freshness) before anything else."""
+        now = self.clock()
         try:
-            peeked = self._peek_from_sender(msg)
+            opened = self._open(msg, now, acted_on=not self.authenticated_bus)
         except AccordError as exc:
             self._refuse(exc, msg.subject)
             return
-        message = peeked.message
+        message = opened.message
         task_id = getattr(message, "task_id", None)
         pending = self._tasks.get(task_id) if isinstance(task_id, str) else None
         if pending is None:
             self.stats.rejected["unknown_task"] += 1
             return
         if isinstance(message, Bid):
-            digest = payload_digest(peeked.payload)
-            pending.bids[digest] = peeked
-            self._feed(pending, Received(message, digest=digest), now)
+            size = len(opened.payload)
+            if size > pending.machine.config.max_bid_bytes:  # the machine refuses it: neither hashed nor kept
+                self._feed(pending, Received(message, size=size), now)
+                return
+            digest = payload_digest(opened.payload)
+            pending.bids[digest] = opened  # the machine may award it at once (the last invited agent bid)
+            self._feed(pending, Received(message, digest=digest, size=size), now)
+            if not pending.machine.has_bid(message.id):  # keep the frames only of bids the machine holds
+                pending.bids.pop(digest, None)
             return
-        if not self._acts_on(pending, message):
-            self._feed(pending, Received(message), now)
-            return
-        try:
-            opened = verify(
-                peeked, self.trust, now, replay_guard=self.replay_guard, expect=Expect(task_id=task_id)
-            )
-        except SecurityError as exc:
-            self._refuse(exc, msg.subject, task_id=task_id)
-            return
+        if not opened.verified and self._acts_on(pending, message):
+            try:
+                opened = verify(
+                    opened, self.trust, now, replay_guard=self.replay_guard, expect=Expect(task_id=task_id)
+                )
+            except SecurityError as exc:
+                self._refuse(exc, msg.subject, task_id=task_id)
+                return
         message = opened.message
-        if isinstance(message, Result) and not self._check_attestation(pending, opened, now):
+        if isinstance(message, Result):
+            if not self._check_attestation(pending, opened, now):
+                return
+            try:
+                self._feed(pending, Received(message, digest=payload_digest(opened.payload)), now)
+            finally:  # kept only while the machine decides (an accepted one is in the outcome by then)
+                pending.verified.pop(message.id, None)
             return
         self._feed(pending, Received(message, digest=payload_digest(opened.payload)), now)
 
@@ -557,6 +584,14 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         pending.verified[result.id] = verified
         return True
 
+    def _distrusted_peers(self, now: int) -> None:
+        for pending in list(self._tasks.values()):
+            award = pending.machine.award
+            if award is None or pending.machine.state not in _AWARDED or not self._untrusted(award.winner, now):
+                continue
+            self._log.warning("peer.distrusted", agent=award.winner, task_id=pending.machine.task_id)
+            self._feed(pending, Distrusted(award.winner), now)
+
     def _on_timer(self, key: tuple[str, TimerKind]) -> None:
         pending = self._tasks.get(key[0])
         if pending is not None:
@@ -564,14 +599,15 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
 
     # --- the machine and its actions ----------------------------------------------------------------------------
     def _feed(self, pending: _Pending, event: Event, now: int | None = None) -> None:
-        now = now_ns() if now is None else now
+        now = self.clock() if now is None else now
         try:
             actions = pending.machine.handle(event, now=now)
         except AccordError as exc:
-            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            self._log_machine_refusal(event, exc)
             return
         if isinstance(event, Received) and isinstance(event.message, Decline):
-            pending.declines[f"declined {event.message.reason}"] += 1
+            reason = event.message.reason  # any token on the wire: only the known ones get their own count
+            pending.declines[f"declined {reason if reason in _REASONS else ReasonCode.OTHER.value}"] += 1
         elif isinstance(event, Received) and isinstance(event.message, Failure):
             pending.failure = event.message
         self._apply(pending, actions, now)
@@ -598,6 +634,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     self._outbox.multicast([self._inbox_of(peer) for peer in to], message)
                 case Reject(reason=reason, detail=detail):
                     self.stats.rejected[reason.value] += 1
+                    if reason is RejectReason.TOO_MANY:
+                        self._limit_reached(detail or reason.value, task_id=task_id)
                     if reason is RejectReason.INELIGIBLE:
                         pending.declines[f"ineligible {detail.partition(':')[0]}"] += 1
                 case AttemptEnded(success=True, agent_id=agent_id):

@@ -33,7 +33,7 @@ from accord.security.errors import (
 from accord.security.frames import Expect, Opened, open_frame, peek, seal, verify
 from accord.security.identity import Identity, load_identity, public_key_of, save_identity
 from accord.security.nkeys import KeyKind
-from accord.security.permissions import agent_permissions, inbox_prefix, kv_award_key
+from accord.security.permissions import agent_permissions, certified_permissions, inbox_prefix, kv_award_key
 from accord.security.replay import ReplayGuard
 from accord.security.trust import CertStatus, TrustStore
 
@@ -64,6 +64,7 @@ __all__ = [
     "VerifiedAttestation",
     "agent_permissions",
     "attest",
+    "certified_permissions",
     "credentials_of",
     "inbox_prefix",
     "kv_award_key",

@@ -71,12 +71,13 @@ class ReplayGuard:
         self.max_ids_per_sender = max_ids_per_sender
         self.max_senders = max_senders
         self._senders: OrderedDict[str, _Sender] = OrderedDict()
-        self._floor = -1 if start_ns is None else start_ns
+        # senders' clocks may lag ours by max_skew: a floor at our start would refuse their fresh frames
+        self._floor = -1 if start_ns is None else start_ns - self.max_skew_ns
 
     # --- the two halves: check (pure) and record ------------------------------------------------------------
     def check(self, sender: str, message_id: str, ts_ns: int, expires_ns: int | None, now_ns: int) -> None:
         """Raise ReplayError if the frame must be refused. Never changes the guard."""
-        if expires_ns is not None and now_ns > expires_ns:
+        if expires_ns is not None and now_ns > expires_ns + self.max_skew_ns:  # the sender's clock (spec 9.3)
             raise ReplayError(Reason.EXPIRED, f"expired {(now_ns - expires_ns) // _MS} ms ago")
         if ts_ns > now_ns + self.max_skew_ns:
             raise ReplayError(Reason.FUTURE, f"ts is {(ts_ns - now_ns) // _MS} ms ahead")

@@ -82,7 +82,7 @@ def frame_vectors(keys: Keys, story: Story) -> list[Doc]:
             "name": name,
             "description": text,
             "frame_hex": frame.hex(),
-            "now_ns": NOW_NS,
+            "now_ns": extra.get("now_ns", NOW_NS),
             "context": context,
             "expect": expect,
             "tamper_evident": extra.get("tamper_evident", True),
@@ -201,7 +201,17 @@ def frame_vectors(keys: Keys, story: Story) -> list[Doc]:
             "bid-expired",
             seal(expiring, contractor),
             "expired",
-            "A bid whose expires_ns (T0 + 1.5 s) has passed.",
+            "A bid whose expires_ns (T0 + 1.5 s) has passed by more than max_skew (5 s).",
+            now_ns=at(6_501),
+        ),
+        ok(
+            "bid-expired-within-skew",
+            seal(expiring, contractor),
+            expiring,
+            task,
+            "A bid whose expires_ns (T0 + 1.5 s) passed 5 s ago on the receiver's clock: within max_skew, the "
+            "sender's clock may be that far behind (9.1, 9.3).",
+            now_ns=at(6_500),
         ),
         bad(
             "bid-cert-expired",

@@ -73,6 +73,7 @@ from accord.protocol.market import (
     vickrey_price,
 )
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Advertise,
     Award,
     Bid,
@@ -666,7 +667,8 @@ class World:
                 self.violations.append("bid over budget won")
             if award.price_micros < bid.price_micros:
                 self.violations.append(f"award pays {award.price_micros}, less than the bid {bid.price_micros}")
-            if award.ts + bid.est_latency_ms * MS > c.deadline_ns or bid.valid_until_ns <= award.ts:
+            expired = bid.valid_until_ns + MAX_SKEW_NS <= award.ts  # the bidder's clock (spec 9.3)
+            if award.ts + bid.est_latency_ms * MS > c.deadline_ns or expired:
                 self.violations.append("bid too slow or expired won")
         elif award.bid_id in self.adverts_seen:  # direct award from a price sheet
             adv = self.adverts_seen[award.bid_id]

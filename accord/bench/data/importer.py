@@ -11,6 +11,7 @@ for the aliases it accepts). Cost: ``cost_micros`` is taken as is; otherwise ``c
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Final
 import msgspec
 
 from accord.backends.replay import outcome_from_row
+from accord.files import MAX_DATA_FILE_BYTES, open_regular, read_capped
 from accord.routing.base import RouterError
 from accord.routing.records import Outcome
 
@@ -39,17 +41,23 @@ class ImportResult:
 def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            yield from enumerate(csv.DictReader(handle), start=2)
+        with (
+            open_regular(path, cap=MAX_DATA_FILE_BYTES) as binary,
+            io.TextIOWrapper(binary, "utf-8", newline="") as text,
+        ):
+            yield from enumerate(csv.DictReader(text), start=2)
         return
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(read_capped(path, cap=MAX_DATA_FILE_BYTES))
+        except ValueError as exc:  # not UTF-8, not JSON
+            raise RouterError("bad_input", f"{path}: {exc}") from exc
         if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
             raise RouterError("bad_input", f"{path}: a .json log must be an array of objects")
         yield from enumerate(data, start=1)
         return
     decoder = msgspec.json.Decoder(dict[str, object])
-    with path.open("rb") as handle:
+    with open_regular(path, cap=MAX_DATA_FILE_BYTES) as handle:
         for line, raw in enumerate(handle, start=1):
             if raw.strip():
                 try:

@@ -171,7 +171,7 @@ def test_a_direct_award_pays_the_sheet_for_the_prompt_it_holds() -> None:
     floor = sheet_price(estimate_prompt_tokens(lied.messages), 100, 1_000, 2_000)
     claimed = sheet_price(1, 100, 1_000, 2_000)  # what the requester's claim would pay
     m = machine()
-    assert m.handle(Received(lied), now=NOW) == []  # offered, no bid
+    assert sent(m.handle(Received(lied), now=NOW), Bid) == []  # offered, no bid
     (reject,) = sent(m.handle(Received(_direct_award(lied, claimed)), now=NOW), AwardReject)
     assert reject.reason == "over_budget"
     m = machine()

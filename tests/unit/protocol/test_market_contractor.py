@@ -33,6 +33,7 @@ from accord.protocol.contractor import (
 )
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import (
+    Distrusted,
     ExecutionDone,
     ExecutionFailed,
     ExecutionProgress,
@@ -44,6 +45,7 @@ from accord.protocol.events import (
     TimerKind,
 )
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Advertise,
     Award,
     AwardAck,
@@ -185,7 +187,9 @@ def test_bids_its_best_model_and_reserves_a_slot() -> None:
         (task(privacy=Privacy.CONFIDENTIAL), ReasonCode.PRIVACY),
         (task(tiers=(Tier.CLOUD,)), ReasonCode.OTHER),
         (task(max_price=100), ReasonCode.OVER_BUDGET),
-        (task(deadline_ms=100), ReasonCode.DEADLINE_INFEASIBLE),
+        # the requester's clock may be max_skew (5 s) behind ours: past that, or too slow to finish within it
+        (task(deadline_ms=-5_001), ReasonCode.DEADLINE_INFEASIBLE),
+        (task(deadline_ms=-2_000, max_output_tokens=3_900, max_price=100_000), ReasonCode.DEADLINE_INFEASIBLE),
         (task(min_quality=0.95), ReasonCode.QUALITY_BELOW_MIN),
         (task(est_input_tokens=7_950), ReasonCode.CONTEXT_TOO_LONG),
     ],
@@ -234,7 +238,8 @@ def test_award_is_acked_and_executed() -> None:
     assert (ack.task_id, ack.attempt, ack.award_id, ack.sender) == (t.task_id, 1, award.id, ME)
     assert Execute(t, award, "good") in out
     assert CancelTimer(TimerKind.BID_EXPIRY, t.task_id) in out
-    assert SetTimer(TimerKind.LEASE, award.lease_until_ns, t.task_id) in out
+    # its lease timer allows the requester's clock max_skew (spec 9.3)
+    assert SetTimer(TimerKind.LEASE, award.lease_until_ns + MAX_SKEW_NS, t.task_id) in out
     assert ag.m.job_state(t.task_id) is JobState.RUNNING and ag.m.used_slots == 1
     # a duplicated award gets the same ack again (its first copy may have been lost)
     again = ag.handle(Received(award))
@@ -265,8 +270,9 @@ def test_award_is_acked_and_executed() -> None:
     ("change", "reason", "detail"),
     [
         ({"price_micros": 899}, "over_budget", "price 899 below 900"),
-        ({"lease_until_ns": NOW + 100 * MS}, "deadline_infeasible", "lease too short"),
-        ({"ack_by_ns": NOW + 60 * MS}, "other", "ack deadline passed"),
+        # times on the requester's clock, judged with max_skew (5 s) to spare
+        ({"lease_until_ns": NOW - 4_800 * MS}, "deadline_infeasible", "lease too short"),
+        ({"ack_by_ns": NOW - 4_940 * MS}, "other", "ack deadline passed"),
     ],
 )
 def test_unacceptable_award_is_rejected_and_releases(change: dict[str, object], reason: str, detail: str) -> None:
@@ -321,7 +327,7 @@ def test_awards_and_cancels_from_strangers_are_ignored() -> None:
 def test_direct_task_then_award() -> None:
     ag = Agent()
     t = task(mechanism=Mechanism.DIRECT)
-    assert ag.offer(t) == [] and ag.m.job_state(t.task_id) is JobState.OFFERED and ag.m.used_slots == 0
+    assert not sent(ag.offer(t), Bid) and ag.m.job_state(t.task_id) is JobState.OFFERED and ag.m.used_slots == 0
     award, out = ag.at(5).award(t, None, price_micros=900)
     assert sent(out, AwardAck) and ag.m.used_slots == 1
     assert next(a for a in out if isinstance(a, Execute)).model == "good"
@@ -352,7 +358,7 @@ def test_backend_failure_and_lease_expiry_release() -> None:
     award2, _ = ag.award(t2, b2)
     (failure,) = sent(ag.handle(ExecutionFailed(t1.task_id, 1, ReasonCode.BACKEND_TIMEOUT, "slow")), Failure)
     assert (failure.reason, failure.detail) == ("backend_timeout", "slow") and ag.m.used_slots == 1
-    out = ag.at((award2.lease_until_ns - NOW) // MS).handle(TimerFired(TimerKind.LEASE, t2.task_id))
+    out = ag.at((award2.lease_until_ns + MAX_SKEW_NS - NOW) // MS).handle(TimerFired(TimerKind.LEASE, t2.task_id))
     assert Abort(t2.task_id, 1, ReasonCode.LEASE_EXPIRED) in out
     (expired,) = sent(out, Failure)
     assert (expired.reason, expired.detail, expired.attempt) == ("lease_expired", "", 1) and ag.m.used_slots == 0
@@ -561,6 +567,20 @@ async def test_agent_shells_free_the_losers_slots_when_the_task_completes() -> N
     assert all(a.stats.refused == 0 for a in agents)
 
 
+def test_work_for_a_revoked_requester_stops_and_it_is_told_nothing() -> None:
+    ag = Agent()
+    running, bidding = task(), task()
+    bid = ag.bid_for(running)
+    ag.bid_for(bidding)
+    ag.at(60).award(running, bid)
+    assert ag.m.open_requesters() == {REQ} and ag.m.used_slots == 2
+    out = ag.handle(Distrusted(REQ))
+    assert Abort(running.task_id, 1, ReasonCode.VERIFICATION_FAILED) in out
+    assert not [a for a in out if isinstance(a, Send)] and ag.m.used_slots == 0
+    assert ag.m.open_requesters() == set()
+    assert sent(ag.offer(task(task_id=bidding.task_id, attempt=2)), Bid) == []  # closed: no new bid for it
+
+
 def test_refusals_name_what_they_refuse() -> None:
     """Declines carry the announced attempt, AwardRejects a detail only when there is one, and every Reject
     names the message it refuses."""
@@ -602,7 +622,7 @@ def test_a_direct_award_needs_a_free_slot() -> None:
     """An OFFERED job holds no slot: its award is refused as busy while every slot is taken by bids."""
     ag = Agent()
     direct = task(mechanism=Mechanism.DIRECT)
-    assert ag.offer(direct) == []
+    assert not [a for a in ag.offer(direct) if isinstance(a, Send)], "a direct task is not bid on"
     ag.bid_for(task())
     ag.bid_for(task())
     _, out = ag.at(5).award(direct, None, price_micros=900)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 
+import msgspec
+
 from accord.protocol.actions import new_message_id
 from accord.protocol.market import ClaimPredictor, Credentials, sheet_quote
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     Advertise,
     Connectivity,
     Constraints,
@@ -93,7 +96,8 @@ def test_entries_lapse_after_their_ttl_from_receipt() -> None:
     assert reg.count(now=NOW + 1_000 * MS) == 0 and len(reg) == 1
     assert reg.expire(now=NOW + 1_000 * MS) == [AGENTS[0]] and len(reg) == 0
     expiring = adv(1)
-    early = Advertise(**{**{f: getattr(expiring, f) for f in expiring.__struct_fields__}, "expires_ns": NOW + MS})
+    # expires_ns is on the agent's clock: it counts max_skew later (spec 9.3)
+    early = msgspec.structs.replace(expiring, expires_ns=NOW + MS - MAX_SKEW_NS)
     reg.observe(early, now=NOW)
     assert reg.get(AGENTS[1], now=NOW + 2 * MS) is None
 

@@ -29,9 +29,10 @@ from accord.protocol.actions import (
 )
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
-from accord.protocol.events import CancelTask, Received, Recovered, Start, TimerFired, TimerKind
+from accord.protocol.events import CancelTask, Distrusted, Received, Recovered, Start, TimerFired, TimerKind
 from accord.protocol.market import Credentials
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     MAX_TEXT,
     Advertise,
     Award,
@@ -237,7 +238,7 @@ def test_bids_are_sealed_and_refused_when_late_duplicate_or_expired() -> None:
     bid, out = h.at(1).bid(A)
     assert out == [] and not sent(h.log, Award)  # nothing is awarded before the window closes
     assert rejected(h.handle(Received(bid))) == [RejectReason.DUPLICATE]
-    _, out = h.bid(B, valid_until_ns=NOW + MS)
+    _, out = h.bid(B, valid_until_ns=NOW - MAX_SKEW_NS)  # the bidder's clock: max_skew to spare
     assert rejected(out) == [RejectReason.EXPIRED]
     _, out = h.bid(C, task_id="f" * 32)
     assert rejected(out) == [RejectReason.UNKNOWN_TASK]
@@ -939,3 +940,19 @@ def test_a_task_that_cannot_travel_in_a_frame_fails_before_anything_is_sent() ->
         out = m.handle(Start(), now=NOW)
         assert [type(a) for a in out] == [Fail] and out[0].reason is ReasonCode.PAYLOAD_TOO_LARGE  # type: ignore[union-attr]
         assert frame_problem(m.task) is not None and not sent(out, Task)
+
+
+def test_a_revoked_awardee_loses_its_attempt_at_once_and_the_task_goes_on() -> None:
+    h = Harness()
+    h.start()
+    h.at(1).bid(A, price_micros=500)
+    h.at(2).bid(B, price_micros=900)
+    first = award_in(h.at(50).close_window())
+    assert first.winner == A
+    out = h.at(60).handle(Distrusted(A))  # its key was revoked while it worked
+    second = award_in(out)
+    assert (second.winner, second.attempt) == (B, 2)
+    ended = [a for a in out if isinstance(a, AttemptEnded)]
+    assert ended == [AttemptEnded(A, h.tid, 1, False, ReasonCode.VERIFICATION_FAILED, "m")]
+    assert not any(isinstance(a, Send) and a.to == A for a in out)  # not a word to a revoked key
+    assert h.handle(Distrusted(B)) and h.handle(Distrusted(C)) == []  # an agent with nothing here: nothing

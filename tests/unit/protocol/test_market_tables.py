@@ -20,6 +20,7 @@ from accord.protocol.contractor import AgentState, ContractorMachine, JobState
 from accord.protocol.events import (
     CancelTask,
     DeviceChanged,
+    Distrusted,
     Event,
     EventType,
     ExecutionDone,
@@ -197,6 +198,7 @@ def requester_event(etype: EventType, m: RequesterMachine) -> Event:
         EventType.EXECUTION_DONE: lambda: ExecutionDone(tid, attempt, "z"),
         EventType.EXECUTION_FAILED: lambda: ExecutionFailed(tid, attempt),
         EventType.DEVICE_CHANGED: lambda: DeviceChanged(DeviceState(battery=0.5)),
+        EventType.DISTRUSTED: lambda: Distrusted(OTHER),
     }
     return samples[etype]()
 
@@ -385,6 +387,7 @@ def contractor_event(etype: EventType, task: Task, bid: Bid | None, award: Award
         EventType.EXECUTION_DONE: lambda: ExecutionDone(tid, 1, "z"),
         EventType.EXECUTION_FAILED: lambda: ExecutionFailed(tid, 1),
         EventType.DEVICE_CHANGED: lambda: DeviceChanged(DeviceState(battery=0.5)),
+        EventType.DISTRUSTED: lambda: Distrusted(OTHER),
     }
     return samples[etype]()
 

@@ -131,7 +131,7 @@ async def test_a_tier_lie_on_the_wire_never_wins_a_device_only_task() -> None:
 
         async def lie() -> None:
             async for msg in cfps:
-                announced = peek(msg.data).message
+                announced = peek(msg.data, trust=None).message
                 bid = Bid(
                     id=f"{random.getrandbits(128):032x}",
                     sender=liar.id,
@@ -263,7 +263,7 @@ async def test_a_lowballer_is_replaced_within_twice_its_promise_and_then_loses_a
                 second = await requester.submit(ask("second"))
                 tg.cancel_scope.cancel()
             while tap.pending:
-                m = peek((await tap.next(timeout_ms=10)).data).message
+                m = peek((await tap.next(timeout_ms=10)).data, trust=None).message
                 if isinstance(m, Bid):
                     bids[m.id] = m
         first_awards = list(awards)

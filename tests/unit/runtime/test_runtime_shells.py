@@ -166,8 +166,8 @@ async def test_agent_unknown_to_the_requester_never_wins() -> None:
         served = await w.history.submit(req, spec())
         tg.cancel_scope.cancel()
     assert isinstance(alone, TaskFailed)
-    assert alone.reason is ReasonCode.NO_ELIGIBLE_BIDS
-    assert "untrusted" in alone.detail
+    # an unknown key's bid is refused before it is decoded: the machine never saw a bid (trust before decode)
+    assert alone.reason is ReasonCode.NO_BIDS
     assert isinstance(served, TaskOutcome) and served.agent_id == honest.id
     assert rogue.stats.bids >= 1 and rogue.stats.awards == 0
     assert all(a.winner != rogue.id for r in w.history.by_task.values() for a in r.awards)
@@ -256,9 +256,9 @@ async def test_backend_errors_and_timeouts_become_failures_and_reawards() -> Non
     assert isinstance(outcome, TaskOutcome), outcome
     assert outcome.agent_id == good.id and outcome.attempt == 3
     assert [a.winner for a in w.history.by_task[outcome.task_id].awards] == [broken.id, slow.id, good.id]
-    assert broken.stats.failures == 1 and slow.stats.failures == 1
-    assert "backend_error" in broken.stats.last_error
-    assert "backend_timeout" in slow.stats.last_error or "lease_expired" in slow.stats.last_error
+    assert broken.stats.failures == 1 and "backend_error" in broken.stats.last_error
+    # the requester ends the slow attempt at its lease (its clock decides, spec 9.3): the agent is told to stop
+    assert (slow.stats.cancels, slow.stats.aborted, slow.stats.results) == (1, 1, 0)
     assert req.stats.reawards == 2 and req.stats.completed == 1
     assert w.history.violations() == []
 
@@ -368,8 +368,8 @@ async def test_agent_stop_fails_running_work_and_withdraws() -> None:
         await wait_for(lambda: bool(outcome), what="re-awarded result")
         tg.cancel_scope.cancel()
     assert req.registry.get(leaving.id, now=time.time_ns()) is None
-    withdraws = [m for m in seen if isinstance(decode(peek(m.data).payload), Withdraw)]
-    assert len(withdraws) == 1 and peek(withdraws[0].data).message.sender == leaving.id
+    withdraws = [m for m in seen if isinstance(decode(peek(m.data, trust=None).payload), Withdraw)]
+    assert len(withdraws) == 1 and peek(withdraws[0].data, trust=None).message.sender == leaving.id
     assert backend.cancelled == 1 and leaving.stats.failures == 1 and "shutdown" in leaving.stats.last_error
     assert outcome[0].agent_id == staying.id and outcome[0].attempt == 2
     assert w.history.violations() == []
@@ -502,7 +502,7 @@ async def test_a_task_whose_prompt_does_not_match_its_digest_gets_no_bid() -> No
             subjects.direct(agent.id, requester.id), seal(task(prompt_digest(messages), 2), requester)
         )
         with anyio.fail_after(5):
-            bid = peek((await replies.next()).data).message
+            bid = peek((await replies.next()).data, trust=None).message
         tg.cancel_scope.cancel()
     assert "prompt_mismatch" in agent.stats.last_error
     assert agent.stats.bids == 1 and bid.task_id == f"{102:032x}"

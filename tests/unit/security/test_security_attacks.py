@@ -240,7 +240,7 @@ def future(w: World) -> Attack:
 
 def expired_frame(w: World) -> Attack:
     sender = w.rng.choice(w.honest)
-    expires = w.now - w.rng.randrange(1, 30 * _S)
+    expires = w.now - 5 * _S - w.rng.randrange(1, 25 * _S)  # beyond max_skew: the sender's clock cannot explain it
     frame = seal(w.message(sender.id, expires_ns=expires), sender)
     return frame, w.expect, ReplayError, Reason.EXPIRED
 

@@ -280,4 +280,4 @@ def test_result_and_its_attestation_must_agree(pki: Pki) -> None:
             verify_result_attestation(opened, pki.trust, T0, requester=req, award_payload=payload)
         assert info.value.reason is reason
     with pytest.raises(LocalProtocolError):
-        verify_result_attestation(peek(seal(result(good).message, agent)), pki.trust, T0)
+        verify_result_attestation(peek(seal(result(good).message, agent), trust=None), pki.trust, T0)

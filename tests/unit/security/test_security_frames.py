@@ -115,7 +115,7 @@ def test_peek_then_verify_only_the_winner(pki: Pki) -> None:
     agents = [pki.agent(f"a{i}") for i in range(5)]
     frames = [seal(_bid(a, pki.rng), a) for a in agents]
     frames[2] = frames[2][:-1] + bytes([frames[2][-1] ^ 1])  # a forged bid, cheap to peek
-    peeked = [peek(f, expect=Expect(task_id=TASK, attempt=1)) for f in frames]
+    peeked = [peek(f, trust=None, expect=Expect(task_id=TASK, attempt=1)) for f in frames]
     assert all(not p.verified and p.certificate is None for p in peeked)
     winner = peeked[0]  # say the market scored it best
     guard = ReplayGuard()
@@ -162,7 +162,7 @@ def test_peek_refuses_key_id_that_is_not_the_sender(pki: Pki) -> None:
         sig=b.sign(pae(PAYLOAD_TYPE_FRAME, payload)),
     )
     frame = msgspec.msgpack.encode(env)
-    for call in (lambda: peek(frame), lambda: open_frame(frame, pki.trust, None, T0)):
+    for call in (lambda: peek(frame, trust=None), lambda: open_frame(frame, pki.trust, None, T0)):
         with pytest.raises(SignatureError) as info:
             call()
         assert info.value.reason is Reason.SENDER_MISMATCH

@@ -30,15 +30,16 @@ def test_window_skew_and_expiry() -> None:
     g.admit("A", "3", T0 - 60 * S, None, T0)  # exactly at the edge: accepted
     assert _reason(g, "A", "4", T0 + 5 * S + 1, T0) is Reason.FUTURE
     g.admit("A", "5", T0 + 5 * S, None, T0)
-    assert _reason(g, "A", "6", T0, T0, expires=T0 - 1) is Reason.EXPIRED
-    g.admit("A", "7", T0, T0, T0)  # expires_ns == now: still valid
+    # expires_ns is on the sender's clock, which may lag ours by max_skew (spec 9.1, 9.3)
+    assert _reason(g, "A", "6", T0, T0, expires=T0 - 5 * S - 1) is Reason.EXPIRED
+    g.admit("A", "7", T0, T0 - 5 * S, T0)  # expired exactly max_skew ago: still valid
     assert len(g) == 5 and g.sender_count == 2
 
 
 def test_expiry_is_checked_before_replay() -> None:
     g = ReplayGuard()
     g.admit("A", "1", T0, T0 + S, T0)
-    assert _reason(g, "A", "1", T0, T0 + 2 * S, expires=T0 + S) is Reason.EXPIRED
+    assert _reason(g, "A", "1", T0, T0 + 7 * S, expires=T0 + S) is Reason.EXPIRED
 
 
 def test_ids_older_than_the_window_are_forgotten_and_refused_as_stale() -> None:
@@ -105,12 +106,13 @@ def test_senders_entirely_outside_the_window_go_first() -> None:
     assert g.floor_ns == T0  # only as far as A's newest frame, which is stale anyway
 
 
-def test_a_restarted_guard_refuses_frames_from_before_its_start() -> None:
+def test_a_restarted_guard_refuses_frames_from_before_its_start_less_the_skew() -> None:
     first = ReplayGuard()
     first.admit("A", "1", T0, None, T0)
-    restarted = ReplayGuard(start_ns=T0 + S)  # the process restarted at T0 + 1 s and forgot "1"
-    assert _reason(restarted, "A", "1", T0, T0 + 2 * S) is Reason.STALE
-    restarted.admit("A", "2", T0 + S + 1, None, T0 + 2 * S)
+    restarted = ReplayGuard(start_ns=T0 + 6 * S)  # the process restarted at T0 + 6 s and forgot "1"
+    assert _reason(restarted, "A", "1", T0, T0 + 7 * S) is Reason.STALE
+    # a sender whose clock lags by up to max_skew is not refused right after the restart (spec 9.3)
+    restarted.admit("A", "2", T0 + 1 * S + 1, None, T0 + 7 * S)
     assert ReplayGuard().horizon_ns("A") == -1
 
 
