@@ -140,7 +140,7 @@ def test_verify_applies_the_context_and_the_replay_guard(pki: Pki, peeked: bool)
     """Raw or peeked, verify checks the receiver's context and admits the frame to the guard it is given."""
     agent = pki.agent()
     frame = seal(_bid(agent, pki.rng), agent)
-    given = peek(frame) if peeked else frame
+    given = peek(frame, trust=pki.trust) if peeked else frame
     with pytest.raises(ReplayError) as info:
         verify(given, pki.trust, T0, expect=Expect(task_id=OTHER_TASK))
     assert info.value.reason is Reason.CONTEXT_MISMATCH
