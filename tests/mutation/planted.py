@@ -64,10 +64,8 @@ PLANTED: tuple[Planted, ...] = (
         "accord/security/frames.py",
         (
             (
-                "    certificate = _authenticate(envelope.key_id, envelope.payload, envelope.sig, trust, now_ns)\n"
-                "    message = _decode_payload(envelope.payload)\n",
-                "    message = _decode_payload(envelope.payload)\n    certificate = _authenticate("
-                "envelope.key_id, envelope.payload, envelope.sig, trust, now_ns)\n",
+                "    _check_signature(envelope, trust)\n    message = _decode_payload(envelope.payload)\n",
+                "    message = _decode_payload(envelope.payload)\n    _check_signature(envelope, trust)\n",
             ),
         ),
     ),
