@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from accord.errors import RemoteProtocolError
 from accord.protocol.codec import decode_as
 from accord.protocol.messages import Privacy, Tier
 from accord.security.certs import Certificate, RevocationList, check_record_version
+from accord.security.ed25519 import PublicKey
 from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
     PAYLOAD_TYPE_REVOCATIONS,
@@ -71,14 +71,14 @@ class TrustStore:
     """Which keys are trusted, as what, and when. Add operators first, then their certificates."""
 
     def __init__(self, operators: Iterable[str] = ()) -> None:
-        self._operators: dict[str, Ed25519PublicKey] = {}
+        self._operators: dict[str, PublicKey] = {}
         self._certs: dict[str, list[Certificate]] = {}
         self._cert_blobs: dict[bytes, Certificate] = {}
         self._crls: dict[str, tuple[RevocationList, bytes]] = {}
         self._revoked_serials: frozenset[tuple[str, int]] = frozenset()
         self._revoked_agents: frozenset[str] = frozenset()
         self._direct: dict[str, Certificate] = {}
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys: dict[str, PublicKey] = {}
         for operator in operators:
             self.add_operator(operator)
 
@@ -198,7 +198,7 @@ class TrustStore:
                 raise TrustError(reason, f"no valid certificate for {agent_id}")
         raise TrustError(Reason.UNKNOWN_KEY, f"no certificate for {agent_id}")
 
-    def public_key(self, key_id: str) -> Ed25519PublicKey | None:
+    def public_key(self, key_id: str) -> PublicKey | None:
         """The cached public key object of a key this store holds a certificate for (None otherwise)."""
         return self._keys.get(key_id)
 
