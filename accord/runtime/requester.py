@@ -339,8 +339,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         *,
         on_progress: ProgressCallback | None = None,
         avoid: MutableSet[str] | None = None,
+        agent: str | None = None,
     ) -> TaskOutcome:
         """Run one task through the market; the verified outcome, or TaskFailed with the reason.
+
+        ``agent``: ask this one agent (its id): a direct award from the price sheet it advertised (Task and
+        Award in one go, then its ack and result: no bid round), or, when this requester holds no sheet of it
+        that qualifies, a round that invites it alone. No other agent is awarded the task.
 
         ``avoid``: agents not to award this task to. The requester adds every agent it awards this task to, so
         sibling tasks that share one set (an ensemble's k calls) each go to a different agent.
@@ -364,6 +369,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             predictor=self.predictor,
             config=self.config,
             avoid=avoid if avoid is not None else (),
+            agent=agent,
         )
         task_id = machine.task_id
         self.stats.submitted += 1
