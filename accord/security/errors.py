@@ -1,7 +1,7 @@
 """Typed security failures, each with a stable reason code callers can branch on.
 
 Every failure that :mod:`accord.security` raises on purpose is a :class:`SecurityError` with a
-:class:`Reason`. Foreign exceptions (msgspec decode errors, ``cryptography``'s ``InvalidSignature``, ``OSError``
+:class:`Reason`. Foreign exceptions (msgspec decode errors, libsodium's ``BadSignatureError``, ``OSError``
 on key files) are mapped at the boundary with ``raise ... from exc``; none escapes untyped.
 """
 
