@@ -15,6 +15,13 @@ What this adapter adds to nats-py, and why:
 - Durable publishes carry ``Nats-Msg-Id`` so a retry after a lost ack is absorbed by the stream's duplicate
   window; KV updates are compare-and-set on revisions and a lost race raises :class:`ConflictError`.
 - Every nats-py exception is mapped to a :class:`BusError` at this boundary (``raise ... from exc``).
+- Publishes are written once per event-loop tick: a plain publish (no headers, no reply) appends its PUB
+  command to the client's pending buffer and the first one of a tick schedules one write of everything pending
+  (``loop.call_soon``), so a multicast to ten inboxes, or a receive loop's answers, cost one socket write and no
+  hop to nats-py's flusher task. The order of publishes is kept (one buffer); ``flush`` still ends with a round
+  trip. While the socket's own buffer holds more than ``pending_bytes`` (a slow server), publishes take nats-py's
+  path and wait for the socket to drain. This relies on nats-py internals (``_pending``, ``_pending_data_size``,
+  ``_transport``), kept in :meth:`NatsBus._publish_now` and :meth:`NatsBus._write_pending`.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 # nats-py lower-cases the server's -ERR text (subject included), so matching is case-insensitive.
 _PERMISSION_RE: Final = re.compile(r"permissions violation for (publish|subscription) to \"?([^\"\s]+)", re.I)
 _WRONG_LAST_SEQ: Final = (10071, 10164)  # JSStreamWrongLastSequenceErr(F|Constant)
+_BAD_PUBLISH_SUBJECT: Final = re.compile(r"\s")  # nats-py's own publish check: no whitespace, CR or LF
 
 
 class _ApiError(msgspec.Struct):
@@ -476,6 +484,8 @@ class NatsBus:
         self._last_error: BaseException | None = None
         self._closing = False
         self._connected: anyio.Event | None = None  # created in connect() (needs a running event loop)
+        self._write_armed = False
+        """A write of the client's pending buffer is scheduled for the end of this loop tick."""
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -673,6 +683,8 @@ class NatsBus:
         if nc is None or not nc.is_connected:
             self._refuse_offline(self._conn(), subject, len(data))
             nc = self._conn()
+        elif headers is None and not reply and self._publish_now(nc, subject, data):
+            return
         try:
             await nc.publish(
                 subject,
@@ -680,9 +692,58 @@ class NatsBus:
                 reply or "",
                 headers if headers is None or isinstance(headers, dict) else dict(headers),
             )
+            if nc._transport is not None and self._backlog(nc) > self._pending_bytes:  # a slow reader
+                await nc._transport.drain()  # type: ignore[no-untyped-call]
         except nats.errors.Error as exc:
             raise _map_error(exc, subject) from exc
+        except OSError as exc:
+            raise DisconnectedError(str(exc), subject=subject) from exc
         self._stats.published += 1
+
+    def _publish_now(self, nc: Client, subject: str, data: bytes) -> bool:
+        """Append one PUB to the client's pending buffer, to be written at the end of this loop tick; False when
+        it must take nats-py's path (closing, draining, a full buffer, a subject nats-py would refuse)."""
+        size = len(data)
+        if (
+            self._closing
+            or nc.is_draining_pubs
+            or size > nc.max_payload
+            or nc._pending_data_size + size > self._pending_bytes
+            or not subject
+            or _BAD_PUBLISH_SUBJECT.search(subject) is not None
+            or self._backlog(nc) > self._pending_bytes
+        ):
+            return False
+        command = b"PUB %b  %d\r\n%b\r\n" % (subject.encode(), size, data)
+        nc._pending.append(command)
+        nc._pending_data_size += len(command)
+        stats = nc.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += size
+        self._stats.published += 1
+        if not self._write_armed:
+            self._write_armed = True
+            asyncio.get_running_loop().call_soon(self._write_pending)
+        return True
+
+    def _write_pending(self) -> None:
+        """Write everything pending in one go (as nats-py's flusher does, without its task hop)."""
+        self._write_armed = False
+        nc = self._nc
+        if nc is None or not nc.is_connected or not nc._pending or nc._transport is None:
+            return  # disconnected: nats-py writes its pending buffer after the reconnect
+        pending, nc._pending, nc._pending_data_size = nc._pending, [], 0
+        try:
+            nc._transport.writelines(pending)
+        except OSError as exc:  # the connection broke under us: nats-py's read loop notices and reconnects
+            self._last_error = exc
+
+    @staticmethod
+    def _backlog(nc: Client) -> int:
+        """Bytes the socket has not taken yet (0 when the transport does not say)."""
+        writer = getattr(nc._transport, "_io_writer", None)
+        transport = getattr(writer, "transport", None)
+        return int(transport.get_write_buffer_size()) if transport is not None else 0
 
     async def subscribe(
         self, subject: str, *, queue: str | None = None, max_pending: int = DEFAULT_MAX_PENDING

@@ -4,6 +4,7 @@ resubscription after a restart, giving up after the configured attempts, connect
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from accord.bus import BusClosedError, BusTimeoutError, ConnectError, DisconnectedError
@@ -121,3 +122,42 @@ def test_server_runner_restarts_on_the_same_port_and_reports_bad_config() -> Non
         broken.start(timeout_s=5)
     broken.cleanup()
     assert all(s not in live_servers() for s in (server, broken))
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_publishes_of_one_tick_go_out_in_one_write_in_order(nats_server: NatsServer) -> None:
+    """A plain publish only queues its PUB: everything published in one loop tick is written once, in the
+    order published, with no flush asked for; a publish with headers or a reply keeps its place in that order."""
+    async with NatsBus(nats_server.url) as tx, NatsBus(nats_server.url) as rx:
+        subs = [await rx.subscribe(f"batch.{i}", max_pending=10_000) for i in range(3)]
+        nc = tx._nc
+        assert nc is not None and nc._transport is not None
+        writes: list[int] = []
+        real = nc._transport.writelines
+
+        def counting(lines: list[bytes]) -> None:
+            writes.append(len(lines))
+            real(lines)
+
+        nc._transport.writelines = counting  # type: ignore[method-assign]
+        for n in range(30):  # a multicast of 30 messages to three subjects, no yield in between
+            await tx.publish(f"batch.{n % 3}", b"%d" % n)
+        assert writes == [], "nothing is written before the tick ends"
+        await anyio.lowlevel.checkpoint()
+        assert writes == [30], "one write for the whole tick"
+        await tx.publish("batch.0", b"headers", headers={"k": "v"})  # nats-py's path, same buffer, same order
+        for n in range(30, 2_030):  # more than a tick's worth, with the loop running in between
+            await tx.publish(f"batch.{n % 3}", b"%d" % n)
+            if n % 97 == 0:
+                await anyio.lowlevel.checkpoint()
+        got: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+        with anyio.fail_after(10):  # never flushed explicitly: the scheduled writes carry everything
+            for i, sub in enumerate(subs):
+                while len(got[i]) < len(range(i, 2_030, 3)) + (i == 0):
+                    got[i].append((await sub.next()).data)
+        for i in range(3):
+            numbers = [int(d) for d in got[i] if d != b"headers"]
+            assert numbers == list(range(i, 2_030, 3)), i
+        assert got[0].index(b"headers") == 10, "the header publish kept its place"
+        assert tx.stats.published == 2_031
