@@ -22,6 +22,12 @@ What this adapter adds to nats-py, and why:
   trip. While the socket's own buffer holds more than ``pending_bytes`` (a slow server), publishes take nats-py's
   path and wait for the socket to drain. This relies on nats-py internals (``_pending``, ``_pending_data_size``,
   ``_transport``), kept in :meth:`NatsBus._publish_now` and :meth:`NatsBus._write_pending`.
+- ``listen`` (:class:`~accord.bus.base.DirectBus`) hands each message to a synchronous handler inside nats-py's
+  read loop: the subscription's pending queue is replaced by :class:`_Handoff`, whose ``put_nowait`` (the one
+  call nats-py's ``_process_msg`` makes on it) calls the handler. No queue and no task switch between reading a
+  frame and publishing what it causes (``publish_nowait``); the shells' receive paths use it. Relies on nats-py
+  internals (``_pending_queue``, ``_pending_size``); tests/integration/test_bus_nats.py checks the handoff against
+  the installed nats-py (in the read loop, in order, nothing pending, nothing dropped).
 """
 
 from __future__ import annotations
@@ -219,6 +225,17 @@ class _NatsSubscription(SubscriptionBase):
         self._bus._stats.delivered += 1
         return BusMessage(msg.subject, msg.data, msg.headers, msg.reply or None)
 
+    def _hand_to(self, handler: Callable[[BusMessage], None]) -> None:
+        """From now on, give every message to ``handler`` as nats-py reads it (see :class:`_Handoff`); those
+        already queued go to it first, in order."""
+        q = self._q
+        while not q.empty():
+            msg = q.get_nowait()
+            q.task_done()
+            if msg is not None and not self._closed:
+                _Handoff.call(handler, self._deliver(msg))
+        self._sub._pending_queue = cast("asyncio.Queue[Msg]", _Handoff(self, handler))
+
     def _discard(self) -> None:
         """Wake a consumer blocked on the (then empty) queue; what is still queued stays unread."""
         if self._waiting:
@@ -236,6 +253,45 @@ class _NatsSubscription(SubscriptionBase):
             return
         except nats.errors.Error as exc:
             raise _map_error(exc, self._subject) from exc
+
+
+class _Handoff:
+    """Stands in for a nats-py subscription's pending queue (:meth:`NatsBus.listen`): nats-py's read loop calls
+    ``put_nowait`` for each message, which hands it to the handler there and then. No queue, no task switch: the
+    frame is handled, and what it causes is published, before the read loop parses the next message. The other
+    methods are the queue API nats-py may call on a subscription it thinks is in iterator mode."""
+
+    __slots__ = ("_handler", "_owner")
+
+    def __init__(self, owner: _NatsSubscription, handler: Callable[[BusMessage], None]) -> None:
+        self._owner = owner
+        self._handler = handler
+
+    def put_nowait(self, msg: Msg) -> None:
+        owner = self._owner
+        if owner._closed:
+            owner._sub._pending_size -= len(msg.data)
+            return
+        self.call(self._handler, owner._deliver(msg))
+
+    @staticmethod
+    def call(handler: Callable[[BusMessage], None], message: BusMessage) -> None:
+        try:
+            handler(message)
+        except Exception:  # never into nats-py's read loop: it would drop the connection
+            log.exception("bus.handler_failed", subject=message.subject)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        return None
+
+    async def join(self) -> None:
+        return None
 
 
 class _NatsDurableMessage:
@@ -671,6 +727,20 @@ class NatsBus:
             raise DisconnectedError("not connected; reconnect buffer full", subject=subject)
 
     # --- core pub/sub ------------------------------------------------------------------------------------------
+    def publish_nowait(self, subject: str, data: bytes) -> bool:
+        """Queue a plain publish for this loop tick's write (see the module docstring); False when it has to be
+        ``await publish(...)`` instead (not connected, closing, buffers full, a subject nats-py would refuse)."""
+        nc = self._nc
+        return nc is not None and nc.is_connected and self._publish_now(nc, subject, data)
+
+    async def listen(
+        self, subject: str, handler: Callable[[BusMessage], None], *, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> _NatsSubscription:
+        """Subscribe and hand every message to ``handler`` in the connection's read loop (:class:`_Handoff`)."""
+        sub = await self.subscribe(subject, max_pending=max_pending)
+        sub._hand_to(handler)
+        return sub
+
     async def publish(
         self,
         subject: str,

@@ -241,9 +241,8 @@ class Agent(Endpoint[_TimerKey]):
                 await tg.start(self._timers.run)
                 await tg.start(self._outbox.run)
                 for subject in self.subscriptions():
-                    sub = await self.bus.subscribe(subject, max_pending=4096)
                     broadcast = subject.startswith(f"{subjects.PREFIX}.cfp.")
-                    tg.start_soon(self._pump, sub, partial(self._receive, broadcast=broadcast))
+                    await self._listen(tg, subject, partial(self._receive, broadcast=broadcast), max_pending=4096)
                 await self._register_service()
                 self._apply(self.machine.handle(Start(), now=self.clock()))
                 tg.start_soon(self._sample_device)

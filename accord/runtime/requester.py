@@ -281,11 +281,9 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             async with anyio.create_task_group() as tg:
                 await tg.start(self._timers.run)
                 await tg.start(self._outbox.run)
-                inbox = await self.bus.subscribe(subjects.direct_filter(self.id), max_pending=65_536)
-                tg.start_soon(self._pump, inbox, self._receive)
+                await self._listen(tg, subjects.direct_filter(self.id), self._receive, max_pending=65_536)
                 if self.watch_adverts:
-                    adverts = await self.bus.subscribe(subjects.advertise_filter(), max_pending=65_536)
-                    tg.start_soon(self._pump, adverts, self._receive_advert)
+                    await self._listen(tg, subjects.advertise_filter(), self._receive_advert, max_pending=65_536)
                 await self._register_service()
                 tg.start_soon(self._watch_trust)
                 self._ready = True

@@ -3,11 +3,14 @@ resubscription after a restart, giving up after the configured attempts, connect
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import anyio.lowlevel
 import pytest
+from structlog.testing import capture_logs
 
-from accord.bus import BusClosedError, BusTimeoutError, ConnectError, DisconnectedError
+from accord.bus import BusClosedError, BusMessage, BusTimeoutError, ConnectError, DirectBus, DisconnectedError
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, ServerError, free_port, live_servers
 
@@ -161,3 +164,55 @@ async def test_publishes_of_one_tick_go_out_in_one_write_in_order(nats_server: N
             assert numbers == list(range(i, 2_030, 3)), i
         assert got[0].index(b"headers") == 10, "the header publish kept its place"
         assert tx.stats.published == 2_031
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_listen_hands_each_message_to_the_handler_in_the_read_loop(nats_server: NatsServer) -> None:
+    """``NatsBus.listen`` (DirectBus): every message reaches the synchronous handler inside the connection's read
+    loop, in order, with nothing queued (so ``max_pending`` drops nothing and nats-py's pending count stays at
+    zero); what the handler publishes with ``publish_nowait`` goes out in order; a handler that raises loses only
+    its message; after the unsubscribe nothing more arrives. The handoff replaces nats-py's per-subscription
+    pending queue (an internal): a nats-py release that changes how its read loop queues messages fails here."""
+    async with NatsBus(nats_server.url) as tx, NatsBus(nats_server.url) as rx:
+        assert isinstance(rx, DirectBus) and isinstance(tx, DirectBus)
+        got: list[bytes] = []
+        callers: set[asyncio.Task[object] | None] = set()
+
+        def handler(msg: BusMessage) -> None:
+            callers.add(asyncio.current_task())
+            if msg.data == b"boom":
+                raise RuntimeError("a handler bug")
+            got.append(msg.data)
+            assert rx.publish_nowait("listen.echo", msg.data)
+
+        echo = await tx.subscribe("listen.echo", max_pending=10_000)
+        n = 2_000  # far more than max_pending: a queue of 16 would have dropped most of them
+        with capture_logs() as logs:
+            async with await rx.listen("listen.in", handler, max_pending=16) as sub:
+                for i in range(n):
+                    await tx.publish("listen.in", b"%d" % i)
+                    if i == 10:
+                        await tx.publish("listen.in", b"boom")
+                await tx.flush()
+                with anyio.fail_after(10):
+                    while len(got) < n:  # noqa: ASYNC110 - the handler has no event to wait on
+                        await anyio.sleep(0.01)
+                assert sub.pending == 0 and rx.stats.dropped == 0
+                nc = rx._nc
+                assert nc is not None
+                assert callers == {nc._reading_task}, "every message was handled in nats-py's read loop"
+                assert sum(s._pending_size for s in nc._subs.values()) == 0, "nothing counted as pending"
+            await tx.publish("listen.in", b"after")
+            await tx.flush()
+            await rx.flush()
+        assert got == [b"%d" % i for i in range(n)], "in order, the failed one left out"
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["bus.handler_failed"]
+        echoed = []
+        with anyio.fail_after(10):
+            while len(echoed) < n:
+                echoed.append((await echo.next()).data)
+        assert echoed == got
+        assert rx.is_connected
+        rx_closed = NatsBus(nats_server.url)
+        assert not rx_closed.publish_nowait("listen.echo", b"x"), "not connected: publish asynchronously"
