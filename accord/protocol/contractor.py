@@ -556,14 +556,19 @@ class ContractorMachine:
         return None
 
     def _make_room(self, now: int) -> None:
-        """Before a new job: at ``max_jobs``, forget finished jobs (those past their deadline, then the oldest)."""
-        if len(self._jobs) < self.profile.max_jobs:
+        """Before a new job: at ``max_jobs``, forget finished jobs (those past their deadline, then the oldest,
+        down to nine tenths of ``max_jobs``: one pass over the jobs per tenth of them, not one per new task)."""
+        cap = self.profile.max_jobs
+        if len(self._jobs) < cap:
             return
         self._gc(now)
+        keep = cap - max(1, cap // 10)
+        if len(self._jobs) <= keep:
+            return
         for tid in [tid for tid, job in self._jobs.items() if job.state not in _OPEN]:
-            if len(self._jobs) < self.profile.max_jobs:
-                break
             del self._jobs[tid]
+            if len(self._jobs) <= keep:
+                break
 
     def _gc(self, now: int) -> None:
         """Forget finished or unused jobs whose task deadline has passed."""
