@@ -34,9 +34,10 @@ from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, free_port
 from accord.cli import app
 from accord.httpapi import serve_http
+from accord.mesh.auth import connect_as
 from accord.mesh.config import parse_mesh, resolve_paths
 from accord.mesh.discovery import await_candidates
-from accord.mesh.run import connect_bus, run_mesh
+from accord.mesh.run import run_mesh
 from accord.protocol.messages import ReasonCode
 from accord.runtime.requester import Requester, TaskFailed
 from tests.support.cli import ACCORD, alive, cli_env, poll, spawn, stop, wait_for_text
@@ -270,7 +271,7 @@ async def test_broken_backends_fail_up_or_withdraw_their_agent(tmp_path: Path) -
         fake.models_status = 200  # the check passes; completions are refused later
         async with (
             run_mesh(config) as mesh,
-            connect_bus(mesh.url, name="asker") as bus,
+            connect_as(mesh.url, mesh.requester_identity(), name="asker") as bus,
             anyio.create_task_group() as inner,
         ):
             requester = Requester(mesh.requester_identity(), bus=bus, trust=mesh.trust, rng=random.Random(2))
