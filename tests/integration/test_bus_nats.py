@@ -216,3 +216,27 @@ async def test_listen_hands_each_message_to_the_handler_in_the_read_loop(nats_se
         assert rx.is_connected
         rx_closed = NatsBus(nats_server.url)
         assert not rx_closed.publish_nowait("listen.echo", b"x"), "not connected: publish asynchronously"
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_socket_that_is_not_drained_sends_publishers_back_to_waiting(nats_server: NatsServer) -> None:
+    """The one-write-per-tick path reads how much the socket has not taken (nats-py's ``_transport._io_writer``,
+    an internal): while that is over ``pending_bytes`` a plain publish is not queued at once (``publish_nowait``
+    says no) and ``publish`` waits for the socket. A nats-py release that moves the writer makes this fail
+    instead of silently dropping the backpressure."""
+    async with NatsBus(nats_server.url) as tx, NatsBus(nats_server.url) as rx:
+        sub = await rx.subscribe("backlog.x")
+        nc = tx._nc
+        assert nc is not None and nc._transport is not None
+        socket_transport = nc._transport._io_writer.transport  # type: ignore[attr-defined]
+        real = socket_transport.get_write_buffer_size
+        socket_transport.get_write_buffer_size = lambda: 1 << 40
+        try:
+            assert not tx.publish_nowait("backlog.x", b"a"), "a full socket buffer is seen"
+        finally:
+            socket_transport.get_write_buffer_size = real
+        assert tx.publish_nowait("backlog.x", b"b")
+        await tx.publish("backlog.x", b"c")
+        with anyio.fail_after(5):
+            assert [(await sub.next()).data for _ in range(2)] == [b"b", b"c"]
