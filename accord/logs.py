@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["get_logger"]
+__all__ = ["get_logger", "sparse"]
 
 logging.getLogger("accord").addHandler(logging.NullHandler())
 
@@ -47,3 +47,9 @@ class _LibraryLogger:
 def get_logger(name: str) -> Any:
     """The logger of module ``name`` (use as ``log = get_logger(__name__)``)."""
     return _LibraryLogger(name)
+
+
+def sparse(count: int) -> bool:
+    """Whether the ``count``-th occurrence of a repeated event is logged: the 1st, 2nd, 4th, 8th... A flood of
+    refused frames then costs a handful of log lines, not one per frame."""
+    return count & (count - 1) == 0

@@ -1,4 +1,5 @@
-"""Shared test configuration: Hypothesis profiles (``ci`` derandomised and sized for CI, ``dev`` larger), and
+"""Shared test configuration: Hypothesis profiles (``ci`` derandomised and sized for CI, ``dev`` larger,
+``stateful-long`` for the reliability figure of the market's stateful test: 2,000 runs of 200 steps), and
 structlog's global configuration reset after every test."""
 
 from __future__ import annotations
@@ -10,21 +11,10 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    max_examples=200,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "dev",
-    max_examples=2000,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+_COMMON = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", derandomize=True, max_examples=200, **_COMMON)
+settings.register_profile("dev", max_examples=2000, **_COMMON)
+settings.register_profile("stateful-long", max_examples=2000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -31,6 +31,7 @@ real); without one it reports zeros and ``cost_micros=None``.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from accord.backends.base import (
     DeltaCallback,
     MetadataValue,
 )
+from accord.files import MAX_DATA_FILE_BYTES, open_regular
 from accord.protocol.messages import ChatMessage, Role, Timings, Usage
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens, estimate_tokens
 from accord.routing.records import OUTCOME_VERSION, Outcome, normalize_prompt, query_key, write_outcomes
@@ -230,13 +232,15 @@ def load_outcome_log(path: str | Path, *, source: str | None = None) -> OutcomeL
     """Read an outcome log from ``.csv`` or ``.jsonl`` (``.json`` lines also accepted); ``source`` (default: the
     file's stem) fills in records that name none.
 
-    Raises ``ValueError`` naming the file and line for a malformed row.
+    Raises ``ValueError`` naming the file and line for a malformed row, and
+    :class:`~accord.files.FileRefusedError` for a path that is no regular file of at most
+    :data:`~accord.files.MAX_DATA_FILE_BYTES`.
     """
     path = Path(path)
     tag = source if source is not None else path.stem
     records: list[Outcome] = []
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
+        with io.TextIOWrapper(open_regular(path, cap=MAX_DATA_FILE_BYTES), encoding="utf-8", newline="") as handle:
             for line, row in enumerate(csv.DictReader(handle), start=2):
                 try:
                     records.append(outcome_from_row(row, source=tag))
@@ -244,7 +248,7 @@ def load_outcome_log(path: str | Path, *, source: str | None = None) -> OutcomeL
                     raise ValueError(f"{path}:{line}: {exc}") from exc
     else:
         decoder = msgspec.json.Decoder(dict[str, object])
-        with path.open("rb") as handle:
+        with open_regular(path, cap=MAX_DATA_FILE_BYTES) as handle:
             for line, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue

@@ -299,12 +299,13 @@ async def collect(
 # --- live routing ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A router's point on its offline curve: route ``score >= threshold`` to the strong tier."""
+    """A router's point on its offline curve: route ``score >= thresholds[fold]`` to the strong tier, where
+    ``fold`` is the fold whose router scores the query (one fold, 0, for a router fitted once)."""
 
     router: str
     target: float
-    """The PGR the point is the first to reach (0.5 for CPT(50%))."""
-    threshold: float
+    """The PGR the point is the first to reach in every fold (0.5 for CPT(50%))."""
+    thresholds: tuple[float, ...]
     strong_calls: int
     queries: int
     quality: float
@@ -317,33 +318,56 @@ class OperatingPoint:
     def share(self) -> float:
         return self.strong_calls / self.queries
 
+    def threshold_for(self, fold: int) -> float:
+        return self.thresholds[fold]
+
 
 def operating_point(
-    table: PairTable, scores: FloatArray, *, router: str, target: float, cascade: bool = False
+    table: PairTable,
+    scores: FloatArray,
+    *,
+    router: str,
+    target: float,
+    cascade: bool = False,
+    folds: np.ndarray | None = None,
 ) -> OperatingPoint | None:
     """The first point of the router's exact curve whose PGR reaches ``target``, with the threshold that gives
-    it (the lowest score routed to the strong model); None when the curve never reaches the target."""
-    weak, strong = float(table.q_weak.mean()), float(table.q_strong.mean())
-    c_strong = table.c_weak + table.c_strong if cascade else table.c_strong
-    curve = routing_curve(scores, table.q_weak, table.q_strong, table.c_weak, c_strong)
-    hits = np.flatnonzero(pgr(curve.quality, weak, strong) >= target)
-    if hits.size == 0:
-        return None
-    i = int(hits[0])
-    n = len(table)
-    calls = round(float(curve.share[i]) * n)
-    ranked = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
-    threshold = float(ranked[calls - 1]) if calls > 0 else math.inf
-    if int(np.count_nonzero(scores >= threshold)) != calls:
-        raise RouterError("bad_input", "the threshold does not reproduce the curve point")
+    it (the lowest score routed to the strong model); None when the curve never reaches the target.
+
+    With ``folds`` (cross-fitted scores) the point is found in each fold separately, on its rows, with its own
+    weak and strong means and its own threshold (scores of different folds' routers are not on one scale), and
+    the folds' points are summed: the live counterpart of the per-fold metrics."""
+    fold_of = np.zeros(len(table), dtype=np.int64) if folds is None else np.asarray(folds, dtype=np.int64)
+    thresholds: list[float] = []
+    calls_total, quality_sum, cost_sum = 0, 0.0, 0.0
+    for fold in range(int(fold_of.max()) + 1):
+        rows = np.flatnonzero(fold_of == fold)
+        part, part_scores = table.take(rows), np.asarray(scores, dtype=np.float64)[rows]
+        weak, strong = float(part.q_weak.mean()), float(part.q_strong.mean())
+        c_strong = part.c_weak + part.c_strong if cascade else part.c_strong
+        curve = routing_curve(part_scores, part.q_weak, part.q_strong, part.c_weak, c_strong)
+        hits = np.flatnonzero(pgr(curve.quality, weak, strong) >= target)
+        if hits.size == 0:
+            return None
+        i = int(hits[0])
+        n = len(part)
+        calls = round(float(curve.share[i]) * n)
+        ranked = np.sort(part_scores)[::-1]
+        threshold = float(ranked[calls - 1]) if calls > 0 else math.inf
+        if int(np.count_nonzero(part_scores >= threshold)) != calls:
+            raise RouterError("bad_input", "the threshold does not reproduce the curve point")
+        thresholds.append(threshold)
+        calls_total += calls
+        quality_sum += float(curve.quality[i]) * n
+        cost_sum += float(curve.cost[i]) * n
     return OperatingPoint(
         router=router,
         target=target,
-        threshold=threshold,
-        strong_calls=calls,
-        queries=n,
-        quality=float(curve.quality[i]),
-        cost_micros=float(curve.cost[i]) * n,
+        thresholds=tuple(thresholds),
+        strong_calls=calls_total,
+        queries=len(table),
+        quality=quality_sum / len(table),
+        cost_micros=cost_sum,
         cascade=cascade,
     )
 
@@ -416,7 +440,7 @@ async def route_live(
         async def go() -> None:
             score = fit.score(row, query.query())
             run.score_mismatches += not _same(score, float(fit.scores[row]))
-            strong = score >= point.threshold
+            strong = score >= point.threshold_for(int(fit.folds[row]))
             tier = tiers[1] if strong else tiers[0]
             answer = await ask_query(asker, query, tier, model=models[tier])
             run.tasks += answer.tasks
@@ -464,7 +488,7 @@ async def cascade_live(
             score = fit.score(row, query.query(answer=first.first_answer))
             run.score_mismatches += not _same(score, float(fit.scores[row]))
             paid = first.price_micros
-            strong = score >= point.threshold
+            strong = score >= point.threshold_for(int(fit.folds[row]))
             if strong:
                 second = await ask_query(asker, query, tiers[1], model=table.strong)
                 run.tasks += second.tasks

@@ -42,6 +42,7 @@ from accord.errors import AccordError
 from accord.logs import get_logger
 from accord.mesh.run import embedded_server
 from accord.protocol.contractor import ContractorProfile
+from accord.protocol.market import QualityPredictor
 from accord.protocol.messages import ChatMessage, Constraints, Policy, Tier
 from accord.protocol.pricing import ResourceModel, estimate_prompt_tokens
 from accord.protocol.requester import RequesterConfig, TaskSpec
@@ -182,6 +183,7 @@ class ReplayMesh:
         deadline_ms: int = 120_000,
         max_price_micros: int = 10**9,
         bid_window_ms: int = 2_000,
+        policy: Policy | None = None,
     ) -> TaskSpec:
         """The TaskSpec ``ask`` submits (its deadline counted from now). ``tier`` None: any tier.
 
@@ -199,7 +201,7 @@ class ReplayMesh:
                 est_input_tokens if est_input_tokens is not None else estimate_prompt_tokens(list(messages))
             ),
             max_output_tokens=max_output_tokens,
-            policy=Policy(),
+            policy=policy if policy is not None else Policy(),
             bid_window_ms=bid_window_ms,
         )
 
@@ -214,12 +216,13 @@ class ReplayMesh:
         deadline_ms: int = 120_000,
         max_price_micros: int = 10**9,
         bid_window_ms: int = 2_000,
+        policy: Policy | None = None,
     ) -> TaskOutcome:
         """Submit one task to ``tier`` through the market; the verified outcome, or raises ``TaskFailed``.
 
         ``est_input_tokens`` (default: estimated from ``messages``) and ``max_output_tokens`` are what the bids are
         priced at: the price paid is the winning bid's, ``price_in * est_input_tokens + price_out *
-        max_output_tokens`` per 1,000 tokens.
+        max_output_tokens`` per 1,000 tokens. ``policy``: the ranking's weights (default ``Policy()``).
         """
         async with self._limit:
             spec = self.spec(
@@ -231,6 +234,7 @@ class ReplayMesh:
                 deadline_ms=deadline_ms,
                 max_price_micros=max_price_micros,
                 bid_window_ms=bid_window_ms,
+                policy=policy,
             )
             self.counters.submitted += 1
             try:
@@ -279,6 +283,7 @@ async def _serve_requester(
     concurrency: int,
     seed: int,
     config: RequesterConfig,
+    predictor: QualityPredictor | None,
     *,
     task_status: TaskStatus[Requester] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -288,6 +293,7 @@ async def _serve_requester(
             bus=bus,
             trust=trust,
             config=config,
+            predictor=predictor,
             max_in_flight=concurrency,
             rng=random.Random(seed),
             service=False,
@@ -313,9 +319,11 @@ async def replay_mesh(
     seed: int = 0,
     requester_config: RequesterConfig = BENCH_REQUESTER_CONFIG,
     ready_timeout_s: float = 20.0,
+    predictor: QualityPredictor | None = None,
 ) -> AsyncIterator[ReplayMesh]:
     """Start the mesh (see the module docstring), yield it once every agent's advert has reached the requester,
-    and stop everything on exit: agents gracefully (Withdraw), then the requester, then the server by PID."""
+    and stop everything on exit: agents gracefully (Withdraw), then the requester, then the server by PID.
+    ``predictor``: how the requester predicts offers' quality (default: the requester's reputation)."""
     if concurrency < 1:
         raise AccordError("concurrency must be >= 1")
     pki = _Pki()
@@ -326,7 +334,14 @@ async def replay_mesh(
         try:
             requester_identity = pki.identity("requester", Tier.EDGE)
             requester = await tg.start(
-                _serve_requester, server.url, requester_identity, pki.trust, concurrency, seed, requester_config
+                _serve_requester,
+                server.url,
+                requester_identity,
+                pki.trust,
+                concurrency,
+                seed,
+                requester_config,
+                predictor,
             )
             n = 0
             for spec in tiers:

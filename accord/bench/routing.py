@@ -55,7 +55,7 @@ from accord.bench.routing_report import (
 )
 from accord.protocol.messages import Tier
 from accord.routing.base import RouterError
-from accord.routing.files import ROUTER_KINDS
+from accord.routing.files import DEFAULT_KINDS
 from accord.routing.table import PairTable
 
 __all__ = ["RoutingBench", "bench_tiers", "compare_tables", "live_points", "run_routing_bench"]
@@ -76,7 +76,7 @@ class RoutingBench:
     limit: int | None = None
     folds: int = 5
     seed: int = 0
-    kinds: Sequence[str] = tuple(ROUTER_KINDS)
+    kinds: Sequence[str] = DEFAULT_KINDS
     plot_dir: Path | None = None
     concurrency: int = 64
     replicas: int = 1
@@ -154,17 +154,20 @@ def compare_tables(table: PairTable, reference: PairTable) -> tuple[int, float]:
 
 
 def live_points(run: SuiteRun) -> list[tuple[str, OperatingPoint | None]]:
-    """The live policies: the best non-cascade router at CPT(50%); the cascade at CPT(80%) where one was fitted.
-    None where the router's curve never reaches its target."""
+    """The live policies: the best non-cascade router at CPT(50%); the cascade at CPT(80%) where one was fitted
+    (each reached fold by fold, see :func:`~accord.bench.live.operating_point`). None where a fold's curve never
+    reaches its target."""
     table = run.table
     points: list[tuple[str, OperatingPoint | None]] = []
     best = best_router(run.reports)
     if best is not None:
         fit = run.fits[best.name]
-        points.append((best.name, operating_point(table, fit.scores, router=best.name, target=0.5)))
+        point = operating_point(table, fit.scores, router=best.name, target=0.5, folds=fit.folds)
+        points.append((best.name, point))
     if "cascade" in run.fits:
         fit = run.fits["cascade"]
-        points.append(("cascade", operating_point(table, fit.scores, router="cascade", target=0.8, cascade=True)))
+        point = operating_point(table, fit.scores, router="cascade", target=0.8, cascade=True, folds=fit.folds)
+        points.append(("cascade", point))
     return points
 
 

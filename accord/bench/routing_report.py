@@ -29,7 +29,8 @@ class LiveSummary(msgspec.Struct, kw_only=True):
 
     policy: str
     target: float
-    threshold: float
+    thresholds: list[float]
+    """Per fold."""
     cascade: bool
     queries: int
     expected_strong_calls: int
@@ -121,7 +122,7 @@ def live_summary(run: LiveRun) -> LiveSummary:
     return LiveSummary(
         policy=p.router,
         target=p.target,
-        threshold=p.threshold,
+        thresholds=list(p.thresholds),
         cascade=p.cascade,
         queries=run.queries,
         expected_strong_calls=p.strong_calls,
@@ -145,7 +146,7 @@ def live_table(name: str, scale: float, runs: list[LiveSummary]) -> Table:
     )
     for column in (
         "policy",
-        "threshold",
+        "thresholds (per fold)",
         "strong calls (curve -> live)",
         "quality (curve -> live)",
         "paid $ (curve -> live)",
@@ -161,7 +162,7 @@ def live_table(name: str, scale: float, runs: list[LiveSummary]) -> Table:
         live_share = run.strong_calls / run.queries if run.queries else math.nan
         out.add_row(
             f"{run.policy} @ CPT({run.target:.0%})",
-            f"{run.threshold:.4f}",
+            " ".join(f"{t:.4f}" for t in run.thresholds),
             f"{run.expected_strong_calls} ({share:.1%}) -> {run.strong_calls} ({live_share:.1%})",
             f"{format_quality(run.expected_quality, scale)} -> {format_quality(run.quality, scale)}",
             f"{run.expected_paid_micros / 1e6:.4f} -> {run.paid_micros / 1e6:.4f}",

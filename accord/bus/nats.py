@@ -675,6 +675,8 @@ class NatsBus:
             return
         if "authorization violation" in str(exc).lower():
             self._auth_error = exc  # kept: a later connection reset must not hide why the server hung up
+            if self._nc is not None:
+                self._refused_by_server(self._nc)
         m = _PERMISSION_RE.search(str(exc))
         if m is not None:
             self._violation_serial += 1
@@ -686,6 +688,19 @@ class NatsBus:
         self._last_error = exc
         self._stats.errors += 1
         log.info("bus.error", error=repr(exc))
+
+    def _refused_by_server(self, nc: Client) -> None:
+        """The server no longer admits this key (revoked, or its user removed): stop reconnecting, since every
+        attempt would be refused. The client then closes (nats-py drops a server tried more often than
+        ``max_reconnect_attempts``; 0 would mean forever) and publishing raises BusClosedError. nats-py leaves
+        the socket of a refused attempt open, so it is closed here."""
+        transport = getattr(nc, "_transport", None)  # the refused attempt's; nats-py replaces it on the next
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
+        if nc.options.get("max_reconnect_attempts") != 1:
+            nc.options["max_reconnect_attempts"] = 1
+            log.warning("bus.unauthorized", name=self._name, servers=self._servers)
 
     async def _on_disconnected(self) -> None:
         if self._connected is None or self._connected.is_set():

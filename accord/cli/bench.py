@@ -13,12 +13,14 @@ from rich.console import Console
 
 from accord.bench.data.routellm import SETS
 from accord.bench.data.workload import routellm_workload, synthetic_workload
+from accord.bench.models_routing import ModelsBench, ModelsBenchResult, run_models_bench
 from accord.bench.routing import RoutingBench, run_routing_bench
 from accord.bench.routing_report import RoutingBenchResult
 from accord.bench.strategies import DEFAULT_STRATEGIES, run_strategy_bench
 from accord.cli.common import run_cli
 from accord.cli.logging import configure_logging
-from accord.routing.files import ROUTER_KINDS
+from accord.routing.base import RouterError
+from accord.routing.files import DEFAULT_KINDS, ROUTER_KINDS
 from accord.strategies import StrategyConfigError, parse_strategy_option
 
 __all__ = ["register", "resolve_datasets_dir"]
@@ -69,6 +71,32 @@ def _strategies(
     run_cli(main)
 
 
+def _write_json(result: object, json_out: Path | None) -> None:
+    if json_out is not None:
+        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+        console.print(f"numbers written to {json_out}")
+
+
+def _models(bench: ModelsBench, json_out: Path | None) -> None:
+    """``--models``: the learned predictor in a market of one replay agent per model."""
+    holder: list[ModelsBenchResult] = []
+
+    async def main() -> None:
+        holder.append(await run_models_bench(bench, console))
+
+    try:
+        run_cli(main)
+    except RouterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not holder:
+        raise typer.Exit(1)
+    result = holder[0]
+    _write_json(result, json_out)
+    if not all(point.matches for point in result.live):
+        err.print("[red]a live pass did not reproduce its offline point[/red]")
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     bench = typer.Typer(help="Benchmarks over a live mesh.", no_args_is_help=True)
     app.add_typer(bench, name="bench")
@@ -89,7 +117,9 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option(help="At most N queries per set, evenly spaced.")] = None,
         folds: Annotated[int, typer.Option(help="Cross-fitting folds.")] = 5,
         seed: Annotated[int, typer.Option(help="Seed of the folds and the seeded random baseline.")] = 0,
-        kinds: Annotated[list[str] | None, typer.Option(help="Router kinds (repeat; default all).")] = None,
+        kinds: Annotated[
+            list[str] | None, typer.Option(help="Router kinds (repeat; default all but predictor).")
+        ] = None,
         plot_dir: Annotated[Path, typer.Option(help="Where the PNG plots go.")] = Path("routing-plots"),
         no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no plots.")] = False,
         concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 64,
@@ -107,6 +137,20 @@ def register(app: typer.Typer) -> None:
                 "--strategy text of `accord ask`) over GSM8K, next to the single models.",
             ),
         ] = None,
+        models: Annotated[
+            str | None,
+            typer.Option(
+                help="Run the learned predictor in a market of one replay agent per model instead: 'all' or a "
+                "comma-separated list (data: --log, else a generated world of --world-models models, --synthetic "
+                "queries, default 1000).",
+            ),
+        ] = None,
+        log: Annotated[Path | None, typer.Option(help="With --models: the outcome log (JSONL) to replay.")] = None,
+        world_models: Annotated[int, typer.Option(help="With --models: models of the generated world.")] = 10,
+        lambdas: Annotated[
+            list[float] | None,
+            typer.Option("--lambda", help="With --models: price weights of the live passes (repeat)."),
+        ] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
         log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
         verbose: Annotated[bool, typer.Option(help="Show the agents' logs.")] = False,
@@ -114,6 +158,22 @@ def register(app: typer.Typer) -> None:
         """Route the RouteLLM MMLU, GSM8K and MT-Bench rows THROUGH a live mesh of replay agents and evaluate
         and run the routers on what came back."""
         configure_logging(json=log_json, level="info" if verbose else "warning")
+        if models is not None:
+            _models(
+                ModelsBench(
+                    models=models,
+                    log=log,
+                    world_models=world_models,
+                    queries=synthetic or 1000,
+                    seed=seed,
+                    folds=folds,
+                    lambdas=tuple(lambdas or ()),
+                    concurrency=concurrency,
+                    plot_dir=None if no_plot else plot_dir,
+                ),
+                json_out,
+            )
+            return
         if strategy:
             _strategies(strategy, sets, dataset, synthetic, limit, seed, concurrency)
             return
@@ -121,7 +181,7 @@ def register(app: typer.Typer) -> None:
         unknown = [s for s in chosen if s not in SETS]
         if unknown:
             raise typer.BadParameter(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
-        router_kinds = list(kinds or ROUTER_KINDS)
+        router_kinds = list(kinds or DEFAULT_KINDS)
         unknown = [k for k in router_kinds if k not in ROUTER_KINDS]
         if unknown:
             raise typer.BadParameter(f"unknown router kind(s) {unknown}; choose from {', '.join(ROUTER_KINDS)}")
@@ -148,9 +208,7 @@ def register(app: typer.Typer) -> None:
         if not holder:
             raise typer.Exit(1)
         result = holder[0]
-        if json_out is not None:
-            json_out.write_bytes(msgspec.json.format(msgspec.json.encode(result)))
-            console.print(f"numbers written to {json_out}")
+        _write_json(result, json_out)
         failures = sum(result.failures.values())
         if failures:
             err.print(f"[red]{failures} queries failed[/red]")

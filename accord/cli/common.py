@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -25,14 +25,15 @@ from accord.bus.base import BusError
 from accord.bus.nats import NatsBus
 from accord.cli.logging import json_logs
 from accord.errors import AccordError
+from accord.files import FileRefusedError
 from accord.logs import get_logger
 from accord.mesh.auth import connect_as
 from accord.mesh.config import MeshConfig, MeshConfigError, load_mesh
 from accord.mesh.lock import BUS_LOCK, MeshLocks
-from accord.mesh.run import bus_credentials
+from accord.mesh.run import agent_creds, bus_credentials
 from accord.mesh.state import MeshState
 from accord.runtime.requester import TaskFailed
-from accord.security import Identity
+from accord.security import Identity, KeyFileError, Reason
 from accord.strategies import StrategyFailed
 
 __all__ = [
@@ -42,12 +43,15 @@ __all__ = [
     "LogLevel",
     "MeshOption",
     "NatsOption",
+    "agent_credentials",
     "console",
     "err",
     "fail",
     "load_mesh_file",
     "MeshBus",
     "mesh_bus",
+    "mesh_credentials",
+    "refused_file",
     "run_cli",
 ]
 
@@ -119,10 +123,7 @@ def mesh_bus(config: MeshConfig, url: str | None) -> MeshBus:
     """``--nats``/``$NATS_URL``, else the file's ``[bus] url``, else the URL the running ``accord up`` of this
     mesh published (only while that process holds the mesh's bus lock: a file left by a crash is ignored); that
     embedded server authenticates every party, others as the mesh file says (``[bus] authenticated``)."""
-    try:
-        credentials = bus_credentials(config)
-    except MeshConfigError as exc:
-        fail(str(exc), 2)
+    credentials = mesh_credentials(config)
     if url:
         return MeshBus(url, config.bus.authenticated, credentials)
     if config.bus.url:
@@ -135,9 +136,28 @@ def mesh_bus(config: MeshConfig, url: str | None) -> MeshBus:
     return MeshBus(holder.url, True, credentials)
 
 
+def mesh_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
+    """The mesh file's shared bus credentials (:func:`~accord.mesh.run.bus_credentials`); exit 2 with the reason
+    when a file cannot be used (missing, not an owner-only regular file, not a user seed)."""
+    try:
+        return bus_credentials(config)
+    except MeshConfigError as exc:
+        fail(str(exc), 2)
+
+
+def agent_credentials(config: MeshConfig, only: Sequence[str] | None, url: str | None) -> None:
+    """Check the ``.creds`` files the agents in ``only`` name for themselves, for a bus at ``url``
+    (:func:`~accord.mesh.run.agent_creds`); exit 2 with the reason when one cannot be used."""
+    try:
+        agent_creds(config, only, url=url)
+    except MeshConfigError as exc:
+        fail(str(exc), 2)
+
+
 def run_cli(main: Callable[[], Awaitable[None]]) -> None:
     """Run an async command body. Expected failures (Accord's typed errors, files that cannot be read) become
-    one line and exit 1, also when they arrive inside an exception group; Ctrl-C exits 130."""
+    one line and exit 1 (2 for a file refused unread: :func:`refused_file`), also when they arrive inside an
+    exception group; Ctrl-C exits 130."""
     try:
         anyio.run(main)
     except (KeyboardInterrupt, AccordError, OSError, BaseExceptionGroup) as exc:
@@ -149,7 +169,15 @@ def run_cli(main: Callable[[], Awaitable[None]]) -> None:
             raise leaf from None
         if not isinstance(leaf, AccordError | OSError):
             raise
-        fail(_describe(leaf))
+        fail(_describe(leaf), 2 if refused_file(leaf) else 1)
+
+
+def refused_file(exc: BaseException) -> bool:
+    """``exc`` refuses a file the user named before reading it (not a regular file, over its cap, or a key file
+    group or others may access): a usage error, exit 2, wherever a command meets it."""
+    return isinstance(exc, FileRefusedError) or (
+        isinstance(exc, KeyFileError) and exc.reason is Reason.INSECURE_KEY_FILE
+    )
 
 
 def _single(exc: BaseException) -> BaseException:

@@ -34,8 +34,9 @@ from accord.conformance import (
     to_json,
     to_junit,
 )
+from accord.files import FileRefusedError
 from accord.security import KeyKind, SecurityError, TrustStore, load_identity, public_key_of
-from accord.security.keyfile import read_private
+from accord.security.keyfile import check_private
 
 __all__ = ["register"]
 
@@ -63,8 +64,8 @@ def _config(
     try:
         identity = load_identity(key, kind=KeyKind.USER)
         trust = TrustStore.load(trust_file)
-    except SecurityError as exc:
-        raise _setup_error(f"{exc.reason.value}: {exc.detail}") from exc
+    except (SecurityError, FileRefusedError) as exc:
+        raise _setup_error(str(exc)) from exc
     now = time.time_ns()
     for who, agent_id in (("the agent", agent), ("the kit's key", identity.id)):
         try:
@@ -132,11 +133,14 @@ def register(app: typer.Typer) -> None:
         }
         config = _config(agent, trust, key, check, timings)
         seed: str | None = None
-        if nkey_seed is not None:
-            try:
-                seed = read_private(nkey_seed).decode("ascii").strip()
-            except (SecurityError, UnicodeDecodeError) as exc:
-                raise _setup_error(f"--nkey-seed {nkey_seed}: {exc}") from exc
+        try:  # secrets both: read (the seed) or checked (the creds file nats-py reads) like every key file
+            if nkey_seed is not None:
+                seed = load_identity(nkey_seed, kind=KeyKind.USER).seed
+            if creds is not None:
+                check_private(creds)
+        except (SecurityError, FileRefusedError) as exc:
+            flag = "--nkey-seed" if nkey_seed is not None else "--creds"  # not both (checked above)
+            raise _setup_error(f"{flag}: {exc}") from exc
         run = functools.partial(run_conformance, config, nats, nkey_seed=seed, credentials=creds)
         try:
             report = anyio.run(run)

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from accord.errors import AccordError, RemoteProtocolError
+from accord.files import FileRefusedError, read_capped
 from accord.interop.a2a import (
     A2A_BINDINGS,
     ACCORD_NATS_BINDING,
@@ -45,9 +46,9 @@ def _fail(text: str, code: int = 1) -> typer.Exit:
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise _fail(f"cannot read {path}: {exc.strerror or exc}", 2) from exc
+        return read_capped(path)
+    except FileRefusedError as exc:
+        raise _fail(f"cannot read {exc}", 2) from exc
 
 
 def _load_advertise(path: Path) -> Advertise:
@@ -157,10 +158,10 @@ def register(app: typer.Typer) -> None:
         text = asyncapi_yaml()
         if check:
             try:
-                current = output.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise _fail(f"{output} is missing: run `accord interop asyncapi`") from exc
-            if current != text:
+                current = read_capped(output)
+            except FileRefusedError as exc:
+                raise _fail(f"{exc}: run `accord interop asyncapi`") from exc
+            if current != text.encode("utf-8"):
                 raise _fail(f"{output} is stale: run `accord interop asyncapi`")
             typer.echo(f"{output} is up to date")
             return

@@ -6,7 +6,8 @@
     accord keys revoke --operator-key F --trust TRUST (--serial N | --agent ID)...
     accord keys show FILE                  a key file (its public id only) or a trust file
 
-Every file written is owner-only (0600). Failures print the reason code and exit 1.
+Every file written is owner-only (0600). Failures print the reason code and exit 1; a file refused unread (a key
+file group or others may access, a path that is no regular file, a file over its cap) exits 2.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from accord.cli.common import refused_file
 from accord.errors import LocalProtocolError
+from accord.files import FileRefusedError, open_regular
 from accord.protocol.messages import Privacy, Tier
 from accord.security import (
     Certificate,
@@ -39,6 +42,7 @@ from accord.security import (
     sign_revocations,
 )
 from accord.security.errors import Reason
+from accord.security.keyfile import key_file_errors
 
 __all__ = ["fail", "format_ns", "register"]
 
@@ -53,10 +57,14 @@ def format_ns(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def fail(exc: SecurityError | LocalProtocolError) -> typer.Exit:
-    text = f"{exc.reason.value}: {exc.detail}" if isinstance(exc, SecurityError) else f"invalid: {exc}"
+_Failure = SecurityError | LocalProtocolError | FileRefusedError
+_FAILURES = (SecurityError, LocalProtocolError, FileRefusedError)
+
+
+def fail(exc: _Failure) -> typer.Exit:
+    text = f"invalid: {exc}" if isinstance(exc, LocalProtocolError) else str(exc)
     Console(stderr=True, soft_wrap=True).print(f"[red]error[/red] {escape(text)}", highlight=False)
-    return typer.Exit(1)
+    return typer.Exit(2 if refused_file(exc) else 1)
 
 
 def _load_trust(path: Path, *, create_for: Identity | None = None) -> TrustStore:
@@ -134,7 +142,7 @@ def register(app: typer.Typer) -> None:
             )
             added = store.add_certificate(sign_certificate(cert, operator))
             store.save(trust)
-        except (SecurityError, LocalProtocolError) as exc:
+        except _FAILURES as exc:
             raise fail(exc) from exc
         Console().print(
             f"issued certificate serial {added.serial} for [bold]{added.name}[/bold] ({added.agent_id}), "
@@ -171,7 +179,7 @@ def register(app: typer.Typer) -> None:
             )
             store.add_revocations(sign_revocations(crl, operator))
             store.save(trust)
-        except (SecurityError, LocalProtocolError) as exc:
+        except _FAILURES as exc:
             raise fail(exc) from exc
         Console().print(
             f"revocation list #{crl.number} of {operator.id}: serials {crl.serials}, agents {crl.agents}",
@@ -187,13 +195,14 @@ def register(app: typer.Typer) -> None:
         """Show a key file's public id (never the secret) or a trust file's contents and status."""
         now = time.time_ns() if at_ns is None else at_ns
         try:
-            head = file.read_bytes()[:1] if file.is_file() else b""
+            with key_file_errors(file), open_regular(file) as handle:  # the first byte, before the key file checks
+                head = handle.read(1)
             if head == b"{":
                 _show_trust(TrustStore.load(file), now)
             else:
                 identity = load_identity(file)
                 Console().print(f"{identity.kind.name.lower()} key {identity.id}", highlight=False)
-        except SecurityError as exc:
+        except _FAILURES as exc:
             raise fail(exc) from exc
 
 

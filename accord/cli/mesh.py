@@ -27,15 +27,18 @@ from accord.cli.common import (
     LogLevel,
     MeshOption,
     NatsOption,
+    agent_credentials,
     console,
     err,
     fail,
     load_mesh_file,
     mesh_bus,
+    mesh_credentials,
     run_cli,
 )
 from accord.cli.logging import configure_logging
 from accord.errors import AccordError
+from accord.files import FileRefusedError, read_capped
 from accord.httpapi.account import answer_json, main_outcome
 from accord.logs import get_logger
 from accord.mesh.config import MeshConfig
@@ -97,6 +100,8 @@ def register(app: typer.Typer) -> None:
         """Run the agents of a mesh file until Ctrl-C, SIGTERM or `accord down` (exit 0)."""
         configure_logging(json=log_json, level=log_level)
         config = load_mesh_file(mesh)
+        credentials = mesh_credentials(config)
+        agent_credentials(config, only, nats)
         say = err.print if not log_json else _silent  # with --log-json, stderr carries only JSON lines
 
         async def main() -> None:
@@ -117,7 +122,7 @@ def register(app: typer.Typer) -> None:
                             stop.set()
 
                     tg.start_soon(stop_on_signal)
-                    async with run_mesh(config, only=only, url=nats) as running:
+                    async with run_mesh(config, only=only, url=nats, credentials=credentials) as running:
                         pid = f" (nats-server pid {running.server.pid})" if running.server is not None else ""
                         log.info(
                             "mesh.ready",
@@ -210,8 +215,8 @@ def register(app: typer.Typer) -> None:
                 raise StrategyConfigError("--agent asks one agent: it goes with the single strategy only")
             runner = build_strategy(chosen)  # mesh-file routers are resolved already; --strategy ones from here
             single_tiers = tuple(chosen.tiers) if isinstance(chosen, SingleSpec) else ()
-            context = context_file.read_text(encoding="utf-8") if context_file is not None else None
-        except (StrategyConfigError, OSError, UnicodeDecodeError) as exc:
+            context = read_capped(context_file).decode("utf-8") if context_file is not None else None
+        except (StrategyConfigError, FileRefusedError, UnicodeDecodeError) as exc:
             fail(str(exc), 2)
         question_ask = Ask(
             prompt=text,
@@ -374,12 +379,12 @@ def _question(question: str, file: Path | None) -> str:
         fail("give the question as an argument, as - (stdin) or with --file, not two of them", 2)
     try:
         if file is not None:
-            text = file.read_text(encoding="utf-8")
+            text = read_capped(file).decode("utf-8")
         elif question == "-":
             text = sys.stdin.read()
         else:
             text = question
-    except (OSError, UnicodeDecodeError) as exc:
+    except (FileRefusedError, OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read the question: {exc}", 2)
     if not text.strip():
         fail("the question is empty", 2)

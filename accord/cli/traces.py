@@ -31,7 +31,10 @@ def register(app: typer.Typer) -> None:
             "mesh.toml"
         ),
         fmt: Annotated[
-            TraceFormat, typer.Option("--format", help="openai-chat (SFT rows) or preference (DPO pairs).")
+            TraceFormat,
+            typer.Option(
+                "--format", help="openai-chat (SFT rows), preference (DPO pairs) or outcomes (router training)."
+            ),
         ] = TraceFormat.OPENAI_CHAT,
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Where to write (default: stdout).")

@@ -1,6 +1,7 @@
 """``accord verify FILE --trust TRUST [--output OUT]``: check an attestation (or a signed frame) and say who
 produced what. Exit 0 when it verifies; 1 with the reason code when it is refused (forged, tampered, untrusted,
-expired, not the output given); 2 when it could not be checked (FILE, OUT or the trust file cannot be read).
+expired, not the output given); 2 when it could not be checked (FILE, OUT or the trust file cannot be read:
+missing, not a regular file, or over :data:`accord.files.MAX_FILE_BYTES`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from accord.cli.keys import fail, format_ns
+from accord.files import FileRefusedError, read_capped
 from accord.security import (
     Certificate,
     SecurityError,
@@ -39,16 +42,16 @@ def register(app: typer.Typer) -> None:
         """Verify an attestation (or a signed frame) against a trust file and print who produced what."""
         err = Console(stderr=True, soft_wrap=True)
         try:
-            data = file.read_bytes()
-            expected = output.read_bytes() if output is not None else None
-        except OSError as exc:
-            err.print(f"[red]error[/red] cannot read: {exc}", highlight=False)
+            data = read_capped(file)
+            expected = read_capped(output) if output is not None else None
+        except FileRefusedError as exc:
+            err.print(f"[red]error[/red] cannot read: {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
         now = time.time_ns() if at_ns is None else at_ns
         try:
             store = TrustStore.load(trust)
-        except SecurityError as exc:  # could not check: not a refusal
-            err.print(f"[red]error[/red] cannot check: {exc.reason.value}: {exc.detail}", highlight=False)
+        except (SecurityError, FileRefusedError) as exc:  # could not check: not a refusal
+            err.print(f"[red]error[/red] cannot check: {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
         try:
             if data.lstrip()[:1] == b"{":

@@ -25,6 +25,7 @@ from accord.protocol import subjects
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.messages import (
+    MAX_SKEW_NS,
     PROTOCOL_VERSION,
     Advertise,
     Award,
@@ -43,7 +44,7 @@ __all__ = ["AwardFlow", "attested_award_digest", "award_flow", "probe"]
 MIN_TTL_MS: Final = 1_000
 MAX_TTL_MS: Final = 3_600_000
 MAX_AGE_MS: Final = 60_000
-MAX_SKEW_MS: Final = 5_000
+MAX_SKEW_MS: Final = MAX_SKEW_NS // 1_000_000
 UNSERVED_RESIDENCY: Final = "conformance-nowhere"
 UNSERVED_KIND: Final = "conformance-unserved"
 

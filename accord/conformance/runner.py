@@ -22,6 +22,7 @@ from accord.logs import get_logger
 from accord.protocol import subjects
 from accord.protocol.messages import Bid, Decline
 from accord.runtime.agent import SERVICE_NAME as AGENT_SERVICE
+from accord.security import inbox_prefix
 
 __all__ = ["ConformanceReport", "run_conformance", "run_suite", "select_checks"]
 
@@ -154,11 +155,18 @@ async def run_conformance(
     nkey_seed: str | None = None,
     credentials: str | Path | None = None,
 ) -> ConformanceReport:
-    """Connect to NATS at ``url`` (as the kit) and run the suite; BusError when the connection fails."""
+    """Connect to NATS at ``url`` and run the suite; BusError when the connection fails. The kit connects as
+    its own certified key (a mesh's server admits certified keys only, spec 11.6) unless given a bus seed or
+    a ``.creds`` file."""
     from accord.bus.nats import NatsBus
 
-    prefix = f"_INBOX.{config.identity.id}" if nkey_seed is not None or credentials is not None else None
+    if nkey_seed is None and credentials is None:
+        nkey_seed = config.identity.seed
     async with NatsBus(
-        url, name="accord-conformance", nkey_seed=nkey_seed, credentials=credentials, inbox_prefix=prefix
+        url,
+        name="accord-conformance",
+        nkey_seed=nkey_seed,
+        credentials=credentials,
+        inbox_prefix=inbox_prefix(config.identity.id),
     ) as bus:
         return await run_suite(config, bus, url=url)

@@ -34,6 +34,7 @@ from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.messages import (
     MAX_FRAME_BYTES,
+    MAX_SKEW_NS,
     Award,
     AwardAck,
     AwardReject,
@@ -57,6 +58,8 @@ from accord.security.envelope import (
 __all__: list[str] = []
 
 TEN_MINUTES_NS: Final = 600 * 1_000_000_000
+EXPIRED_MS: Final = MAX_SKEW_NS // 1_000_000 + 1_000
+"""How long ago the kit's expired frames expired: beyond the skew every receiver allows (spec 9.3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,17 +230,17 @@ async def _try_send(s: KitSession, frame: bytes, subject: str) -> bool:
     "refuse.expired",
     "Refuses expired Awards and Cancels",
     sections=("3.1", "7.5", "9.1"),
-    requirement="""A frame whose expires_ns has passed MUST NOT be acted on (expired): no AwardAck, AwardReject or
-    Result for an expired Award, an expired Cancel does not stop the work, and the honest Award sent with them
-    still works.""",
+    requirement="""A frame whose expires_ns has passed by more than the max skew (5 s) MUST NOT be acted on
+    (expired): no AwardAck, AwardReject or Result for an expired Award, an expired Cancel does not stop the work,
+    and the honest Award sent with them still works.""",
 )
 async def refuse_expired(s: KitSession) -> str:
     def expired(p: Probe) -> list[Bad]:
-        a = _award(s, p, expires_ns=now_ns() - 1_000 * MS)
+        a = _award(s, p, expires_ns=now_ns() - EXPIRED_MS * MS)
         return [Bad(a, s.seal(a))]
 
     def expired_cancel(p: Probe, honest: Award) -> list[Bad]:
-        c = s.cancel(p.task, honest.attempt, expires_ns=now_ns() - 1_000 * MS)
+        c = s.cancel(p.task, honest.attempt, expires_ns=now_ns() - EXPIRED_MS * MS)
         return [Bad(c, s.seal(c))]
 
     return await _refused(s, expired, expired, expired_cancel, "an expired")

@@ -28,6 +28,7 @@ from msgspec import Meta, Struct
 
 from accord.bus.base import Bus
 from accord.errors import AccordError
+from accord.files import FileRefusedError, read_capped
 from accord.httpapi.errors import ApiError
 from accord.protocol.shortlists import CachingRegistry
 from accord.runtime.requester import Requester
@@ -65,9 +66,9 @@ def token_digest(token: str) -> str:
 def load_api_keys(path: Path) -> dict[str, ApiKeyConfig]:
     """Token digest -> key, from a keys file (relative ``key`` paths taken from the file's directory)."""
     try:
-        parsed = msgspec.toml.decode(path.read_bytes(), type=_KeysFile)
-    except OSError as exc:
-        raise ApiKeysError(f"{path}: cannot read the keys file: {exc.strerror}") from exc
+        parsed = msgspec.toml.decode(read_capped(path), type=_KeysFile)
+    except FileRefusedError as exc:
+        raise ApiKeysError(f"{path}: cannot read the keys file: {exc.detail}") from exc
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ApiKeysError(f"{path}: {exc}") from exc
     out: dict[str, ApiKeyConfig] = {}

@@ -32,6 +32,8 @@ from accord.protocol.messages import (
     AgentId,
     Connectivity,
     ModelOffer,
+    ResidencyClasses,
+    Skills,
     Tier,
     Token,
     Unit,
@@ -93,8 +95,8 @@ class ResourcesParams(Struct, frozen=True, kw_only=True):
     agent_id: AgentId
     tier: Tier
     region: Token
-    residency: Annotated[list[Token], Meta(max_length=16)] = []
-    skills: Annotated[list[Token], Meta(max_length=32)] = []
+    residency: ResidencyClasses = []
+    skills: Skills = []
     models: Annotated[list[ModelOffer], Meta(min_length=1, max_length=16)]
     slots: Annotated[int, Meta(ge=1, le=100_000)] = 1
     connectivity: Connectivity = Connectivity()

@@ -41,9 +41,14 @@ def connect_as(
     name: str,
     creds: str | None = None,
     nkey_seed: str | None = None,
+    own_creds: str | None = None,
 ) -> NatsBus:
     """A bus connection for ``identity``: authenticated as its own key (its nkey seed; replies under its own
-    inbox prefix), unless the mesh file names shared credentials (``creds`` or ``nkey_seed``)."""
+    inbox prefix), unless the mesh file names shared credentials (``creds`` or ``nkey_seed``). ``own_creds`` is a
+    ``.creds`` file of ``identity``'s own (a JWT user with its permissions): it wins over shared credentials, and
+    replies come under its own inbox prefix, as its permissions require."""
+    if own_creds is not None:
+        return NatsBus(url, name=name, credentials=own_creds, inbox_prefix=inbox_prefix(identity.id))
     if creds is not None or nkey_seed is not None:
         return NatsBus(url, name=name, nkey_seed=nkey_seed, credentials=creds)
     return NatsBus(url, name=name, nkey_seed=identity.seed, inbox_prefix=inbox_prefix(identity.id))

@@ -19,6 +19,7 @@ from accord.backends import (
     smollm2_resources,
 )
 from accord.backends.a2a import A2ABackend
+from accord.files import FileRefusedError
 from accord.mesh.config import (
     A2ABackendConfig,
     AgentConfig,
@@ -89,8 +90,8 @@ def build_backend(
     elif isinstance(config, ReplayBackendConfig):
         try:
             outcome_log = load_outcome_log(config.log)
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        except (FileRefusedError, OSError, ValueError) as exc:  # OSError: reading on, a stream can fail
+            reason = exc.detail if isinstance(exc, FileRefusedError) else str(exc)
             raise MeshConfigError(f"replay backend: cannot read the log {config.log}: {reason}") from exc
         backend = ReplayBackend(outcome_log, model=config.model)
         resources = ResourceModel(model=backend.model, tokens_per_s=1000.0, context_window=128_000)

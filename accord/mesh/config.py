@@ -28,20 +28,36 @@ Example::
     first = { kind = "single", tiers = ["device"] }
     then = { kind = "ensemble", k = 2, tiers = ["cloud"] }
 
-A malformed file raises :class:`MeshConfigError` naming the file and the offending field.
+A malformed file raises :class:`MeshConfigError` naming the file, the agent and the offending field; values an
+agent advertises or is certified with are checked by the wire's own types (:func:`parse_mesh`). The file itself
+is read as :mod:`accord.files` reads every file a user names (a regular file, at most 16 MiB).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
 
 from accord.errors import AccordError
-from accord.protocol.messages import Privacy, Tier
+from accord.files import FileRefusedError, read_capped
+from accord.protocol.messages import (
+    ContextWindow,
+    Micros,
+    ModelName,
+    Privacy,
+    ResidencyClasses,
+    Skills,
+    Tier,
+    Token,
+    TokenRate,
+    Unit,
+)
 from accord.protocol.pricing import ResourceModel
+from accord.protocol.subjects import ANY
 from accord.strategies.parsing import StrategySpec, resolve_routers
 
 __all__ = [
@@ -74,14 +90,14 @@ class SimulatedBackendConfig(
     """A seeded simulation (``sim-*`` models): for load tests and demos of the market, not of model quality."""
 
     model: Annotated[str, Meta(pattern=r"^sim-[A-Za-z0-9_.-]{1,60}\Z")] = "sim-small"
-    quality_mean: float = 0.6
-    ttft_ms: float = 50.0
-    tokens_per_s: float = 60.0
-    output_tokens: int = 64
-    price_in_per_1k_micros: int = 0
-    price_out_per_1k_micros: int = 0
-    error_rate: float = 0.0
-    context_window: int = 8192
+    quality_mean: Unit = 0.6
+    ttft_ms: Annotated[float, Meta(ge=0.0, le=604_800_000.0)] = 50.0  # within the wire's DurationMs
+    tokens_per_s: TokenRate = 60.0
+    output_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] = 64
+    price_in_per_1k_micros: Micros = 0
+    price_out_per_1k_micros: Micros = 0
+    error_rate: Unit = 0.0
+    context_window: ContextWindow = 8192
     realtime: bool = True
     """Sleep for the simulated latency (True) or answer at once with simulated timings (False)."""
     seed: int = 0
@@ -104,7 +120,7 @@ class OpenAIBackendConfig(
     """Any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp server, OpenAI)."""
 
     base_url: str
-    model: str
+    model: ModelName
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (keys never go in the mesh file)."""
     api_key_header: str | None = None
@@ -118,7 +134,7 @@ class A2ABackendConfig(Struct, tag="a2a", tag_field="kind", kw_only=True, forbid
 
     url: str
     binding: Literal["JSONRPC", "HTTP+JSON"] = "JSONRPC"
-    model: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/@+-]{1,128}\Z")] = "a2a"
+    model: ModelName = "a2a"
     """The model name the agent advertises (the card's, when it carries Accord's resources extension)."""
     api_key_env: str | None = None
     api_key_header: str | None = None
@@ -131,7 +147,7 @@ class ReplayBackendConfig(
     """Answers from an outcome log of recorded responses (CSV or JSONL)."""
 
     log: str
-    model: str | None = None
+    model: ModelName | None = None
 
 
 class StrategyBackendConfig(
@@ -143,7 +159,7 @@ class StrategyBackendConfig(
     the strategy's rounds: the lease bounds the run."""
 
     strategy: str
-    budget_micros: Annotated[int, Meta(ge=0)]
+    budget_micros: Micros
     """What one run may spend on the mesh (all its tasks together)."""
     form: Literal["chat", "math", "mcq"] = "chat"
 
@@ -164,7 +180,8 @@ class BusConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     nkey_seed_file: str | None = None
     """One nkey seed every connection of this mesh uses (instead of each party's own key)."""
     creds_file: str | None = None
-    """One NATS ``.creds`` file (user JWT and seed) every connection of this mesh uses."""
+    """One NATS ``.creds`` file (user JWT and seed) every connection of this mesh uses, but those of agents that
+    name their own (``[[agents]] creds_file``)."""
     authenticated: bool = False
     """The server at ``url`` authenticates every party as its own key, with the permissions of spec 11.6 (as
     ``accord up``'s embedded server does, which sets this itself): receivers may then peek frames they do not act
@@ -179,10 +196,11 @@ class TrustConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
 class AgentConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     name: Name
     tier: Tier
-    region: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")] = "local"
-    residency: list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]] = []
+    region: Token = "local"
+    residency: ResidencyClasses = []
+    """Residency classes it serves (certified for, and in its Advertise); never ``any`` (spec 1.3)."""
     privacy: list[Privacy] = field(default_factory=lambda: [Privacy.PUBLIC])
-    skills: list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]] = field(default_factory=lambda: ["chat"])
+    skills: Skills = field(default_factory=lambda: ["chat"])
     slots: Annotated[int, Meta(ge=1, le=10_000)] | None = None
     """Jobs at once (default: the backend's). A bid holds a slot until it lapses, won or not (spec 5.6)."""
     bid_hold_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
@@ -192,6 +210,10 @@ class AgentConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     count: Annotated[int, Meta(ge=1, le=10_000)] = 1
     key: str | None = None
     """Seed file of the agent's key; None: generated into the mesh's state dir."""
+    creds_file: str | None = None
+    """This agent's own NATS ``.creds`` file (a JWT user of a server with decentralised auth, whose JWT carries
+    the agent's permissions of spec 11.6; its user key should be the agent's ``key``); instead of ``[bus]``
+    credentials, for this agent's connection only. One replica (``count = 1``): every replica is its own key."""
     backend: BackendConfig
     resources: dict[str, float | int | bool] = {}
     """Overrides of the advertised resource model (tokens_per_s, prices, quality, rtt_ms, metered, battery...)."""
@@ -214,21 +236,22 @@ class MeshConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
 
 
 def parse_mesh(text: str, *, source: str = "<mesh>") -> MeshConfig:
-    """Parse mesh TOML; MeshConfigError with the field path on any problem."""
+    """Parse mesh TOML; MeshConfigError naming the agent (for a problem in one) and the field path.
+
+    Every value an agent advertises or is certified with is checked as the wire checks it (the same annotated
+    types as :mod:`accord.protocol.messages`): its region, residency and skill tokens, its models and prices, and
+    its ``resources`` overrides (as :class:`~accord.protocol.pricing.ResourceModel` fields). ``any`` is no
+    residency class (spec 1.3)."""
     try:
         config = msgspec.toml.decode(text.encode(), type=MeshConfig)
     except msgspec.ValidationError as exc:
-        raise MeshConfigError(f"{source}: {exc}") from exc
+        raise MeshConfigError(f"{source}: {_agent_named_in(text, str(exc))}{exc}") from exc
     except msgspec.DecodeError as exc:
         raise MeshConfigError(f"{source}: not valid TOML: {exc}") from exc
-    known = {f.name for f in msgspec.structs.fields(ResourceModel)} - {"model", "policy"}
     for i, agent in enumerate(config.agents):
-        unknown = sorted(set(agent.resources) - known)
-        if unknown:
-            raise MeshConfigError(
-                f"{source}: $.agents[{i}].resources ({agent.name}): unknown key{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
+        problem = _problem(agent, f"$.agents[{i}]")
+        if problem:
+            raise MeshConfigError(f"{source}: agent {agent.name!r}: {problem}")
     names = [n for a in config.agents for n in a.replica_names()]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -236,12 +259,53 @@ def parse_mesh(text: str, *, source: str = "<mesh>") -> MeshConfig:
     return config
 
 
+_AGENT_AT: Final = re.compile(r"\$\.agents\[(\d+)\]")
+_RESOURCE_KEYS: Final = frozenset(f.name for f in msgspec.structs.fields(ResourceModel)) - {"model", "policy"}
+_PROBE: Final = {"model": "probe", "tokens_per_s": 1.0, "context_window": 1}
+"""The required fields of a ResourceModel, for checking a ``resources`` table's values on their own."""
+
+
+def _problem(agent: AgentConfig, at: str) -> str:
+    """What is wrong with a decoded agent beyond its fields' types ('' if nothing), ending with where."""
+    if agent.creds_file is not None and agent.count != 1:
+        return (
+            f"a creds file is one NATS user, and each of the {agent.count} replicas is its own key: give each "
+            f"replica its own [[agents]] entry - at `{at}.creds_file`"
+        )
+    for j, residency in enumerate(agent.residency):
+        if residency == ANY:
+            reserved = f"{ANY!r} is reserved (it means no residency requirement) and names no residency class"
+            return f"{reserved} - at `{at}.residency[{j}]`"
+    unknown = sorted(set(agent.resources) - _RESOURCE_KEYS)
+    if unknown:
+        return (
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(_RESOURCE_KEYS))} - at `{at}.resources`"
+        )
+    try:
+        msgspec.convert({**_PROBE, **agent.resources}, ResourceModel)
+    except msgspec.ValidationError as exc:
+        return str(exc).replace("`$.", f"`{at}.resources.")
+    return ""
+
+
+def _agent_named_in(text: str, message: str) -> str:
+    """``agent 'NAME': `` for a validation message about ``$.agents[i]`` (the raw file names it), else ''."""
+    match = _AGENT_AT.search(message)
+    agents = msgspec.toml.decode(text.encode()).get("agents") if match else None
+    if match is None or not isinstance(agents, list) or int(match[1]) >= len(agents):
+        return ""
+    entry = agents[int(match[1])]
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return f"agent {name!r}: " if isinstance(name, str) else f"agent #{int(match[1]) + 1}: "
+
+
 def load_mesh(path: str | Path) -> MeshConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MeshConfigError(f"{path}: cannot read the mesh file: {exc.strerror}") from exc
+        text = read_capped(path).decode("utf-8")
+    except FileRefusedError as exc:
+        raise MeshConfigError(f"{path}: cannot read the mesh file: {exc.detail}") from exc
     except UnicodeDecodeError as exc:
         raise MeshConfigError(f"{path}: not UTF-8 text") from exc
     config = parse_mesh(text, source=str(path))
@@ -264,7 +328,7 @@ def resolve_paths(config: MeshConfig, base: Path) -> MeshConfig:
             backend = replace(backend, model_path=at(backend.model_path))
         elif isinstance(backend, ReplayBackendConfig):
             backend = replace(backend, log=str(base / Path(backend.log).expanduser()))
-        agents.append(replace(agent, key=at(agent.key), backend=backend))
+        agents.append(replace(agent, key=at(agent.key), creds_file=at(agent.creds_file), backend=backend))
     return replace(
         config,
         agents=agents,

@@ -15,6 +15,7 @@ from accord.backends import Backend, BackendError, check_backend
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, NkeyUser
 from accord.errors import AccordError
+from accord.files import FileRefusedError
 from accord.logs import get_logger
 from accord.mesh.auth import connect_as, mesh_users
 from accord.mesh.build import Gateway, build_agent_parts, gateway_of
@@ -25,13 +26,15 @@ from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
 from accord.runtime.timers import now_ns
-from accord.security import Identity, SecurityError, TrustStore
+from accord.security import Identity, KeyKind, SecurityError, TrustStore, load_identity
+from accord.security.keyfile import check_private
 from accord.strategies import StrategyBackend
 
 __all__ = [
     "BackendUnavailable",
     "TRUST_FOLLOW_MS",
     "RunningMesh",
+    "agent_creds",
     "bus_credentials",
     "check_backends",
     "embedded_server",
@@ -70,14 +73,47 @@ async def embedded_server(
 
 
 def bus_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
-    """(nkey seed text, creds file) for connections of this mesh, from the ``[bus]`` section."""
-    seed = None
-    if config.bus.nkey_seed_file is not None:
+    """(nkey seed text, creds file) for connections of this mesh, from the ``[bus]`` section.
+
+    Both hold a secret, so both are key files (spec 10.6): the seed is read like every seed
+    (:func:`~accord.security.load_identity`, a user seed in an owner-only regular file), and the creds file, which
+    nats-py reads at each connect, is checked the same way first. MeshConfigError naming the field otherwise."""
+    bus = config.bus
+    try:
+        seed = None if bus.nkey_seed_file is None else load_identity(bus.nkey_seed_file, kind=KeyKind.USER).seed
+    except (SecurityError, FileRefusedError) as exc:
+        raise MeshConfigError(f"bus.nkey_seed_file: {exc}") from exc
+    try:
+        if bus.creds_file is not None:
+            check_private(Path(bus.creds_file))
+    except (SecurityError, FileRefusedError) as exc:
+        raise MeshConfigError(f"bus.creds_file: {exc}") from exc
+    return seed, bus.creds_file
+
+
+def agent_creds(
+    config: MeshConfig, names: Iterable[str] | None = None, *, url: str | None = None
+) -> dict[str, str]:
+    """The ``.creds`` file of each agent (of those in ``names``) that names its own (``[[agents]] creds_file``),
+    by agent name, each checked as a key file (owner-only, spec 10.6) like the ``[bus]`` credentials.
+    MeshConfigError naming the agent and the field when a file cannot be used, or when there is no server to use
+    it on: neither ``url`` nor ``[bus] url`` (the embedded server knows each agent by its own key, not by JWT)."""
+    wanted = None if names is None else set(names)
+    out: dict[str, str] = {}
+    for agent in config.agents:
+        if agent.creds_file is None or (wanted is not None and agent.name not in wanted):
+            continue
         try:
-            seed = Path(config.bus.nkey_seed_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise MeshConfigError(f"bus.nkey_seed_file: cannot read {config.bus.nkey_seed_file}: {exc}") from exc
-    return seed, config.bus.creds_file
+            check_private(Path(agent.creds_file))
+        except (SecurityError, FileRefusedError) as exc:
+            raise MeshConfigError(f"agent {agent.name!r}: creds_file: {exc}") from exc
+        out[agent.name] = agent.creds_file
+    if out and (url or config.bus.url) is None:
+        raise MeshConfigError(
+            f"agent {', '.join(repr(n) for n in sorted(out))}: creds_file needs [bus] url, a server with "
+            "decentralised auth (the embedded server authenticates each agent by its own key)"
+        )
+    return out
 
 
 async def _serve_agent(
@@ -89,16 +125,18 @@ async def _serve_agent(
     credentials: tuple[str | None, str | None] = (None, None),
     gateway: Gateway | None = None,
     authenticated: bool = False,
+    own_creds: str | None = None,
     *,
     task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One agent on its own bus connection (as its own key), as on its own machine; closes its backends when it
-    stops. A gateway also runs its own requester, on a connection of its own, and answers with its strategy."""
+    """One agent on its own bus connection (as its own key, or as the JWT user of its own ``own_creds``), as on
+    its own machine; closes its backends when it stops. A gateway also runs its own requester, on a connection
+    of its own (with the mesh's credentials), and answers with its strategy."""
     seed, creds = credentials
     try:
         async with AsyncExitStack() as stack:
             bus = await stack.enter_async_context(
-                connect_as(url, identity, name=profile.name, nkey_seed=seed, creds=creds)
+                connect_as(url, identity, name=profile.name, nkey_seed=seed, creds=creds, own_creds=own_creds)
             )
             tg = await stack.enter_async_context(anyio.create_task_group())
             if gateway is not None:
@@ -157,12 +195,17 @@ class RunningMesh:
 
 @asynccontextmanager
 async def run_mesh(
-    config: MeshConfig, *, only: Iterable[str] | None = None, url: str | None = None
+    config: MeshConfig,
+    *,
+    only: Iterable[str] | None = None,
+    url: str | None = None,
+    credentials: tuple[str | None, str | None] | None = None,
 ) -> AsyncIterator[RunningMesh]:
     """Start the configured agents (all, or the replicas named in ``only``) and yield the running mesh.
 
     The bus is ``url`` if given, else the file's ``bus.url``, else an embedded nats-server for the mesh's
-    lifetime. Agents get one NatsBus connection each, as they would on separate machines.
+    lifetime. Agents get one NatsBus connection each, as they would on separate machines, with ``credentials``
+    (default: :func:`bus_credentials` of ``config``).
     """
     assert config.state_dir is not None, "load_mesh sets state_dir"
     state = MeshState(Path(config.state_dir))
@@ -173,7 +216,14 @@ async def run_mesh(
         missing = ", ".join(sorted(wanted - set(names)))
         raise MeshConfigError(f"--only: no agent named {missing} (the mesh has {known})")
     trust, identities = load_trust(config, state, require=[n for n in names if wanted is None or n in wanted])
-    credentials = bus_credentials(config)
+    revoked = [n for n in names if (wanted is None or n in wanted) and trust.is_revoked(identities[n].id)]
+    if revoked:
+        raise MeshConfigError(
+            f"agent {', '.join(revoked)}: key revoked (a revocation sticks; delete the agent's seed file under "
+            f"{state.directory / 'keys'} to give it a new key)"
+        )
+    credentials = bus_credentials(config) if credentials is None else credentials
+    own_creds = agent_creds(config, wanted, url=url)
     locks = MeshLocks(state.directory)
     async with AsyncExitStack() as stack:
         for name in (n for n in names if wanted is None or n in wanted):
@@ -222,6 +272,7 @@ async def run_mesh(
                     credentials,
                     gateway,
                     authenticated,
+                    own_creds.get(name),
                 )
                 agents.append(agent)
             log.info("mesh.up", url=url, agents=len(agents))
@@ -275,7 +326,7 @@ async def follow_trust_file(
         before = trust.to_json()
         try:
             added = trust.merge(TrustStore.load(path))
-        except SecurityError as exc:
+        except (SecurityError, FileRefusedError) as exc:
             log.warning("trust.reload_failed", file=str(path), error=str(exc))
             continue
         if trust.to_json() != before:

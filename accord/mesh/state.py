@@ -96,7 +96,9 @@ class MeshState:
         An existing trust file in the state dir is reused and only extended: identities it does not certify as
         the mesh file describes them (new agents, changed ones, the HTTP API's callers) get a certificate added,
         so several ``accord up --only NAME`` processes and ``accord serve`` share one file, and running agents
-        pick up what is added (:func:`accord.mesh.run.run_mesh` follows the file).
+        pick up what is added (:func:`accord.mesh.run.run_mesh` follows the file). Its revocation lists are
+        never dropped, and a revoked key is never certified again (``accord keys revoke``; delete the key's
+        seed file to give the agent a new identity).
         """
         operator = self.identity("operator", KeyKind.OPERATOR)
         with self.locked():
@@ -113,13 +115,16 @@ class MeshState:
                     trust = existing  # extended, never replaced: running agents merge what is added
             except SecurityError as exc:
                 log.warning("mesh.trust_file_replaced", file=str(self.trust_file), error=str(exc))
+        revoked = sorted(name for name, c in wanted.items() if trust.is_revoked(c.agent_id))
+        for name in revoked:  # never certified again: a revocation sticks (a new key is a new identity)
+            log.warning("mesh.key_revoked", name=name, key=wanted.pop(name).agent_id)
         missing = {name: c for name, c in wanted.items() if not _covers(trust, {name: c}, operator.id, now)}
         if not missing:
             return trust
         if any(_certified(trust, cert.agent_id, now) for cert in missing.values()):
             # a description changed (or a certificate runs out): issue every certificate afresh, so that no old
-            # certificate keeps granting what the mesh file no longer says
-            trust, missing = TrustStore([operator.id]), wanted
+            # certificate keeps granting what the mesh file no longer says; the revocation lists stay
+            trust, missing = trust.without_certificates(), wanted
         for serial, (_name, cert) in enumerate(sorted(missing.items()), start=1):
             cert = msgspec.structs.replace(
                 cert,

@@ -83,7 +83,8 @@ class RejectReason(enum.StrEnum):
     STALE = "stale"
     """An execution report or progress for work no longer current."""
     TOO_MANY = "too_many"
-    """The per-task bid limit is reached."""
+    """A bound on state was reached (spec 11.9): the per-task or per-sender bid limit at a requester, or one of a
+    contractor's (``detail`` names it: ``max_jobs``, ``requester_jobs``, ``requester_bytes``...)."""
     STOPPED = "stopped"
     """The contractor has shut down."""
 

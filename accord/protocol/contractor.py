@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -175,8 +175,15 @@ class ContractorProfile(Struct, frozen=True, kw_only=True):
     """Slots one requester's open bids may hold at once (None: all of them)."""
     max_prompt_bytes_per_requester: int = 16 * 1024 * 1024
     """Prompt characters one requester's open jobs (bids, offers, running attempts) may hold at this agent."""
+    max_prompt_bytes: int = 64 * 1024 * 1024
+    """Prompt characters all open jobs together may hold at this agent."""
     max_jobs: int = 10_000
-    """Tasks remembered at once (open and finished); the oldest finished ones are forgotten first."""
+    """Tasks remembered at once (open and finished). At the bound the oldest records that hold nothing (a refused
+    Task, a lapsed bid) are forgotten first; open jobs and jobs an Award or a Cancel touched never are: a Task
+    that finds no room is refused (spec 11.9)."""
+    max_jobs_per_requester: int = 1_000
+    """Tasks of one requester remembered at once (open and finished); at the bound its own oldest record that
+    holds nothing goes, else its Task is refused."""
     ttl_ms: int = 10_000
     """Advertise TTL; heartbeats go out every third of it."""
 
@@ -226,10 +233,15 @@ def quote_task(
         return Refusal(reason=ReasonCode.PRIVACY)
     if c.preferred_tiers and profile.tier not in c.preferred_tiers:
         return Refusal(reason=ReasonCode.OTHER, detail="tier")
-    deadline = c.deadline_ns + MAX_SKEW_NS  # the requester's clock: it judges the deadline, not us (spec 9.3)
-    if now >= deadline:
+    # Timing is judged on the requester's clock, which wrote ts and the deadline (spec 9.3): our now may read
+    # up to MAX_SKEW_NS ahead of it, so the earliest start on its clock is now - skew, but never before the
+    # bid window it set closes (a deadline inside the window is infeasible whatever the clocks say).
+    deadline = c.deadline_ns
+    earliest = now - MAX_SKEW_NS
+    if earliest >= deadline:
         return Refusal(reason=ReasonCode.DEADLINE_INFEASIBLE)
-    start = now if task.mechanism is Mechanism.DIRECT else max(now, task.ts + task.bid_window_ms * NS_PER_MS)
+    window_end = task.ts if task.mechanism is Mechanism.DIRECT else task.ts + task.bid_window_ms * NS_PER_MS
+    start = max(earliest, window_end)
     out_tokens = task.max_output_tokens
     prompt_tokens = prompt_tokens_of(task, prompt_tokens)
     best: tuple[float, int, int, str] | None = None
@@ -272,6 +284,7 @@ class _Job:
         "bid",
         "bid_digest",
         "closed",
+        "idle",
         "progress_seq",
         "prompt_bytes",
         "prompt_tokens",
@@ -297,6 +310,14 @@ class _Job:
         self.progress_seq = 0
         self.closed = False
         """A Cancel from the requester ended this job: later Tasks of the task are not bid on."""
+        self.idle = False
+        """Filed among the records that hold nothing (:meth:`ContractorMachine._settle`): the first to go."""
+
+    @property
+    def holds_nothing(self) -> bool:
+        """Finished, and neither an Award nor a Cancel (verified frames) touched it: a record of a refused Task or
+        a lapsed bid, which only tells a duplicate Task apart. Forgetting it loses nothing anyone relies on."""
+        return self.state not in _OPEN and not self.closed and self.award is None
 
 
 Handler = Callable[["ContractorMachine", Event, "_Job | None", int], list[Action]]
@@ -332,9 +353,13 @@ class ContractorMachine:
     __slots__ = (
         "_advertised_ns",
         "_bytes",
+        "_bytes_total",
         "_device",
+        "_idle",
+        "_idle_by",
         "_jobs",
         "_live",
+        "_records",
         "_reserved",
         "_rng",
         "_seq",
@@ -363,6 +388,14 @@ class ContractorMachine:
         """Slots held by each requester's open bids."""
         self._bytes: Counter[str] = Counter()
         """Prompt characters held by each requester's open jobs."""
+        self._bytes_total = 0
+        self._records: Counter[str] = Counter()
+        """Jobs (open and finished) remembered per requester."""
+        self._idle: OrderedDict[str, None] = OrderedDict()
+        """Task ids of the jobs that hold nothing (:attr:`_Job.holds_nothing`), oldest first (an OrderedDict:
+        taking the first of a dict whose head was deleted over and over costs a scan)."""
+        self._idle_by: dict[str, OrderedDict[str, None]] = {}
+        """The same, per requester."""
         self._live = tuple(m.with_state(self._device) for m in profile.models)
         self._sheet: tuple[object, ...] = ()
         """What the last Advertise said about prices, battery and link (a change re-advertises at once)."""
@@ -385,6 +418,16 @@ class ContractorMachine:
     @property
     def free_slots(self) -> int:
         return self.profile.slots - self._used
+
+    @property
+    def jobs_held(self) -> int:
+        """Tasks remembered now, open and finished (at most ``max_jobs``)."""
+        return len(self._jobs)
+
+    @property
+    def prompt_bytes_held(self) -> int:
+        """Prompt characters the open jobs hold now (at most ``max_prompt_bytes``)."""
+        return self._bytes_total
 
     @property
     def models(self) -> tuple[ResourceModel, ...]:
@@ -451,6 +494,7 @@ class ContractorMachine:
             self._unreserve(sender)
         if job.prompt_bytes and state not in _OPEN:
             self._bytes[sender] -= job.prompt_bytes
+            self._bytes_total -= job.prompt_bytes
             if not self._bytes[sender]:
                 del self._bytes[sender]
             job.prompt_bytes = 0
@@ -459,6 +503,7 @@ class ContractorMachine:
         out += self._disarm(TimerKind.LEASE, task_id)
         job.state = state
         job.reason = reason
+        self._settle(job)
         return out
 
     def _sheet_key(self) -> tuple[object, ...]:
@@ -546,39 +591,88 @@ class ContractorMachine:
 
     def _quota(self, task: Task, direct: bool) -> Refusal | None:
         """Why this requester may not hold more here: its open bids hold their share of the slots, or its open
-        jobs the prompt bytes it may keep (spec 5.6: no requester fills an agent's memory or slots alone)."""
+        jobs (or everyone's) the prompt bytes they may keep (spec 5.6: no requester fills an agent's memory or
+        slots alone)."""
         p = self.profile
         cap = p.max_reservations_per_requester
         if not direct and cap is not None and self._reserved[task.sender] >= cap:
             return Refusal(reason=ReasonCode.BUSY, detail="requester_reservations")
-        if self._bytes[task.sender] + _prompt_bytes(task) > p.max_prompt_bytes_per_requester:
+        size = _prompt_bytes(task)
+        if self._bytes[task.sender] + size > p.max_prompt_bytes_per_requester:
             return Refusal(reason=ReasonCode.BUSY, detail="requester_bytes")
+        if self._bytes_total + size > p.max_prompt_bytes:
+            return Refusal(reason=ReasonCode.BUSY, detail="prompt_bytes")
         return None
 
-    def _make_room(self, now: int) -> None:
-        """Before a new job: at ``max_jobs``, forget finished jobs (those past their deadline, then the oldest,
-        down to nine tenths of ``max_jobs``: one pass over the jobs per tenth of them, not one per new task)."""
-        cap = self.profile.max_jobs
-        if len(self._jobs) < cap:
+    # --- records: bounded per requester and in total (spec 11.9) ------------------------------------------------
+    def _file(self, job: _Job) -> _Job:
+        """Remember a new job (after :meth:`_make_room` found room for it)."""
+        tid, sender = job.task.task_id, job.task.sender
+        self._jobs[tid] = job
+        self._records[sender] += 1
+        if job.prompt_bytes:
+            self._bytes[sender] += job.prompt_bytes
+            self._bytes_total += job.prompt_bytes
+        self._settle(job)
+        return job
+
+    def _settle(self, job: _Job) -> None:
+        """File ``job`` among the records that hold nothing, or take it out, as its state now says."""
+        if job.holds_nothing == job.idle:
             return
-        self._gc(now)
-        keep = cap - max(1, cap // 10)
-        if len(self._jobs) <= keep:
-            return
-        for tid in [tid for tid, job in self._jobs.items() if job.state not in _OPEN]:
-            del self._jobs[tid]
-            if len(self._jobs) <= keep:
-                break
+        tid, sender = job.task.task_id, job.task.sender
+        job.idle = not job.idle
+        if job.idle:
+            self._idle[tid] = None
+            mine = self._idle_by.get(sender)
+            if mine is None:
+                mine = self._idle_by[sender] = OrderedDict()
+            mine[tid] = None
+        else:
+            self._unfile_idle(tid, sender)
+
+    def _unfile_idle(self, tid: str, sender: str) -> None:
+        del self._idle[tid]
+        mine = self._idle_by[sender]
+        del mine[tid]
+        if not mine:
+            del self._idle_by[sender]
+
+    def _forget(self, tid: str) -> None:
+        """Drop one finished job and its bookkeeping."""
+        job = self._jobs.pop(tid)
+        sender = job.task.sender
+        if job.idle:
+            self._unfile_idle(tid, sender)
+        self._records[sender] -= 1
+        if not self._records[sender]:
+            del self._records[sender]
+
+    def _make_room(self, requester: str) -> str | None:
+        """Before a new job of ``requester``: room under ``max_jobs_per_requester`` and ``max_jobs``, made by
+        forgetting the oldest record that holds nothing (its own first). The bound that could not be kept, else
+        None. O(1): nothing is scanned (deadlines are swept at heartbeats, :meth:`_gc`)."""
+        p = self.profile
+        if self._records[requester] >= p.max_jobs_per_requester:
+            mine = self._idle_by.get(requester)
+            if not mine:
+                return "requester_jobs"
+            self._forget(next(iter(mine)))
+        if len(self._jobs) >= p.max_jobs:
+            if not self._idle:
+                return "max_jobs"
+            self._forget(next(iter(self._idle)))
+        return None
 
     def _gc(self, now: int) -> None:
-        """Forget finished or unused jobs whose task deadline has passed."""
+        """Forget finished or unused jobs whose task deadline (on the requester's clock) has passed."""
         stale = [
             tid
             for tid, job in self._jobs.items()
-            if job.state not in _OPEN and job.task.constraints.deadline_ns <= now
+            if job.state not in _OPEN and job.task.constraints.deadline_ns + MAX_SKEW_NS <= now
         ]
         for tid in stale:
-            del self._jobs[tid]
+            self._forget(tid)
 
     # --- agent-level handlers -----------------------------------------------------------------------------------
     def _on_start(self, event: Event, job: _Job | None, now: int) -> list[Action]:
@@ -605,6 +699,7 @@ class ContractorMachine:
             else:
                 out += self._release(j, _J.RELEASED, ReasonCode.VERIFICATION_FAILED)
             j.closed = True
+            self._settle(j)
         return out
 
     def open_requesters(self) -> set[str]:
@@ -638,6 +733,10 @@ class ContractorMachine:
         self._jobs.clear()
         self._reserved.clear()
         self._bytes.clear()
+        self._bytes_total = 0
+        self._records.clear()
+        self._idle.clear()
+        self._idle_by.clear()
         out += self._disarm(TimerKind.HEARTBEAT)
         out.append(Send(BROADCAST, Withdraw(id=new_message_id(self._rng), sender=self.agent_id, ts=now)))
         self._state = AgentState.STOPPED
@@ -670,31 +769,37 @@ class ContractorMachine:
             if job.closed:
                 return [Reject(RejectReason.TERMINAL, task, "cancelled by its requester")]
             if job.state is _J.RELEASED and task.attempt > job.task.attempt:
-                del self._jobs[task.task_id]  # a re-announce: evaluate it afresh
+                self._forget(task.task_id)  # a re-announce: evaluate it afresh
             elif job.state is _J.BIDDING and task.attempt > job.task.attempt and job.bid is not None:
                 return [Send(task.sender, job.bid)]  # our bid may have been lost: it stands, send it again
             else:
                 return [Reject(RejectReason.DUPLICATE, task)]
         p = self.profile
+        full = self._make_room(task.sender)
+        if full is not None:  # no record is kept: a bound is reached and nothing may be forgotten for this Task
+            refused: list[Action] = [Reject(RejectReason.TOO_MANY, task, full)]
+            if not event.broadcast:
+                refused.append(self._decline(task, Refusal(reason=ReasonCode.BUSY, detail=full), now))
+            return refused
         tokens = prompt_tokens_of(task, event.prompt_tokens)
         q = quote_task(p, task, now=now, prompt_tokens=tokens, in_flight=self._used, models=self._live)
         direct = task.mechanism is Mechanism.DIRECT
         if isinstance(q, Quote) and not direct and self._used >= p.slots:
             q = Refusal(reason=ReasonCode.BUSY, detail="no_free_slot")
+        out: list[Action] = []
         if isinstance(q, Quote):
-            q = self._quota(task, direct) or q
-        self._make_room(now)
+            over = self._quota(task, direct)
+            if over is not None:
+                q = over
+                out.append(Reject(RejectReason.TOO_MANY, task, over.detail))
         deadline = task.constraints.deadline_ns
         hold_ms = min(p.max_hold_ms, task.bid_window_ms + p.bid_hold_ms)
         valid_until = min(deadline, now + hold_ms * NS_PER_MS)
         if not isinstance(q, Quote):
-            new = self._jobs[task.task_id] = _Job(task, _J.RELEASED, tokens)
-            new.reason = q.reason
-            return [] if event.broadcast else [self._decline(task, q, now)]
+            self._file(_Job(task, _J.RELEASED, tokens)).reason = q.reason
+            return out if event.broadcast else [*out, self._decline(task, q, now)]
         if direct:
-            new = self._jobs[task.task_id] = _Job(task, _J.OFFERED, tokens)
-            new.quote = q
-            self._bytes[task.sender] += new.prompt_bytes
+            self._file(_Job(task, _J.OFFERED, tokens)).quote = q
             return [self._arm(TimerKind.BID_EXPIRY, min(deadline, now + p.max_hold_ms * NS_PER_MS), task.task_id)]
         price = task.constraints.max_price_micros if task.mechanism is Mechanism.POSTED_PRICE else q.price_micros
         bid = Bid(
@@ -713,12 +818,11 @@ class ContractorMachine:
             region=p.region,
             residency=list(p.residency),
         )
-        new = self._jobs[task.task_id] = _Job(task, _J.BIDDING, tokens)
+        new = self._file(_Job(task, _J.BIDDING, tokens))
         new.quote = q
         new.bid = bid
         self._used += 1
         self._reserved[task.sender] += 1
-        self._bytes[task.sender] += new.prompt_bytes
         return [Send(task.sender, bid), self._arm(TimerKind.BID_EXPIRY, valid_until, task.task_id)]
 
     # --- Award --------------------------------------------------------------------------------------------------
@@ -830,8 +934,10 @@ class ContractorMachine:
             job.closed = True
             job.bid = None
             job.bid_digest = ""
+            self._settle(job)
             return out
         job.closed = True  # released or done: nothing is held, but this agent is finished with the task
+        self._settle(job)
         return [Reject(RejectReason.DUPLICATE, msg)]
 
     # --- timers -------------------------------------------------------------------------------------------------
@@ -934,12 +1040,29 @@ class ContractorMachine:
                 check(j.state not in _HOLDS_SLOT, "a job closed by a Cancel still holds a slot")
         check(job_timers == expected, f"job timers {job_timers} != expected {expected}")
         check(len(self._jobs) <= self.profile.max_jobs, f"{len(self._jobs)} jobs > max_jobs")
+        records = Counter(j.task.sender for j in self._jobs.values())
+        check(records == self._records, f"records {dict(self._records)} != {dict(records)}")
+        check(
+            all(n <= self.profile.max_jobs_per_requester for n in records.values()),
+            "records over the requester cap",
+        )
+        idle = [tid for tid, j in self._jobs.items() if j.holds_nothing]
+        check(set(idle) == set(self._idle), "the records that hold nothing are filed wrong")
+        check(all(self._jobs[tid].idle for tid in self._idle), "an idle record is not marked")
+        by: dict[str, set[str]] = {}
+        for tid in idle:
+            by.setdefault(self._jobs[tid].task.sender, set()).add(tid)
+        check(
+            by == {r: set(tids) for r, tids in self._idle_by.items()}, "idle records filed under another requester"
+        )
         reserved = Counter(j.task.sender for j in self._jobs.values() if j.state is _J.BIDDING)
         check(reserved == self._reserved, f"reservations {dict(self._reserved)} != {dict(reserved)}")
         prompt_bytes: Counter[str] = Counter()
         for j in self._jobs.values():
             prompt_bytes[j.task.sender] += j.prompt_bytes
         check(+prompt_bytes == self._bytes, f"prompt bytes {dict(self._bytes)} != {dict(+prompt_bytes)}")
+        check(self._bytes_total == sum(prompt_bytes.values()), "total prompt bytes miscounted")
+        check(self._bytes_total <= self.profile.max_prompt_bytes, "prompt bytes over max_prompt_bytes")
         check(
             ((TimerKind.HEARTBEAT, "") in self._timers) == (self._state is AgentState.ONLINE),
             "heartbeat timer iff online",

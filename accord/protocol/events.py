@@ -172,6 +172,9 @@ class Received(Struct, frozen=True):
     """Contractor, Task: the prompt's size in tokens as the shell counted it with the model's own tokenizer
     (None: the machine estimates it from the prompt, :func:`accord.protocol.pricing.estimate_prompt_tokens`).
     Never the requester's ``est_input_tokens`` when the prompt is at hand: an agent prices what it holds."""
+    size: int = 0
+    """Requester, Bid: the payload's size in bytes as received (0: unknown). The shell keeps the frame of every
+    bid its machine holds, so a bid over ``RequesterConfig.max_bid_bytes`` is refused (spec 11.9)."""
 
 
 class Distrusted(Struct, frozen=True, gc=False):

@@ -39,6 +39,7 @@ __all__ = [
     "ChatMessage",
     "Connectivity",
     "Constraints",
+    "ContextWindow",
     "Count",
     "Decline",
     "Digest",
@@ -55,15 +56,18 @@ __all__ = [
     "Privacy",
     "Progress",
     "ReasonCode",
+    "ResidencyClasses",
     "Result",
     "Role",
     "ShortText",
+    "Skills",
     "Task",
     "TaskId",
     "Tier",
     "TimeNs",
     "Timings",
     "Token",
+    "TokenRate",
     "Unit",
     "Usage",
     "Version",
@@ -120,6 +124,10 @@ Attempt = Annotated[int, Meta(ge=1, le=1000, description="award epoch; fences ou
 Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
 Weight = Annotated[float, Meta(ge=0.0, le=1e6)]
 Version = Annotated[int, Meta(ge=1, le=255)]
+ContextWindow = Annotated[int, Meta(ge=1, le=10_000_000)]
+TokenRate = Annotated[float, Meta(gt=0.0, le=1e6)]
+ResidencyClasses = Annotated[list[Token], Meta(max_length=16)]
+Skills = Annotated[list[Token], Meta(max_length=32)]
 
 
 class Tier(enum.StrEnum):
@@ -202,8 +210,8 @@ class ModelOffer(_Record, frozen=True, kw_only=True):
     """One model an agent serves, with its capacity and price sheet."""
 
     name: ModelName
-    context_window: Annotated[int, Meta(ge=1, le=10_000_000)]
-    tokens_per_s: Annotated[float, Meta(gt=0.0, le=1e6)]
+    context_window: ContextWindow
+    tokens_per_s: TokenRate
     price_in_per_1k_micros: Micros = 0
     price_out_per_1k_micros: Micros = 0
     quality: Unit = 0.5
@@ -278,8 +286,8 @@ class Advertise(Message, tag="advertise", frozen=True, kw_only=True):
     name: Token
     tier: Tier
     region: Token
-    residency: Annotated[list[Token], Meta(max_length=16)] = []
-    skills: Annotated[list[Token], Meta(max_length=32)] = []
+    residency: ResidencyClasses = []
+    skills: Skills = []
     models: Annotated[list[ModelOffer], Meta(min_length=1, max_length=16)]
     slots: Annotated[int, Meta(ge=1, le=100_000)] = 1
     load: Annotated[int, Meta(ge=0, le=100_000)] = 0
@@ -326,7 +334,7 @@ class Bid(Message, tag="bid", frozen=True, kw_only=True):
     valid_until_ns: TimeNs
     tier: Tier
     region: Token
-    residency: Annotated[list[Token], Meta(max_length=16)] = []
+    residency: ResidencyClasses = []
 
 
 class Decline(Message, tag="decline", frozen=True, kw_only=True):

@@ -38,7 +38,18 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
-from accord.protocol.messages import ChatMessage, Connectivity, ModelOffer, ReasonCode
+from accord.protocol.messages import (
+    ChatMessage,
+    Connectivity,
+    ContextWindow,
+    DurationMs,
+    Micros,
+    ModelName,
+    ModelOffer,
+    ReasonCode,
+    TokenRate,
+    Unit,
+)
 
 __all__ = [
     "BYTES_PER_TOKEN",
@@ -67,11 +78,6 @@ REPLY_OVERHEAD_TOKENS: Final = 2
 
 _FRAME_OVERHEAD_BYTES: Final = 512
 """Bytes of envelope, signature and headers per request and per response."""
-
-_Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
-_Rate = Annotated[float, Meta(gt=0.0, le=1e6)]
-_Ms = Annotated[int, Meta(ge=0, le=7 * 24 * 3600 * 1000)]
-_Micros = Annotated[int, Meta(ge=0, le=10**15)]
 
 
 def estimate_tokens(text: str) -> int:
@@ -115,11 +121,11 @@ class DeviceState(Struct, frozen=True, kw_only=True, gc=False):
 class DevicePolicy(Struct, frozen=True, kw_only=True):
     """How a device prices or declines work when it runs on battery or over a metered link."""
 
-    battery_decline_below: _Unit = 0.15
+    battery_decline_below: Unit = 0.15
     """Below this charge (0..1) the agent declines every task."""
     battery_premium: Annotated[float, Meta(ge=0.0, le=100.0)] = 1.0
     """Price multiplier on battery is ``1 + battery_premium * (1 - battery)``."""
-    metered_micros_per_mb: _Micros = 5_000
+    metered_micros_per_mb: Micros = 5_000
     """What one megabyte (10**6 bytes) moved over a metered link costs, in micro-USD."""
     decline_when_metered: bool = False
     """Decline every task while the link is metered, instead of charging for the bytes."""
@@ -150,21 +156,21 @@ class ResourceModel(Struct, frozen=True, kw_only=True):
     times the decode rate, typical of llama.cpp on CPU). Prices are micro-USD per 1,000 tokens.
     """
 
-    model: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/@+-]{1,128}$")]
-    tokens_per_s: _Rate
-    context_window: Annotated[int, Meta(ge=1, le=10_000_000)]
+    model: ModelName
+    tokens_per_s: TokenRate
+    context_window: ContextWindow
     prefill_tokens_per_s: Annotated[float, Meta(ge=0.0, le=1e7)] = 0.0
-    ttft_ms: _Ms = 0
+    ttft_ms: DurationMs = 0
     slots: Annotated[int, Meta(ge=1, le=100_000)] = 1
-    price_in_per_1k_micros: _Micros = 0
-    price_out_per_1k_micros: _Micros = 0
-    quality: _Unit = 0.5
-    rtt_ms: _Ms = 0
+    price_in_per_1k_micros: Micros = 0
+    price_out_per_1k_micros: Micros = 0
+    quality: Unit = 0.5
+    rtt_ms: DurationMs = 0
     bandwidth_kbps: Annotated[int, Meta(ge=0, le=10**9)] = 0
     """Link bandwidth in kilobits per second; 0: not a bottleneck (not counted)."""
     metered: bool = False
     intermittent: bool = False
-    battery: _Unit | None = None
+    battery: Unit | None = None
     """Charge of a device on battery (0..1); None: on mains power (or not a device)."""
     policy: DevicePolicy = DevicePolicy()
 

@@ -10,13 +10,17 @@ shared by its requester machines; the shell feeds it every verified Advertise an
   ``seq`` but advances ``ts``, so it is accepted.
 - Withdraw removes the agent and leaves a tombstone: heartbeats older (``ts``) than the Withdraw are ignored,
   a later one (the agent came back) is accepted.
+- Bounded (spec 11.9): one entry per agent id (a newer card replaces the older), at most ``max_agents`` entries
+  and as many tombstones. A card of a new agent that finds the registry full of live entries is refused and
+  counted (``refused``); a live entry is never evicted to make room (an unknown agent must not push a known one
+  out). A full tombstone record forgets its oldest tombstone first.
 - :meth:`Registry.shortlist` gives the ``k`` agents with the best predicted score for a task, among those whose
   price sheet makes them eligible, so that a call for proposals goes to ``k`` inboxes instead of the mesh.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
@@ -73,12 +77,18 @@ def _explain(why: Ineligibility, task: Task) -> str:
 class Registry:
     """Live agent cards keyed by agent id. Not thread-safe (one event loop owns it)."""
 
-    __slots__ = ("_entries", "_tombstones", "max_agents")
+    __slots__ = ("_entries", "_next_lapse", "_tombstones", "max_agents", "refused")
 
-    def __init__(self, *, max_agents: int = 100_000) -> None:
+    def __init__(self, *, max_agents: int = 10_000) -> None:
         self.max_agents = max_agents
+        """Entries (agents) at most, and tombstones at most (spec 11.9)."""
         self._entries: dict[str, RegistryEntry] = {}
-        self._tombstones: dict[str, tuple[int, int]] = {}  # agent -> (withdraw ts, tombstone expiry)
+        self._tombstones: OrderedDict[str, tuple[int, int]] = OrderedDict()  # agent -> (withdraw ts, expiry)
+        self.refused = 0
+        """Cards of new agents refused because the registry was full of live entries."""
+        self._next_lapse = 0
+        """No entry lapses before this (a lower bound): a full registry is swept only once one may have lapsed,
+        so a flood of new cards costs O(1) each, not a sweep each."""
 
     # --- updates ----------------------------------------------------------------------------------------------
     def observe(self, advert: Advertise, *, now: int, digest: str = "") -> bool:
@@ -100,10 +110,13 @@ class Registry:
             if advert.seq <= prev.seq and advert.ts <= prev.ts:
                 return False
         elif old is None and len(self._entries) >= self.max_agents:
-            self.expire(now=now)
+            if now >= self._next_lapse:
+                self.expire(now=now)
             if len(self._entries) >= self.max_agents:
+                self.refused += 1
                 return False
         self._entries[agent] = RegistryEntry(advert, digest, now, expires)
+        self._next_lapse = min(self._next_lapse, expires)
         return True
 
     def refresh(self, agent_id: str, *, now: int) -> bool:
@@ -123,6 +136,8 @@ class Registry:
         agent = message.sender
         tomb = self._tombstones.get(agent)
         if tomb is None or message.ts > tomb[0]:
+            if tomb is None and len(self._tombstones) >= self.max_agents:
+                self._tombstones.popitem(last=False)  # the oldest: its agent may re-advertise sooner
             self._tombstones[agent] = (message.ts, now + _TOMBSTONE_NS)
         old = self._entries.get(agent)
         if old is not None and old.advert.ts <= message.ts:
@@ -135,6 +150,7 @@ class Registry:
         gone = [a for a, e in self._entries.items() if e.expires_ns <= now]
         for a in gone:
             del self._entries[a]
+        self._next_lapse = min((e.expires_ns for e in self._entries.values()), default=now)
         for a in [a for a, (_, until) in self._tombstones.items() if until <= now]:
             del self._tombstones[a]
         return gone
@@ -285,6 +301,11 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def tombstones(self) -> int:
+        """Withdrawn agents remembered now (at most ``max_agents``)."""
+        return len(self._tombstones)
 
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._entries

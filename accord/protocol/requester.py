@@ -174,8 +174,12 @@ class RequesterConfig(Struct, frozen=True, kw_only=True):
     """Agents invited per targeted call (doubled at each re-announce); 0: always broadcast."""
     max_bids: int = 1024
     """Bids recorded per task at most (all rounds)."""
+    max_bid_bytes: int = 16 * 1024
+    """The largest bid payload a task keeps (an honest Bid encodes in under 2 KiB; the shell holds the frame of
+    every bid the machine keeps, until the task ends)."""
     max_bids_per_sender: int = 4
-    """Bids one sender may hold in a task when the registry does not know its advertised slots."""
+    """Bids one sender may hold in a task (all rounds): its advertised slots when the registry knows it, never more
+    than this (an honest agent bids once a round), so no sender crowds the others out of ``max_bids``."""
     early_close: bool = True
     """Close the window as soon as every shortlisted agent has bid or declined."""
     reannounce_backoff_ms: int = 50
@@ -402,6 +406,11 @@ class RequesterMachine:
     def has_bid(self, bid_id: str) -> bool:
         """Whether the machine holds this bid (the shell keeps a bid's frame only then)."""
         return bid_id in self._d.offers
+
+    @property
+    def bids_held(self) -> int:
+        """Bids recorded for this task, in any round, dropped ones included (at most ``max_bids``)."""
+        return len(self._d.offers) + len(self._d.dropped)
 
     @property
     def paid_micros(self) -> int:
@@ -852,7 +861,7 @@ class RequesterMachine:
 
     def _close_if_all_answered(self, sender: str, now: int) -> list[Action]:
         d = self._d
-        if not d.invited:
+        if sender not in d.invited:  # only the invited count (and are kept: the record stays bounded by k)
             return []
         d.responded.add(sender)
         if self.config.early_close and d.responded.issuperset(d.invited):
@@ -872,11 +881,13 @@ class RequesterMachine:
             return [Reject(RejectReason.DUPLICATE, bid)]
         if bid.valid_until_ns + MAX_SKEW_NS <= now:  # the bidder's clock (spec 9.3)
             return [Reject(RejectReason.EXPIRED, bid)]
+        if event.size > self.config.max_bid_bytes:
+            return [Reject(RejectReason.TOO_MANY, bid, "bid_bytes")]
         if len(d.offers) + len(d.dropped) >= self.config.max_bids:
-            return [Reject(RejectReason.TOO_MANY, bid)]
+            return [Reject(RejectReason.TOO_MANY, bid, "max_bids")]
         sent = d.per_sender.get(bid.sender, 0)
         if sent >= self._sender_cap(bid.sender, now):  # one sender cannot crowd the others out (spec 6.5)
-            return [Reject(RejectReason.TOO_MANY, bid, "per sender")]
+            return [Reject(RejectReason.TOO_MANY, bid, "bids_per_sender")]
         digest = event.digest or payload_digest(encode(bid))
         d.offers[bid.id] = Offer.from_bid(bid, digest)
         d.per_sender[bid.sender] = sent + 1
@@ -891,11 +902,10 @@ class RequesterMachine:
 
     def _sender_cap(self, sender: str, now: int) -> int:
         """How many bids one sender may hold in this task: its advertised slots (it cannot serve more at once),
-        else ``max_bids_per_sender``."""
+        at most ``max_bids_per_sender``."""
+        cap = self.config.max_bids_per_sender
         entry = self.registry.get(sender, now=now) if self.registry is not None else None
-        if entry is None:
-            return self.config.max_bids_per_sender
-        return max(1, min(entry.advert.slots, self.config.max_bids))
+        return cap if entry is None else max(1, min(entry.advert.slots, cap))
 
     def _on_decline(self, event: Event, now: int) -> list[Action]:
         assert isinstance(event, Received)

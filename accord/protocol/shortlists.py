@@ -8,21 +8,33 @@ ranking it computed for an equivalent task a moment ago. Tasks are equivalent he
 change an agent's eligibility or score is equal (kind, residency, privacy, tiers, budget, quality floor, policy,
 mechanism, token counts) and their deadline slack falls in the same power-of-two bucket; a ranking is reused for
 ``ttl_ms`` (default 250 ms) and recomputed after that, so joins, leaves, load and reputation show up within it.
-The trust policy and quality predictor are not part of the key: share one CachingRegistry only among requesters
+A predictor whose values depend on the query itself (a :class:`PerQueryPredictor`, such as the learned
+predictor) adds its ``query_key(task)`` to the class, so tasks with different prompts never share a ranking. The
+trust policy and the predictor object are not part of the key: share one CachingRegistry only among requesters
 that use the same ones (each Requester makes its own by default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable
+from typing import Protocol, runtime_checkable
 
 from accord.protocol.market import NS_PER_MS, CredentialLookup, QualityPredictor
 from accord.protocol.messages import Task
 from accord.protocol.registry import Registry
 
-__all__ = ["CachingRegistry"]
+__all__ = ["CachingRegistry", "PerQueryPredictor"]
 
 _MAX_CLASSES = 1024
+
+
+@runtime_checkable
+class PerQueryPredictor(QualityPredictor, Protocol):
+    """A quality predictor whose values depend on the task's prompt, not only on its class."""
+
+    def query_key(self, task: Task) -> Hashable:
+        """Equal for tasks the predictor cannot tell apart (e.g. the same normalised prompt and kind)."""
+        ...
 
 
 class CachingRegistry(Registry):
@@ -30,7 +42,7 @@ class CachingRegistry(Registry):
 
     __slots__ = ("_memo", "hits", "misses", "ttl_ns")
 
-    def __init__(self, *, max_agents: int = 100_000, ttl_ms: int = 250) -> None:
+    def __init__(self, *, max_agents: int = 10_000, ttl_ms: int = 250) -> None:
         super().__init__(max_agents=max_agents)
         self.ttl_ns = ttl_ms * NS_PER_MS
         self._memo: dict[Hashable, tuple[int, int, list[str]]] = {}
@@ -50,6 +62,8 @@ class CachingRegistry(Registry):
         if k <= 0:
             return []
         key = _task_class(task, now)
+        if isinstance(predictor, PerQueryPredictor):
+            key = (key, predictor.query_key(task))
         want = k + len(exclude)
         hit = self._memo.get(key)
         if hit is not None and now - hit[0] <= self.ttl_ns and hit[1] >= want:

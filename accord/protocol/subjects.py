@@ -150,6 +150,12 @@ def log_filter(kind: str | None = None) -> Subject:
     return f"{PREFIX}.log.{k}.*"
 
 
+AGENT_SERVICE: Final = "accord-agent"
+"""The NATS service kind every agent registers (``$SRV.PING|INFO|STATS.accord-agent``)."""
+REQUESTER_SERVICE: Final = "accord-requester"
+"""The NATS service kind a requester registers."""
+
+
 def service_ping(service: str) -> Subject:
     """Where a NATS service PING reaches every instance of ``service`` (e.g. ``accord-agent``): every agent
     answers it at once (discovery without waiting for a heartbeat)."""

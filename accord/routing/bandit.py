@@ -1,4 +1,5 @@
-"""An online contextual bandit over the models (arms): LinUCB or linear Thompson sampling, disjoint models.
+"""An online contextual bandit over any number of models (arms): LinUCB or linear Thompson sampling, disjoint
+models.
 
 Each arm ``a`` keeps a ridge regression of its reward on the query's features ``x`` (hashed text, shape, kind and
 category, ``2**dim_bits`` dense dimensions plus a bias): ``A_a = lam*I + sum x x^T``, ``b_a = sum r x``,
@@ -8,16 +9,19 @@ category, ``2**dim_bits`` dense dimensions plus a bias): ``A_a = lam*I + sum x x
 - ``thompson`` (Agrawal and Goyal 2013): draw ``r_a ~ N(theta_a . x, v^2 x^T A_a^-1 x)`` per arm, take the best.
 
 Only the chosen arm's reward is observed: :meth:`BanditRouter.update` (Sherman-Morrison, O(d^2)). The reward is
-the caller's: e.g. the 0..1 quality minus a price for the strong model. :meth:`fit` warms the bandit from a log
-with full information (both arms' outcomes of every query); ``score`` is ``theta_strong . x - theta_weak . x``
-without exploration, so the bandit is evaluated on the same curves as the offline routers.
-:func:`simulate_online` replays a table as a stream with bandit feedback only.
+the caller's: e.g. the 0..1 quality; :meth:`select` subtracts a price per arm. The arms are a (weak, strong) pair
+by default, or any list (``arms=``, or :meth:`BanditRouter.fit_matrix` on an
+:class:`~accord.routing.matrix.OutcomeMatrix`: one arm per model). :meth:`fit` warms the bandit from a log
+with full information (every arm's outcome of every query it has); ``score`` is ``theta_strong . x - theta_weak
+. x`` (first and last arm) without exploration, so the pair bandit is evaluated on the same curves as the offline
+routers. :func:`simulate_online` replays a pair table, :func:`simulate_online_models` an N-model matrix, as a
+stream with bandit feedback only.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,9 +31,10 @@ import numpy as np
 from accord.routing.base import FloatArray, Query, RouterError
 from accord.routing.common import PairRouter, pack, unpack
 from accord.routing.features import TextFeaturizer
+from accord.routing.matrix import OutcomeMatrix
 from accord.routing.table import PairTable
 
-__all__ = ["BanditRouter", "BanditState", "OnlineRun", "Policy", "simulate_online"]
+__all__ = ["BanditRouter", "BanditState", "OnlineRun", "Policy", "simulate_online", "simulate_online_models"]
 
 Policy = Literal["ucb", "thompson"]
 
@@ -42,6 +47,8 @@ class BanditState(msgspec.Struct, frozen=True, kw_only=True, tag="bandit"):
     a_inv: list[bytes]
     b: list[bytes]
     pulls: list[int]
+    arms: list[str] = []
+    """Every arm, in order (empty in a pair bandit's file: then weak and strong)."""
 
 
 class BanditRouter(PairRouter):
@@ -56,22 +63,29 @@ class BanditRouter(PairRouter):
         policy: Policy = "ucb",
         alpha: float = 0.5,
         ridge: float = 1.0,
+        arms: Sequence[str] = (),
     ) -> None:
-        super().__init__(weak, strong)
+        if len(arms) == 1:
+            raise RouterError("bad_input", "a bandit needs at least two arms")
+        super().__init__(arms[0] if arms else weak, arms[-1] if arms else strong)
         self.features = features if features is not None else TextFeaturizer(dim_bits=9, bigrams=False)
         self.policy: Policy = policy
         self.alpha = alpha
         self.ridge = ridge
-        d = self.features.dim + 1
-        self._a_inv = [np.eye(d) / ridge, np.eye(d) / ridge]
-        self._b = [np.zeros(d), np.zeros(d)]
-        self.pulls = [0, 0]
-        if weak and strong:
+        self._set_arms(list(arms) if arms else [self.weak, self.strong])
+        if all(self._arms):
             self.fitted = True  # a bandit may start cold and learn online
 
+    def _set_arms(self, arms: list[str]) -> None:
+        d = self.features.dim + 1
+        self._arms = arms
+        self._a_inv = [np.eye(d) / self.ridge for _ in arms]
+        self._b = [np.zeros(d) for _ in arms]
+        self.pulls = [0 for _ in arms]
+
     @property
-    def arms(self) -> tuple[str, str]:
-        return (self.weak, self.strong)
+    def arms(self) -> tuple[str, ...]:
+        return tuple(self._arms)
 
     def vectors(self, queries: Sequence[Query]) -> FloatArray:
         """Dense feature rows (with a trailing bias column) for ``queries``."""
@@ -91,14 +105,34 @@ class BanditRouter(PairRouter):
     def fit_table(self, table: PairTable) -> None:
         """Warm start with full information: both arms' rewards (0..1 quality) for every logged query."""
         self._begin_fit(table)
-        x = self.vectors(table.queries)
-        gram = x.T @ x
+        self._set_arms([table.weak, table.strong])
+        quality = np.stack([table.q_weak, table.q_strong], axis=1) / table.scale
+        self._warm(self.vectors(table.queries), quality)
+
+    def fit_matrix(self, matrix: OutcomeMatrix) -> None:
+        """Warm start one arm per model of ``matrix`` from every outcome it has (0..1 quality)."""
+        self.weak, self.strong = matrix.models[0], matrix.models[-1]
+        self._set_arms(list(matrix.models))
+        self._warm(self.vectors(matrix.queries), matrix.quality)
+
+    def _warm(self, x: FloatArray, quality: FloatArray) -> None:
         eye = np.eye(x.shape[1]) * self.ridge
-        for arm, y in enumerate((table.q_weak / table.scale, table.q_strong / table.scale)):
-            self._a_inv[arm] = np.asarray(np.linalg.inv(eye + gram), dtype=np.float64)
-            self._b[arm] = x.T @ y
-            self.pulls[arm] = len(table)
+        for arm in range(len(self._arms)):
+            seen = ~np.isnan(quality[:, arm])
+            rows = x[seen]
+            self._a_inv[arm] = np.asarray(np.linalg.inv(eye + rows.T @ rows), dtype=np.float64)
+            self._b[arm] = rows.T @ quality[seen, arm]
+            self.pulls[arm] = int(seen.sum())
         self.fitted = True
+
+    def predict_all(self, queries: Sequence[Query]) -> FloatArray:
+        """Expected reward of every arm for every query (no exploration), ``(len(queries), len(arms))``."""
+        self._check()
+        return self._means(self.vectors(queries))
+
+    def predict(self, query: Query) -> dict[str, float]:
+        means = self.predict_all([query])[0]
+        return {arm: float(v) for arm, v in zip(self._arms, means, strict=True)}
 
     def _means(self, x: FloatArray) -> FloatArray:
         thetas = np.stack([a @ b for a, b in zip(self._a_inv, self._b, strict=True)], axis=1)
@@ -106,16 +140,24 @@ class BanditRouter(PairRouter):
 
     def _predict_batch(self, queries: Sequence[Query]) -> tuple[FloatArray, FloatArray]:
         means = self._means(self.vectors(queries))
-        return means[:, 0], means[:, 1]
+        return means[:, 0], means[:, -1]
 
     def select(
-        self, query: Query, *, penalty: Sequence[float] = (0.0, 0.0), rng: random.Random | None = None
+        self,
+        query: Query,
+        *,
+        penalty: Sequence[float] | Mapping[str, float] = (),
+        rng: random.Random | None = None,
     ) -> str:
-        """The arm to pull for ``query`` (exploring); ``penalty`` is subtracted per arm (e.g. a price)."""
+        """The arm to pull for ``query`` (exploring); ``penalty`` is subtracted per arm (e.g. a price), given in
+        arm order or by arm name (missing: 0)."""
         self._check()
+        if isinstance(penalty, Mapping):
+            penalty = [penalty.get(arm, 0.0) for arm in self._arms]
+        penalty = list(penalty) + [0.0] * (len(self._arms) - len(penalty))
         x = self.vectors([query])[0]
         values = []
-        for arm in range(2):
+        for arm in range(len(self._arms)):
             mean = float(np.multiply(self._a_inv[arm] @ self._b[arm], x).sum())
             spread = float(np.sqrt(max(0.0, float(np.multiply(x, self._a_inv[arm] @ x).sum()))))
             if self.policy == "thompson":
@@ -145,6 +187,7 @@ class BanditRouter(PairRouter):
             a_inv=[pack(a.ravel()) for a in self._a_inv],
             b=[pack(b) for b in self._b],
             pulls=list(self.pulls),
+            arms=list(self._arms) if len(self._arms) != 2 else [],
         )
 
     @classmethod
@@ -152,7 +195,15 @@ class BanditRouter(PairRouter):
         if state.policy not in ("ucb", "thompson"):
             raise RouterError("bad_file", f"unknown bandit policy {state.policy!r}")
         policy: Policy = "ucb" if state.policy == "ucb" else "thompson"
-        router = cls(weak, strong, features=state.features, policy=policy, alpha=state.alpha, ridge=state.ridge)
+        router = cls(
+            weak,
+            strong,
+            features=state.features,
+            policy=policy,
+            alpha=state.alpha,
+            ridge=state.ridge,
+            arms=state.arms,
+        )
         d = state.features.dim + 1
         router._a_inv = [unpack(a, d * d).reshape(d, d) for a in state.a_inv]
         router._b = [unpack(b, d) for b in state.b]
@@ -195,3 +246,30 @@ def simulate_online(
         regret += max(rewards) - reward
     n = max(1, len(order))
     return OnlineRun(quality=quality / n, strong_share=strong / n, mean_regret=regret / n, steps=len(order))
+
+
+def simulate_online_models(
+    router: BanditRouter, matrix: OutcomeMatrix, *, prices: Sequence[float], seed: int = 0
+) -> OnlineRun:
+    """Stream the complete rows of ``matrix`` in a seeded random order with bandit feedback: the bandit picks by
+    its (exploring) value minus the arm's ``prices`` entry (quality units, e.g. ``lambda * mean cost``), learns
+    only the pulled arm's 0..1 quality. ``strong_share`` is the share of pulls of the last arm."""
+    if list(router.arms) != list(matrix.models) or len(prices) != len(matrix.models):
+        raise RouterError("bad_input", "the bandit's arms, the matrix's models and the prices must line up")
+    table = matrix.complete()
+    rng = random.Random(seed)
+    order = list(range(len(table)))
+    rng.shuffle(order)
+    quality = regret = 0.0
+    last = 0
+    for i in order:
+        query = table.queries[i]
+        rewards = table.quality[i] - np.asarray(prices)
+        arm = router.select(query, penalty=prices, rng=rng)
+        index = router.arms.index(arm)
+        router.update(query, arm, float(table.quality[i, index]))
+        quality += float(table.quality[i, index])
+        last += index == len(router.arms) - 1
+        regret += float(rewards.max() - rewards[index])
+    n = max(1, len(order))
+    return OnlineRun(quality=quality / n, strong_share=last / n, mean_regret=regret / n, steps=len(order))

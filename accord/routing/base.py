@@ -20,7 +20,7 @@ import numpy.typing as npt
 from accord.errors import AccordError
 from accord.routing.records import Outcome
 
-__all__ = ["FloatArray", "Query", "Router", "RouterError"]
+__all__ = ["FloatArray", "LearningPredictor", "Query", "Router", "RouterError"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -76,3 +76,11 @@ class Router(Protocol):
     def route(self, query: Query, threshold: float) -> str:
         """``strong`` when ``score(query) >= threshold``, else ``weak``."""
         ...
+
+
+@runtime_checkable
+class LearningPredictor(Protocol):
+    """A quality predictor that learns online: a requester feeds it every attempt it scores (a failure as 0,
+    a result when a vote, judge or ground truth scores it), as the outcome store records them."""
+
+    def observe(self, outcome: Outcome) -> None: ...

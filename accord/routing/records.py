@@ -26,6 +26,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from accord.errors import AccordError
+from accord.files import MAX_DATA_FILE_BYTES, open_regular
 
 __all__ = [
     "OUTCOME_VERSION",
@@ -130,10 +131,12 @@ _DECODER: Final = msgspec.json.Decoder(Outcome)
 def iter_outcomes(path: str | Path) -> Iterator[Outcome]:
     """Stream the records of a JSONL log; blank lines are skipped.
 
-    Raises :class:`OutcomeLogError` naming ``file:line`` for a line that is not a valid record.
+    Raises :class:`OutcomeLogError` naming ``file:line`` for a line that is not a valid record, and
+    :class:`~accord.files.FileRefusedError` for a path that is no regular file of at most
+    :data:`~accord.files.MAX_DATA_FILE_BYTES`.
     """
     path = Path(path)
-    with path.open("rb") as handle:
+    with open_regular(path, cap=MAX_DATA_FILE_BYTES) as handle:
         for line_no, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue

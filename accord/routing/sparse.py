@@ -85,6 +85,17 @@ class SparseRows:
             used.astype(np.int64),
         )
 
+    def select(self, columns: IntArray) -> SparseRows:
+        """The same rows over only ``columns`` (original indices), numbered ``0..len(columns)-1`` in that order;
+        entries in other columns are dropped."""
+        lookup = np.full(self.dim, -1, dtype=np.int64)
+        lookup[columns] = np.arange(columns.size, dtype=np.int64)
+        index = lookup[self.indices]
+        keep = index >= 0
+        counts = np.bincount(self.row_ids()[keep], minlength=self.n_rows)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return SparseRows(indptr=indptr, indices=index[keep], data=self.data[keep], dim=int(columns.size))
+
     def column_order(self) -> IntArray:
         return np.argsort(self.indices, kind="stable").astype(np.int64)
 
@@ -100,13 +111,14 @@ class SparseRows:
         """Columns of ``self`` then ``other`` (shifted by ``self.dim``); same rows."""
         if other.n_rows != self.n_rows:
             raise RouterError("bad_input", "hstack needs the same rows")
-        rows = []
-        for i in range(self.n_rows):
-            a, b = slice(self.indptr[i], self.indptr[i + 1]), slice(other.indptr[i], other.indptr[i + 1])
-            row = dict(zip(self.indices[a].tolist(), self.data[a].tolist(), strict=True))
-            row.update(zip((other.indices[b] + self.dim).tolist(), other.data[b].tolist(), strict=True))
-            rows.append(row)
-        return SparseRows.from_rows(rows, self.dim + other.dim)
+        rows = np.concatenate([self.row_ids(), other.row_ids()])
+        order = np.argsort(rows, kind="stable")  # within a row: self's entries, then other's
+        return SparseRows(
+            indptr=self.indptr + other.indptr,
+            indices=np.concatenate([self.indices, other.indices + self.dim])[order],
+            data=np.concatenate([self.data, other.data])[order],
+            dim=self.dim + other.dim,
+        )
 
 
 Objective = Callable[[FloatArray], tuple[float, FloatArray]]

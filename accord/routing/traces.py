@@ -15,6 +15,9 @@ row can be traced to a verified result, ``accord verify``), and the task, agent 
       {"input": {"messages": [...]}, "preferred_output": [{"role": "assistant", "content": "..."}],
        "non_preferred_output": [{"role": "assistant", "content": "..."}], "metadata": {...}}
 
+- ``outcomes`` (training routers and the learned predictor): one outcome record (spec/OUTCOMES.md) per scored
+  attempt, a failure included (quality 0), so ``accord router train`` fits on what the mesh did.
+
 Rows whose task was ``confidential`` or ``restricted`` are never exported unless ``include_private`` is set.
 """
 
@@ -25,10 +28,12 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator
 from typing import Final
 
+import msgspec
+
 from accord.protocol.messages import ChatMessage
 from accord.routing.store import StoredOutcome
 
-__all__ = ["TraceFormat", "preference_rows", "sft_rows", "trace_rows"]
+__all__ = ["TraceFormat", "outcome_rows", "preference_rows", "sft_rows", "trace_rows"]
 
 _POOR: Final = 0.5
 """An answer scored below this (a lost vote, a judge's low score) is not taught."""
@@ -39,6 +44,7 @@ JsonRow = dict[str, object]
 class TraceFormat(enum.StrEnum):
     OPENAI_CHAT = "openai-chat"
     PREFERENCE = "preference"
+    OUTCOMES = "outcomes"
 
 
 def _chat(messages: Iterable[ChatMessage]) -> list[dict[str, str]]:
@@ -104,6 +110,15 @@ def preference_rows(rows: Iterable[StoredOutcome], *, include_private: bool = Fa
                 }
 
 
+def outcome_rows(rows: Iterable[StoredOutcome], *, include_private: bool = False) -> Iterator[JsonRow]:
+    """Outcome records of the scored attempts (see the module docstring)."""
+    for row in rows:
+        if row.quality is not None and bool(row.messages) and (include_private or not row.private):
+            record = msgspec.to_builtins(row.to_outcome())
+            assert isinstance(record, dict)
+            yield record
+
+
 def trace_rows(
     rows: Iterable[StoredOutcome],
     fmt: TraceFormat,
@@ -113,4 +128,6 @@ def trace_rows(
 ) -> Iterator[JsonRow]:
     if fmt is TraceFormat.OPENAI_CHAT:
         return sft_rows(rows, tiers=tiers, include_private=include_private)
+    if fmt is TraceFormat.OUTCOMES:
+        return outcome_rows(rows, include_private=include_private)
     return preference_rows(rows, include_private=include_private)

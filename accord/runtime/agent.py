@@ -65,6 +65,7 @@ from accord.protocol.actions import (
     Fail,
     Multicast,
     Reject,
+    RejectReason,
     ReportProgress,
     Send,
     SetTimer,
@@ -105,7 +106,7 @@ from accord.protocol.messages import (
     Task,
 )
 from accord.runtime.device import DeviceProbe, RateMeter, SystemProbe
-from accord.runtime.endpoint import Endpoint
+from accord.runtime.endpoint import Endpoint, EndpointLimits
 from accord.runtime.timers import Clock, now_ns
 from accord.security import (
     Identity,
@@ -124,7 +125,7 @@ log = get_logger(__name__)
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 _MAX_TOKEN_COUNTS = 4096
 
-SERVICE_NAME = "accord-agent"
+SERVICE_NAME = subjects.AGENT_SERVICE
 """The NATS service kind every agent registers as (``nats micro ls`` groups them under it)."""
 
 _TimerKey = tuple[TimerKind, str]
@@ -182,6 +183,7 @@ class Agent(Endpoint[_TimerKey]):
         sample_interval_ms: int = 5_000,
         clock: Clock = now_ns,
         authenticated_bus: bool = False,
+        limits: EndpointLimits | None = None,
     ) -> None:
         missing = {m.name for m in profile.models} - set(backends)
         if missing:
@@ -196,6 +198,7 @@ class Agent(Endpoint[_TimerKey]):
             log=log.bind(agent_id=identity.id, agent=profile.name),
             clock=clock,
             authenticated_bus=authenticated_bus,
+            limits=limits,
         )
         self.profile = profile
         _check_profile(profile, trust, identity.id, clock())
@@ -208,6 +211,8 @@ class Agent(Endpoint[_TimerKey]):
         self._counters = {m: b for m, b in self.backends.items() if isinstance(b, TokenCounter)}
         self._token_counts: dict[str, int] = {}
         """Prompt digest -> the tokenizer's count (bounded): a re-announce or duplicate is not counted twice."""
+        self._counting = 0
+        """Prompts being counted now (at most ``limits.token_counts``: each holds its Task)."""
         self.system_prompt = system_prompt
         self.stream_progress = stream_progress
         self.stats = AgentStats()
@@ -256,7 +261,7 @@ class Agent(Endpoint[_TimerKey]):
         finally:
             await self._stop_service()
             self._done.set()
-        self._log.info("agent.offline", **_stats(self.stats))
+        self._log.info("agent.offline", **_stats(self.stats), limited=dict(self.limited))
 
     async def stop(self) -> None:
         """Leave gracefully: running work fails with ``shutdown``, a Withdraw goes out, ``run`` returns."""
@@ -317,7 +322,12 @@ class Agent(Endpoint[_TimerKey]):
                 requests=s.tasks,
                 errors=s.refused_cfp,
                 last_error=s.last_error,
-                data={"bids": s.bids, "declines": s.declines, "free_slots": self.machine.free_slots},
+                data={
+                    "bids": s.bids,
+                    "declines": s.declines,
+                    "free_slots": self.machine.free_slots,
+                    "limited": sum(self.limited.values()),
+                },
             ),
             "award": EndpointCounts(
                 requests=s.awards,
@@ -377,7 +387,11 @@ class Agent(Endpoint[_TimerKey]):
             if self._counters and message.messages:
                 counted = self._token_counts.get(message.prompt_digest)
                 if counted is None:
+                    if self._counting >= self.limits.token_counts:
+                        self._limit_reached("token_counts", task_id=message.task_id)
+                        return
                     assert self._tg is not None
+                    self._counting += 1
                     self._tg.start_soon(self._count_then_feed, message, broadcast)
                     return
                 self._feed(Received(message, broadcast=broadcast, prompt_tokens=counted), now)
@@ -398,11 +412,14 @@ class Agent(Endpoint[_TimerKey]):
         """Count the prompt with the model's own tokenizer (the largest count over the agent's tokenizers), then
         let the machine decide; a count that fails falls back to the documented estimate (None)."""
         counts: list[int] = []
-        for backend in self._counters.values():
-            try:
-                counts.append(await backend.count_prompt_tokens(self._prompt(task)))
-            except BackendError as exc:
-                self._log.warning("tokens.count_failed", task_id=task.task_id, error=str(exc))
+        try:
+            for backend in self._counters.values():
+                try:
+                    counts.append(await backend.count_prompt_tokens(self._prompt(task)))
+                except BackendError as exc:
+                    self._log.warning("tokens.count_failed", task_id=task.task_id, error=str(exc))
+        finally:
+            self._counting -= 1
         counted = max(counts) if counts else None
         if counted is not None:
             if len(self._token_counts) >= _MAX_TOKEN_COUNTS:
@@ -419,7 +436,7 @@ class Agent(Endpoint[_TimerKey]):
             actions = self.machine.handle(event, now=self.clock() if now is None else now)
         except AccordError as exc:
             self.stats.rejected += 1
-            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            self._log_machine_refusal(event, exc)
             return
         self._apply(actions)
 
@@ -457,7 +474,10 @@ class Agent(Endpoint[_TimerKey]):
                     self._abort((task_id, attempt))
                 case Reject(reason=reason, detail=detail):
                     self.stats.rejected += 1
-                    self._log.debug("message.rejected", reason=reason.value, detail=detail)
+                    if reason is RejectReason.TOO_MANY:
+                        self._limit_reached(detail or reason.value)
+                    else:
+                        self._log.debug("message.rejected", reason=reason.value, detail=detail)
                 case Accept() | Fail() | ReportProgress() | AttemptEnded():
                     # requester-side reports never come from a contractor machine
                     self._log.warning("action.unexpected", action=type(action).__name__)
@@ -587,6 +607,8 @@ class Agent(Endpoint[_TimerKey]):
 def _check_profile(profile: ContractorProfile, trust: TrustStore, agent_id: str, now: int) -> None:
     """Refuse to start an agent whose profile claims what its own certificate does not grant: every requester
     would refuse its bids (``claim``), so it would serve nothing, silently (spec 10.2)."""
+    if trust.is_revoked(agent_id):
+        raise AccordError(f"agent {profile.name}: its key {agent_id} is revoked; give it a new key")
     try:
         creds = credentials_of(trust.check(agent_id, now))
     except SecurityError:

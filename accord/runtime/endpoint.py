@@ -8,16 +8,25 @@ read loop, with no queue or task switch; elsewhere from a receive loop per subsc
 frame passes first (spec 4.1: the last token of the subject is the publisher); the inbox subject of each peer,
 validated once; and, on a bus that can host it, a NATS service registration (``$SRV.PING|INFO|STATS``) whose
 counts come from :meth:`Endpoint.service_counts`.
+
+Every structure an endpoint keeps is bounded (:class:`EndpointLimits`, spec 11.9). An input that would grow one
+past its bound is refused (or, for the outbox, dropped), counted in :attr:`Endpoint.limited` by the bound's name
+and logged (the 1st, 2nd, 4th... time: a flood does not flood the log); honest state the endpoint already holds
+is never evicted to make room for it. Refused frames are counted by reason (:attr:`Endpoint.refusals`) and
+logged the same sparse way: a log line costs more than refusing a frame from an unknown key, and a flood of them
+would cost the disk too.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
+from msgspec import Meta, Struct
 
 import accord
 from accord.bus.base import (
@@ -32,6 +41,7 @@ from accord.bus.base import (
     Subscription,
 )
 from accord.errors import AccordError
+from accord.logs import sparse
 from accord.protocol import subjects
 from accord.runtime.outbox import Outbox
 from accord.runtime.timers import Clock, TimerService, now_ns
@@ -47,12 +57,25 @@ from accord.security import (
     peek,
 )
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "EndpointLimits"]
 
 K = TypeVar("K", bound=Hashable)
 
-_MAX_INBOXES = 4096
-"""Peers whose inbox subject is remembered; the cache is cleared when it would grow past this."""
+_Positive = Annotated[int, Meta(ge=1)]
+
+
+class EndpointLimits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Bounds on what a shell holds besides its machines (spec 11.9; the machines' own are in ContractorProfile
+    and RequesterConfig, the replay guard's in ReplayGuard, the registry's in Registry)."""
+
+    outbox: _Positive = 10_000
+    """Messages queued for publishing at most; one more is dropped (the protocol's timers recover a lost one)."""
+    timers: _Positive = 100_000
+    """Timers armed at once at most (a backstop: the machines' bounds keep theirs far below)."""
+    peers: _Positive = 4096
+    """Peers whose inbox subject is remembered; the cache is emptied when it would grow past this."""
+    token_counts: _Positive = 64
+    """Agent: prompts being counted with a model's tokenizer at once; a Task beyond this is refused."""
 
 
 class Endpoint(Generic[K]):
@@ -73,6 +96,7 @@ class Endpoint(Generic[K]):
         log: Any,
         clock: Clock = now_ns,
         authenticated_bus: bool = False,
+        limits: EndpointLimits | None = None,
     ) -> None:
         self.identity = identity
         self.id = identity.id
@@ -89,8 +113,14 @@ class Endpoint(Generic[K]):
         self._rng = rng if rng is not None else random.Random()
         self._log = log
         """A structlog logger bound to this endpoint's identity (structlog loggers are untyped: ``Any``)."""
-        self._outbox = Outbox(bus, identity)
-        self._timers: TimerService[K] = TimerService(self._on_timer, clock=clock)
+        self.limits = limits if limits is not None else EndpointLimits()
+        self.limited: Counter[str] = Counter()
+        """Inputs refused because a bound was reached, by the bound's name (spec 11.9)."""
+        self.refusals: Counter[str] = Counter()
+        """Frames refused before a machine saw them, by reason (``unknown_key``, ``bad_signature``, ``replay``...),
+        and events a machine raised on (``machine``)."""
+        self._outbox = Outbox(bus, identity, capacity=self.limits.outbox)
+        self._timers: TimerService[K] = TimerService(self._on_timer, clock=clock, capacity=self.limits.timers)
         self._inboxes: dict[str, str] = {}
         self._want_service = service
         self._service: ServiceHandle | None = None
@@ -189,19 +219,37 @@ class Endpoint(Generic[K]):
             publisher=msg.subject.rpartition(".")[2],
         )
 
-    def _log_refusal(self, exc: AccordError, subject: str, **context: object) -> None:
-        """Replays happen on any at-least-once path (debug); anything else is worth a warning."""
-        if isinstance(exc, ReplayError):
-            self._log.debug("frame.refused", subject=subject, error=str(exc), **context)
-        else:
-            self._log.warning("frame.refused", subject=subject, error=str(exc), **context)
+    def _limit_reached(self, limit: str, **context: object) -> None:
+        """Count (and log, sparsely) one input refused because the bound named ``limit`` was reached."""
+        self.limited[limit] += 1
+        n = self.limited[limit]
+        if sparse(n):
+            self._log.warning("limit.reached", limit=limit, refused=n, **context)
+
+    def _log_machine_refusal(self, event: object, exc: AccordError) -> None:
+        """Count (as ``machine``) and log sparsely an event a machine raised on (a message its role never gets)."""
+        self.refusals["machine"] += 1
+        n = self.refusals["machine"]
+        if sparse(n):
+            self._log.warning("event.refused", kind=type(event).__name__, error=str(exc), refused=n)
+
+    def _log_refusal(self, exc: AccordError, subject: str, *, quiet: bool = False, **context: object) -> None:
+        """Count a refused frame by reason and log the 1st, 2nd, 4th... of each reason: replays (they happen on any
+        at-least-once path) and ``quiet`` ones at debug level, anything else as a warning."""
+        reason = str(getattr(exc, "reason", type(exc).__name__))
+        self.refusals[reason] += 1
+        n = self.refusals[reason]
+        if not sparse(n):
+            return
+        log = self._log.debug if quiet or isinstance(exc, ReplayError) else self._log.warning
+        log("frame.refused", subject=subject, error=str(exc), refused=n, **context)
 
     # --- sending ------------------------------------------------------------------------------------------------
     def _inbox_of(self, to: str) -> str:
         """``subjects.direct(to, self)``, validated once per peer (the cache is bounded)."""
         subject = self._inboxes.get(to)
         if subject is None:
-            if len(self._inboxes) > _MAX_INBOXES:
+            if len(self._inboxes) >= self.limits.peers:
                 self._inboxes.clear()
             subject = self._inboxes[to] = subjects.direct(to, self.id)
         return subject

@@ -2,7 +2,8 @@
 
 Machines run synchronously (a timer callback, a receive loop), publishing is async. The outbox is the bounded
 queue between the two: ``send``/``multicast`` never block; if the queue is full (the bus is down for long), the
-message is dropped, counted and logged — the protocol's timers (ack, lease, deadline) recover from a lost
+message is dropped, counted and logged (the 1st, 2nd, 4th... drop: a flood does not flood the log too) — the
+protocol's timers (ack, lease, deadline) recover from a lost
 message, an unbounded queue would not recover from memory exhaustion.
 
 Who publishes: a receive loop that has just fed a frame to its machine calls :meth:`Outbox.flush` and publishes
@@ -28,7 +29,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from accord.bus.base import Bus, BusError, DirectBus
-from accord.logs import get_logger
+from accord.logs import get_logger, sparse
 from accord.protocol.messages import Message
 from accord.security import Identity, seal
 
@@ -41,6 +42,9 @@ _BATCH = 64
 
 class Outbox:
     def __init__(self, bus: Bus, identity: Identity, *, capacity: int = 10_000) -> None:
+        """``capacity``: messages queued at most (spec 11.9); a message that finds the queue full is dropped."""
+        if capacity < 1:
+            raise ValueError("an outbox holds at least one message")
         self._bus = bus
         self._nowait = bus.publish_nowait if isinstance(bus, DirectBus) else None
         self._identity = identity
@@ -72,7 +76,8 @@ class Outbox:
             return
         if len(self._queue) >= self._capacity:
             self.dropped += 1
-            log.warning("outbox.full", type=type(message).__name__, dropped=self.dropped)
+            if sparse(self.dropped):
+                log.warning("outbox.full", type=type(message).__name__, dropped=self.dropped)
             return
         self._queue.append((tuple(subject_list), message))
         if self._sleeping and not self._held and not self._busy:
@@ -127,6 +132,15 @@ class Outbox:
             queue.popleft()
         return True
 
+    @property
+    def queued(self) -> int:
+        """Messages queued now (at most :attr:`capacity`)."""
+        return len(self._queue)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Seal and publish queued messages in order until cancelled; then the outbox takes no more."""
         self._running = True
@@ -167,7 +181,7 @@ class Outbox:
                 self.published += 1
             except BusError as exc:
                 self.errors += 1
-                if self.errors & (self.errors - 1) == 0:  # the 1st, 2nd, 4th, 8th... failure
+                if sparse(self.errors):
                     log.warning("publish.failed", subject=subject, error=str(exc), failures=self.errors)
 
     async def drain(self, *, timeout_s: float = 2.0) -> None:

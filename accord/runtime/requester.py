@@ -28,7 +28,7 @@ Use::
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, assert_never
@@ -60,7 +60,7 @@ from accord.protocol.actions import (
 from accord.protocol.codec import encode
 from accord.protocol.digests import payload_digest
 from accord.protocol.events import CancelTask, Distrusted, Event, Received, Start, TimerFired, TimerKind
-from accord.protocol.market import Credentials, Reputation, ReputationPredictor
+from accord.protocol.market import Credentials, QualityPredictor, Reputation, ReputationPredictor
 from accord.protocol.messages import (
     Advertise,
     Award,
@@ -78,8 +78,9 @@ from accord.protocol.messages import (
 from accord.protocol.registry import Candidates, Registry
 from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
 from accord.protocol.shortlists import CachingRegistry
+from accord.routing.base import LearningPredictor
 from accord.routing.store import OutcomeStore, StoredOutcome
-from accord.runtime.endpoint import Endpoint
+from accord.runtime.endpoint import Endpoint, EndpointLimits
 from accord.runtime.timers import Clock, now_ns
 from accord.security import (
     Expect,
@@ -110,6 +111,7 @@ __all__ = [
 log = get_logger(__name__)
 
 _AWARDED: Final = frozenset({RequesterState.AWARDED, RequesterState.ACKNOWLEDGED})
+_REASONS: Final = frozenset(r.value for r in ReasonCode)
 
 ProgressCallback = Callable[[Progress], None]
 """Called synchronously with each Progress of the current awardee, in order."""
@@ -118,7 +120,7 @@ ActionObserver = Callable[[str, Action, int], None]
 """Called synchronously with (task id, action, now ns) for every action a task's machine returns, before the
 shell carries it out: a tap for audit logs and for tests that record the market's history."""
 
-SERVICE_NAME = "accord-requester"
+SERVICE_NAME = subjects.REQUESTER_SERVICE
 """The NATS service kind a requester registers as."""
 
 
@@ -223,6 +225,10 @@ class _Pending:
         self.on_progress = on_progress
 
 
+_UNSCORED_KEPT = 1024
+"""How many delivered, not yet scored attempts a requester keeps for its learning predictor."""
+
+
 class Requester(Endpoint[tuple[str, TimerKind]]):
     """Submits tasks to the mesh and returns verified outcomes (see the module docstring)."""
 
@@ -237,6 +243,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         registry: Registry | None = None,
         config: RequesterConfig | None = None,
         reputation: Reputation | None = None,
+        predictor: QualityPredictor | None = None,
         max_in_flight: int = 64,
         rng: random.Random | None = None,
         replay_guard: ReplayGuard | None = None,
@@ -246,6 +253,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         outcomes: OutcomeStore | None = None,
         clock: Clock = now_ns,
         authenticated_bus: bool = False,
+        limits: EndpointLimits | None = None,
     ) -> None:
         super().__init__(
             identity,
@@ -257,6 +265,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             log=log.bind(requester=identity.id),
             clock=clock,
             authenticated_bus=authenticated_bus,
+            limits=limits,
         )
         self.registry = registry if registry is not None else CachingRegistry()
         self.config = config if config is not None else RequesterConfig()
@@ -265,7 +274,11 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         if reputation is None:
             reputation = Reputation(outcomes.records() if outcomes is not None else None)
         self.reputation = reputation
-        self.predictor = ReputationPredictor(self.reputation)
+        self.predictor: QualityPredictor = (
+            predictor if predictor is not None else ReputationPredictor(self.reputation)
+        )
+        self._unscored: OrderedDict[str, StoredOutcome] = OrderedDict()
+        """Recent delivered attempts a learning predictor has not seen scored yet (at most _UNSCORED_KEPT)."""
         self.stats = RequesterStats()
         self.watch_adverts = watch_adverts
         self.observer = observer
@@ -325,6 +338,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             "refused_frames": s.refused_frames,
             "spent_micros": s.spent_micros,
             "in_flight": s.in_flight,
+            "limited": sum(self.limited.values()),
         }
         data.update({f"failed_{reason}": n for reason, n in sorted(s.failed.items())})
         last = max(s.failed, key=lambda r: s.failed[r]) if s.failed else ""
@@ -446,7 +460,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
     # --- receiving ----------------------------------------------------------------------------------------------
     def _refuse(self, exc: AccordError, subject: str, *, task_id: str | None = None, quiet: bool = False) -> None:
         """Count a frame dropped before its machine saw it (a failed check of a frame from a known key also counts
-        as a verification failure) and log it (``quiet``: at debug level, for adverts)."""
+        as a verification failure) and log it sparsely (``quiet``: at debug level, for adverts)."""
         self.stats.refused_frames += 1
         if (
             isinstance(exc, SecurityError)
@@ -454,10 +468,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             and exc.reason is not Reason.MALFORMED
         ):
             self.stats.verification_failures += 1
-        if quiet:
-            self._log.debug("frame.refused", subject=subject, error=str(exc))
-        else:
-            self._log_refusal(exc, subject, task_id=task_id)
+        self._log_refusal(exc, subject, quiet=quiet, task_id=task_id)
 
     def _receive_advert(self, msg: BusMessage) -> None:
         """Feed the registry. Every advert's key must hold a valid certificate before its payload is decoded. On a
@@ -479,7 +490,10 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     if len(self._cards) >= self.registry.max_agents:
                         self._cards.clear()
                     self._cards[message.sender] = card
+                full = self.registry.refused
                 self.registry.observe(message, now=now, digest=payload_digest(peeked.payload))
+                if self.registry.refused > full:
+                    self._limit_reached("registry", agent=message.sender)
             elif isinstance(message, Withdraw):
                 verify(peeked, self.trust, now, replay_guard=self.replay_guard)
                 self._cards.pop(message.sender, None)
@@ -504,9 +518,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self.stats.rejected["unknown_task"] += 1
             return
         if isinstance(message, Bid):
+            size = len(opened.payload)
+            if size > pending.machine.config.max_bid_bytes:  # the machine refuses it: neither hashed nor kept
+                self._feed(pending, Received(message, size=size), now)
+                return
             digest = payload_digest(opened.payload)
             pending.bids[digest] = opened  # the machine may award it at once (the last invited agent bid)
-            self._feed(pending, Received(message, digest=digest), now)
+            self._feed(pending, Received(message, digest=digest, size=size), now)
             if not pending.machine.has_bid(message.id):  # keep the frames only of bids the machine holds
                 pending.bids.pop(digest, None)
             return
@@ -519,7 +537,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                 self._refuse(exc, msg.subject, task_id=task_id)
                 return
         message = opened.message
-        if isinstance(message, Result) and not self._check_attestation(pending, opened, now):
+        if isinstance(message, Result):
+            if not self._check_attestation(pending, opened, now):
+                return
+            try:
+                self._feed(pending, Received(message, digest=payload_digest(opened.payload)), now)
+            finally:  # kept only while the machine decides (an accepted one is in the outcome by then)
+                pending.verified.pop(message.id, None)
             return
         self._feed(pending, Received(message, digest=payload_digest(opened.payload)), now)
 
@@ -583,10 +607,11 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         try:
             actions = pending.machine.handle(event, now=now)
         except AccordError as exc:
-            self._log.warning("event.refused", event=type(event).__name__, error=str(exc))
+            self._log_machine_refusal(event, exc)
             return
         if isinstance(event, Received) and isinstance(event.message, Decline):
-            pending.declines[f"declined {event.message.reason}"] += 1
+            reason = event.message.reason  # any token on the wire: only the known ones get their own count
+            pending.declines[f"declined {reason if reason in _REASONS else ReasonCode.OTHER.value}"] += 1
         elif isinstance(event, Received) and isinstance(event.message, Failure):
             pending.failure = event.message
         self._apply(pending, actions, now)
@@ -613,6 +638,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
                     self._outbox.multicast([self._inbox_of(peer) for peer in to], message)
                 case Reject(reason=reason, detail=detail):
                     self.stats.rejected[reason.value] += 1
+                    if reason is RejectReason.TOO_MANY:
+                        self._limit_reached(detail or reason.value, task_id=task_id)
                     if reason is RejectReason.INELIGIBLE:
                         pending.declines[f"ineligible {detail.partition(':')[0]}"] += 1
                 case AttemptEnded(success=True, agent_id=agent_id):
@@ -676,54 +703,67 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self.reputation.score_delivery(agent_id, quality)
         if self.outcomes is not None:
             self.outcomes.set_quality(task_id, quality, source, run_id=run_id or None)
+        row = self._unscored.pop(task_id, None)
+        if row is not None:
+            self._learn(msgspec.structs.replace(row, quality=quality, quality_source=source))
 
     def _store_failure(self, pending: _Pending, ended: AttemptEnded, now: int) -> None:
-        if self.outcomes is None:
+        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
             return
         task = pending.machine.task
-        self.outcomes.add(
-            StoredOutcome(
-                task_id=ended.task_id,
-                attempt=ended.attempt,
-                ts_ns=now,
-                agent=ended.agent_id,
-                model=ended.model or "?",
-                tier=self._tier_of(ended.agent_id),
-                kind=task.kind,
-                privacy=task.constraints.privacy,
-                residency=task.constraints.residency,
-                delivered=False,
-                quality=0.0,
-                quality_source="failure",
-                messages=tuple(task.messages),
-            )
+        row = StoredOutcome(
+            task_id=ended.task_id,
+            attempt=ended.attempt,
+            ts_ns=now,
+            agent=ended.agent_id,
+            model=ended.model or "?",
+            tier=self._tier_of(ended.agent_id),
+            kind=task.kind,
+            privacy=task.constraints.privacy,
+            residency=task.constraints.residency,
+            delivered=False,
+            quality=0.0,
+            quality_source="failure",
+            messages=tuple(task.messages),
         )
+        if self.outcomes is not None:
+            self.outcomes.add(row)
+        self._learn(row)
 
     def _store_result(self, pending: _Pending, outcome: TaskOutcome, now: int) -> None:
-        if self.outcomes is None:
+        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
             return
         task, result = pending.machine.task, outcome.result
-        self.outcomes.add(
-            StoredOutcome(
-                task_id=outcome.task_id,
-                attempt=outcome.attempt,
-                ts_ns=now,
-                agent=outcome.agent_id,
-                model=outcome.model,
-                tier=self._tier_of(outcome.agent_id),
-                kind=task.kind,
-                privacy=task.constraints.privacy,
-                residency=task.constraints.residency,
-                delivered=True,
-                price_micros=outcome.price_micros,
-                latency_ms=round(outcome.latency_ms),
-                input_tokens=result.usage.input_tokens,
-                output_tokens=result.usage.output_tokens,
-                messages=tuple(task.messages),
-                response=result.output,
-                attestation_digest=payload_digest(result.attestation),
-            )
+        row = StoredOutcome(
+            task_id=outcome.task_id,
+            attempt=outcome.attempt,
+            ts_ns=now,
+            agent=outcome.agent_id,
+            model=outcome.model,
+            tier=self._tier_of(outcome.agent_id),
+            kind=task.kind,
+            privacy=task.constraints.privacy,
+            residency=task.constraints.residency,
+            delivered=True,
+            price_micros=outcome.price_micros,
+            latency_ms=round(outcome.latency_ms),
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            messages=tuple(task.messages),
+            response=result.output,
+            attestation_digest=payload_digest(result.attestation),
         )
+        if self.outcomes is not None:
+            self.outcomes.add(row)
+        if isinstance(self.predictor, LearningPredictor):  # it learns when a signal scores the result
+            self._unscored[row.task_id] = row
+            if len(self._unscored) > _UNSCORED_KEPT:
+                self._unscored.popitem(last=False)
+
+    def _learn(self, row: StoredOutcome) -> None:
+        """Feed a scored attempt to a predictor that learns online (spec/OUTCOMES.md)."""
+        if isinstance(self.predictor, LearningPredictor):
+            self.predictor.observe(row.to_outcome())
 
     def _tier_of(self, agent_id: str) -> str:
         creds = self.credentials(agent_id)

@@ -16,7 +16,7 @@ from msgspec import Meta
 from accord.errors import LocalProtocolError, RemoteProtocolError
 from accord.protocol.codec import decode_as
 from accord.protocol.market import Credentials
-from accord.protocol.messages import AgentId, Privacy, Tier, TimeNs, Token
+from accord.protocol.messages import AgentId, Privacy, ResidencyClasses, Tier, TimeNs, Token
 from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
     PAYLOAD_TYPE_REVOCATIONS,
@@ -58,7 +58,7 @@ class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     """The agent's stable name; several keys (rotation) may carry the same name."""
     tier: Tier
     region: Token
-    residency: Annotated[list[Token], Meta(max_length=16)] = []
+    residency: ResidencyClasses = []
     """Residency classes the agent may serve (a task with ``residency=eu`` needs ``eu`` here)."""
     privacy: Annotated[list[Privacy], Meta(max_length=4)] = msgspec.field(default_factory=lambda: [Privacy.PUBLIC])
     """Privacy classes the agent may serve."""

@@ -4,6 +4,10 @@
 ``PAE(payload_type, payload)``; the payload travels unchanged beside it, so a receiver verifies the very bytes
 it will decode, before decoding them. The same envelope carries frames, certificates and revocation lists,
 told apart by ``payload_type`` (which the signature covers).
+
+Trust before decode starts here: :func:`decode_envelope_view` parses and shape-checks an envelope without copying
+its payload (the payload stays a view into the frame), so a receiver looks its ``key_id`` up before it pays for a
+byte of the payload; a 1 MiB frame from an unknown key costs what a small one does (spec 7.5 step 3).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ __all__ = [
     "PAYLOAD_TYPE_FRAME",
     "PAYLOAD_TYPE_REVOCATIONS",
     "Envelope",
+    "EnvelopeView",
     "b64decode_strict",
     "b64encode",
     "decode_envelope",
+    "decode_envelope_view",
     "encode_envelope",
     "pae",
     "sign_envelope",
@@ -62,6 +68,22 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     sig: Annotated[bytes, Meta(min_length=64, max_length=64)]
 
 
+class EnvelopeView(msgspec.Struct, frozen=True, kw_only=True):
+    """An :class:`Envelope` as parsed, its payload a view into the frame (not copied, not decoded)."""
+
+    v: int
+    payload_type: Annotated[str, Meta(max_length=128)]
+    payload: Annotated[memoryview, Meta(max_length=MAX_FRAME_BYTES)]
+    key_id: KeyId
+    sig: Annotated[bytes, Meta(min_length=64, max_length=64)]
+
+    def envelope(self) -> Envelope:
+        """The envelope, its payload copied out of the frame (do this only once ``key_id`` is trusted)."""
+        return Envelope(
+            v=self.v, payload_type=self.payload_type, payload=bytes(self.payload), key_id=self.key_id, sig=self.sig
+        )
+
+
 _encoder: Final = msgspec.msgpack.Encoder(order="deterministic")
 
 
@@ -87,10 +109,16 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
 def decode_envelope(frame: bytes | bytearray | memoryview, payload_type: str) -> Envelope:
     """Parse and shape-check an envelope; raise FrameError (malformed, too_large, version, payload type)."""
+    return decode_envelope_view(frame, payload_type).envelope()
+
+
+def decode_envelope_view(frame: bytes | bytearray | memoryview, payload_type: str) -> EnvelopeView:
+    """:func:`decode_envelope` without copying the payload: the same checks, in the same order, at a cost that
+    does not grow with the payload (msgpack gives its length up front; msgspec takes a view of it)."""
     if len(frame) > MAX_FRAME_BYTES:
         raise FrameError(Reason.TOO_LARGE, f"{len(frame)} bytes > limit {MAX_FRAME_BYTES}")
     try:
-        envelope = decode_as(frame, Envelope)
+        envelope = decode_as(frame, EnvelopeView)
     except RemoteProtocolError as exc:
         raise FrameError(Reason.MALFORMED, exc.detail or exc.reason) from exc
     if envelope.v != ENVELOPE_VERSION:

@@ -2,7 +2,9 @@
 
 Every failure that :mod:`accord.security` raises on purpose is a :class:`SecurityError` with a
 :class:`Reason`. Foreign exceptions (msgspec decode errors, libsodium's ``BadSignatureError``, ``OSError``
-on key files) are mapped at the boundary with ``raise ... from exc``; none escapes untyped.
+on key files) are mapped at the boundary with ``raise ... from exc``; none escapes untyped. The one exception is
+a key or trust file path that names no regular file, or a file over its cap: that is refused before anything
+reads it, as :class:`accord.files.FileRefusedError`, whatever the file was meant to hold.
 """
 
 from __future__ import annotations

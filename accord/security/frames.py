@@ -9,7 +9,9 @@ replay guard nor the trust store.
 For frames a receiver may leave to connection-level authentication (see docs/VERIFICATION.md), ``peek``
 decodes WITHOUT verifying the signature, and ``verify`` later checks one peeked frame (e.g. only the winning
 bid). Given a trust store, ``peek`` still looks the key up before it decodes a byte of the payload, so a frame
-from an unknown or revoked key costs an envelope parse and a dictionary lookup, never a payload decode.
+from an unknown or revoked key costs an envelope parse and a dictionary lookup, never a payload decode. The
+envelope parse does not copy the payload either (:func:`~accord.security.envelope.decode_envelope_view`): a
+1 MiB frame from an unknown key costs what a small one does.
 
 Both take the ``publisher`` the transport vouches for (the last token of the subject a frame arrived on, spec
 4.1): a frame whose ``key_id`` is another party's is refused before anything else.
@@ -27,7 +29,7 @@ from accord.security.certs import Certificate
 from accord.security.envelope import (
     PAYLOAD_TYPE_FRAME,
     Envelope,
-    decode_envelope,
+    decode_envelope_view,
     encode_envelope,
     sign_envelope,
     verify_signature,
@@ -129,9 +131,9 @@ def open_frame(
     ``replay_guard=None`` skips freshness and replay checks (only for callers with their own, e.g. tests).
     ``publisher``: who the transport says published it (the subject's last token); another ``key_id`` is refused.
     """
-    envelope = decode_envelope(frame, PAYLOAD_TYPE_FRAME)
-    _check_publisher(envelope, publisher)
-    certificate = _authenticate(envelope.key_id, envelope.payload, envelope.sig, trust, now_ns)
+    envelope, certificate = _trusted_envelope(frame, trust, now_ns, publisher)
+    assert certificate is not None  # a trust store was given
+    _check_signature(envelope, trust)
     message = _decode_payload(envelope.payload)
     return _admit(envelope, message, certificate, replay_guard, now_ns, expect)
 
@@ -153,9 +155,7 @@ def peek(
     key_id`` consistency and ``expect`` are still checked (all cheap). Call :func:`verify` before acting on the
     frame; never record a peeked frame in a replay guard.
     """
-    envelope = decode_envelope(frame, PAYLOAD_TYPE_FRAME)
-    _check_publisher(envelope, publisher)
-    certificate = trust.check(envelope.key_id, now_ns) if trust is not None else None
+    envelope, certificate = _trusted_envelope(frame, trust, now_ns, publisher)
     message = _decode_payload(envelope.payload)
     if message.sender != envelope.key_id:
         raise SignatureError(Reason.SENDER_MISMATCH, f"sender {message.sender} but key_id {envelope.key_id}")
@@ -183,23 +183,29 @@ def verify(
     envelope = Envelope(
         v=1, payload_type=PAYLOAD_TYPE_FRAME, payload=peeked.payload, key_id=peeked.key_id, sig=peeked.sig
     )
-    certificate = _authenticate(envelope.key_id, envelope.payload, envelope.sig, trust, now_ns)
+    certificate = trust.check(envelope.key_id, now_ns)
+    _check_signature(envelope, trust)
     # The message was decoded from exactly these payload bytes, so it need not be decoded again.
     return _admit(envelope, peeked.message, certificate, replay_guard, now_ns, expect)
 
 
-def _check_publisher(envelope: Envelope, publisher: str | None) -> None:
-    if publisher is not None and envelope.key_id != publisher:
-        raise SignatureError(Reason.SENDER_MISMATCH, f"{envelope.key_id} published as {publisher}")
+def _trusted_envelope(
+    frame: bytes | bytearray | memoryview, trust: TrustStore | None, now_ns: int, publisher: str | None
+) -> tuple[Envelope, Certificate | None]:
+    """Steps 1-3 of spec 7.5: the envelope's shape, its publisher, then the key's certificate, all before the
+    payload is copied out of the frame (let alone decoded). ``trust=None`` (tools only) skips the key."""
+    view = decode_envelope_view(frame, PAYLOAD_TYPE_FRAME)
+    if publisher is not None and view.key_id != publisher:
+        raise SignatureError(Reason.SENDER_MISMATCH, f"{view.key_id} published as {publisher}")
+    certificate = trust.check(view.key_id, now_ns) if trust is not None else None
+    return view.envelope(), certificate
 
 
-def _authenticate(key_id: str, payload: bytes, sig: bytes, trust: TrustStore, now_ns: int) -> Certificate:
-    certificate = trust.check(key_id, now_ns)
-    key = trust.public_key(key_id)
+def _check_signature(envelope: Envelope, trust: TrustStore) -> None:
+    key = trust.public_key(envelope.key_id)
     if key is None:  # pragma: no cover - the store caches a key for every certificate it holds
-        raise TrustError(Reason.UNKNOWN_KEY, f"no public key for {key_id}")
-    verify_signature(key, PAYLOAD_TYPE_FRAME, payload, sig)
-    return certificate
+        raise TrustError(Reason.UNKNOWN_KEY, f"no public key for {envelope.key_id}")
+    verify_signature(key, PAYLOAD_TYPE_FRAME, envelope.payload, envelope.sig)
 
 
 def _decode_payload(payload: bytes) -> AnyMessage:

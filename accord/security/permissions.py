@@ -51,8 +51,9 @@ def kv_award_key(requester: str, task_id: str) -> str:
 
 def certified_permissions(cert: Certificate) -> dict[str, Any]:
     """The permissions a certified key gets on a mesh's own server (``accord up``): it publishes only as itself
-    and sees only the calls for proposals of its certified tier and residency classes (spec 11.6)."""
-    return agent_permissions(cert.agent_id, tier=cert.tier, residencies=cert.residency)
+    (and the discovery PINGs) and sees only the calls for proposals of its certified tier and residency classes
+    (spec 11.6)."""
+    return agent_permissions(cert.agent_id, tier=cert.tier, residencies=cert.residency, discover=True)
 
 
 def agent_permissions(
@@ -63,6 +64,7 @@ def agent_permissions(
     skills: Sequence[str] | None = None,
     read_logs: bool = False,
     kv_buckets: Sequence[str] = (),
+    discover: bool = False,
 ) -> dict[str, Any]:
     """The nats-server ``permissions`` block for one agent (a dict, ready for JSON config or a user JWT).
 
@@ -71,7 +73,8 @@ def agent_permissions(
     service protocol's requests (``$SRV.PING|INFO|STATS``, for any service kind and instance) and answer each
     once through ``allow_responses``; it may not publish on ``$SRV`` itself. ``read_logs`` lets it subscribe to
     every agent's log subjects (auditors, router trainers); ``kv_buckets`` lets it read a KV bucket and write only
-    the keys under its own id (award records, see :func:`kv_award_key`).
+    the keys under its own id (award records, see :func:`kv_award_key`); ``discover`` lets it publish the
+    discovery PINGs ``$SRV.PING.accord-agent`` and ``$SRV.PING.accord-requester`` (and nothing else on ``$SRV``).
     """
     a = subjects.parse_direct(subjects.direct(agent_id, agent_id))[0]  # validates the id
     p = subjects.PREFIX
@@ -89,6 +92,11 @@ def agent_permissions(
     subscribe.append(f"{inbox_prefix(a)}.>")
     for verb in _SERVICE_VERBS:  # nats.micro subscribes $SRV.<verb>, $SRV.<verb>.<kind>, $SRV.<verb>.<kind>.<id>
         subscribe += [f"$SRV.{verb}", f"$SRV.{verb}.>"]
+    if discover:  # who is there: a PING every Accord agent and requester answers (spec 11.6, discovery)
+        publish += [
+            subjects.service_ping(subjects.AGENT_SERVICE),
+            subjects.service_ping(subjects.REQUESTER_SERVICE),
+        ]
     if read_logs:
         subscribe.append(subjects.log_filter())
     for bucket in kv_buckets:

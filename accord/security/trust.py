@@ -12,6 +12,9 @@ Everything added is verified on the way in, so a trust file with one bad signatu
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from accord.errors import RemoteProtocolError
+from accord.files import read_capped
 from accord.protocol.codec import decode_as
 from accord.protocol.messages import Privacy, Tier
 from accord.security.certs import Certificate, RevocationList, check_record_version
@@ -33,9 +37,9 @@ from accord.security.envelope import (
     decode_envelope,
     verify_signature,
 )
-from accord.security.errors import FrameError, KeyFileError, Reason, SecurityError, SignatureError, TrustError
+from accord.security.errors import FrameError, Reason, SecurityError, SignatureError, TrustError
 from accord.security.identity import public_key_of
-from accord.security.keyfile import write_owner_only
+from accord.security.keyfile import key_file_errors, write_owner_only
 from accord.security.nkeys import KeyKind
 
 __all__ = ["TRUST_FILE_VERSION", "CertStatus", "TrustStore"]
@@ -288,6 +292,21 @@ class TrustStore:
                 self._verdicts.clear()
         return added
 
+    def without_certificates(self) -> TrustStore:
+        """The same operators and revocation lists and nothing else: a store to issue certificates afresh into
+        without forgetting a revocation (revocations only ever grow, spec 10.3)."""
+        fresh = TrustStore(self._operators)
+        for _, blob in self._crls.values():
+            fresh.add_revocations(blob)
+        return fresh
+
+    def is_revoked(self, agent_id: str) -> bool:
+        """Whether the key, or every certificate this store holds for it, is revoked."""
+        if agent_id in self._revoked_agents:
+            return True
+        certs = self._certs.get(agent_id, [])
+        return bool(certs) and all((c.issuer, c.serial) in self._revoked_serials for c in certs)
+
     def to_json(self) -> bytes:
         """The trust file bytes: compact JSON with sorted keys and a final newline."""
         data = _TrustFile(
@@ -335,21 +354,39 @@ class TrustStore:
 
     @classmethod
     def load(cls, path: str | Path) -> TrustStore:
+        """The trust file at ``path`` (at most :data:`~accord.files.MAX_FILE_BYTES`, a regular file, else
+        :class:`~accord.files.FileRefusedError`)."""
         p = Path(path)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError as exc:
-            raise KeyFileError(Reason.KEY_FILE_MISSING, f"trust file {p} does not exist") from exc
-        except OSError as exc:
-            raise KeyFileError(Reason.BAD_KEY_FILE, f"cannot read {p}: {exc.strerror or exc}") from exc
+        with key_file_errors(p, "trust file "):
+            data = read_capped(p)
         try:
             return cls.from_json(data)
         except SecurityError as exc:
             raise type(exc)(exc.reason, f"{p}: {exc.detail}") from exc
 
     def save(self, path: str | Path) -> None:
-        """Write the trust file (mode 0600, replacing any existing file atomically)."""
-        write_owner_only(Path(path), self.to_json(), force=True)
+        """Write the trust file (mode 0600, replacing any existing file atomically), keeping every revocation
+        list the file holds at that moment (merged in; the newer list of an operator wins): no writer ever drops
+        a revocation (spec 10.3). Writers hold an exclusive lock on ``<file>.lock`` from that read to the
+        write, so two writers cannot lose each other's revocations."""
+        path = Path(path)
+        with _exclusive(path.with_name(path.name + ".lock")):
+            if path.exists():
+                with contextlib.suppress(SecurityError):
+                    for _, blob in TrustStore.load(path)._crls.values():
+                        with contextlib.suppress(SecurityError):  # an operator this store does not know
+                            self.add_revocations(blob)
+            write_owner_only(path, self.to_json(), force=True)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _decode_payload(payload: bytes, type_: type[_S]) -> _S:

@@ -1,10 +1,13 @@
-"""JSON Schema (draft 2020-12) for the v1 messages, generated from the types. Pure: builds data, writes nothing.
+"""JSON Schema (draft 2020-12) for the v1 messages and the outcome-log record, generated from the types. Pure:
+builds data, writes nothing.
 
 ``accord spec schemas`` writes :func:`schema_files` into spec/schemas/; a golden test and ``accord spec check``
 fail when the committed files differ from what this module generates.
 
 The schemas describe the JSON form of a message. The msgpack wire form has the same structure: the same
 field names and values, with ``bytes`` fields as msgpack bin instead of base64 strings (spec section 2).
+``outcome.schema.json`` describes one line of an outcome log (JSON Lines of
+:class:`~accord.routing.records.Outcome`, spec/OUTCOMES.md).
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from typing import Final
 import msgspec
 
 from accord.protocol.messages import MESSAGE_TYPES, PROTOCOL_VERSION, AnyMessage, Message, message_tag
+from accord.routing.records import OUTCOME_VERSION, Outcome
 
 __all__ = [
     "COMBINED_SCHEMA_FILE",
     "JSON_SCHEMA_DIALECT",
+    "OUTCOME_SCHEMA_FILE",
     "JsonObject",
     "JsonValue",
     "as_json",
     "message_schemas",
+    "outcome_schema",
     "portable",
     "render_json",
     "schema_components",
@@ -36,6 +42,7 @@ JsonObject = dict[str, JsonValue]
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 COMBINED_SCHEMA_FILE: Final = "messages.schema.json"
+OUTCOME_SCHEMA_FILE: Final = "outcome.schema.json"
 _REF_PREFIX: Final = "#/$defs/"
 _COMMENT: Final = (
     "Generated from accord.protocol.messages by `accord spec schemas`; do not edit. Describes the JSON form; "
@@ -159,11 +166,24 @@ def message_schemas() -> dict[str, JsonObject]:
     return docs
 
 
+def outcome_schema() -> JsonObject:
+    """The schema of one line of an outcome log (one :class:`~accord.routing.records.Outcome` as JSON)."""
+    (root,), components = schema_components((Outcome,), _REF_PREFIX + "{name}")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": f"Accord outcome record v{OUTCOME_VERSION} (one line of an outcome log, spec/OUTCOMES.md)",
+        "$comment": "Generated from accord.routing.records.Outcome by `accord spec schemas`; do not edit.",
+        **root,
+        "$defs": _reachable(root, components),
+    }
+
+
 def render_json(document: object) -> bytes:
     """The exact bytes of a generated JSON file: 2-space indent, UTF-8, key order kept, final newline."""
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def schema_files() -> dict[str, bytes]:
-    """File name (relative to spec/schemas/) -> exact file bytes."""
-    return {name: render_json(doc) for name, doc in message_schemas().items()}
+    """File name (relative to spec/schemas/) -> exact file bytes: every message's and the outcome record's."""
+    documents = {**message_schemas(), OUTCOME_SCHEMA_FILE: outcome_schema()}
+    return {name: render_json(doc) for name, doc in documents.items()}

@@ -28,7 +28,7 @@ from accord.bench.evaluation.evaluate import Report
 from accord.bench.evaluation.render import format_quality
 from accord.bench.evaluation.suite_view import show_suite
 from accord.routing.bandit import BanditRouter, simulate_online
-from accord.routing.files import ROUTER_KINDS
+from accord.routing.files import DEFAULT_KINDS, ROUTER_KINDS
 from accord.routing.table import PairTable
 
 console = Console(width=None if sys.stdout.isatty() else 170)
@@ -77,7 +77,7 @@ def run_set(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
-    parser.add_argument("--kinds", nargs="+", choices=list(ROUTER_KINDS), default=list(ROUTER_KINDS))
+    parser.add_argument("--kinds", nargs="+", choices=list(ROUTER_KINDS), default=list(DEFAULT_KINDS))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", type=Path, default=None, help="datasets dir (default: the vendored rows)")

@@ -24,7 +24,6 @@ from typer.testing import CliRunner
 
 from accord.cli import app
 from accord.httpapi import serve_http
-from accord.mesh.auth import connect_as
 from accord.mesh.config import A2ABackendConfig, load_mesh
 from accord.mesh.discovery import await_candidates
 from accord.mesh.run import run_mesh
@@ -81,7 +80,7 @@ async def test_an_imported_a2a_card_runs_as_a_mesh_agent(tmp_path: Path) -> None
         assert isinstance(config.agents[0].backend, A2ABackendConfig)
         async with (
             run_mesh(config) as mesh,
-            connect_as(mesh.url, mesh.requester_identity(), name="asker") as bus,
+            mesh.connect(mesh.requester_identity(), name="asker") as bus,
             anyio.create_task_group() as inner,
         ):
             requester = Requester(mesh.requester_identity(), bus=bus, trust=mesh.trust, rng=random.Random(4))

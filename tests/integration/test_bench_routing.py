@@ -9,10 +9,11 @@ import msgspec
 import pytest
 from typer.testing import CliRunner
 
+from accord.bench.models_routing import ModelsBenchResult
 from accord.bench.routing_report import RoutingBenchResult, SetResult
 from accord.bus.server import live_servers
 from accord.cli import app
-from accord.routing.files import ROUTER_KINDS
+from accord.routing.files import DEFAULT_KINDS
 from tests.support.datasets import dataset, require_datasets
 
 pytestmark = pytest.mark.integration
@@ -33,8 +34,9 @@ def check_set(s: SetResult, *, queries: int, cascade: bool) -> None:
     assert s.queries == queries
     assert s.failures == {} and s.text_mismatches == 0 and s.quality_mismatches == 0
     rows = {r.name: r for r in s.rows}
-    kinds = [k for k in ROUTER_KINDS if cascade or k != "cascade"]
-    assert set(rows) == {s.weak, s.strong, "random", "random (seeded)", "oracle", *kinds}
+    kinds = [k for k in DEFAULT_KINDS if cascade or k != "cascade"]
+    assert set(rows) == {s.weak, s.strong, "random", "random (seeded)", "oracle", "no-info", *kinds}
+    assert rows["no-info"].apgr == pytest.approx(0.5)  # cross-fitted, scored per fold: no bias
     weak, strong, random, oracle = rows[s.weak], rows[s.strong], rows["random"], rows["oracle"]
     assert weak.quality < strong.quality
     assert random.apgr == pytest.approx(0.5)
@@ -81,3 +83,17 @@ def test_bench_routing_on_the_routellm_sets_cut_to_60_queries(tmp_path: Path) ->
     assert result.failures == {}
     for name in ("mmlu", "gsm8k", "mt_bench"):
         assert f"{name} THROUGH THE MESH" in output
+
+
+def test_bench_routing_over_n_models_reproduces_the_offline_curve_live(tmp_path: Path) -> None:
+    out = tmp_path / "models.json"
+    args = ["bench", "routing", "--models", "all", "--world-models", "5", "--synthetic", "120", "--folds", "3"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out), "--no-plot", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert not live_servers(), "the benchmark's nats-server is still running"
+    doc = msgspec.json.decode(out.read_bytes(), type=ModelsBenchResult)
+    assert len(doc.models) == 5 and len(doc.live) == 2
+    for point in doc.live:
+        assert point.matches and point.choice_mismatches == 0 and point.failures == {}, point
+        assert point.queries == 120 and point.accuracy == pytest.approx(point.expected_accuracy)
+    assert doc.offline.curve[-1].lambda_ == 0.0 and doc.offline.min_gap_to_hull > -0.05

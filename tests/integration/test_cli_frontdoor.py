@@ -30,7 +30,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, free_port
 from accord.cli import app
 from accord.httpapi import serve_http
@@ -38,6 +37,7 @@ from accord.mesh.auth import connect_as
 from accord.mesh.config import parse_mesh, resolve_paths
 from accord.mesh.discovery import await_candidates
 from accord.mesh.run import run_mesh
+from accord.mesh.state import REQUESTER_NAME, MeshState
 from accord.protocol.messages import ReasonCode
 from accord.runtime.requester import Requester, TaskFailed
 from tests.support.cli import ACCORD, alive, cli_env, poll, spawn, stop, wait_for_text
@@ -190,7 +190,8 @@ async def test_one_mesh_one_process_ps_down_interrupt_and_json_logs(tmp_path: Pa
         asking = spawn(
             ["ask", "q", "--residency", "nowhere", "--wait-ms", "60000"], tmp_path, tmp_path / "ask.log"
         )
-        async with NatsBus(url, name="probe") as bus:
+        requester = MeshState(tmp_path / ".accord").identity(REQUESTER_NAME)
+        async with connect_as(url, requester, name="probe") as bus:  # the mesh admits certified keys only
 
             async def ask_is_up() -> None:
                 while True:  # the waiting requester answers the service protocol once it runs
@@ -271,7 +272,7 @@ async def test_broken_backends_fail_up_or_withdraw_their_agent(tmp_path: Path) -
         fake.models_status = 200  # the check passes; completions are refused later
         async with (
             run_mesh(config) as mesh,
-            connect_as(mesh.url, mesh.requester_identity(), name="asker") as bus,
+            mesh.connect(mesh.requester_identity(), name="asker") as bus,
             anyio.create_task_group() as inner,
         ):
             requester = Requester(mesh.requester_identity(), bus=bus, trust=mesh.trust, rng=random.Random(2))

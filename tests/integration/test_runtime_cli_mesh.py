@@ -24,10 +24,10 @@ import pytest
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
 from accord.mesh.config import load_mesh
-from accord.mesh.state import MeshState, load_trust
+from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.messages import Advertise, Withdraw
-from accord.security import peek
+from accord.security import Identity, inbox_prefix, peek
 from tests.support.cli import alive, poll, spawn
 
 MESH = """
@@ -46,6 +46,8 @@ class _Mesh:
     """One `accord up` process on its own mesh file and state dir."""
 
     dir: Path
+    watcher: Identity
+    """The mesh's requester key: its server admits certified keys only."""
     ids: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     adverts: set[str] = field(default_factory=set)
@@ -59,7 +61,7 @@ class _Mesh:
         config = load_mesh(d / "mesh.toml")
         assert config.state_dir is not None
         _, identities = load_trust(config, MeshState(Path(config.state_dir)))  # keys once, shared with `up`
-        return cls(d, {n: identities[n].id for n in ("sim-1", "sim-2")})
+        return cls(d, identities[REQUESTER_NAME], {n: identities[n].id for n in ("sim-1", "sim-2")})
 
     @property
     def url_file(self) -> Path:
@@ -123,7 +125,14 @@ async def test_up_stops_gracefully_on_sigterm_and_sigint(meshes: dict[str, _Mesh
         await poll(mesh.url_file.exists, timeout_s=60, what="url file")
         url = mesh.url_file.read_text().strip()
         async with (
-            NatsBus(url, name="watcher", reconnect_wait_ms=50, max_reconnect_attempts=2) as bus,
+            NatsBus(
+                url,
+                name="watcher",
+                nkey_seed=mesh.watcher.seed,
+                inbox_prefix=inbox_prefix(mesh.watcher.id),
+                reconnect_wait_ms=50,
+                max_reconnect_attempts=2,
+            ) as bus,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(mesh.watch, bus)

@@ -9,7 +9,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from accord.mesh.auth import connect_as
 from accord.mesh.config import MeshConfigError, parse_mesh, resolve_paths
 from accord.mesh.run import run_mesh
 from accord.mesh.state import gateway_requester_name
@@ -41,7 +40,7 @@ async def test_a_gateway_agent_answers_with_an_ensemble_of_two_devices(tmp_path:
     async with run_mesh(config) as mesh:
         phones = [a for a in mesh.agents if a.profile.tier is Tier.DEVICE]
         (panel,) = [a for a in mesh.agents if a.profile.tier is Tier.EDGE]
-        async with connect_as(mesh.url, mesh.requester_identity(), name="test-requester") as bus:
+        async with mesh.connect(mesh.requester_identity(), name="test-requester") as bus:
             requester = Requester(mesh.requester_identity(), bus=bus, trust=mesh.trust)
             async with anyio.create_task_group() as tg:
                 await tg.start(requester.run)

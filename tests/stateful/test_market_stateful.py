@@ -1,10 +1,11 @@
 """The market under churn and faults: a Hypothesis RuleBasedStateMachine over the pure machines.
 
 Each run builds a mesh (2 requesters, 2-4 contractors) on a simulated network with one FIFO queue per link
-(tests/support/market_world.py) and applies up to 100 rules: announce, deliver, drop, duplicate, reorder,
-delay, partition/heal, agent join/leave/crash/restart, requester crash/restart (restore from the persisted
-snapshot), clock advance (on time or stalled), backend failure, user cancel, forged bids (the verification hook
-refuses them) and crafted ineligible bids (one broken eligibility rule each).
+(tests/support/market_world.py) and applies 100 rules (``MARKET_STEPS``; 200 in the ``stateful-long`` profile):
+announce, deliver, drop, duplicate, reorder, delay, partition/heal, agent join/leave/crash/restart, requester
+crash/restart (restore from the persisted snapshot), clock advance (on time or stalled), backend failure, user
+cancel, forged bids (the verification hook refuses them) and crafted ineligible bids (one broken eligibility rule
+each).
 
 Safety, after every step: at most one accepted result per task; it comes from the awardee of the latest attempt;
 no crafted-ineligible or forged bid ever wins and every award passes an independent eligibility re-check;
@@ -59,8 +60,11 @@ from tests.support.market_world import (
 )
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-RUNS = int(os.environ.get("MARKET_RUNS", 10_000 if PROFILE == "dev" else 1_000))
-STEPS = 100
+_SIZES: Final = {"ci": (1_000, 100), "dev": (10_000, 100), "stateful-long": (2_000, 200)}
+"""Runs and steps per run by profile; ``MARKET_RUNS`` and ``MARKET_STEPS`` override them. The reliability figure
+(issue 15): ``HYPOTHESIS_PROFILE=stateful-long python -m pytest tests/stateful -s``, 2,000 runs x 200 steps."""
+RUNS = int(os.environ.get("MARKET_RUNS", _SIZES.get(PROFILE, _SIZES["ci"])[0]))
+STEPS = int(os.environ.get("MARKET_STEPS", _SIZES.get(PROFILE, _SIZES["ci"])[1]))
 MAX_TASKS = 6
 MAX_CONTRACTORS = 8
 
@@ -422,7 +426,7 @@ SETTINGS = settings(
 )
 
 
-@pytest.mark.timeout(900 if RUNS <= 1_000 else 7_200)  # the suite's 300 s default is too tight for dev
+@pytest.mark.timeout(900 if RUNS * STEPS <= 100_000 else 7_200)  # the suite's 300 s default is too tight for dev
 def test_market_under_churn_and_faults(capsys: pytest.CaptureFixture[str]) -> None:
     TOTALS.clear()
     t0 = time.perf_counter()

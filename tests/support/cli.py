@@ -15,9 +15,28 @@ import anyio
 
 from tests.support.paths import REPO_ROOT
 
-__all__ = ["ACCORD", "alive", "cli_env", "poll", "run_all", "spawn", "stop", "wait_for_text"]
+__all__ = [
+    "ACCORD",
+    "ONE_AGENT",
+    "alive",
+    "bounded",
+    "cli_env",
+    "poll",
+    "run_all",
+    "spawn",
+    "stop",
+    "wait_for_text",
+]
 
 ACCORD = [sys.executable, "-c", "from accord.cli import main; main()"]
+
+ONE_AGENT = """
+[[agents]]
+name = "a"
+tier = "device"
+backend = { kind = "simulated" }
+"""
+"""A mesh file's smallest agent entry (a simulated device), for commands that need a mesh file to get going."""
 
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -99,14 +118,25 @@ def wait_for_text(log: Path, text: str, *, timeout_s: float = 60) -> str:
         time.sleep(0.05)
 
 
+def bounded(memory_bytes: int) -> list[str]:
+    """``accord`` with its address space capped at ``memory_bytes``: a command that reads without bound fails with
+    MemoryError there instead of taking the machine's memory."""
+    limit = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory_bytes}, {memory_bytes}))"
+    return [sys.executable, "-c", f"{limit}; from accord.cli import main; main()"]
+
+
 def run_all(
     cases: Mapping[str, tuple[list[str], Path] | tuple[list[str], Path, Mapping[str, str] | None]],
+    *,
+    command: list[str] = ACCORD,
+    timeout_s: float = 60,
 ) -> dict[str, tuple[int, str]]:
-    """Run ``accord ARGV`` for every case at once (name -> (argv, cwd[, env])); name -> (exit code, output with
-    whitespace runs folded to one space)."""
+    """Run ``accord ARGV`` (or ``command`` ARGV) for every case at once (name -> (argv, cwd[, env])); name -> (exit
+    code, output with whitespace runs folded to one space). A case still running after ``timeout_s`` (a hang)
+    fails with AssertionError naming it; every process is killed then."""
     procs = {
         name: subprocess.Popen(
-            [*ACCORD, *case[0]],
+            [*command, *case[0]],
             cwd=case[1],
             env=cli_env(case[2] if len(case) > 2 else None),  # type: ignore[misc]
             stdout=subprocess.PIPE,
@@ -118,11 +148,16 @@ def run_all(
     out: dict[str, tuple[int, str]] = {}
     try:
         for name, proc in procs.items():
-            stdout, _ = proc.communicate(timeout=60)
+            try:
+                stdout, _ = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{name}: still running after {timeout_s} s (blocked?)") from None
             out[name] = (proc.returncode, " ".join(stdout.decode(errors="replace").split()))
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
     return out

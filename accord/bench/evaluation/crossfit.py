@@ -3,9 +3,9 @@
 :func:`~accord.bench.evaluation.evaluate.crossfit_scores` returns each row's held-out score and drops the routers;
 live routing needs them: a query arriving at request time is scored by the router of its fold (fitted on the
 other folds, so it never saw the query), and a cascade scores the answer the first tier just gave. A
-:class:`CrossFit` keeps the ``k`` routers next to the scores. Folds, fitting and scores are exactly
-``crossfit_scores``' (same :func:`~accord.bench.evaluation.evaluate.fold_ids`, same order), so the reports equal
-:func:`~accord.bench.evaluation.suite.crossfit_suite`'s.
+:class:`CrossFit` keeps the ``k`` routers and the fold of every row next to the scores (same
+:func:`~accord.bench.evaluation.evaluate.fold_ids`, same order as ``crossfit_scores``); reports are computed per
+fold and averaged.
 """
 
 from __future__ import annotations
@@ -23,7 +23,32 @@ from accord.routing.common import PairRouter
 from accord.routing.files import make_router
 from accord.routing.table import PairTable
 
-__all__ = ["CrossFit", "SuiteRun", "crossfit_kind", "crossfit_models", "run_suite", "suite_from_fits"]
+__all__ = [
+    "CrossFit",
+    "NoInfoRouter",
+    "SuiteRun",
+    "crossfit_kind",
+    "crossfit_models",
+    "no_info_report",
+    "run_suite",
+    "suite_from_fits",
+]
+
+
+class NoInfoRouter(PairRouter):
+    """A router that knows nothing about a query: it scores every query with its training rows' mean gain of
+    the strong model, so its score differs only between folds. Cross-fitted and scored per fold it must get
+    APGR 0.5 up to noise: the check that the cross-fitted metric is not biased."""
+
+    kind = "no-info"
+
+    def fit_table(self, table: PairTable) -> None:
+        self._begin_fit(table)
+        self._means = (float(table.q_weak.mean()) / table.scale, float(table.q_strong.mean()) / table.scale)
+        self.fitted = True
+
+    def _predict_batch(self, queries: Sequence[Query]) -> tuple[FloatArray, FloatArray]:
+        return np.full(len(queries), self._means[0]), np.full(len(queries), self._means[1])
 
 
 @dataclass(frozen=True)
@@ -118,17 +143,31 @@ def crossfit_kind(
     return fit
 
 
+def no_info_report(table: PairTable, *, k: int = 5, seed: int = 0) -> Report:
+    """:class:`NoInfoRouter` cross-fitted as every router is (same folds), as a baseline row."""
+    fit = crossfit_models(NoInfoRouter, table, k=k, seed=seed)
+    return evaluate_scores(
+        table, fit.scores, "no-info", note="cross-fitted; knows nothing (APGR 0.5 expected)", folds=fit.folds
+    )
+
+
 def suite_from_fits(table: PairTable, fits: Sequence[CrossFit], *, k: int = 5, seed: int = 0) -> SuiteRun:
-    """The suite of already cross-fitted routers (in the order given) plus the baselines."""
+    """The suite of already cross-fitted routers (in the order given) plus the baselines (single models,
+    random, oracle, and :class:`NoInfoRouter` cross-fitted)."""
     reports = [
         evaluate_scores(
-            table, fit.scores, fit.kind, cascade=fit.cascade, note=f"cross-fitted, {k} folds (in-distribution)"
+            table,
+            fit.scores,
+            fit.kind,
+            cascade=fit.cascade,
+            note=f"cross-fitted, {k} folds (in-distribution)",
+            folds=fit.folds,
         )
         for fit in fits
     ]
     return SuiteRun(
         table=table,
-        baselines=baseline_reports(table, seed=seed),
+        baselines=[*baseline_reports(table, seed=seed), no_info_report(table, k=k, seed=seed)],
         reports=reports,
         fits={fit.kind: fit for fit in fits},
         folds=k,
@@ -146,8 +185,8 @@ def run_suite(
 ) -> SuiteRun:
     """Baselines (weak, strong, random, oracle) and a cross-fitted report per kind, keeping the fold routers.
 
-    As :func:`~accord.bench.evaluation.suite.crossfit_suite`: ``factories`` may override how a kind is built, and
-    cascades are skipped on tables without the weak model's answers.
+    ``factories`` may override how a kind is built, and cascades are skipped on tables without the weak model's
+    answers.
     """
     fits = [crossfit_kind(table, kind, k=k, seed=seed, factory=(factories or {}).get(kind)) for kind in kinds]
     return suite_from_fits(table, [f for f in fits if f is not None], k=k, seed=seed)

@@ -26,7 +26,7 @@ GOALS: Final[dict[str, tuple[str, str]]] = {
 }
 """The issue's goals per set (cross-fitted, in-distribution): text and kind of check."""
 
-_BASELINES: Final = frozenset({"random", "random (seeded)", "oracle"})
+_BASELINES: Final = frozenset({"random", "random (seeded)", "oracle", "no-info"})
 
 
 def best_router(reports: Sequence[Report], *, cascade: bool = False) -> Report | None:

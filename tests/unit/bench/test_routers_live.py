@@ -273,7 +273,7 @@ def test_operating_point_is_the_first_curve_point_reaching_the_target() -> None:
     point = operating_point(table, scores, router="r", target=0.5)
     assert point is not None
     # one strong call (q0): quality 0.75 -> PGR 1.0 >= 0.5
-    assert (point.strong_calls, point.threshold, point.quality, point.share) == (1, 0.9, 0.75, 0.25)
+    assert (point.strong_calls, point.thresholds, point.quality, point.share) == (1, (0.9,), 0.75, 0.25)
     assert point.cost_micros == pytest.approx(1 * 10 + 3 * 1)
     cascade = operating_point(table, scores, router="c", target=0.5, cascade=True)
     assert cascade is not None and cascade.cost_micros == pytest.approx(4 * 1 + 10)
@@ -284,7 +284,7 @@ def test_operating_point_with_tied_scores_keeps_whole_ties() -> None:
     table = small_table()
     scores = np.asarray([0.5, 0.5, 0.5, 0.1])  # q0..q2 tie: all or none of them
     point = operating_point(table, scores, router="r", target=0.5)
-    assert point is not None and point.strong_calls == 3 and point.threshold == 0.5
+    assert point is not None and point.strong_calls == 3 and point.thresholds == (0.5,)
     assert point.quality == pytest.approx(1.0)
 
 
@@ -351,8 +351,9 @@ async def test_live_run_counts_failures_and_then_does_not_match() -> None:
     collection = await collect(mesh, workload, {Tier.DEVICE: workload.weak, Tier.CLOUD: workload.strong})
     table = collection.table(workload.weak, workload.strong)
     run = run_suite(table, ["subject"], k=2, seed=0)
-    point = operating_point(table, run.fits["subject"].scores, router="subject", target=0.5)
-    assert point is not None
+    fit = run.fits["subject"]
+    point = operating_point(table, fit.scores, router="subject", target=0.5, folds=fit.folds)
+    assert point is not None and len(point.thresholds) == 2
     mesh.fail_prompts.add(workload.queries[0].prompt)
     live = await route_live(mesh, workload, table, run.fits["subject"], point)
     assert live.failures == {"no_bids": 1} and live.queries == 39 and not live.matches()

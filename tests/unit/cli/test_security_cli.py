@@ -161,7 +161,7 @@ def test_issue_failures_exit_1_with_the_reason(pki: dict[str, Path | str], args:
     assert not Path(pki["trust"]).exists(), "nothing written on failure"
 
 
-def test_insecure_operator_key_is_refused(pki: dict[str, Path | str]) -> None:
+def test_insecure_operator_key_is_refused_with_exit_2(pki: dict[str, Path | str]) -> None:
     Path(pki["op"]).chmod(0o644)
     code, _, err = _run(
         "keys",
@@ -175,7 +175,7 @@ def test_insecure_operator_key_is_refused(pki: dict[str, Path | str]) -> None:
         "--trust",
         pki["trust"],
     )
-    assert code == 1 and "insecure_key_file" in err and "chmod 600" in err
+    assert code == 2 and "insecure_key_file" in err and "chmod 600" in err  # a bad file: a usage error
 
 
 def test_revoke_needs_something_to_revoke(pki: dict[str, Path | str]) -> None:

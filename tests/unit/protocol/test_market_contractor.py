@@ -384,7 +384,6 @@ def test_reannounce_reevaluates_a_released_task_and_resends_a_standing_bid() -> 
 
 
 def msgspec_replace(t: Task, **kw: object) -> Task:
-    import msgspec
 
     return msgspec.structs.replace(t, **kw)
 
@@ -571,21 +570,3 @@ def test_work_for_a_revoked_requester_stops_and_it_is_told_nothing() -> None:
     assert not [a for a in out if isinstance(a, Send)] and ag.m.used_slots == 0
     assert ag.m.open_requesters() == set()
     assert sent(ag.offer(task(task_id=bidding.task_id, attempt=2)), Bid) == []  # closed: no new bid for it
-
-
-def test_at_max_jobs_the_oldest_finished_jobs_are_forgotten_a_tenth_at_a_time() -> None:
-    """One pass over the jobs per tenth of ``max_jobs`` forgotten, not one per new task (the cap's hot path)."""
-    ag = Agent(msgspec.structs.replace(PROFILE, max_jobs=100))
-    tasks = [task(deadline_ms=60_000) for _ in range(100)]
-    for t in tasks:
-        ag.bid_for(t)
-        ag.handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id, reason="superseded")))
-    assert len(ag.m._jobs) == 100  # finished, deadlines not passed: nothing forgotten yet
-    newest = task(deadline_ms=60_000)
-    ag.bid_for(newest)
-    assert len(ag.m._jobs) == 91, "forgotten down to nine tenths, then the new job"
-    assert all(ag.m.job_state(t.task_id) is JobState.NONE for t in tasks[:10]), "the oldest went first"
-    assert all(ag.m.job_state(t.task_id) is JobState.RELEASED for t in tasks[10:])
-    for _ in range(9):  # room for nine more without another pass (bids, then declines: both are jobs)
-        ag.offer(task(deadline_ms=60_000))
-    assert len(ag.m._jobs) == 100

@@ -26,14 +26,20 @@ from accord.protocol import codec
 from accord.protocol.codec import DECODE_ERROR_REASONS
 from accord.protocol.messages import MAX_FRAME_BYTES, MESSAGE_TYPES, Message, message_tag
 from accord.spec.message_vectors import message_vectors
+from tests.support.mutations import (
+    INTERESTING_BYTES,
+    bitflip,
+    byte_set,
+    random_value,
+    set_random_path,
+    splice,
+    truncate,
+)
 
 MSGPACK_FRAMES = 100_000
 JSON_FRAMES = 100_000
 SEED = 20_260_101
 
-INTERESTING_BYTES = bytes([0x00, 0x01, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4,
-                           0xC7, 0xCA, 0xCB, 0xCC, 0xCF, 0xD0, 0xD3, 0xD4, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD, 0xDE,
-                           0xDF, 0xE0, 0xFF])  # fmt: skip
 BAD_UTF8 = [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf8\x88\x80\x80\x80", b"\xe2\x82", b"\x80"]
 HUGE_HEADERS = [
     b"\xdb\xff\xff\xff\xff",  # str32, 4 GiB
@@ -108,64 +114,20 @@ SEEDS = _seeds()
 Mutation = Callable[[random.Random, Seed, Seed], bytes]
 
 
-def _bitflip(frame: bytes, rng: random.Random) -> bytes:
-    out = bytearray(frame)
-    for _ in range(rng.randint(1, 4)):
-        i = rng.randrange(len(out))
-        out[i] ^= 1 << rng.randrange(8)
-    return bytes(out)
-
-
-def _byte_set(frame: bytes, rng: random.Random, palette: bytes) -> bytes:
-    out = bytearray(frame)
-    for _ in range(rng.randint(1, 4)):
-        out[rng.randrange(len(out))] = rng.choice(palette) if rng.random() < 0.7 else rng.randrange(256)
-    return bytes(out)
-
-
-def _random_value(rng: random.Random, depth: int = 0, ext: bool = True) -> Any:
-    """A value of a random msgpack type (containers only near the top, so it stays small); ``ext``: may be an
-    msgpack extension value (not for JSON)."""
-    choice = rng.randrange((14 if ext else 13) if depth < 2 else 11)
-    if choice == 11:
-        return [_random_value(rng, depth + 1, ext) for _ in range(rng.randint(0, 3))]
-    if choice == 12:
-        return {"type": rng.choice(["bid", "task", "zzz", ""]), "k": _random_value(rng, depth + 1, ext)}
-    if choice == 13:
-        return msgspec.msgpack.Ext(rng.randrange(-128, 128), b"\x01\x02")
-    return [None, True, -1, 2**64 - 1, -(2**63), float("nan"), float("inf"), 1e308, "", "x" * rng.randint(1, 300),
-            b"\x00" * rng.randint(0, 40)][choice]  # fmt: skip
-
-
-def _set_random_path(data: Any, rng: random.Random, value: Any) -> Any:
-    """Replace a random (possibly nested) value in a copy of ``data``."""
-    if isinstance(data, dict) and data and rng.random() < 0.85:
-        key = rng.choice(list(data))
-        copy = dict(data)
-        copy[key] = _set_random_path(data[key], rng, value) if rng.random() < 0.5 else value
-        return copy
-    if isinstance(data, list) and data and rng.random() < 0.85:
-        i = rng.randrange(len(data))
-        copy_list = list(data)
-        copy_list[i] = _set_random_path(data[i], rng, value)
-        return copy_list
-    return value
-
-
 def m_bitflip(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return _bitflip(s.frame, rng)
+    return bitflip(s.frame, rng)
 
 
 def m_byte_set(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return _byte_set(s.frame, rng, INTERESTING_BYTES)
+    return byte_set(s.frame, rng, INTERESTING_BYTES)
 
 
 def m_truncate(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return s.frame[: rng.randrange(len(s.frame))]
+    return truncate(s.frame, rng)
 
 
 def m_splice(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return s.frame[: rng.randrange(len(s.frame) + 1)] + o.frame[rng.randrange(len(o.frame)) :]
+    return splice(s.frame, o.frame, rng)
 
 
 def m_bad_utf8(rng: random.Random, s: Seed, o: Seed) -> bytes:
@@ -203,7 +165,7 @@ def m_random_bytes(rng: random.Random, s: Seed, o: Seed) -> bytes:
 
 def m_type_confusion(rng: random.Random, s: Seed, o: Seed) -> bytes:
     """Structured: a random field (at any depth) gets a value of a random msgpack type."""
-    return msgspec.msgpack.encode(_set_random_path(s.data, rng, _random_value(rng)))
+    return msgspec.msgpack.encode(set_random_path(s.data, rng, random_value(rng)))
 
 
 def m_structure(rng: random.Random, s: Seed, o: Seed) -> bytes:
@@ -215,7 +177,7 @@ def m_structure(rng: random.Random, s: Seed, o: Seed) -> bytes:
     elif op == 1:
         key = rng.choice(list(data))
         body = msgspec.msgpack.encode(data)
-        extra = msgspec.msgpack.encode(key) + msgspec.msgpack.encode(_random_value(rng))
+        extra = msgspec.msgpack.encode(key) + msgspec.msgpack.encode(random_value(rng))
         count = len(data) + 1
         header = bytes([0x80 | count]) if count < 16 else b"\xde" + count.to_bytes(2, "big")
         return header + body[3 if len(data) >= 16 else 1 :] + extra
@@ -241,19 +203,19 @@ MSGPACK_MUTATIONS: dict[str, Mutation] = {
 
 
 def j_bitflip(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return _bitflip(s.json, rng)
+    return bitflip(s.json, rng)
 
 
 def j_byte_set(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return _byte_set(s.json, rng, b'{}[]":,\\0-.eE \x00\x7f\xff')
+    return byte_set(s.json, rng, b'{}[]":,\\0-.eE \x00\x7f\xff')
 
 
 def j_truncate(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return s.json[: rng.randrange(len(s.json))]
+    return truncate(s.json, rng)
 
 
 def j_splice(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    return s.json[: rng.randrange(len(s.json) + 1)] + o.json[rng.randrange(len(o.json)) :]
+    return splice(s.json, o.json, rng)
 
 
 def j_bad_utf8(rng: random.Random, s: Seed, o: Seed) -> bytes:
@@ -283,8 +245,8 @@ def j_random_bytes(rng: random.Random, s: Seed, o: Seed) -> bytes:
 
 
 def j_type_confusion(rng: random.Random, s: Seed, o: Seed) -> bytes:
-    value = _random_value(rng, ext=False)  # NaN and inf are written as null by msgspec.json
-    return msgspec.json.encode(_set_random_path(s.data, rng, value))
+    value = random_value(rng, ext=False)  # NaN and inf are written as null by msgspec.json
+    return msgspec.json.encode(set_random_path(s.data, rng, value))
 
 
 JSON_MUTATIONS: dict[str, Mutation] = {

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from accord.bench.data.synthetic import STRONG, WEAK, synthetic_outcomes
+from accord.bench.data.synthetic_models import synthetic_world
 from accord.bench.evaluation.evaluate import Report, crossfit_scores, evaluate_scores
 from accord.bench.evaluation.suite import crossfit_suite
-from accord.routing.bandit import BanditRouter, simulate_online
+from accord.routing.bandit import BanditRouter, simulate_online, simulate_online_models
 from accord.routing.base import Query, Router, RouterError
 from accord.routing.features import TextFeaturizer
 from accord.routing.files import ROUTER_KINDS, load_router, make_router, overlap, save_router
 from accord.routing.logistic import LogisticRouter
+from accord.routing.matrix import OutcomeMatrix
 from accord.routing.mf import MFRouter
 from accord.routing.subject import SubjectRouter
 from accord.routing.table import PairTable
@@ -165,3 +167,27 @@ def test_cascade_needs_the_weak_answer(table: PairTable) -> None:
         router.score(Query(text="what is 2 + 2?"))
     assert info.value.reason == "answer_required"
     assert isinstance(router.score(Query(text="what is 2 + 2?", answer="2 + 2 = 4\n#### 4")), float)
+
+
+def test_bandit_over_n_arms_warms_from_a_matrix_learns_online_and_saves(tmp_path: Path) -> None:
+    world = synthetic_world(4, seed=2)
+    matrix = OutcomeMatrix.from_outcomes(world.outcomes(300, seed=1))
+    bandit = BanditRouter(arms=matrix.models, alpha=0.3)
+    bandit.fit_matrix(matrix)
+    assert bandit.arms == tuple(matrix.models) and bandit.pulls == [300] * 4
+    query = matrix.queries[0]
+    assert set(bandit.predict(query)) == set(matrix.models)
+    only = matrix.models[2]
+    assert bandit.select(query, penalty={m: 0.0 if m == only else 10.0 for m in matrix.models}) == only
+    stream = OutcomeMatrix.from_outcomes(world.outcomes(400, seed=2))
+    cold = BanditRouter(arms=stream.models, alpha=0.3)
+    run = simulate_online_models(cold, stream, prices=[0.0] * 4, seed=0)
+    assert run.steps == 400 and run.quality > float(stream.accuracy().mean()) + 0.03
+    path = tmp_path / "bandit.msgpack"
+    save_router(bandit, path)
+    loaded, file = load_router(path)
+    assert isinstance(loaded, BanditRouter) and loaded.arms == bandit.arms
+    assert (file.weak, file.strong) == (matrix.models[0], matrix.models[-1])
+    assert loaded.predict(query) == pytest.approx(bandit.predict(query), abs=1e-4)
+    with pytest.raises(RouterError):
+        BanditRouter(arms=["only"])

@@ -18,6 +18,7 @@ from accord.bus.base import PayloadTooLargeError
 from accord.bus.memory import MemoryBroker
 from accord.errors import AccordError
 from accord.protocol import subjects
+from accord.protocol.market import Offer
 from accord.protocol.messages import (
     Award,
     Bid,
@@ -27,10 +28,13 @@ from accord.protocol.messages import (
     Privacy,
     ReasonCode,
     Role,
+    Task,
     Tier,
 )
 from accord.protocol.pricing import DeviceState, estimate_prompt_tokens, sheet_price
 from accord.protocol.requester import RequesterConfig, TaskSpec
+from accord.routing.base import LearningPredictor
+from accord.routing.records import Outcome
 from accord.routing.store import OutcomeStore
 from accord.routing.traces import TraceFormat, trace_rows
 from accord.runtime.agent import Agent
@@ -316,3 +320,37 @@ async def test_traces_export_attested_cloud_answers_and_keeps_confidential_rows_
 
 def _fields(spec: TaskSpec) -> dict[str, object]:
     return {f: getattr(spec, f) for f in spec.__struct_fields__}
+
+
+# --- a predictor that learns online ----------------------------------------------------------------------------
+class _LearningClaims:
+    """Takes every bid at its claim and records what the requester teaches it."""
+
+    def __init__(self) -> None:
+        self.seen: list[Outcome] = []
+
+    def predict(self, offer: Offer, task: Task) -> float:
+        return offer.quality
+
+    def observe(self, outcome: Outcome) -> None:
+        self.seen.append(outcome)
+
+
+async def test_a_learning_predictor_is_taught_every_scored_attempt_and_nothing_unscored() -> None:
+    mesh = Mesh()
+    broken = mesh.agent("broken", backend=sim_backend(seed=1, error_rate=1.0), quality=0.9)
+    steady = mesh.agent("steady", quality=0.5)
+    learner = _LearningClaims()
+    requester = mesh.requester(predictor=learner)
+    assert isinstance(learner, LearningPredictor)
+    async with anyio.create_task_group() as tg:
+        await _running(mesh, requester, tg, [broken, steady])
+        first = await requester.submit(ask("first question"))  # the broken one wins on its claim, then fails
+        second = await requester.submit(ask("second question"))
+        requester.record_quality(first.task_id, first.agent_id, 0.75, "judge")
+        tg.cancel_scope.cancel()
+    assert first.agent_id == steady.id and first.attempt == 2 and second.agent_id == steady.id
+    taught = [(o.agent, o.prompt, o.score) for o in learner.seen]
+    assert (broken.id, "first question", 0.0) in taught  # a failure is a zero
+    assert (steady.id, "first question", 0.75) in taught  # a result once the judge scored it
+    assert all(o.prompt != "second question" or o.agent != steady.id for o in learner.seen)  # never scored

@@ -16,9 +16,19 @@ from accord.mesh.config import MeshConfigError, load_mesh
 from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.actions import new_message_id
-from accord.protocol.market import Credentials, ReputationPredictor
-from accord.protocol.messages import Advertise, Constraints, ModelOffer, ReasonCode, Task, Tier, Withdraw
-from accord.protocol.shortlists import CachingRegistry
+from accord.protocol.market import Credentials, Offer, ReputationPredictor
+from accord.protocol.messages import (
+    Advertise,
+    ChatMessage,
+    Constraints,
+    ModelOffer,
+    ReasonCode,
+    Role,
+    Task,
+    Tier,
+    Withdraw,
+)
+from accord.protocol.shortlists import CachingRegistry, PerQueryPredictor
 from accord.runtime.outbox import Outbox
 from accord.runtime.requester import Requester, TaskFailed
 from accord.runtime.timers import TimerService, now_ns
@@ -156,6 +166,40 @@ def test_caching_registry_reuses_a_ranking_per_task_class_and_honours_exclusions
     assert reg.shortlist(_task(later), now=later, k=3, credentials=trusted, predictor=pred) == [
         a.id for a in agents[1:4]
     ]
+
+
+class _PromptPicker:
+    """Predicts a high quality for the agent whose index the prompt names, low for every other."""
+
+    def __init__(self, agents: list[Identity]) -> None:
+        self.index = {a.id: i for i, a in enumerate(agents)}
+
+    def predict(self, offer: Offer, task: Task) -> float:
+        return 1.0 if task.messages[0].content == f"agent {self.index[offer.agent_id]}" else 0.0
+
+    def query_key(self, task: Task) -> str:
+        return task.messages[0].content
+
+
+def test_a_per_query_predictor_gets_a_ranking_per_prompt_from_the_shortlist_cache() -> None:
+    now = time.time_ns()
+    agents = [Identity.generate() for _ in range(4)]
+    reg = CachingRegistry(ttl_ms=1_000)
+    for a in agents:
+        reg.observe(_advert(a, 100, ts=now), now=now)
+    picker = _PromptPicker(agents)
+    assert isinstance(picker, PerQueryPredictor)
+
+    def trusted(agent_id: str) -> Credentials:
+        return Credentials(tier=Tier.CLOUD, region="local")
+
+    def asking(i: int) -> Task:
+        return msgspec.structs.replace(_task(now), messages=[ChatMessage(role=Role.USER, content=f"agent {i}")])
+
+    picks = [reg.shortlist(asking(i), now=now, k=1, credentials=trusted, predictor=picker) for i in (2, 0, 3)]
+    assert picks == [[agents[2].id], [agents[0].id], [agents[3].id]]  # one class of task, three prompts
+    assert reg.shortlist(asking(0), now=now + 1, k=1, credentials=trusted, predictor=picker) == [agents[0].id]
+    assert (reg.hits, reg.misses) == (1, 3)
 
 
 # --- mesh files: paths, trust, unknown keys --------------------------------------------------------------------

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from accord.files import MAX_KEY_FILE_BYTES, FileRefusedError
 from accord.security import Identity, KeyFileError, KeyKind, Reason, load_identity, save_identity
 from accord.security.keyfile import write_owner_only
+from tests.support.fifo import outcome_unblocked
 
 
 def _mode(path: Path) -> int:
@@ -93,3 +95,26 @@ def test_unwritable_directory_is_a_typed_error(tmp_path: Path) -> None:
 def test_repr_never_shows_the_secret() -> None:
     identity = Identity.generate()
     assert identity.seed not in repr(identity) and identity.id in repr(identity)
+
+
+def test_a_seed_path_that_is_a_fifo_is_refused_unread(tmp_path: Path) -> None:
+    fifo = tmp_path / "agent.seed"
+    os.mkfifo(fifo, 0o600)  # owner-only: only the file check stands between the reader and a hang
+    error = outcome_unblocked(lambda: load_identity(fifo), fifo)
+    assert isinstance(error, FileRefusedError) and error.reason == "not_regular", error
+
+
+def test_a_device_as_a_seed_is_refused_as_no_regular_file() -> None:
+    with pytest.raises(FileRefusedError) as info:
+        load_identity("/dev/zero")
+    assert info.value.reason == "not_regular"
+
+
+def test_a_seed_file_over_its_cap_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "agent.seed"
+    save_identity(Identity.generate(), path)
+    with path.open("ab") as handle:
+        handle.truncate(MAX_KEY_FILE_BYTES + 1)
+    with pytest.raises(FileRefusedError) as info:
+        load_identity(path)
+    assert info.value.reason == "too_large"

@@ -14,6 +14,8 @@ import msgspec
 import pytest
 from typer.testing import CliRunner
 
+from accord.bench.data.synthetic import synthetic_outcomes
+from accord.bench.data.synthetic_models import synthetic_world
 from accord.cli import app
 from accord.cli import spec as spec_cli
 from accord.errors import RemoteProtocolError
@@ -31,9 +33,10 @@ from accord.protocol.messages import (
     Usage,
     message_tag,
 )
+from accord.routing.records import Outcome
 from accord.spec.decoder_vectors import ACCEPT_DIR, INVALID_DIR, JSON_DIR, frame_of
 from accord.spec.message_vectors import vector_files
-from accord.spec.schemas import COMBINED_SCHEMA_FILE, schema_files
+from accord.spec.schemas import COMBINED_SCHEMA_FILE, OUTCOME_SCHEMA_FILE, schema_files
 from tests.support.paths import SPEC_DIR
 
 SPEC = SPEC_DIR
@@ -74,8 +77,27 @@ def test_committed_vectors_match_the_code() -> None:
 def test_one_vector_and_one_schema_per_message_type() -> None:
     tags = {message_tag(t) for t in MESSAGE_TYPES}
     assert {p.stem for p in VALID_FILES} == tags
-    assert {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")} == tags | {"messages"}
+    assert {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")} == tags | {
+        "messages",
+        "outcome",
+    }
     assert len(INVALID_FILES) >= 10
+
+
+def test_outcome_schema_accepts_logged_records_and_refuses_broken_ones() -> None:
+    schema = json.loads((SCHEMAS / OUTCOME_SCHEMA_FILE).read_text(encoding="utf-8"))
+    records = [*synthetic_outcomes(3, seed=0), *synthetic_world(2, seed=0).outcomes(2, seed=1)]
+    records.append(Outcome(query_id="q", prompt="p", model="m", score=7.5, score_max=10.0, turn=2, latency_ms=5))
+    for record in records:
+        jsonschema.validate(json.loads(msgspec.json.encode(record)), schema)
+    for broken in (
+        {"query_id": "q", "model": "m"},
+        {"query_id": "q", "prompt": "p", "model": "m", "cost_micros": -1},
+        {"query_id": "q", "prompt": "p", "model": "m", "correct": "yes"},
+        {"query_id": "q", "prompt": "p", "model": "m", "turn": 0},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
 
 
 # --- every vector, as an implementer in another language would use it ------------------------------------------
