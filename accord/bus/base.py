@@ -39,6 +39,7 @@ __all__ = [
     "BusTimeoutError",
     "ConflictError",
     "ConnectError",
+    "DirectBus",
     "DisconnectedError",
     "DurableAck",
     "DurableConsumer",
@@ -447,6 +448,34 @@ class ServiceHost(Protocol):
         stats: ServiceStatsFn | None = None,
         on_ping: Callable[[], None] | None = None,
     ) -> ServiceHandle: ...
+
+
+@runtime_checkable
+class DirectBus(Protocol):
+    """A bus that hands messages to a synchronous handler as its connection reads them, and takes publishes
+    synchronously (NatsBus). Optional: a caller checks ``isinstance(bus, DirectBus)``.
+
+    The shells use it to handle a frame and send what it causes with no queue and no task switch in between;
+    buses without it are read through ``subscribe``.
+    """
+
+    async def listen(
+        self, subject: str, handler: Callable[[BusMessage], None], *, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> Subscription:
+        """Subscribe, calling ``handler`` with each message as soon as it is read, in order. The handler runs in
+        the connection's read loop: it must not block, and what it raises is logged and dropped (it never stops
+        the connection). The subscription only ends the delivery (``unsubscribe``, ``async with``); iterating it
+        yields nothing.
+
+        Flow control: nothing is queued in this process, so ``max_pending`` only bounds what arrives before the
+        handoff. A handler slower than the traffic slows the connection's reads, and the backlog waits at the
+        server, whose per-connection limit (its slow-consumer rule) applies in place of a client-side drop."""
+        ...
+
+    def publish_nowait(self, subject: str, data: bytes) -> bool:
+        """Queue a plain publish if the bus can take it now without waiting (it goes out in publish order with
+        every other publish); False when the caller must ``await publish`` instead (disconnected, buffer full)."""
+        ...
 
 
 # --- subjects ----------------------------------------------------------------------------------------------------

@@ -15,6 +15,19 @@ What this adapter adds to nats-py, and why:
 - Durable publishes carry ``Nats-Msg-Id`` so a retry after a lost ack is absorbed by the stream's duplicate
   window; KV updates are compare-and-set on revisions and a lost race raises :class:`ConflictError`.
 - Every nats-py exception is mapped to a :class:`BusError` at this boundary (``raise ... from exc``).
+- Publishes are written once per event-loop tick: a plain publish (no headers, no reply) appends its PUB
+  command to the client's pending buffer and the first one of a tick schedules one write of everything pending
+  (``loop.call_soon``), so a multicast to ten inboxes, or a receive loop's answers, cost one socket write and no
+  hop to nats-py's flusher task. The order of publishes is kept (one buffer); ``flush`` still ends with a round
+  trip. While the socket's own buffer holds more than ``pending_bytes`` (a slow server), publishes take nats-py's
+  path and wait for the socket to drain. This relies on nats-py internals (``_pending``, ``_pending_data_size``,
+  ``_transport``), kept in :meth:`NatsBus._publish_now` and :meth:`NatsBus._write_pending`.
+- ``listen`` (:class:`~accord.bus.base.DirectBus`) hands each message to a synchronous handler inside nats-py's
+  read loop: the subscription's pending queue is replaced by :class:`_Handoff`, whose ``put_nowait`` (the one
+  call nats-py's ``_process_msg`` makes on it) calls the handler. No queue and no task switch between reading a
+  frame and publishing what it causes (``publish_nowait``); the shells' receive paths use it. Relies on nats-py
+  internals (``_pending_queue``, ``_pending_size``); tests/integration/test_bus_nats.py checks the handoff against
+  the installed nats-py (in the read loop, in order, nothing pending, nothing dropped).
 """
 
 from __future__ import annotations
@@ -79,6 +92,7 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 # nats-py lower-cases the server's -ERR text (subject included), so matching is case-insensitive.
 _PERMISSION_RE: Final = re.compile(r"permissions violation for (publish|subscription) to \"?([^\"\s]+)", re.I)
 _WRONG_LAST_SEQ: Final = (10071, 10164)  # JSStreamWrongLastSequenceErr(F|Constant)
+_BAD_PUBLISH_SUBJECT: Final = re.compile(r"\s")  # nats-py's own publish check: no whitespace, CR or LF
 
 
 class _ApiError(msgspec.Struct):
@@ -211,6 +225,17 @@ class _NatsSubscription(SubscriptionBase):
         self._bus._stats.delivered += 1
         return BusMessage(msg.subject, msg.data, msg.headers, msg.reply or None)
 
+    def _hand_to(self, handler: Callable[[BusMessage], None]) -> None:
+        """From now on, give every message to ``handler`` as nats-py reads it (see :class:`_Handoff`); those
+        already queued go to it first, in order."""
+        q = self._q
+        while not q.empty():
+            msg = q.get_nowait()
+            q.task_done()
+            if msg is not None and not self._closed:
+                _Handoff.call(handler, self._deliver(msg))
+        self._sub._pending_queue = cast("asyncio.Queue[Msg]", _Handoff(self, handler))
+
     def _discard(self) -> None:
         """Wake a consumer blocked on the (then empty) queue; what is still queued stays unread."""
         if self._waiting:
@@ -228,6 +253,45 @@ class _NatsSubscription(SubscriptionBase):
             return
         except nats.errors.Error as exc:
             raise _map_error(exc, self._subject) from exc
+
+
+class _Handoff:
+    """Stands in for a nats-py subscription's pending queue (:meth:`NatsBus.listen`): nats-py's read loop calls
+    ``put_nowait`` for each message, which hands it to the handler there and then. No queue, no task switch: the
+    frame is handled, and what it causes is published, before the read loop parses the next message. The other
+    methods are the queue API nats-py may call on a subscription it thinks is in iterator mode."""
+
+    __slots__ = ("_handler", "_owner")
+
+    def __init__(self, owner: _NatsSubscription, handler: Callable[[BusMessage], None]) -> None:
+        self._owner = owner
+        self._handler = handler
+
+    def put_nowait(self, msg: Msg) -> None:
+        owner = self._owner
+        if owner._closed:
+            owner._sub._pending_size -= len(msg.data)
+            return
+        self.call(self._handler, owner._deliver(msg))
+
+    @staticmethod
+    def call(handler: Callable[[BusMessage], None], message: BusMessage) -> None:
+        try:
+            handler(message)
+        except Exception:  # never into nats-py's read loop: it would drop the connection
+            log.exception("bus.handler_failed", subject=message.subject)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        return None
+
+    async def join(self) -> None:
+        return None
 
 
 class _NatsDurableMessage:
@@ -476,6 +540,8 @@ class NatsBus:
         self._last_error: BaseException | None = None
         self._closing = False
         self._connected: anyio.Event | None = None  # created in connect() (needs a running event loop)
+        self._write_armed = False
+        """A write of the client's pending buffer is scheduled for the end of this loop tick."""
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -676,6 +742,20 @@ class NatsBus:
             raise DisconnectedError("not connected; reconnect buffer full", subject=subject)
 
     # --- core pub/sub ------------------------------------------------------------------------------------------
+    def publish_nowait(self, subject: str, data: bytes) -> bool:
+        """Queue a plain publish for this loop tick's write (see the module docstring); False when it has to be
+        ``await publish(...)`` instead (not connected, closing, buffers full, a subject nats-py would refuse)."""
+        nc = self._nc
+        return nc is not None and nc.is_connected and self._publish_now(nc, subject, data)
+
+    async def listen(
+        self, subject: str, handler: Callable[[BusMessage], None], *, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> _NatsSubscription:
+        """Subscribe and hand every message to ``handler`` in the connection's read loop (:class:`_Handoff`)."""
+        sub = await self.subscribe(subject, max_pending=max_pending)
+        sub._hand_to(handler)
+        return sub
+
     async def publish(
         self,
         subject: str,
@@ -688,6 +768,8 @@ class NatsBus:
         if nc is None or not nc.is_connected:
             self._refuse_offline(self._conn(), subject, len(data))
             nc = self._conn()
+        elif headers is None and not reply and self._publish_now(nc, subject, data):
+            return
         try:
             await nc.publish(
                 subject,
@@ -695,9 +777,58 @@ class NatsBus:
                 reply or "",
                 headers if headers is None or isinstance(headers, dict) else dict(headers),
             )
+            if nc._transport is not None and self._backlog(nc) > self._pending_bytes:  # a slow reader
+                await nc._transport.drain()  # type: ignore[no-untyped-call]
         except nats.errors.Error as exc:
             raise _map_error(exc, subject) from exc
+        except OSError as exc:
+            raise DisconnectedError(str(exc), subject=subject) from exc
         self._stats.published += 1
+
+    def _publish_now(self, nc: Client, subject: str, data: bytes) -> bool:
+        """Append one PUB to the client's pending buffer, to be written at the end of this loop tick; False when
+        it must take nats-py's path (closing, draining, a full buffer, a subject nats-py would refuse)."""
+        size = len(data)
+        if (
+            self._closing
+            or nc.is_draining_pubs
+            or size > nc.max_payload
+            or nc._pending_data_size + size > self._pending_bytes
+            or not subject
+            or _BAD_PUBLISH_SUBJECT.search(subject) is not None
+            or self._backlog(nc) > self._pending_bytes
+        ):
+            return False
+        command = b"PUB %b  %d\r\n%b\r\n" % (subject.encode(), size, data)
+        nc._pending.append(command)
+        nc._pending_data_size += len(command)
+        stats = nc.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += size
+        self._stats.published += 1
+        if not self._write_armed:
+            self._write_armed = True
+            asyncio.get_running_loop().call_soon(self._write_pending)
+        return True
+
+    def _write_pending(self) -> None:
+        """Write everything pending in one go (as nats-py's flusher does, without its task hop)."""
+        self._write_armed = False
+        nc = self._nc
+        if nc is None or not nc.is_connected or not nc._pending or nc._transport is None:
+            return  # disconnected: nats-py writes its pending buffer after the reconnect
+        pending, nc._pending, nc._pending_data_size = nc._pending, [], 0
+        try:
+            nc._transport.writelines(pending)
+        except OSError as exc:  # the connection broke under us: nats-py's read loop notices and reconnects
+            self._last_error = exc
+
+    @staticmethod
+    def _backlog(nc: Client) -> int:
+        """Bytes the socket has not taken yet (0 when the transport does not say)."""
+        writer = getattr(nc._transport, "_io_writer", None)
+        transport = getattr(writer, "transport", None)
+        return int(transport.get_write_buffer_size()) if transport is not None else 0
 
     async def subscribe(
         self, subject: str, *, queue: str | None = None, max_pending: int = DEFAULT_MAX_PENDING

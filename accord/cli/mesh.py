@@ -55,6 +55,7 @@ from accord.runtime.timers import now_ns
 from accord.security import Identity, SecurityError, TrustStore, load_identity
 from accord.strategies import (
     Ask,
+    Single,
     StrategyConfigError,
     StrategyResult,
     build_strategy,
@@ -176,6 +177,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         form: Annotated[Form, typer.Option(help="Answer form for voting.")] = Form.CHAT,
+        agent: Annotated[
+            str | None,
+            typer.Option(
+                "--agent",
+                help="Ask this agent (its certified name or its id) directly: an award from the price sheet it "
+                "advertises, no bid round.",
+            ),
+        ] = None,
         context_file: Annotated[
             Path | None, typer.Option(help="Private context for the split strategy (stays on device/edge).")
         ] = None,
@@ -202,7 +211,10 @@ def register(app: typer.Typer) -> None:
                 chosen = SingleSpec(tiers=list(tier))
             if context_file is not None and not isinstance(chosen, SplitSpec):
                 raise StrategyConfigError("--context-file is read by the split strategy only (--strategy split)")
+            if agent is not None and not isinstance(chosen, SingleSpec):
+                raise StrategyConfigError("--agent asks one agent: it goes with the single strategy only")
             runner = build_strategy(chosen)  # mesh-file routers are resolved already; --strategy ones from here
+            single_tiers = tuple(chosen.tiers) if isinstance(chosen, SingleSpec) else ()
             context = read_capped(context_file).decode("utf-8") if context_file is not None else None
         except (StrategyConfigError, FileRefusedError, UnicodeDecodeError) as exc:
             fail(str(exc), 2)
@@ -230,6 +242,7 @@ def register(app: typer.Typer) -> None:
         async def main() -> None:
             check_frame_size(probe)  # a prompt too large for a frame fails here, not as no_bids
             trust, identity = _requester(config, key)
+            named = _agent_ids(trust, agent) if agent is not None else None
             assert config.state_dir is not None
             with MeshState(Path(config.state_dir)).outcome_store() as outcomes:  # the record of earlier asks
                 async with bus_to.connect(identity, name="accord-ask") as bus:
@@ -239,10 +252,10 @@ def register(app: typer.Typer) -> None:
                     async with anyio.create_task_group() as tg:
                         await tg.start(requester.run)
                         try:
-                            await await_candidates(requester, probe, timeout_ms=wait_ms)
+                            found = await await_candidates(requester, probe, timeout_ms=wait_ms, among=named)
                             result = await run_strategy(
                                 requester,
-                                runner,
+                                runner if named is None else Single(single_tiers, agent=found[0]),
                                 question_ask,
                                 budget_micros=max_price_micros,
                                 deadline_ms=deadline_ms,
@@ -394,6 +407,17 @@ def _requester(config: MeshConfig, key: Path | None) -> tuple[TrustStore, Identi
             "(before `accord up`) and pass --key KEY.seed"
         )
     return trust, chosen
+
+
+def _agent_ids(trust: TrustStore, agent: str) -> list[str]:
+    """The ids ``--agent`` names: the id itself, or every key certified now under that name (a key rotation
+    certifies two); exits 2 when the trust store knows no such agent."""
+    now = now_ns()
+    valid = [s.certificate for s in trust.certificates(now) if s.status == "valid"]
+    ids = sorted({c.agent_id for c in valid if agent in (c.agent_id, c.name)})
+    if not ids:
+        fail(f"--agent {agent}: no agent of that name or id is certified in this mesh's trust store", 2)
+    return ids
 
 
 def _print_answer(

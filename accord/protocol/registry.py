@@ -178,7 +178,13 @@ class Registry:
         return max(windows, default=0)
 
     def offers(
-        self, task: Task, *, now: int, exclude: Collection[str] = (), prefilter: bool = False
+        self,
+        task: Task,
+        *,
+        now: int,
+        exclude: Collection[str] = (),
+        prefilter: bool = False,
+        only: str | None = None,
     ) -> list[Offer]:
         """One direct offer per live agent that could take ``task``: its best model by the task's score.
 
@@ -187,6 +193,7 @@ class Registry:
         is quoted from the price sheet (:func:`~accord.protocol.market.sheet_quote`, with the connectivity RTT
         as overhead); eligibility is left to :func:`~accord.protocol.market.rank`. ``prefilter`` also skips, before
         quoting, agents whose advertised residency classes or tier the task rules out (they would be ineligible).
+        ``only``: quote this one agent's sheet and no other (a direct award to the agent the asker named).
         """
         c = task.constraints
         need = task.est_input_tokens + task.max_output_tokens
@@ -194,7 +201,12 @@ class Registry:
         residency = c.residency if prefilter else None
         tiers = c.preferred_tiers if prefilter else ()
         out: list[Offer] = []
-        for entry in self._entries.values():
+        if only is None:
+            entries: Collection[RegistryEntry] = self._entries.values()
+        else:
+            one = self._entries.get(only)
+            entries = () if one is None else (one,)
+        for entry in entries:
             adv = entry.advert
             if entry.expires_ns <= now or adv.sender in exclude:
                 continue

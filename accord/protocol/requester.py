@@ -268,6 +268,9 @@ class RequesterSnapshot(Struct, kw_only=True):
     """Rounds in a row that closed without any bid (the backoff exponent)."""
     per_sender: dict[str, int] = {}
     """Bids recorded per sender, in any round (capped by :meth:`RequesterMachine._sender_cap`)."""
+    agent: str | None = None
+    """The one agent the asker named (spec 6.5): a direct award from its price sheet, else a round that invites
+    it alone; no other agent is ever awarded this task."""
 
 
 MAX_TASK_BYTES: Final = MAX_FRAME_BYTES - 512
@@ -311,6 +314,7 @@ class RequesterMachine:
         predictor: QualityPredictor | None = None,
         config: RequesterConfig | None = None,
         avoid: Collection[str] = (),
+        agent: str | None = None,
     ) -> None:
         """``agent_id``: this requester's own id (the ``sender`` of what it sends). ``rng``: the source of the
         task id and every message id. ``credentials``: an agent's certified credentials (None: untrusted), the
@@ -319,9 +323,10 @@ class RequesterMachine:
         broadcast). ``predictor``: predicted quality (default: ReputationPredictor with an empty record).
         ``avoid``: agents this task must not be awarded to, read at every award (the shell may keep adding to
         it: sibling tasks of one strategy share a set so that each goes to a different agent); like ``tried``
-        they are skipped silently. Not part of the snapshot."""
+        they are skipped silently. Not part of the snapshot. ``agent``: ask this one agent only (a direct award
+        from its advertised price sheet when the registry holds one, else a round inviting it alone)."""
         task = spec.to_task(sender=agent_id, task_id=new_message_id(rng))
-        self._d = RequesterSnapshot(agent_id=agent_id, task=task, mechanism=spec.mechanism)
+        self._d = RequesterSnapshot(agent_id=agent_id, task=task, mechanism=spec.mechanism, agent=agent)
         self._rng = rng
         self.credentials = credentials
         self.verify_bid = verify_bid
@@ -535,7 +540,9 @@ class RequesterMachine:
         d.task = task
         invited: list[str] = []
         silent = bool(d.invited) and not d.responded  # nobody invited last round answered: the view is stale
-        if self.registry is not None and cfg.shortlist_k > 0 and not silent:
+        if d.agent is not None:  # the asker named the agent: a shortlist of one, whatever the registry says
+            invited = [d.agent]
+        elif self.registry is not None and cfg.shortlist_k > 0 and not silent:
             invited = self.registry.shortlist(
                 task,
                 now=window_end,
@@ -577,12 +584,12 @@ class RequesterMachine:
         if d.direct:
             if self.registry is None:
                 return out, False
-            candidates = self.registry.offers(d.task, now=now, exclude=tried)
+            candidates = self.registry.offers(d.task, now=now, exclude=tried, only=d.agent)
             if candidates:
                 d.ever_offered = True
             mechanism = Mechanism.DIRECT
         else:
-            candidates = list(d.offers.values())
+            candidates = [o for o in d.offers.values() if d.agent is None or o.agent_id == d.agent]
             mechanism = d.task.mechanism
         ranking = rank(
             candidates, d.task, now=now, credentials=self.credentials, predictor=self.predictor, exclude=tried
@@ -684,7 +691,8 @@ class RequesterMachine:
         if d.attempt >= cfg.max_attempts:
             return self._fail(ReasonCode.ATTEMPTS_EXHAUSTED, now)
         last = self._last_round_ns()
-        if d.announces < cfg.max_announces and now <= last:
+        named_tried = d.agent is not None and (d.agent in d.tried or d.agent in self.avoid)
+        if d.announces < cfg.max_announces and now <= last and not named_tried:
             d.direct = False
             if backoff and cfg.reannounce_backoff_ms > 0:
                 at = min(now + self._backoff_ns(), last)
@@ -749,7 +757,7 @@ class RequesterMachine:
         out: list[Action] = [self._arm(TimerKind.DEADLINE, deadline)]
         window_ns = d.task.bid_window_ms * NS_PER_MS
         no_time = deadline - now < window_ns + cfg.min_exec_ms * NS_PER_MS
-        if self.registry is not None and (d.mechanism is Mechanism.DIRECT or no_time):
+        if self.registry is not None and (d.mechanism is Mechanism.DIRECT or no_time or d.agent is not None):
             d.direct = True
             more, awarded = self._award_next(now)
             out += more
@@ -1002,6 +1010,7 @@ class RequesterMachine:
         check(d.paid_micros == 0 or d.state is _S.COMPLETED, "paid without an accepted result")
         if d.award is not None:
             check(d.award.attempt == d.attempt, "latest award is not the current attempt")
+            check(d.agent is None or d.award.winner == d.agent, "awarded to another agent than the one named")
             check(d.award.price_micros <= max_price, "award over budget")
             check(d.award.winner == d.tried[-1], "award winner is not the last tried agent")
             check(d.award.lease_until_ns <= d.task.constraints.deadline_ns, "lease beyond deadline")

@@ -7,9 +7,11 @@ when to give up) is the machine's; this module only does I/O and runs backends.
 Verification follows docs/VERIFICATION.md. On a bus that authenticates publishers (``authenticated_bus``: every
 party is its own NATS user and may publish only as itself, spec 11.6), a call for proposals (Task) is only peeked
 (its key's certificate checked before the payload is decoded, its signature not: answering it costs one bid and
-starts no work); an Award and a Cancel, which start and stop paid work, are fully verified and recorded in the
-replay guard. On any other bus every frame is verified (key, signature, then decoding, then freshness) before it
-changes anything. Every frame must arrive on a subject whose last token is its sender (spec 4.1).
+starts no work), and so is a Cancel for a task this agent runs no award of (it only frees the slot a bid holds:
+an agent that loses a round spends one signature, its bid, and no signature check, spec 5.9); an Award, and a
+Cancel that would stop running work, are fully verified and recorded in the replay guard. On any other bus every
+frame is verified (key, signature, then decoding, then freshness) before it changes anything. Every frame must
+arrive on a subject whose last token is its sender (spec 4.1).
 
 Operability: on a bus that can host it (:class:`accord.bus.ServiceHost`, e.g. NatsBus) the agent also answers
 the NATS service protocol as an instance of ``accord-agent`` (``$SRV.PING|INFO|STATS``), with two endpoints:
@@ -69,7 +71,7 @@ from accord.protocol.actions import (
     SetTimer,
     new_message_id,
 )
-from accord.protocol.contractor import AgentState, ContractorMachine, ContractorProfile
+from accord.protocol.contractor import AgentState, ContractorMachine, ContractorProfile, JobState
 from accord.protocol.digests import output_digest, payload_digest, prompt_digest
 from accord.protocol.events import (
     DeviceChanged,
@@ -244,9 +246,8 @@ class Agent(Endpoint[_TimerKey]):
                 await tg.start(self._timers.run)
                 await tg.start(self._outbox.run)
                 for subject in self.subscriptions():
-                    sub = await self.bus.subscribe(subject, max_pending=4096)
                     broadcast = subject.startswith(f"{subjects.PREFIX}.cfp.")
-                    tg.start_soon(self._pump, sub, partial(self._receive, broadcast=broadcast))
+                    await self._listen(tg, subject, partial(self._receive, broadcast=broadcast), max_pending=4096)
                 await self._register_service()
                 self._apply(self.machine.handle(Start(), now=self.clock()))
                 tg.start_soon(self._sample_device)
@@ -355,9 +356,10 @@ class Agent(Endpoint[_TimerKey]):
         self._log_refusal(exc, msg.subject)
 
     def _receive(self, msg: BusMessage, *, broadcast: bool) -> None:
-        """Receive one frame (docs/VERIFICATION.md). On a bus that authenticates publishers a Task is peeked (its
-        key trusted, the payload decoded only then) and Awards and Cancels, which start and stop paid work, are
-        verified; on any other bus every frame is verified in full before it is decoded or changes anything."""
+        """Receive one frame (docs/VERIFICATION.md). On a bus that authenticates publishers a Task, and a Cancel
+        that only frees a bid's slot, are peeked (the key trusted, the payload decoded only then); an Award, and a
+        Cancel that would stop running work, are verified. On any other bus every frame is verified in full before
+        it is decoded or changes anything."""
         self.stats.received += 1
         now = self.clock()
         try:
@@ -367,11 +369,13 @@ class Agent(Endpoint[_TimerKey]):
                 if message.messages and prompt_digest(message.messages) != message.prompt_digest:
                     # spec 3.4: never bid on a prompt that is not the one the digest (and the award) binds
                     raise RemoteProtocolError("prompt_mismatch", "prompt_digest is not the prompt's digest")
-            elif isinstance(message, Award | Cancel):
+            elif isinstance(message, Award) or (
+                isinstance(message, Cancel) and self.machine.job_state(message.task_id) is JobState.RUNNING
+            ):
                 if not opened.verified:
                     opened = verify(opened, self.trust, now, replay_guard=self.replay_guard)
                     message = opened.message
-            else:  # nothing else is addressed to a contractor: let the machine report it, unverified
+            elif not isinstance(message, Cancel):  # nothing else is addressed to a contractor
                 self.stats.rejected += 1
                 self._log.debug("message.unexpected", type=type(message).__name__)
                 return

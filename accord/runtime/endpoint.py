@@ -2,10 +2,12 @@
 
 An endpoint has an identity, a bus, a trust store and a replay guard; an :class:`~accord.runtime.outbox.Outbox`
 that seals and publishes what its machines send; a :class:`~accord.runtime.timers.TimerService` that turns their
-``SetTimer`` into ``TimerFired``; receive loops (:meth:`Endpoint._pump`) that feed frames to a synchronous handler
-and publish its answers before reading on; the sender check every frame passes first (spec 4.1: the last token
-of the subject is the publisher); the inbox subject of each peer, validated once; and, on a bus that can host it,
-a NATS service registration (``$SRV.PING|INFO|STATS``) whose counts come from :meth:`Endpoint.service_counts`.
+``SetTimer`` into ``TimerFired``; the receive path (:meth:`Endpoint._listen`) that feeds each frame to a
+synchronous handler and publishes its answers before the next frame is read (on NatsBus inside the connection's
+read loop, with no queue or task switch; elsewhere from a receive loop per subscription); the sender check every
+frame passes first (spec 4.1: the last token of the subject is the publisher); the inbox subject of each peer,
+validated once; and, on a bus that can host it, a NATS service registration (``$SRV.PING|INFO|STATS``) whose
+counts come from :meth:`Endpoint.service_counts`.
 
 Every structure an endpoint keeps is bounded (:class:`EndpointLimits`, spec 11.9). An input that would grow one
 past its bound is refused (or, for the outbox, dropped), counted in :attr:`Endpoint.limited` by the bound's name
@@ -23,6 +25,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 from msgspec import Meta, Struct
 
 import accord
@@ -30,6 +33,7 @@ from accord.bus.base import (
     Bus,
     BusError,
     BusMessage,
+    DirectBus,
     EndpointCounts,
     ServiceEndpoint,
     ServiceHandle,
@@ -152,6 +156,34 @@ class Endpoint(Generic[K]):
         raise NotImplementedError
 
     # --- receiving ----------------------------------------------------------------------------------------------
+    async def _listen(
+        self, tg: TaskGroup, subject: str, handler: Callable[[BusMessage], None], *, max_pending: int
+    ) -> None:
+        """Feed every frame on ``subject`` to ``handler`` until ``tg`` is cancelled. On a
+        :class:`~accord.bus.base.DirectBus` the handler runs as the connection reads the frame, and what the
+        machines send in answer is handed to the bus before the next frame is read (no queue, no task switch);
+        on any other bus a receive loop (:meth:`_pump`) reads the subscription."""
+        bus = self.bus
+        if isinstance(bus, DirectBus):
+            sub = await bus.listen(subject, self._direct(handler), max_pending=max_pending)
+            tg.start_soon(_hold_open, sub)
+        else:
+            tg.start_soon(self._pump, await bus.subscribe(subject, max_pending=max_pending), handler)
+
+    def _direct(self, handler: Callable[[BusMessage], None]) -> Callable[[BusMessage], None]:
+        outbox = self._outbox
+
+        def deliver(msg: BusMessage) -> None:
+            outbox.hold()
+            try:
+                handler(msg)
+            except Exception:  # the top of a shell's receive path: log and go on
+                self._log.exception("frame.crashed", subject=msg.subject)
+            finally:
+                outbox.release()
+
+        return deliver
+
     async def _pump(self, sub: Subscription, handler: Callable[[BusMessage], None]) -> None:
         """Feed every frame of ``sub`` to ``handler``; what the machines send in answer goes out from this task,
         before the next read (no hop to the outbox's task)."""
@@ -256,3 +288,9 @@ class Endpoint(Generic[K]):
     def service_id(self) -> str | None:
         """This endpoint's instance id in the NATS service protocol (None when the bus hosts no service)."""
         return self._service.id if self._service is not None else None
+
+
+async def _hold_open(sub: Subscription) -> None:
+    """Keep a listening subscription until cancelled; then unsubscribe."""
+    async with sub:
+        await anyio.sleep_forever()

@@ -8,7 +8,11 @@ message, an unbounded queue would not recover from memory exhaustion.
 
 Who publishes: a receive loop that has just fed a frame to its machine calls :meth:`Outbox.flush` and publishes
 what the machine queued in its own task, before it reads the next frame (a bid goes out in the same event-loop
-step as the call for proposals that asked for it: no hop to another task, no wake-up). Everything else (timer
+step as the call for proposals that asked for it: no hop to another task, no wake-up). On a bus that takes
+publishes synchronously (:class:`~accord.bus.base.DirectBus`: NatsBus queues them for one write per loop tick)
+the frames are sealed and handed over right there, even from synchronous code (:meth:`Outbox.release`, what a
+frame handler running in the connection's read loop calls); a publish the bus cannot take at once (disconnected,
+buffers full) and everything after it goes the asynchronous way, in order. Everything else (timer
 callbacks, finished executions) wakes the outbox's own task, which drains everything queued in one go (a plain
 deque, no per-message hand-off), so a burst costs one wake-up and, on NATS, one socket write. At most one
 drainer runs at a time, and every drainer pops and publishes in queue order, so frames leave in the order they
@@ -24,7 +28,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
-from accord.bus.base import Bus, BusError
+from accord.bus.base import Bus, BusError, DirectBus
 from accord.logs import get_logger, sparse
 from accord.protocol.messages import Message
 from accord.security import Identity, seal
@@ -42,6 +46,7 @@ class Outbox:
         if capacity < 1:
             raise ValueError("an outbox holds at least one message")
         self._bus = bus
+        self._nowait = bus.publish_nowait if isinstance(bus, DirectBus) else None
         self._identity = identity
         self._capacity = capacity
         self._queue: deque[tuple[tuple[str, ...], Message]] = deque()
@@ -93,7 +98,39 @@ class Outbox:
             return
         if not self._running or self._closed:  # the outbox task is not there (yet): it drains when it starts
             return
+        if self._nowait is not None and self._drain_now():
+            return
         await self._drain()
+
+    def release(self) -> None:
+        """End a :meth:`hold` from synchronous code: hand what is queued to a bus that takes publishes at once;
+        anything it cannot take now is left to the outbox task, which is woken."""
+        self._held -= 1
+        if not self._queue or self._busy or not self._running or self._closed:
+            return
+        if self._nowait is not None and self._drain_now():
+            return
+        if self._sleeping and not self._held:
+            self._sleeping = False
+            self._wake.set()
+
+    def _drain_now(self) -> bool:
+        """Seal and hand over everything queued without waiting; False (the rest still queued, in order) as soon
+        as the bus cannot take a publish at once."""
+        nowait = self._nowait
+        assert nowait is not None
+        queue = self._queue
+        identity = self._identity
+        while queue:
+            subject_list, message = queue[0]
+            frame = seal(message, identity)
+            for i, subject in enumerate(subject_list):
+                if not nowait(subject, frame):
+                    queue[0] = (subject_list[i:], message)  # sealed again later: the same bytes (Ed25519)
+                    return False
+                self.published += 1
+            queue.popleft()
+        return True
 
     @property
     def queued(self) -> int:

@@ -294,11 +294,9 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             async with anyio.create_task_group() as tg:
                 await tg.start(self._timers.run)
                 await tg.start(self._outbox.run)
-                inbox = await self.bus.subscribe(subjects.direct_filter(self.id), max_pending=65_536)
-                tg.start_soon(self._pump, inbox, self._receive)
+                await self._listen(tg, subjects.direct_filter(self.id), self._receive, max_pending=65_536)
                 if self.watch_adverts:
-                    adverts = await self.bus.subscribe(subjects.advertise_filter(), max_pending=65_536)
-                    tg.start_soon(self._pump, adverts, self._receive_advert)
+                    await self._listen(tg, subjects.advertise_filter(), self._receive_advert, max_pending=65_536)
                 await self._register_service()
                 tg.start_soon(self._watch_trust)
                 self._ready = True
@@ -353,8 +351,13 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         *,
         on_progress: ProgressCallback | None = None,
         avoid: MutableSet[str] | None = None,
+        agent: str | None = None,
     ) -> TaskOutcome:
         """Run one task through the market; the verified outcome, or TaskFailed with the reason.
+
+        ``agent``: ask this one agent (its id): a direct award from the price sheet it advertised (Task and
+        Award in one go, then its ack and result: no bid round), or, when this requester holds no sheet of it
+        that qualifies, a round that invites it alone. No other agent is awarded the task.
 
         ``avoid``: agents not to award this task to. The requester adds every agent it awards this task to, so
         sibling tasks that share one set (an ensemble's k calls) each go to a different agent.
@@ -378,6 +381,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             predictor=self.predictor,
             config=self.config,
             avoid=avoid if avoid is not None else (),
+            agent=agent,
         )
         task_id = machine.task_id
         self.stats.submitted += 1

@@ -17,14 +17,13 @@ import binascii
 from typing import Annotated, Final
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from msgspec import Meta
 
 from accord.errors import RemoteProtocolError
 from accord.protocol.codec import decode_as
 from accord.protocol.messages import MAX_FRAME_BYTES
-from accord.security.errors import FrameError, Reason, SignatureError
+from accord.security.ed25519 import PublicKey
+from accord.security.errors import FrameError, Reason
 from accord.security.identity import Identity
 
 __all__ = [
@@ -129,12 +128,9 @@ def decode_envelope_view(frame: bytes | bytearray | memoryview, payload_type: st
     return envelope
 
 
-def verify_signature(key: Ed25519PublicKey, payload_type: str, payload: bytes, sig: bytes) -> None:
+def verify_signature(key: PublicKey, payload_type: str, payload: bytes, sig: bytes) -> None:
     """Raise SignatureError(bad_signature) unless ``sig`` is ``key``'s signature of PAE(type, payload)."""
-    try:
-        key.verify(sig, pae(payload_type, payload))
-    except InvalidSignature as exc:
-        raise SignatureError(Reason.BAD_SIGNATURE, "signature does not verify") from exc
+    key.verify(sig, pae(payload_type, payload))
 
 
 def b64encode(data: bytes) -> str:

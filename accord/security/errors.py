@@ -1,7 +1,7 @@
 """Typed security failures, each with a stable reason code callers can branch on.
 
 Every failure that :mod:`accord.security` raises on purpose is a :class:`SecurityError` with a
-:class:`Reason`. Foreign exceptions (msgspec decode errors, ``cryptography``'s ``InvalidSignature``, ``OSError``
+:class:`Reason`. Foreign exceptions (msgspec decode errors, libsodium's ``BadSignatureError``, ``OSError``
 on key files) are mapped at the boundary with ``raise ... from exc``; none escapes untyped. The one exception is
 a key or trust file path that names no regular file, or a file over its cap: that is refused before anything
 reads it, as :class:`accord.files.FileRefusedError`, whatever the file was meant to hold.

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from accord.security import nkeys
+from accord.security.ed25519 import PrivateKey, PublicKey
 from accord.security.errors import KeyFileError, Reason
 from accord.security.keyfile import read_private, write_owner_only
 from accord.security.nkeys import KeyKind
@@ -24,25 +22,21 @@ class Identity:
 
     __slots__ = ("_private", "id", "kind", "public_bytes", "public_key")
 
-    def __init__(self, private: Ed25519PrivateKey, kind: KeyKind = KeyKind.USER) -> None:
+    def __init__(self, private: PrivateKey, kind: KeyKind = KeyKind.USER) -> None:
         self._private = private
         self.kind = kind
-        self.public_key: Ed25519PublicKey = private.public_key()
-        self.public_bytes: bytes = self.public_key.public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self.public_key: PublicKey = private.public
+        self.public_bytes: bytes = private.public.raw
         self.id: str = nkeys.encode_public(self.public_bytes, kind)
 
     @classmethod
     def generate(cls, kind: KeyKind = KeyKind.USER) -> Identity:
-        return cls(Ed25519PrivateKey.generate(), kind)
+        return cls(PrivateKey.generate(), kind)
 
     @classmethod
     def from_private_bytes(cls, seed: bytes, kind: KeyKind = KeyKind.USER) -> Identity:
         """From a raw 32-byte Ed25519 secret (RFC 8032's "secret key")."""
-        if len(seed) != 32:
-            raise ValueError("an Ed25519 secret is 32 bytes")
-        return cls(Ed25519PrivateKey.from_private_bytes(seed), kind)
+        return cls(PrivateKey(seed), kind)
 
     @classmethod
     def from_seed(cls, text: str) -> Identity:
@@ -56,10 +50,7 @@ class Identity:
     @property
     def seed(self) -> str:
         """The nkey seed text. Secret: write it only with :func:`save_identity`."""
-        raw = self._private.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        return nkeys.encode_seed(raw, self.kind)
+        return nkeys.encode_seed(self._private.seed, self.kind)
 
     def sign(self, data: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``data``."""
@@ -93,12 +84,9 @@ def load_identity(path: str | Path, *, kind: KeyKind | None = None) -> Identity:
     return identity
 
 
-def public_key_of(key_id: str, kind: KeyKind | None = None) -> Ed25519PublicKey | None:
-    """The Ed25519 public key object an nkey id names, or None if it is not a valid id (of ``kind``)."""
+def public_key_of(key_id: str, kind: KeyKind | None = None) -> PublicKey | None:
+    """The Ed25519 public key an nkey id names, or None if it is not a valid id (of ``kind``)."""
     decoded = nkeys.decode_public(key_id, kind)
     if decoded is None:
         return None
-    try:
-        return Ed25519PublicKey.from_public_bytes(decoded[1])
-    except ValueError:  # pragma: no cover - 32 bytes always load; the point is checked at verify time
-        return None
+    return PublicKey(decoded[1])

@@ -1,7 +1,12 @@
 """The trust store: operator anchors, operator-signed agent certificates, revocation lists (spec section 10).
 
 Pure: every decision takes ``now_ns``. Loaded public key objects are cached (building one from bytes costs
-about as much as a msgpack decode of a small message, so the hot path never does it; see tests/bench/security.py).
+about as much as a msgpack decode of a small message, so the hot path never does it; see tests/bench/security.py),
+and so is each key's verdict: :meth:`TrustStore.check` remembers the certificate it chose together with the span
+of time over which that choice cannot change (between the nearest ``not_before_ns`` / ``not_after_ns`` of the
+key's certificates around ``now``), so a frame from a known key costs one dict lookup and two comparisons.
+Everything that changes the store (a certificate, a revocation list, a direct entry, a merge) forgets every
+remembered verdict.
 Everything added is verified on the way in, so a trust file with one bad signature does not load at all.
 """
 
@@ -16,13 +21,13 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from accord.errors import RemoteProtocolError
 from accord.files import read_capped
 from accord.protocol.codec import decode_as
 from accord.protocol.messages import Privacy, Tier
 from accord.security.certs import Certificate, RevocationList, check_record_version
+from accord.security.ed25519 import PublicKey
 from accord.security.envelope import (
     PAYLOAD_TYPE_CERT,
     PAYLOAD_TYPE_REVOCATIONS,
@@ -42,6 +47,8 @@ __all__ = ["TRUST_FILE_VERSION", "CertStatus", "TrustStore"]
 TRUST_FILE_VERSION: Final = 1
 _I64_MAX: Final = 2**63 - 1
 _MAX_TRUST_FILE: Final = 64 << 20
+_MAX_VERDICTS: Final = 65_536
+"""Keys whose verdict is remembered; the cache starts over when it would grow past this."""
 _S = TypeVar("_S", bound=msgspec.Struct)
 
 
@@ -75,14 +82,16 @@ class TrustStore:
     """Which keys are trusted, as what, and when. Add operators first, then their certificates."""
 
     def __init__(self, operators: Iterable[str] = ()) -> None:
-        self._operators: dict[str, Ed25519PublicKey] = {}
+        self._operators: dict[str, PublicKey] = {}
         self._certs: dict[str, list[Certificate]] = {}
         self._cert_blobs: dict[bytes, Certificate] = {}
         self._crls: dict[str, tuple[RevocationList, bytes]] = {}
         self._revoked_serials: frozenset[tuple[str, int]] = frozenset()
         self._revoked_agents: frozenset[str] = frozenset()
         self._direct: dict[str, Certificate] = {}
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys: dict[str, PublicKey] = {}
+        self._verdicts: dict[str, tuple[Certificate, int, int]] = {}
+        """agent id -> (the certificate ``check`` chose, from, until): it holds for ``from <= now < until``."""
         for operator in operators:
             self.add_operator(operator)
 
@@ -119,6 +128,7 @@ class TrustStore:
         self._cert_blobs[blob] = cert
         self._certs.setdefault(cert.agent_id, []).append(cert)
         self._keys.setdefault(cert.agent_id, key)
+        self._verdicts.clear()
         return cert
 
     def add_revocations(self, blob: bytes) -> bool:
@@ -137,6 +147,7 @@ class TrustStore:
             (issuer, serial) for issuer, (c, _) in self._crls.items() for serial in c.serials
         )
         self._revoked_agents = frozenset(agent for c, _ in self._crls.values() for agent in c.agents)
+        self._verdicts.clear()
         return True
 
     def trust_directly(
@@ -175,6 +186,7 @@ class TrustStore:
         )
         self._direct[agent_id] = cert
         self._keys.setdefault(agent_id, key)
+        self._verdicts.clear()
         return cert
 
     # --- deciding -------------------------------------------------------------------------------------------
@@ -185,6 +197,9 @@ class TrustStore:
         of its certificates is revoked, else ``cert_not_yet_valid`` if one is yet to start, else
         ``cert_expired``; ``unknown_key`` when no certificate names the key at all.
         """
+        cached = self._verdicts.get(agent_id)
+        if cached is not None and cached[1] <= now_ns < cached[2]:
+            return cached[0]
         if agent_id in self._revoked_agents:
             raise TrustError(Reason.REVOKED, f"key {agent_id} is revoked")
         best: Certificate | None = None
@@ -196,13 +211,28 @@ class TrustStore:
             elif best is None or cert.not_after_ns > best.not_after_ns:
                 best = cert
         if best is not None:
+            self._remember(agent_id, best, now_ns)
             return best
         for reason in (Reason.REVOKED, Reason.CERT_NOT_YET_VALID, Reason.CERT_EXPIRED):
             if reason in reasons:
                 raise TrustError(reason, f"no valid certificate for {agent_id}")
         raise TrustError(Reason.UNKNOWN_KEY, f"no certificate for {agent_id}")
 
-    def public_key(self, key_id: str) -> Ed25519PublicKey | None:
+    def _remember(self, agent_id: str, cert: Certificate, now_ns: int) -> None:
+        """Cache ``cert`` as the verdict for ``agent_id`` until the next validity bound of any of its
+        certificates, and from the last one: between two such bounds the set of valid certificates is fixed."""
+        lo, hi = -1, _I64_MAX + 1
+        for c in self._candidates(agent_id):
+            for edge in (c.not_before_ns, c.not_after_ns + 1):
+                if edge <= now_ns:
+                    lo = max(lo, edge)
+                else:
+                    hi = min(hi, edge)
+        if len(self._verdicts) >= _MAX_VERDICTS:
+            self._verdicts.clear()
+        self._verdicts[agent_id] = (cert, lo, hi)
+
+    def public_key(self, key_id: str) -> PublicKey | None:
         """The cached public key object of a key this store holds a certificate for (None otherwise)."""
         return self._keys.get(key_id)
 
@@ -259,6 +289,7 @@ class TrustStore:
             if agent_id not in self._direct:
                 self._direct[agent_id] = cert
                 self._keys.setdefault(agent_id, other._keys[agent_id])
+                self._verdicts.clear()
         return added
 
     def without_certificates(self) -> TrustStore:

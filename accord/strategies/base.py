@@ -249,13 +249,14 @@ class Session:
         avoid: MutableSet[str] | None = None,
         privacy: Privacy | None = None,
         deadline_ns: int | None = None,
+        agent: str | None = None,
     ) -> CallRecord | None:
         """Run one market task for ``ask``; the record of a call that answered, else None (failures recorded).
 
         ``share``: this call may reserve at most ``remaining / share`` (for k calls started together).
         ``avoid``: a set shared by sibling calls so that each goes to a different agent.
         ``privacy``: the class this task declares (default: the Ask's); the split strategy lowers it for what
-        may leave the device.
+        may leave the device. ``agent``: ask this one agent (a direct award from its price sheet).
         """
         tier_tuple = tuple(tiers)
         if self._stages:
@@ -292,7 +293,7 @@ class Session:
         self.reserved_micros += cap
         record = CallRecord(role=role, tiers=tier_tuple, max_price_micros=cap)
         try:
-            outcome = await self.requester.submit(spec, avoid=avoid)
+            outcome = await self.requester.submit(spec, avoid=avoid, agent=agent)
         except TaskFailed as exc:
             failure = exc.reason.value
             if exc.reason in (ReasonCode.NO_BIDS, ReasonCode.NO_ELIGIBLE_BIDS) and any(

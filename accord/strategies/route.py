@@ -37,13 +37,15 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class Single:
-    """One task, awarded by the market among ``tiers`` (empty: any tier)."""
+    """One task, awarded by the market among ``tiers`` (empty: any tier), or to ``agent`` (its id) directly:
+    an award from the price sheet it advertised, no bid round (spec 6.5)."""
 
     tiers: tuple[Tier, ...] = ()
     name: str = "single"
+    agent: str | None = None
 
     async def run(self, ask: Ask, session: Session) -> Answer | None:
-        record = await session.call(ask, role="answer", tiers=self.tiers)
+        record = await session.call(ask, role="answer", tiers=self.tiers, agent=self.agent)
         return as_answer(record) if record is not None else None
 
 

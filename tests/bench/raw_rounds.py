@@ -24,6 +24,7 @@ import hashlib
 import os
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -121,8 +122,10 @@ def _id() -> str:
 
 
 class _Key:
+    """An Ed25519 key derived from its name, so that separate processes agree on every party's public key."""
+
     def __init__(self, name: str) -> None:
-        self.secret = Ed25519PrivateKey.generate()
+        self.secret = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"raw-bench:" + name.encode()).digest())
         self.public = self.secret.public_key()
         self.id = name
 
@@ -135,12 +138,49 @@ def _verify(env: _Envelope, keys: dict[str, Ed25519PublicKey]) -> None:
     keys[env.key_id].verify(env.sig, _pae(env.payload))  # raises InvalidSignature
 
 
+class _Codec:
+    """Signed: every message in an Ed25519 envelope. Unsigned: the bare msgpack message (the usual framework
+    setup: typed messages, no signatures)."""
+
+    def __init__(self, key: _Key, keys: dict[str, Ed25519PublicKey], *, signed: bool) -> None:
+        self.key = key
+        self.keys = keys
+        self.signed = signed
+
+    def seal(self, message: _Msg) -> bytes:
+        return self.key.seal(message) if self.signed else _enc.encode(message)
+
+    def open(self, data: bytes) -> tuple[_Any, _Envelope | None]:
+        if not self.signed:
+            return _dec.decode(data), None
+        env = _env_dec.decode(data)
+        return _dec.decode(env.payload), env
+
+    def verify(self, env: _Envelope | None) -> None:
+        if env is not None:
+            _verify(env, self.keys)
+
+
+def dm(to: str, sender: str) -> str:
+    """The inbox subject of ``to`` for messages from ``sender`` (Accord's scheme, under ``raw.``)."""
+    return f"raw.dm.{to}.{sender}"
+
+
+def service(agent: str) -> str:
+    """The request/reply subject of one raw agent (W1)."""
+    return f"raw.svc.{agent}"
+
+
+def keyring(names: list[str]) -> dict[str, Ed25519PublicKey]:
+    return {name: _Key(name).public for name in names}
+
+
 @dataclass
 class _Round:
     task: RTask
     fanout: int
     started: float
-    bids: list[tuple[RBid, _Envelope]] = field(default_factory=list)
+    bids: list[tuple[RBid, _Envelope | None]] = field(default_factory=list)
     award: RAward | None = None
     award_payload: bytes = b""
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -161,50 +201,93 @@ class RawResult:
         return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-class _RawAgent:
-    def __init__(self, nc: Client, key: _Key, keys: dict[str, Ed25519PublicKey]) -> None:
+class RawAgent:
+    """One agent on its own connection. Signed: it bids on a peeked Task, verifies the Award, sends an Ack, an
+    attested Result, and verifies the Cancel it gets when it lost. Unsigned: it bids, and answers an Award with
+    a Result; nothing more. It also answers plain requests on :func:`service` (W1)."""
+
+    def __init__(self, nc: Client, key: _Key, keys: dict[str, Ed25519PublicKey], *, signed: bool) -> None:
         self.nc = nc
         self.key = key
-        self.keys = keys
+        self.codec = _Codec(key, keys, signed=signed)
+
+    async def start(self) -> None:
+        await self.nc.subscribe(dm(self.key.id, "*"), cb=self.on_msg, pending_msgs_limit=65536)
+        await self.nc.subscribe(service(self.key.id), cb=self.on_request, pending_msgs_limit=65536)
+
+    async def on_request(self, msg: Msg) -> None:
+        task = _dec.decode(msg.data)
+        assert isinstance(task, RTask)
+        result = RResult(_id(), self.key.id, time.time_ns(), task.task_id, "", f"[answer] to {task.task_id}", b"")
+        await msg.respond(_enc.encode(result))
 
     async def on_msg(self, msg: Msg) -> None:
-        env = _env_dec.decode(msg.data)
-        m = _dec.decode(env.payload)
-        reply = f"raw.dm.{m.sender}.{self.key.id}"
+        m, env = self.codec.open(msg.data)
+        reply = dm(m.sender, self.key.id)
         if isinstance(m, RTask):  # peek: no signature check to bid
             bid = RBid(_id(), self.key.id, time.time_ns(), m.task_id, "sim-small", 100, 40)
-            await self.nc.publish(reply, self.key.seal(bid))
+            await self.nc.publish(reply, self.codec.seal(bid))
         elif isinstance(m, RCancel):  # we lost: the task is over, our bid's slot is free
-            _verify(env, self.keys)
+            self.codec.verify(env)
         elif isinstance(m, RAward):
-            _verify(env, self.keys)
-            now = time.time_ns()
-            await self.nc.publish(reply, self.key.seal(RAck(_id(), self.key.id, now, m.task_id, m.id)))
+            self.codec.verify(env)
             output = f"[sim-small simulated answer] to {m.task_id}"
-            statement = _json.encode(
-                _Statement(
-                    m.task_id,
-                    self.key.id,
-                    hashlib.sha256(env.payload).hexdigest(),
-                    hashlib.sha256(output.encode()).hexdigest(),
-                    "sim-small",
+            attestation = b""
+            if env is not None:
+                await self.nc.publish(
+                    reply, self.codec.seal(RAck(_id(), self.key.id, time.time_ns(), m.task_id, m.id))
                 )
-            )
-            attestation = _json.encode(_Attestation(statement, self.key.secret.sign(_pae(statement))))
+                statement = _json.encode(
+                    _Statement(
+                        m.task_id,
+                        self.key.id,
+                        hashlib.sha256(env.payload).hexdigest(),
+                        hashlib.sha256(output.encode()).hexdigest(),
+                        "sim-small",
+                    )
+                )
+                attestation = _json.encode(_Attestation(statement, self.key.secret.sign(_pae(statement))))
             result = RResult(_id(), self.key.id, time.time_ns(), m.task_id, m.id, output, attestation)
-            await self.nc.publish(reply, self.key.seal(result))
+            await self.nc.publish(reply, self.codec.seal(result))
 
 
-class _RawRequester:
-    def __init__(self, nc: Client, key: _Key, keys: dict[str, Ed25519PublicKey]) -> None:
+class RawRequester:
+    """The requester's side: :meth:`round` runs one contract-net round, :meth:`ask` one request/reply (W1)."""
+
+    def __init__(self, nc: Client, key: _Key, keys: dict[str, Ed25519PublicKey], *, signed: bool) -> None:
         self.nc = nc
         self.key = key
         self.keys = keys
+        self.codec = _Codec(key, keys, signed=signed)
         self.rounds: dict[str, _Round] = {}
 
+    async def start(self) -> None:
+        await self.nc.subscribe(dm(self.key.id, "*"), cb=self.on_msg, pending_msgs_limit=65536)
+
+    async def round(self, invited: list[str]) -> None:
+        task_id = _id()
+        now = time.time_ns()
+        task = RTask(task_id, self.key.id, now, task_id, "What is 2+2?", 100_000, now + 10**10)
+        r = _Round(task, len(invited), time.perf_counter())
+        self.rounds[task_id] = r
+        frame = self.codec.seal(task)  # sign once, publish to every invited inbox
+        try:
+            for agent_id in invited:
+                await self.nc.publish(dm(agent_id, self.key.id), frame)
+            await r.done.wait()
+        finally:
+            del self.rounds[task_id]
+
+    async def ask(self, agent: str) -> None:
+        task_id = _id()
+        now = time.time_ns()
+        task = RTask(task_id, self.key.id, now, task_id, "What is 2+2?", 100_000, now + 10**10)
+        reply = await self.nc.request(service(agent), _enc.encode(task), timeout=10)
+        result = _dec.decode(reply.data)
+        assert isinstance(result, RResult) and result.task_id == task_id
+
     async def on_msg(self, msg: Msg) -> None:
-        env = _env_dec.decode(msg.data)
-        m = _dec.decode(env.payload)
+        m, env = self.codec.open(msg.data)
         r = self.rounds.get(m.task_id)
         if r is None:
             return
@@ -213,82 +296,86 @@ class _RawRequester:
             if len(r.bids) == r.fanout:
                 r.bids.sort(key=lambda b: (b[0].price, b[0].latency_ms, b[0].sender))
                 best, best_env = r.bids[0]
-                _verify(best_env, self.keys)
+                self.codec.verify(best_env)
+                digest = hashlib.sha256(
+                    best_env.payload if best_env is not None else _enc.encode(best)
+                ).hexdigest()
                 award = RAward(
-                    _id(), self.key.id, time.time_ns(), m.task_id, best.sender, best.id,
-                    hashlib.sha256(best_env.payload).hexdigest(), best.price,
-                )  # fmt: skip
-                frame = self.key.seal(award)
+                    _id(), self.key.id, time.time_ns(), m.task_id, best.sender, best.id, digest, best.price
+                )
+                frame = self.codec.seal(award)
                 r.award = award
-                r.award_payload = _env_dec.decode(frame).payload
-                await self.nc.publish(f"raw.dm.{best.sender}.{self.key.id}", frame)
+                r.award_payload = _env_dec.decode(frame).payload if env is not None else frame
+                await self.nc.publish(dm(best.sender, self.key.id), frame)
         elif isinstance(m, RAck):
-            _verify(env, self.keys)
+            self.codec.verify(env)
         elif isinstance(m, RResult):
-            _verify(env, self.keys)
-            att = _att_dec.decode(m.attestation)
-            self.keys[m.sender].verify(att.sig, _pae(att.payload))
-            st = _stmt_dec.decode(att.payload)
-            assert st.output_digest == hashlib.sha256(m.output.encode()).hexdigest()
-            assert st.award_digest == hashlib.sha256(r.award_payload).hexdigest()
-            losers = [b.sender for b, _ in r.bids if b.sender != m.sender]
-            if losers:  # one Cancel, signed once, to every losing bidder
-                frame = self.key.seal(RCancel(_id(), self.key.id, time.time_ns(), m.task_id, "superseded"))
-                for agent_id in losers:
-                    await self.nc.publish(f"raw.dm.{agent_id}.{self.key.id}", frame)
+            self.codec.verify(env)
+            if env is not None:
+                att = _att_dec.decode(m.attestation)
+                self.keys[m.sender].verify(att.sig, _pae(att.payload))
+                st = _stmt_dec.decode(att.payload)
+                assert st.output_digest == hashlib.sha256(m.output.encode()).hexdigest()
+                assert st.award_digest == hashlib.sha256(r.award_payload).hexdigest()
+                losers = [b.sender for b, _ in r.bids if b.sender != m.sender]
+                if losers:  # one Cancel, signed once, to every losing bidder
+                    frame = self.codec.seal(RCancel(_id(), self.key.id, time.time_ns(), m.task_id, "superseded"))
+                    for agent_id in losers:
+                        await self.nc.publish(dm(agent_id, self.key.id), frame)
             r.done.set()
 
 
+async def drive(
+    step: Callable[[], Awaitable[None]], *, inflight: int, seconds: float, warmup_s: float,
+    on_window: Callable[[bool], Awaitable[None]] | None = None,
+) -> RawResult:  # fmt: skip
+    """Run ``step`` ``inflight`` at a time for ``warmup_s``, then measure it for ``seconds``; ``on_window(True)``
+    is called as the measured window opens and ``on_window(False)`` as it closes."""
+    latencies: list[float] = []
+    measuring = False
+    count = 0
+
+    async def worker(stop: float) -> None:
+        nonlocal count
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            await step()
+            if measuring:
+                latencies.append((time.perf_counter() - t0) * 1000)
+                count += 1
+
+    await asyncio.gather(*(worker(time.perf_counter() + warmup_s) for _ in range(inflight)))
+    measuring = True
+    if on_window is not None:
+        await on_window(True)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(t0 + seconds) for _ in range(inflight)))
+    elapsed = time.perf_counter() - t0
+    if on_window is not None:
+        await on_window(False)
+    return RawResult(count, elapsed, latencies)
+
+
 async def run_raw(url: str, *, agents: int = 10, fanout: int = 10, inflight: int = 32, seconds: float = 8.0,
-                  warmup_s: float = 1.0) -> RawResult:  # fmt: skip
-    """Run the raw exchange for ``seconds`` (after ``warmup_s``) and return the rounds and their latencies."""
-    keys: dict[str, Ed25519PublicKey] = {}
-    agent_keys = [_Key(f"agent{i}") for i in range(agents)]
-    req_key = _Key("requester")
-    for k in (*agent_keys, req_key):
-        keys[k.id] = k.public
+                  warmup_s: float = 1.0, signed: bool = True) -> RawResult:  # fmt: skip
+    """Run the raw exchange for ``seconds`` (after ``warmup_s``) in this process and return the rounds and their
+    latencies."""
+    names = [f"agent{i}" for i in range(agents)]
+    keys = keyring([*names, "requester"])
     conns: list[Client] = []
     try:
-        for k in agent_keys:
-            nc = await nats.connect(url, name=k.id)
+        for name in names:
+            nc = await nats.connect(url, name=name)
             conns.append(nc)
-            agent = _RawAgent(nc, k, keys)
-            await nc.subscribe(f"raw.dm.{k.id}.*", cb=agent.on_msg, pending_msgs_limit=65536)
+            await RawAgent(nc, _Key(name), keys, signed=signed).start()
         rnc = await nats.connect(url, name="requester")
         conns.append(rnc)
-        requester = _RawRequester(rnc, req_key, keys)
-        await rnc.subscribe(f"raw.dm.{req_key.id}.*", cb=requester.on_msg, pending_msgs_limit=65536)
+        requester = RawRequester(rnc, _Key("requester"), keys, signed=signed)
+        await requester.start()
         for nc in conns:
             await nc.flush()
-        invited = [k.id for k in agent_keys[:fanout]]
-        latencies: list[float] = []
-        measuring = False
-        count = 0
-
-        async def worker(stop: float) -> None:
-            nonlocal count
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                task_id = _id()
-                task = RTask(task_id, req_key.id, time.time_ns(), task_id, "What is 2+2?", 100_000,
-                             time.time_ns() + 10**10)  # fmt: skip
-                r = _Round(task, fanout, t0)
-                requester.rounds[task_id] = r
-                frame = req_key.seal(task)  # sign once, publish to every invited inbox
-                for agent_id in invited:
-                    await rnc.publish(f"raw.dm.{agent_id}.{req_key.id}", frame)
-                await r.done.wait()
-                del requester.rounds[task_id]
-                if measuring:
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    count += 1
-
-        await asyncio.gather(*(worker(time.perf_counter() + warmup_s) for _ in range(inflight)))
-        measuring = True
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(t0 + seconds) for _ in range(inflight)))
-        elapsed = time.perf_counter() - t0
-        return RawResult(count, elapsed, latencies)
+        invited = names[:fanout]
+        return await drive(lambda: requester.round(invited), inflight=inflight, seconds=seconds, warmup_s=warmup_s)
     finally:
         for nc in conns:
             await nc.close()
@@ -301,13 +388,19 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--url", default=None, help="a running nats-server (default: start one)")
+    parser.add_argument("--unsigned", action="store_true", help="no signatures: task, bids, award, result")
     args = parser.parse_args()
 
     from accord.bus.server import NatsServer
 
     async def go(url: str) -> RawResult:
         return await run_raw(
-            url, agents=args.agents, fanout=args.fanout, inflight=args.inflight, seconds=args.seconds
+            url,
+            agents=args.agents,
+            fanout=args.fanout,
+            inflight=args.inflight,
+            seconds=args.seconds,
+            signed=not args.unsigned,
         )
 
     if args.url:

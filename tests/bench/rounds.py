@@ -36,8 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -111,7 +113,8 @@ def _raw(r: RawResult) -> Result:
     return Result(r.rounds, r.seconds, r.latencies_ms)
 
 
-def _spec(i: int) -> TaskSpec:
+def task_spec(i: int) -> TaskSpec:
+    """The benches' question number ``i``: a short chat task, a 10 s deadline, any agent within budget."""
     return TaskSpec(
         messages=[ChatMessage(role=Role.USER, content=f"What is {i} + 2?")],
         constraints=Constraints(deadline_ns=time.time_ns() + 10_000_000_000, max_price_micros=1_000_000),
@@ -133,7 +136,19 @@ class Mesh:
             if count:
                 text += _AGENT.format(name=group, region="far", count=count, price=5000)
         (root / "mesh.toml").write_text(text, encoding="utf-8")
-        self.config = load_mesh(root / "mesh.toml")
+        self._read()
+
+    @classmethod
+    def load(cls, root: Path) -> Mesh:
+        """The mesh another process made in ``root`` (its keys and trust), with no far agents."""
+        mesh = cls.__new__(cls)
+        mesh.root = root
+        mesh.far_counts = [0, 0, 0, 0]
+        mesh._read()
+        return mesh
+
+    def _read(self) -> None:
+        self.config = load_mesh(self.root / "mesh.toml")
         assert self.config.state_dir is not None
         self.state_dir = Path(self.config.state_dir)
         self.trust, self.identities = load_trust(self.config, MeshState(self.state_dir))
@@ -230,7 +245,7 @@ async def _drive(requester: Requester, inflight: int, seconds: float, warmup_s: 
             counter += 1
             t0 = time.perf_counter()
             try:
-                await requester.submit(_spec(counter))
+                await requester.submit(task_spec(counter))
             except TaskFailed:
                 failed += measuring
                 continue
@@ -270,7 +285,8 @@ def _spawn_far(files: list[Path], url: str, logs: Path) -> list[subprocess.Popen
     return procs
 
 
-def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_all(procs: Sequence[subprocess.Popen[Any]]) -> None:
+    """SIGINT each process (by PID), wait for it, SIGKILL what does not end within 20 s."""
     for proc in procs:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)
@@ -363,7 +379,7 @@ def run(args: Args) -> list[tuple[str, Result, Result | None]]:
                 far_runs += [ours(10, mesh.far_ids()) for _ in range(args.repeats - 1)]
                 rows.append((f"{10 + args.far:,} advertised (10 near)", median_of(far_runs), raw10))
     finally:
-        _stop_all(procs)
+        stop_all(procs)
         shutil.rmtree(root, ignore_errors=True)
     return rows
 

@@ -3,10 +3,14 @@ resubscription after a restart, giving up after the configured attempts, connect
 
 from __future__ import annotations
 
-import anyio
-import pytest
+import asyncio
 
-from accord.bus import BusClosedError, BusTimeoutError, ConnectError, DisconnectedError
+import anyio
+import anyio.lowlevel
+import pytest
+from structlog.testing import capture_logs
+
+from accord.bus import BusClosedError, BusMessage, BusTimeoutError, ConnectError, DirectBus, DisconnectedError
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer, ServerError, free_port, live_servers
 
@@ -121,3 +125,118 @@ def test_server_runner_restarts_on_the_same_port_and_reports_bad_config() -> Non
         broken.start(timeout_s=5)
     broken.cleanup()
     assert all(s not in live_servers() for s in (server, broken))
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_publishes_of_one_tick_go_out_in_one_write_in_order(nats_server: NatsServer) -> None:
+    """A plain publish only queues its PUB: everything published in one loop tick is written once, in the
+    order published, with no flush asked for; a publish with headers or a reply keeps its place in that order."""
+    async with NatsBus(nats_server.url) as tx, NatsBus(nats_server.url) as rx:
+        subs = [await rx.subscribe(f"batch.{i}", max_pending=10_000) for i in range(3)]
+        nc = tx._nc
+        assert nc is not None and nc._transport is not None
+        writes: list[int] = []
+        real = nc._transport.writelines
+
+        def counting(lines: list[bytes]) -> None:
+            writes.append(len(lines))
+            real(lines)
+
+        nc._transport.writelines = counting  # type: ignore[method-assign]
+        for n in range(30):  # a multicast of 30 messages to three subjects, no yield in between
+            await tx.publish(f"batch.{n % 3}", b"%d" % n)
+        assert writes == [], "nothing is written before the tick ends"
+        await anyio.lowlevel.checkpoint()
+        assert writes == [30], "one write for the whole tick"
+        await tx.publish("batch.0", b"headers", headers={"k": "v"})  # nats-py's path, same buffer, same order
+        for n in range(30, 2_030):  # more than a tick's worth, with the loop running in between
+            await tx.publish(f"batch.{n % 3}", b"%d" % n)
+            if n % 97 == 0:
+                await anyio.lowlevel.checkpoint()
+        got: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+        with anyio.fail_after(10):  # never flushed explicitly: the scheduled writes carry everything
+            for i, sub in enumerate(subs):
+                while len(got[i]) < len(range(i, 2_030, 3)) + (i == 0):
+                    got[i].append((await sub.next()).data)
+        for i in range(3):
+            numbers = [int(d) for d in got[i] if d != b"headers"]
+            assert numbers == list(range(i, 2_030, 3)), i
+        assert got[0].index(b"headers") == 10, "the header publish kept its place"
+        assert tx.stats.published == 2_031
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_listen_hands_each_message_to_the_handler_in_the_read_loop(nats_server: NatsServer) -> None:
+    """``NatsBus.listen`` (DirectBus): every message reaches the synchronous handler inside the connection's read
+    loop, in order, with nothing queued (so ``max_pending`` drops nothing and nats-py's pending count stays at
+    zero); what the handler publishes with ``publish_nowait`` goes out in order; a handler that raises loses only
+    its message; after the unsubscribe nothing more arrives. The handoff replaces nats-py's per-subscription
+    pending queue (an internal): a nats-py release that changes how its read loop queues messages fails here."""
+    async with NatsBus(nats_server.url) as tx, NatsBus(nats_server.url) as rx:
+        assert isinstance(rx, DirectBus) and isinstance(tx, DirectBus)
+        got: list[bytes] = []
+        callers: set[asyncio.Task[object] | None] = set()
+
+        def handler(msg: BusMessage) -> None:
+            callers.add(asyncio.current_task())
+            if msg.data == b"boom":
+                raise RuntimeError("a handler bug")
+            got.append(msg.data)
+            assert rx.publish_nowait("listen.echo", msg.data)
+
+        echo = await tx.subscribe("listen.echo", max_pending=10_000)
+        n = 2_000  # far more than max_pending: a queue of 16 would have dropped most of them
+        with capture_logs() as logs:
+            async with await rx.listen("listen.in", handler, max_pending=16) as sub:
+                for i in range(n):
+                    await tx.publish("listen.in", b"%d" % i)
+                    if i == 10:
+                        await tx.publish("listen.in", b"boom")
+                await tx.flush()
+                with anyio.fail_after(10):
+                    while len(got) < n:  # noqa: ASYNC110 - the handler has no event to wait on
+                        await anyio.sleep(0.01)
+                assert sub.pending == 0 and rx.stats.dropped == 0
+                nc = rx._nc
+                assert nc is not None
+                assert callers == {nc._reading_task}, "every message was handled in nats-py's read loop"
+                assert sum(s._pending_size for s in nc._subs.values()) == 0, "nothing counted as pending"
+            await tx.publish("listen.in", b"after")
+            await tx.flush()
+            await rx.flush()
+        assert got == [b"%d" % i for i in range(n)], "in order, the failed one left out"
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["bus.handler_failed"]
+        echoed = []
+        with anyio.fail_after(10):
+            while len(echoed) < n:
+                echoed.append((await echo.next()).data)
+        assert echoed == got
+        assert rx.is_connected
+        rx_closed = NatsBus(nats_server.url)
+        assert not rx_closed.publish_nowait("listen.echo", b"x"), "not connected: publish asynchronously"
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_socket_that_is_not_drained_sends_publishers_back_to_waiting(nats_server: NatsServer) -> None:
+    """The one-write-per-tick path reads how much the socket has not taken (nats-py's ``_transport._io_writer``,
+    an internal): while that is over ``pending_bytes`` a plain publish is not queued at once (``publish_nowait``
+    says no) and ``publish`` waits for the socket. A nats-py release that moves the writer makes this fail
+    instead of silently dropping the backpressure."""
+    async with NatsBus(nats_server.url) as tx, NatsBus(nats_server.url) as rx:
+        sub = await rx.subscribe("backlog.x")
+        nc = tx._nc
+        assert nc is not None and nc._transport is not None
+        socket_transport = nc._transport._io_writer.transport  # type: ignore[attr-defined]
+        real = socket_transport.get_write_buffer_size
+        socket_transport.get_write_buffer_size = lambda: 1 << 40
+        try:
+            assert not tx.publish_nowait("backlog.x", b"a"), "a full socket buffer is seen"
+        finally:
+            socket_transport.get_write_buffer_size = real
+        assert tx.publish_nowait("backlog.x", b"b")
+        await tx.publish("backlog.x", b"c")
+        with anyio.fail_after(5):
+            assert [(await sub.next()).data for _ in range(2)] == [b"b", b"c"]

@@ -187,7 +187,23 @@ async def test_ask_waits_for_an_agent_and_fails_clearly_without_one(tmp_path: Pa
         # a strategy: two different agents answer, the run's calls and totals are listed
         procs["ensemble"] = spawn([*ask, "--strategy", "ensemble:k=2"], mesh.dir, tmp_path / "ensemble.log")
         procs["bad_strategy"] = spawn([*ask, "--strategy", "bogus"], mesh.dir, tmp_path / "bad_strategy.log")
-        for name in ("fresh", "ruled_out", "ensemble", "bad_strategy"):
+        # one named agent, by its certified name or its id: a direct award from its price sheet
+        procs["by_name"] = spawn([*ask, "--agent", "sim-1"], mesh.dir, tmp_path / "by_name.log")
+        procs["by_id"] = spawn([*ask, "--agent", mesh.ids["sim-2"]], mesh.dir, tmp_path / "by_id.log")
+        procs["nobody"] = spawn([*ask, "--agent", "nobody"], mesh.dir, tmp_path / "nobody.log")
+        procs["agent_strategy"] = spawn(
+            [*ask, "--agent", "sim-1", "--strategy", "ensemble"], mesh.dir, tmp_path / "agent_strategy.log"
+        )
+        for name in (
+            "fresh",
+            "ruled_out",
+            "ensemble",
+            "bad_strategy",
+            "by_name",
+            "by_id",
+            "nobody",
+            "agent_strategy",
+        ):
             await anyio.to_thread.run_sync(procs[name].wait, 90)
         procs["up"].send_signal(signal.SIGTERM)
         await anyio.to_thread.run_sync(procs["up"].wait, 30)
@@ -215,4 +231,11 @@ async def test_ask_waits_for_an_agent_and_fails_clearly_without_one(tmp_path: Pa
     assert procs["ruled_out"].returncode == 1, out["ruled_out"]
     assert "2 agents advertised, all ruled out by the task's constraints" in out["ruled_out"], out["ruled_out"]
     assert "not certified for residency us x2" in out["ruled_out"], out["ruled_out"]
+    for name, agent in (("by_name", "sim-1"), ("by_id", "sim-2")):
+        assert procs[name].returncode == 0, out[name]
+        assert re.search(rf"-- answer: {agent} \(device, eu-west\), model sim-small", out[name]), out[name]
+    assert procs["nobody"].returncode == 2, out["nobody"]
+    assert "--agent nobody: no agent of that name or id is certified" in out["nobody"], out["nobody"]
+    assert procs["agent_strategy"].returncode == 2, out["agent_strategy"]
+    assert "--agent asks one agent" in out["agent_strategy"], out["agent_strategy"]
     assert procs["up"].returncode == 0, out["up"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -392,7 +393,6 @@ def test_reannounce_reevaluates_a_released_task_and_resends_a_standing_bid() -> 
 
 
 def msgspec_replace(t: Task, **kw: object) -> Task:
-    import msgspec
 
     return msgspec.structs.replace(t, **kw)
 

@@ -81,6 +81,7 @@ class Harness:
         registry: Registry | None = None,
         config: RequesterConfig | None = None,
         residency: str | None = None,
+        agent: str | None = None,
     ) -> None:
         self.forged = set(forged)
         self.untrusted = set(untrusted)
@@ -101,6 +102,7 @@ class Harness:
             verify_bid=self.verify,
             registry=registry,
             config=self.config,
+            agent=agent,
         )
         self.now = NOW
         self.log: list[Action] = []
@@ -603,6 +605,81 @@ def test_short_deadline_awards_directly_and_falls_back_to_a_round() -> None:
     empty = Harness(registry=Registry(), deadline_ms=200, window_ms=50)
     out = empty.start()
     assert sent(out, Task)[0].mechanism is Mechanism.FIRST_PRICE  # nobody known: a normal round
+
+
+def test_asking_one_agent_awards_it_directly_even_when_another_is_cheaper() -> None:
+    reg = Registry()
+    adv_b = _advert(B, price_out=9_000)
+    reg.observe(_advert(A, price_out=1_000), now=NOW, digest="0" * 64)
+    reg.observe(adv_b, now=NOW, digest=payload_digest(encode(adv_b)))
+    h = Harness(registry=reg, agent=B)  # a first-price task: naming the agent is what makes it direct
+    out = h.start()
+    (task,) = sent(out, Task)
+    award = award_in(out)
+    assert task.mechanism is Mechanism.DIRECT and task.bid_window_ms == 0
+    assert [a.to for a in out if isinstance(a, Send)] == [B, B], "Task and Award to the named agent, nobody else"
+    assert (award.winner, award.bid_id, award.bid_digest) == (B, adv_b.id, payload_digest(encode(adv_b)))
+    h.at(2).ack(award)
+    _, out = h.at(3).result(award)
+    assert any(isinstance(a, Accept) for a in out)
+
+
+def test_asking_one_agent_without_its_sheet_invites_it_alone_and_awards_no_other() -> None:
+    reg = Registry()
+    reg.observe(_advert(A), now=NOW, digest="0" * 64)  # only A is known; C is named
+    h = Harness(registry=reg, agent=C)
+    out = h.start()
+    (multi,) = [a for a in out if isinstance(a, Multicast)]
+    assert multi.to == (C,) and sent(out, Task)[0].mechanism is Mechanism.FIRST_PRICE
+    h.at(1).bid(A, price_micros=10)  # a cheaper bid from someone not asked: never awarded
+    _, out = h.at(2).bid(C, price_micros=900)
+    assert award_in(out).winner == C, "the named agent answered: the round closes at once"
+
+
+def test_asking_one_agent_that_rejects_fails_without_asking_anyone_else() -> None:
+    reg = Registry()
+    reg.observe(_advert(A), now=NOW, digest="0" * 64)
+    reg.observe(_advert(B), now=NOW, digest="1" * 64)
+    h = Harness(registry=reg, agent=A)
+    award = award_in(h.start())
+    out = h.at(2).handle(
+        Received(
+            AwardReject(id=mid(), sender=A, ts=h.now, task_id=h.tid, attempt=1, award_id=award.id, reason="busy")
+        )
+    )
+    assert not sent(out, Task) and not sent(out, Award)
+    assert next(a for a in out if isinstance(a, Fail)).reason is ReasonCode.AWARD_REJECTED
+
+
+def test_the_named_agent_survives_a_snapshot() -> None:
+    reg = Registry()
+    h = Harness(registry=reg, agent=C)
+    h.start()
+    restored = RequesterMachine.restore(
+        h.m.snapshot(), rng=random.Random(2), credentials=h.credentials, verify_bid=h.verify, registry=reg
+    )
+    out = restored.handle(
+        Received(
+            Bid(
+                id=mid(),
+                sender=A,
+                ts=NOW,
+                task_id=h.tid,
+                model="m",
+                price_micros=1,
+                est_latency_ms=1,
+                quality=0.9,
+                valid_until_ns=NOW + 1_500 * MS,
+                tier=Tier.CLOUD,
+                region="eu",
+                residency=["eu"],
+            ),
+            "0" * 64,
+        ),
+        now=NOW + MS,
+    )
+    restored.check_invariants()
+    assert not sent(out, Award), "a bid of another agent never closes the named agent's round"
 
 
 # --- end to end with honest contractors --------------------------------------------------------------------------

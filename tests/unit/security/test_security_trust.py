@@ -341,3 +341,29 @@ def test_a_trust_file_holds_one_revocation_list_per_operator(pki: Pki) -> None:
             TrustStore.from_json(json.dumps({**doc, "revocations": order}))
         assert info.value.reason is Reason.MALFORMED
     assert TrustStore.from_json(json.dumps({**doc, "revocations": lists[1:]})).revocations(pki.operator.id)
+
+
+def test_remembered_verdicts_follow_time_and_every_change(pki: Pki) -> None:
+    """``check`` caches each key's verdict between the validity bounds of its certificates; time crossing a
+    bound, and every change of the store (revocation, certificate, direct entry, merge), are seen at once."""
+    agent = random_identity(pki.rng)
+    first = pki.certify(agent, not_before_ns=T0, not_after_ns=T0 + 10 * DAY)
+    assert pki.trust.check(agent.id, T0 + DAY) == first  # remembered from here on
+    assert pki.trust.check(agent.id, T0 + 10 * DAY) == first  # the last valid instant
+    with pytest.raises(TrustError, match="cert_expired"):
+        pki.trust.check(agent.id, T0 + 10 * DAY + 1)
+    with pytest.raises(TrustError, match="cert_not_yet_valid"):
+        pki.trust.check(agent.id, T0 - 1)
+    second = pki.certify(agent, not_before_ns=T0 + 5 * DAY, not_after_ns=T0 + 30 * DAY)
+    assert pki.trust.check(agent.id, T0 + 6 * DAY) == second, "a new certificate is seen at once"
+    assert pki.trust.check(agent.id, T0 + 4 * DAY) == first, "and the old one before the new one starts"
+
+    follower = TrustStore.from_json(pki.trust.to_json())  # a running mesh's copy of the trust file
+    assert follower.check(agent.id, T0 + 6 * DAY) == second
+    pki.revoke(agents=[agent.id], now_ns=T0)
+    with pytest.raises(TrustError, match="revoked"):
+        pki.trust.check(agent.id, T0 + 6 * DAY)
+    assert follower.check(agent.id, T0 + 6 * DAY) == second, "not merged yet"
+    follower.merge(pki.trust)
+    with pytest.raises(TrustError, match="revoked"):
+        follower.check(agent.id, T0 + 6 * DAY)
