@@ -62,6 +62,8 @@ class Market:
     replies: Sequence[Reply] = (Reply(),)
     specs: list[TaskSpec] = field(default_factory=list)
     avoids: list[object] = field(default_factory=list)
+    agents: list[str | None] = field(default_factory=list)
+    """The one agent each call asked for (``submit(..., agent=...)``), or None for a market round."""
     budget: int | None = None
     """When set: at every submit, what is paid plus the ceilings of the calls in flight must fit in it."""
     caps: list[int] = field(default_factory=list)
@@ -76,10 +78,11 @@ class Market:
         assert any(f"{n:032x}" == task_id for n in range(1, len(self.caps) + 1)), task_id
         self.qualities.append((task_id, agent_id, quality, source))
 
-    async def submit(self, spec: TaskSpec, *, avoid: object = None) -> TaskOutcome:
+    async def submit(self, spec: TaskSpec, *, avoid: object = None, agent: str | None = None) -> TaskOutcome:
         cap = spec.constraints.max_price_micros
         self.specs.append(spec)
         self.avoids.append(avoid)
+        self.agents.append(agent)
         reply = self.replies[len(self.caps) % len(self.replies)]
         self.caps.append(cap)
         self.in_flight.append(cap)
@@ -265,10 +268,11 @@ def test_each_task_carries_the_ask_and_the_session_settings() -> None:
             cast(Requester, market), budget_micros=900, deadline_ns=deadline, bid_window_ms=123, policy=policy
         )
         await s.call(ask, role="answer", tiers=(Tier.EDGE, Tier.DEVICE))
-        await s.call(ask, role="answer", privacy=Privacy.PUBLIC, deadline_ns=deadline - 10**9)
+        await s.call(ask, role="answer", privacy=Privacy.PUBLIC, deadline_ns=deadline - 10**9, agent="U-one")
 
     anyio.run(main)
     first, second = market.specs
+    assert market.agents == [None, "U-one"], "a call for one agent asks that agent directly, others the market"
     assert (first.kind, first.messages, first.max_output_tokens) == ("table", ask.messages(), 77)
     assert first.est_input_tokens > 0 and first.policy == policy and first.bid_window_ms == 123
     c = first.constraints
