@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from accord.backends import LlamaCppConfig, LlamaCppServer
-from accord.cli.common import run_cli
+from accord.cli.common import LogLevel, run_cli
 from accord.cli.logging import configure_logging
 from accord.httpapi import MeshApi, make_callers, serve_http
 from accord.mesh.config import (
@@ -161,10 +161,11 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int, typer.Option(help="CPU threads per local model.")] = 1,
         concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 1,
         log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
-        verbose: Annotated[bool, typer.Option(help="Show the agents' logs.")] = False,
+        verbose: Annotated[bool, typer.Option(help="Show the agents' logs (--log-level info).")] = False,
+        log_level: LogLevel | None = None,
     ) -> None:
         """Run a live mesh of LLM agents on an embedded nats-server and show who answered what."""
-        configure_logging(json=log_json, level="info" if verbose else "warning")
+        configure_logging(json=log_json, level=log_level or ("info" if verbose else "warning"))
         run_cli(functools.partial(_demo, threads=threads, concurrency=concurrency))
 
 
