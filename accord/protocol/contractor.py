@@ -178,9 +178,9 @@ class ContractorProfile(Struct, frozen=True, kw_only=True):
     max_prompt_bytes: int = 64 * 1024 * 1024
     """Prompt characters all open jobs together may hold at this agent."""
     max_jobs: int = 10_000
-    """Tasks remembered at once (open and finished). At the bound the oldest records that hold nothing (a refused
-    Task, a lapsed bid) are forgotten first; open jobs and jobs an Award or a Cancel touched never are: a Task
-    that finds no room is refused (spec 11.9)."""
+    """Tasks remembered at once (open and finished). At the bound the oldest finished records (a refused Task, a
+    lapsed or cancelled bid, work done or failed) are forgotten first; open jobs never are: a Task that finds no
+    room is refused (spec 11.9)."""
     max_jobs_per_requester: int = 1_000
     """Tasks of one requester remembered at once (open and finished); at the bound its own oldest record that
     holds nothing goes, else its Task is refused."""
@@ -315,9 +315,12 @@ class _Job:
 
     @property
     def holds_nothing(self) -> bool:
-        """Finished, and neither an Award nor a Cancel (verified frames) touched it: a record of a refused Task or
-        a lapsed bid, which only tells a duplicate Task apart. Forgetting it loses nothing anyone relies on."""
-        return self.state not in _OPEN and not self.closed and self.award is None
+        """Finished (a refused Task, a lapsed or cancelled bid, work done or failed): it holds no slot, no
+        reservation and no prompt, and only tells a duplicate frame apart, which the replay guard does for every
+        frame that acts (an Award, a Cancel). Forgetting it loses nothing anyone relies on: at worst a late copy of
+        the Task gets a bid the requester ignores. A requester that runs many tasks at once is not throttled by
+        the records of the ones that ended (spec 11.9)."""
+        return self.state not in _OPEN
 
 
 Handler = Callable[["ContractorMachine", Event, "_Job | None", int], list[Action]]

@@ -26,6 +26,7 @@ from accord.protocol.messages import (
     Advertise,
     Award,
     Bid,
+    Cancel,
     ChatMessage,
     Mechanism,
     ModelOffer,
@@ -166,7 +167,7 @@ def test_agent_jobs_stay_bounded_under_a_flood_of_tasks_from_as_many_requesters(
 
 
 def test_records_that_hold_nothing_make_room_and_an_honest_running_job_is_never_forgotten() -> None:
-    """At ``max_jobs``, a refused Task's record is forgotten for a new one; a job an Award touched never is."""
+    """At ``max_jobs``, a finished record is forgotten for a new one; a running job never is."""
     profile = msgspec.structs.replace(PROFILE, max_jobs=8, slots=1)
     m = _contractor(profile)
     honest = msgspec.structs.replace(
@@ -195,10 +196,28 @@ def test_records_that_hold_nothing_make_room_and_an_honest_running_job_is_never_
         m.check_invariants()
     assert m.job_state(honest.task_id) is JobState.RUNNING
     assert m.jobs_held == profile.max_jobs
-    m.handle(TimerFired(TimerKind.LEASE, honest.task_id), now=NOW + 66_000 * MS)  # done: it holds nothing now...
+    m.handle(TimerFired(TimerKind.LEASE, honest.task_id), now=NOW + 66_000 * MS)  # done: it holds nothing now
+    assert m.job_state(honest.task_id) is JobState.DONE
     for i in range(1_000, 2_000):
         feed(i)
-    assert m.job_state(honest.task_id) is JobState.DONE  # ...but an Award touched it: it stays until its deadline
+        m.check_invariants()
+    assert m.job_state(honest.task_id) is JobState.NONE, "finished: forgotten like any record that holds nothing"
+
+
+def test_one_busy_requester_is_not_throttled_by_the_records_of_tasks_that_ended() -> None:
+    """A requester with more tasks in a deadline than its share of records (a gateway, a bench): each task is
+    bid on, lost or won, and ended by the requester's Cancel or by the work being done; the records of ended
+    tasks make room, so its 3,000th task is bid on like its first (it was declined ``requester_jobs`` at 1,000)."""
+    profile = msgspec.structs.replace(PROFILE, max_jobs_per_requester=100, max_jobs=1_000)
+    m = _contractor(profile)
+    template = _task_template(Mechanism.FIRST_PRICE)
+    for i in range(3_000):
+        t = msgspec.structs.replace(template, sender=HONEST, id=f"{i:032x}", task_id=f"{i:032x}")
+        out = m.handle(Received(t, broadcast=True), now=NOW)
+        assert any(isinstance(a, Send) and isinstance(a.message, Bid) for a in out), (i, out)
+        m.handle(Received(Cancel(id=f"{i + 10**6:032x}", sender=HONEST, ts=NOW, task_id=t.task_id)), now=NOW)
+        m.check_invariants()
+    assert m.jobs_held <= profile.max_jobs_per_requester
 
 
 # --- the requester's bids (D5, D8) -------------------------------------------------------------------------------
