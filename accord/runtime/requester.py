@@ -277,6 +277,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self.predictor: QualityPredictor = (
             predictor if predictor is not None else ReputationPredictor(self.reputation)
         )
+        self._learns: tuple[QualityPredictor, LearningPredictor | None] | None = None
+        """The last predictor seen and, if it learns, it as a LearningPredictor (see :meth:`_learner`)."""
         self._unscored: OrderedDict[str, StoredOutcome] = OrderedDict()
         """Recent delivered attempts a learning predictor has not seen scored yet (at most _UNSCORED_KEPT)."""
         self.stats = RequesterStats()
@@ -708,7 +710,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self._learn(msgspec.structs.replace(row, quality=quality, quality_source=source))
 
     def _store_failure(self, pending: _Pending, ended: AttemptEnded, now: int) -> None:
-        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
+        if self.outcomes is None and self._learner() is None:
             return
         task = pending.machine.task
         row = StoredOutcome(
@@ -731,7 +733,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self._learn(row)
 
     def _store_result(self, pending: _Pending, outcome: TaskOutcome, now: int) -> None:
-        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
+        if self.outcomes is None and self._learner() is None:
             return
         task, result = pending.machine.task, outcome.result
         row = StoredOutcome(
@@ -755,15 +757,25 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         )
         if self.outcomes is not None:
             self.outcomes.add(row)
-        if isinstance(self.predictor, LearningPredictor):  # it learns when a signal scores the result
+        if self._learner() is not None:  # it learns when a signal scores the result
             self._unscored[row.task_id] = row
             if len(self._unscored) > _UNSCORED_KEPT:
                 self._unscored.popitem(last=False)
 
+    def _learner(self) -> LearningPredictor | None:
+        """``self.predictor`` if it learns online, else None; the runtime protocol check (some 10 us) is made once
+        per predictor, not once per task (``predictor`` may be replaced: the check follows it)."""
+        learns = self._learns
+        if learns is None or learns[0] is not self.predictor:
+            p = self.predictor
+            learns = self._learns = (p, p if isinstance(p, LearningPredictor) else None)
+        return learns[1]
+
     def _learn(self, row: StoredOutcome) -> None:
         """Feed a scored attempt to a predictor that learns online (spec/OUTCOMES.md)."""
-        if isinstance(self.predictor, LearningPredictor):
-            self.predictor.observe(row.to_outcome())
+        learner = self._learner()
+        if learner is not None:
+            learner.observe(row.to_outcome())
 
     def _tier_of(self, agent_id: str) -> str:
         creds = self.credentials(agent_id)
