@@ -76,7 +76,14 @@ from accord.protocol.messages import (
     Withdraw,
 )
 from accord.protocol.registry import Candidates, Registry
-from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
+from accord.protocol.requester import (
+    RequesterConfig,
+    RequesterMachine,
+    RequesterState,
+    TaskSpec,
+    fits_unencoded,
+    frame_problem,
+)
 from accord.protocol.shortlists import CachingRegistry
 from accord.routing.base import LearningPredictor
 from accord.routing.store import OutcomeStore, StoredOutcome
@@ -803,7 +810,10 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
 
 
 def check_frame_size(spec: TaskSpec) -> None:
-    """Raise PayloadTooLargeError if the Task of ``spec`` cannot travel in one frame (nothing is sent then)."""
+    """Raise PayloadTooLargeError if the Task of ``spec`` cannot travel in one frame (nothing is sent then). A
+    prompt well within the bound is not built into a Task here (its digest costs more than the check)."""
+    if fits_unencoded(spec.messages):
+        return
     problem = frame_problem(spec.to_task(sender="U" + "A" * 55, task_id="0" * 32))
     if problem is not None:
         raise PayloadTooLargeError(problem)
