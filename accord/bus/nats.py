@@ -93,6 +93,7 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 _PERMISSION_RE: Final = re.compile(r"permissions violation for (publish|subscription) to \"?([^\"\s]+)", re.I)
 _WRONG_LAST_SEQ: Final = (10071, 10164)  # JSStreamWrongLastSequenceErr(F|Constant)
 _BAD_PUBLISH_SUBJECT: Final = re.compile(r"\s")  # nats-py's own publish check: no whitespace, CR or LF
+_PUB_HEADS: Final = 4096
 
 
 class _ApiError(msgspec.Struct):
@@ -542,6 +543,9 @@ class NatsBus:
         self._connected: anyio.Event | None = None  # created in connect() (needs a running event loop)
         self._write_armed = False
         """A write of the client's pending buffer is scheduled for the end of this loop tick."""
+        self._pub_heads: dict[str, bytes] = {}
+        """Subject -> its checked ``PUB <subject>  `` prefix (a shell publishes to few subjects, over and over:
+        each is checked and encoded once; at most ``_PUB_HEADS``, emptied when full)."""
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     @property
@@ -794,12 +798,17 @@ class NatsBus:
             or nc.is_draining_pubs
             or size > nc.max_payload
             or nc._pending_data_size + size > self._pending_bytes
-            or not subject
-            or _BAD_PUBLISH_SUBJECT.search(subject) is not None
             or self._backlog(nc) > self._pending_bytes
         ):
             return False
-        command = b"PUB %b  %d\r\n%b\r\n" % (subject.encode(), size, data)
+        head = self._pub_heads.get(subject)
+        if head is None:
+            if not subject or _BAD_PUBLISH_SUBJECT.search(subject) is not None:
+                return False
+            if len(self._pub_heads) >= _PUB_HEADS:
+                self._pub_heads.clear()
+            head = self._pub_heads[subject] = b"PUB %b  " % subject.encode()
+        command = b"%b%d\r\n%b\r\n" % (head, size, data)
         nc._pending.append(command)
         nc._pending_data_size += len(command)
         stats = nc.stats

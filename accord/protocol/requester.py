@@ -54,7 +54,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 import msgspec
@@ -120,6 +120,7 @@ __all__ = [
     "RequesterSnapshot",
     "RequesterState",
     "TaskSpec",
+    "fits_unencoded",
     "frame_problem",
 ]
 
@@ -277,14 +278,27 @@ MAX_TASK_BYTES: Final = MAX_FRAME_BYTES - 512
 """The largest encoded Task a requester sends: a frame's bound less room for the signed envelope around it."""
 
 
+def fits_unencoded(messages: Sequence[ChatMessage]) -> bool:
+    """True when a Task with these messages surely fits in one frame and in the text bound, without encoding it:
+    no message over MAX_TEXT characters, and four bytes a character (UTF-8's most) plus 2 KiB for the rest of the
+    Task within MAX_TASK_BYTES. :func:`frame_problem` is None for every such Task."""
+    total = 0
+    for m in messages:
+        n = len(m.content)
+        if n > MAX_TEXT:
+            return False
+        total += n
+    return 4 * total + 2048 <= MAX_TASK_BYTES
+
+
 def frame_problem(task: Task) -> str | None:
     """Why ``task`` cannot travel in one frame (spec 2.1, 3.17: a message's text bound, the frame bound), or None.
     Encodes the Task only when its text could come near the bound (UTF-8 takes at most 4 bytes a character)."""
+    if fits_unencoded(task.messages):
+        return None
     longest = max((len(m.content) for m in task.messages), default=0)
     if longest > MAX_TEXT:
         return f"a message of {longest} characters; a message holds at most {MAX_TEXT}"
-    if 4 * sum(len(m.content) for m in task.messages) + 2048 <= MAX_TASK_BYTES:
-        return None
     size = len(encode(task))
     if size > MAX_TASK_BYTES:
         return f"the task is {size} bytes; a frame holds at most {MAX_FRAME_BYTES} bytes with its envelope"

@@ -76,7 +76,14 @@ from accord.protocol.messages import (
     Withdraw,
 )
 from accord.protocol.registry import Candidates, Registry
-from accord.protocol.requester import RequesterConfig, RequesterMachine, RequesterState, TaskSpec, frame_problem
+from accord.protocol.requester import (
+    RequesterConfig,
+    RequesterMachine,
+    RequesterState,
+    TaskSpec,
+    fits_unencoded,
+    frame_problem,
+)
 from accord.protocol.shortlists import CachingRegistry
 from accord.routing.base import LearningPredictor
 from accord.routing.store import OutcomeStore, StoredOutcome
@@ -277,6 +284,8 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self.predictor: QualityPredictor = (
             predictor if predictor is not None else ReputationPredictor(self.reputation)
         )
+        self._learns: tuple[QualityPredictor, LearningPredictor | None] | None = None
+        """The last predictor seen and, if it learns, it as a LearningPredictor (see :meth:`_learner`)."""
         self._unscored: OrderedDict[str, StoredOutcome] = OrderedDict()
         """Recent delivered attempts a learning predictor has not seen scored yet (at most _UNSCORED_KEPT)."""
         self.stats = RequesterStats()
@@ -708,7 +717,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
             self._learn(msgspec.structs.replace(row, quality=quality, quality_source=source))
 
     def _store_failure(self, pending: _Pending, ended: AttemptEnded, now: int) -> None:
-        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
+        if self.outcomes is None and self._learner() is None:
             return
         task = pending.machine.task
         row = StoredOutcome(
@@ -731,7 +740,7 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         self._learn(row)
 
     def _store_result(self, pending: _Pending, outcome: TaskOutcome, now: int) -> None:
-        if self.outcomes is None and not isinstance(self.predictor, LearningPredictor):
+        if self.outcomes is None and self._learner() is None:
             return
         task, result = pending.machine.task, outcome.result
         row = StoredOutcome(
@@ -755,15 +764,25 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
         )
         if self.outcomes is not None:
             self.outcomes.add(row)
-        if isinstance(self.predictor, LearningPredictor):  # it learns when a signal scores the result
+        if self._learner() is not None:  # it learns when a signal scores the result
             self._unscored[row.task_id] = row
             if len(self._unscored) > _UNSCORED_KEPT:
                 self._unscored.popitem(last=False)
 
+    def _learner(self) -> LearningPredictor | None:
+        """``self.predictor`` if it learns online, else None; the runtime protocol check (some 10 us) is made once
+        per predictor, not once per task (``predictor`` may be replaced: the check follows it)."""
+        learns = self._learns
+        if learns is None or learns[0] is not self.predictor:
+            p = self.predictor
+            learns = self._learns = (p, p if isinstance(p, LearningPredictor) else None)
+        return learns[1]
+
     def _learn(self, row: StoredOutcome) -> None:
         """Feed a scored attempt to a predictor that learns online (spec/OUTCOMES.md)."""
-        if isinstance(self.predictor, LearningPredictor):
-            self.predictor.observe(row.to_outcome())
+        learner = self._learner()
+        if learner is not None:
+            learner.observe(row.to_outcome())
 
     def _tier_of(self, agent_id: str) -> str:
         creds = self.credentials(agent_id)
@@ -791,7 +810,10 @@ class Requester(Endpoint[tuple[str, TimerKind]]):
 
 
 def check_frame_size(spec: TaskSpec) -> None:
-    """Raise PayloadTooLargeError if the Task of ``spec`` cannot travel in one frame (nothing is sent then)."""
+    """Raise PayloadTooLargeError if the Task of ``spec`` cannot travel in one frame (nothing is sent then). A
+    prompt well within the bound is not built into a Task here (its digest costs more than the check)."""
+    if fits_unencoded(spec.messages):
+        return
     problem = frame_problem(spec.to_task(sender="U" + "A" * 55, task_id="0" * 32))
     if problem is not None:
         raise PayloadTooLargeError(problem)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from accord.errors import LocalProtocolError, RemoteProtocolError
 from accord.protocol.codec import decode, encode
 from accord.protocol.digests import payload_digest
@@ -89,9 +91,12 @@ def _mismatch(what: str, got: object, expected: object) -> None:
     raise ReplayError(Reason.CONTEXT_MISMATCH, f"{what} {got!r}, expected {expected!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A decoded frame. ``verified`` False means it came from :func:`peek` and nothing was checked."""
+class Opened(msgspec.Struct, frozen=True, gc=False):
+    """A decoded frame. ``verified`` False means it came from :func:`peek` and nothing was checked.
+
+    A Struct (never encoded) rather than a frozen dataclass: one is built for every frame received, and a frozen
+    dataclass sets its seven fields through ``object.__setattr__`` (about 0.85 us against 0.1 us). ``gc=False``:
+    it holds immutable values only (a message, bytes, a certificate) and can be part of no reference cycle."""
 
     message: AnyMessage
     payload: bytes
