@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 import nats
 import psutil
 from nats.aio.client import Client
@@ -148,11 +147,6 @@ async def serve_agents(setup: Setup, mode: str) -> None:
             for i, (name, config) in enumerate(mesh.near[: setup.agents]):
                 bus = await connect_as(setup.url, mesh.identities[name], name=name).connect()
                 profile, backends = build_agent_parts(config, name, seed=i)
-                # One requester drives every round here, and an agent keeps a record of each task it was asked
-                # (a lost one included) until the task's deadline plus the skew window, 15 s: past about 67
-                # rounds a second the default share of one requester (1,000 records, spec 11.9) runs out and
-                # every agent declines busy. Give it the agent's whole default bound (max_jobs) instead.
-                profile = msgspec.structs.replace(profile, max_jobs_per_requester=profile.max_jobs)
                 agent = Agent(
                     mesh.identities[name],
                     profile,
