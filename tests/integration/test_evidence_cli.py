@@ -22,7 +22,7 @@ from accord.bus.server import NatsServer
 from accord.mesh.config import load_mesh
 from accord.mesh.state import MeshState, load_trust
 from accord.routing.store import OutcomeStore
-from tests.support.cli import poll, spawn
+from tests.support.cli import poll, spawn, stop
 
 MESH = """
 [[agents]]
@@ -66,9 +66,7 @@ async def test_a_failure_to_deliver_is_remembered_by_the_next_ask_process(tmp_pa
         await anyio.to_thread.run_sync(procs["up"].wait, 30)
     finally:
         for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            stop(proc, signal.SIGKILL, 5)  # reaps what a failure left running
         await server.acleanup()
     logs = {name: (tmp_path / f"{name}.log").read_text(errors="replace") for name in procs}
     assert procs["ask1"].returncode == 0 and procs["ask2"].returncode == 0, logs

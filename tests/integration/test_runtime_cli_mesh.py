@@ -28,7 +28,7 @@ from accord.mesh.state import REQUESTER_NAME, MeshState, load_trust
 from accord.protocol import subjects
 from accord.protocol.messages import Advertise, Withdraw
 from accord.security import Identity, inbox_prefix, peek
-from tests.support.cli import alive, poll, spawn
+from tests.support.cli import alive, poll, spawn, stop
 
 MESH = """
 [[agents]]
@@ -209,9 +209,7 @@ async def test_ask_waits_for_an_agent_and_fails_clearly_without_one(tmp_path: Pa
         await anyio.to_thread.run_sync(procs["up"].wait, 30)
     finally:
         for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            stop(proc, signal.SIGKILL, 5)  # reaps what a failure left running
         await server.acleanup()
 
     out = {name: " ".join((tmp_path / f"{name}.log").read_text(errors="replace").split()) for name in procs}
