@@ -111,7 +111,6 @@ def demo_mesh(edge_base_url: str, *, threads: int) -> MeshConfig:
                 residency=["eu"],
                 privacy=[Privacy.PUBLIC, Privacy.CONFIDENTIAL],
                 backend=device_backend,
-                bid_hold_ms=200,
             ),
             AgentConfig(
                 name="laptop",
@@ -120,14 +119,12 @@ def demo_mesh(edge_base_url: str, *, threads: int) -> MeshConfig:
                 residency=["eu"],
                 privacy=[Privacy.PUBLIC, Privacy.CONFIDENTIAL],
                 backend=device_backend,
-                bid_hold_ms=200,
             ),
             AgentConfig(
                 name="edge-box",
                 tier=Tier.EDGE,
                 region="eu-west",
                 residency=["eu"],
-                bid_hold_ms=200,
                 backend=OpenAIBackendConfig(base_url=edge_base_url, model="SmolLM2-135M-Instruct"),
                 # A decode rate the edge box keeps on a busy 2-core machine: its first bid promises by it (a lease
                 # is twice the promise), later ones by the rate it measures on its completions.
