@@ -33,7 +33,7 @@ from accord.mesh.lock import BUS_LOCK, MeshLocks
 from accord.mesh.run import agent_creds, bus_credentials
 from accord.mesh.state import MeshState
 from accord.runtime.requester import TaskFailed
-from accord.security import Identity, KeyFileError, Reason
+from accord.security import Identity, KeyFileError, Reason, SecurityError, creds_user_key
 from accord.strategies import StrategyFailed
 
 __all__ = [
@@ -113,10 +113,18 @@ class MeshBus:
     authenticated: bool
     credentials: tuple[str | None, str | None] = (None, None)
 
-    def connect(self, identity: Identity, *, name: str) -> NatsBus:
-        """A connection as ``identity``'s own key (or with the mesh file's shared credentials)."""
+    def connect(self, identity: Identity, *, name: str, own_creds: Path | None = None) -> NatsBus:
+        """A connection as ``identity``'s own key (or with the mesh file's shared credentials); ``own_creds`` is a
+        ``.creds`` file of ``identity``'s own (checked by :func:`own_creds_user`), which wins over both."""
         seed, creds = self.credentials
-        return connect_as(self.url, identity, name=name, nkey_seed=seed, creds=creds)
+        return connect_as(
+            self.url,
+            identity,
+            name=name,
+            nkey_seed=seed,
+            creds=creds,
+            own_creds=None if own_creds is None else str(own_creds),
+        )
 
 
 def mesh_bus(config: MeshConfig, url: str | None) -> MeshBus:
@@ -143,6 +151,18 @@ def mesh_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
         return bus_credentials(config)
     except MeshConfigError as exc:
         fail(str(exc), 2)
+
+
+def own_creds_user(path: Path | None) -> str | None:
+    """The NATS user a ``--creds`` file connects as (:func:`~accord.security.creds_user_key`: an owner-only key
+    file whose user JWT and seed name one key), or None without one; exit 2 with the reason when it cannot be
+    used."""
+    if path is None:
+        return None
+    try:
+        return creds_user_key(path)
+    except (SecurityError, FileRefusedError) as exc:
+        fail(f"--creds: {exc}", 2)
 
 
 def agent_credentials(config: MeshConfig, only: Sequence[str] | None, url: str | None) -> None:

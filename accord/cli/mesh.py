@@ -34,6 +34,7 @@ from accord.cli.common import (
     load_mesh_file,
     mesh_bus,
     mesh_credentials,
+    own_creds_user,
     run_cli,
 )
 from accord.cli.logging import configure_logging
@@ -188,6 +189,14 @@ def register(app: typer.Typer) -> None:
         context_file: Annotated[
             Path | None, typer.Option(help="Private context for the split strategy (stays on device/edge).")
         ] = None,
+        creds: Annotated[
+            Path | None,
+            typer.Option(
+                "--creds",
+                help="Connect with this NATS .creds file, a JWT user of the requester's own key (decentralised "
+                "auth); it wins over the mesh file's [bus] creds_file.",
+            ),
+        ] = None,
         wait_ms: Annotated[
             int,
             typer.Option(
@@ -238,14 +247,20 @@ def register(app: typer.Typer) -> None:
             est_input_tokens=estimate_prompt_tokens(question_ask.messages()),
         )
         bus_to = mesh_bus(config, nats)
+        creds_user = own_creds_user(creds)
 
         async def main() -> None:
             check_frame_size(probe)  # a prompt too large for a frame fails here, not as no_bids
             trust, identity = _requester(config, key)
+            if creds_user is not None and creds_user != identity.id:
+                fail(
+                    f"--creds {creds} connects as the NATS user {creds_user}, not as the requester {identity.id}",
+                    2,
+                )
             named = _agent_ids(trust, agent) if agent is not None else None
             assert config.state_dir is not None
             with MeshState(Path(config.state_dir)).outcome_store() as outcomes:  # the record of earlier asks
-                async with bus_to.connect(identity, name="accord-ask") as bus:
+                async with bus_to.connect(identity, name="accord-ask", own_creds=creds) as bus:
                     requester = Requester(
                         identity, bus=bus, trust=trust, outcomes=outcomes, authenticated_bus=bus_to.authenticated
                     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
 from accord.runtime.timers import now_ns
-from accord.security import Identity, KeyKind, SecurityError, TrustStore, load_identity
+from accord.security import Identity, KeyKind, SecurityError, TrustStore, creds_user_key, load_identity
 from accord.security.keyfile import check_private
 from accord.strategies import StrategyBackend
 
@@ -35,6 +35,7 @@ __all__ = [
     "TRUST_FOLLOW_MS",
     "RunningMesh",
     "agent_creds",
+    "check_creds_keys",
     "bus_credentials",
     "check_backends",
     "embedded_server",
@@ -114,6 +115,22 @@ def agent_creds(
             "decentralised auth (the embedded server authenticates each agent by its own key)"
         )
     return out
+
+
+def check_creds_keys(creds: Mapping[str, str], identities: Mapping[str, Identity]) -> None:
+    """Each agent's own ``.creds`` file (``creds`` by agent name) must connect as the agent's own key: the server
+    authenticates the connection as the file's user, and receivers take the subject's last token for the
+    publisher (spec 11.6). MeshConfigError naming the agent, the file's user and the agent's key otherwise."""
+    for name, path in sorted(creds.items()):
+        try:
+            user = creds_user_key(path)
+        except (SecurityError, FileRefusedError) as exc:
+            raise MeshConfigError(f"agent {name!r}: creds_file: {exc}") from exc
+        if user != identities[name].id:
+            raise MeshConfigError(
+                f"agent {name!r}: creds_file {path} connects as the NATS user {user}, not as the agent's key "
+                f"{identities[name].id}: issue its user JWT for the agent's key (`accord keys show`)"
+            )
 
 
 async def _serve_agent(
@@ -224,6 +241,7 @@ async def run_mesh(
         )
     credentials = bus_credentials(config) if credentials is None else credentials
     own_creds = agent_creds(config, wanted, url=url)
+    check_creds_keys(own_creds, identities)
     locks = MeshLocks(state.directory)
     async with AsyncExitStack() as stack:
         for name in (n for n in names if wanted is None or n in wanted):

@@ -6,6 +6,10 @@ to nats-py as ``nkeys_seed`` and the one key both authenticates the connection a
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from pathlib import Path
 
 from accord.security import nkeys
@@ -14,7 +18,7 @@ from accord.security.errors import KeyFileError, Reason
 from accord.security.keyfile import read_private, write_owner_only
 from accord.security.nkeys import KeyKind
 
-__all__ = ["Identity", "load_identity", "public_key_of", "save_identity"]
+__all__ = ["Identity", "creds_user_key", "load_identity", "public_key_of", "save_identity"]
 
 
 class Identity:
@@ -90,3 +94,42 @@ def public_key_of(key_id: str, kind: KeyKind | None = None) -> PublicKey | None:
     if decoded is None:
         return None
     return PublicKey(decoded[1])
+
+
+_CREDS_BLOCK = re.compile(r"-{3,}BEGIN ([A-Z ]+)-{3,}\s*\n\s*(\S+)\s*\n\s*-{3,}END \1-{3,}")
+"""A decorated block of a NATS ``.creds`` file: ``-----BEGIN NATS USER JWT-----``, the text, ``------END ...``."""
+
+
+def creds_user_key(path: str | Path) -> str:
+    """The NATS user a ``.creds`` file connects as: the public key of its user seed, which its user JWT must
+    name as its subject. Read as a key file (owner-only, spec 10.6). KeyFileError(bad_key_file) when the file
+    holds no user seed, no JWT, or a JWT issued for another key: the server would then authenticate the
+    connection as a user other than the party whose frames it carries (spec 11.6)."""
+    p = Path(path)
+    try:
+        text = read_private(p).decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise KeyFileError(Reason.BAD_KEY_FILE, f"{p} is not a NATS creds file") from exc
+    blocks = {name: body for name, body in _CREDS_BLOCK.findall(text)}
+    seed, jwt = blocks.get("USER NKEY SEED"), blocks.get("NATS USER JWT")
+    if seed is None or jwt is None:
+        raise KeyFileError(Reason.BAD_KEY_FILE, f"{p} is not a NATS creds file (a user JWT, then a user seed)")
+    try:
+        user = Identity.from_seed(seed)
+    except KeyFileError as exc:
+        raise KeyFileError(Reason.BAD_KEY_FILE, f"{p}: its seed is not an nkey user seed") from exc
+    if user.kind is not KeyKind.USER:
+        raise KeyFileError(Reason.BAD_KEY_FILE, f"{p} holds an {user.kind.name.lower()} seed, not a user seed")
+    claims: object = None
+    parts = jwt.split(".")
+    if len(parts) == 3:  # header.claims.signature, base64url without padding
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (binascii.Error, ValueError) as exc:
+            raise KeyFileError(Reason.BAD_KEY_FILE, f"{p}: its user JWT cannot be decoded") from exc
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    if subject != user.id:
+        raise KeyFileError(
+            Reason.BAD_KEY_FILE, f"{p}: its user JWT is for {subject!r}, its seed for {user.id}: not one user"
+        )
+    return user.id

@@ -7,7 +7,9 @@ creds file (`[[agents]] creds_file`) for such a server (`[bus] url`).
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
 from accord.security import Identity, certified_permissions, inbox_prefix
 from accord.security.testing import Pki
+from tests.support.cli import ACCORD, cli_env
 from tests.support.natsjwt import DecentralisedAuth, Operator, new_seed, write_creds
 from tests.support.runtime_kit import make_profile, sim_backend, spec, wait_registry
 
@@ -58,6 +61,12 @@ def jwt_server(auth: DecentralisedAuth) -> Iterator[NatsServer]:
 def _creds(auth: DecentralisedAuth, path: Path, identity: Identity, permissions: dict[str, object]) -> Path:
     """A creds file whose user is ``identity``'s own key, with ``permissions`` in its JWT."""
     return auth.account.creds(path, user_seed=identity.seed, name=path.stem, permissions=permissions)
+
+
+def _cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ACCORD, *argv], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _bus(server: NatsServer, creds: Path, identity: Identity, name: str) -> NatsBus:
@@ -184,6 +193,7 @@ async def test_a_mesh_agent_connects_with_its_own_creds_file(
     auth: DecentralisedAuth, jwt_server: NatsServer, tmp_path: Path
 ) -> None:
     text = f'[bus]\nurl = "{jwt_server.url}"\nauthenticated = true\n{MESH}'
+    (tmp_path / "mesh.toml").write_text(text, encoding="utf-8")  # for `accord ask` below
     config = resolve_paths(parse_mesh(text), tmp_path)
     now = time.time_ns()
     # What an operator does before `accord up`: issue each agent's user JWT for its certified key and permissions.
@@ -191,15 +201,22 @@ async def test_a_mesh_agent_connects_with_its_own_creds_file(
     edge, me = identities["edge"], identities[REQUESTER_NAME]
     _creds(auth, tmp_path / "edge.creds", edge, certified_permissions(trust.check(edge.id, now)))
     my_creds = _creds(auth, tmp_path / "me.creds", me, certified_permissions(trust.check(me.id, now)))
-    async with run_mesh(config) as mesh, anyio.create_task_group() as tg:
+    async with run_mesh(config) as mesh:
         (agent,) = mesh.agents
         assert agent.id == edge.id and mesh.authenticated and mesh.server is None
-        async with _bus(jwt_server, my_creds, me, "mesh-asker") as bus:
+        async with _bus(jwt_server, my_creds, me, "mesh-asker") as bus, anyio.create_task_group() as tg:
             requester = Requester(me, bus=bus, trust=mesh.trust, rng=random.Random(2), authenticated_bus=True)
             await tg.start(requester.run)
             await await_candidates(requester, spec(), timeout_ms=10_000)
             outcome = await requester.submit(spec("What is 3+3?", deadline_ms=10_000))
             tg.cancel_scope.cancel()
+        # the CLI as the same requester, on its own creds file (`--creds`); without it the server refuses
+        ask = ["ask", "What is 4+4?", "--json", "--mesh", "mesh.toml", "--wait-ms", "10000"]
+        refused = await anyio.to_thread.run_sync(lambda: _cli(ask, tmp_path))
+        answered = await anyio.to_thread.run_sync(lambda: _cli([*ask, "--creds", str(my_creds)], tmp_path))
     assert outcome.agent_id == edge.id and outcome.attestation.output_checked
+    assert refused.returncode == 1 and "authorization failed" in refused.stderr, refused.stderr
+    assert answered.returncode == 0, answered.stdout
+    assert json.loads(answered.stdout)["agent"] == edge.id
     connections = {c.get("name"): c for c in jwt_server.varz("connz?auth=true&state=closed")["connections"]}
     assert connections["edge"]["authorized_user"] == edge.id  # the agent connected as its creds file's user
