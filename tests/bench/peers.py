@@ -1,7 +1,7 @@
-"""Benchmark: Accord next to the unsigned raw nats-py floor, multi-process, side by side in one run.
+"""Benchmark: Accord next to the unsigned raw nats-py floor and FastStream, multi-process, side by side in one run.
 
     python -m tests.bench.peers [--seconds 5] [--warmup 1.5] [--repeats 3] [--agents 10] [--inflight 8]
-                                [--loop asyncio|uvloop] [--profile DIR]
+                                [--loop asyncio|uvloop] [--profile DIR] [--no-faststream] [--fs-shared]
 
 Three processes per measurement, as a mesh runs: a nats-server of its own (a free 127.0.0.1 port, a temporary
 dir, stopped by PID), the requester in one process and ``--agents`` worker agents in another, each agent on a
@@ -16,6 +16,9 @@ Workloads, each measured for raw and for Accord alternately, ``--repeats`` times
   every frame signed, bids peeked, the winning bid, ack, result and attestation verified, the losers told.
 - ``W1 one agent``: raw nats-py request/reply to one agent, next to Accord's direct award from that agent's
   advertised price sheet (``submit(spec, agent=ID)``: Task and Award out, AwardAck back, Result back).
+- FastStream (``tests.bench.faststream_rounds``, unsigned, pydantic JSON, per-message logging off) runs the raw
+  exchange as typed handlers, each agent on a broker (connection) of its own like the others, or with
+  ``--fs-shared`` every agent on the process's one broker (FastStream's usual shape: ten handlers, one socket).
 
 Per workload it prints ops/s, p50 and p99 latency, the ratios to raw, and the CPU per op of each role (the
 requester's process, the agents' process, the nats-server), from ``getrusage`` of each process over the measured
@@ -65,6 +68,7 @@ from accord.runtime.requester import Requester
 from accord.runtime.timers import now_ns
 from accord.security import Identity
 from accord.security.ed25519 import counts as signatures
+from tests.bench.faststream_rounds import FsAgents, FsRequester, fs_broker
 from tests.bench.raw_rounds import RawAgent, RawRequester, RawResult, _Key, drive, keyring
 from tests.bench.rounds import Mesh, stop_all, task_spec
 from tests.support.paths import REPO_ROOT
@@ -89,6 +93,8 @@ class Setup:
     inflight: int
     loop: str
     profile: str | None
+    fs_shared: bool
+    """FastStream's agents share one broker (one connection) instead of one each."""
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__), encoding="utf-8")
@@ -135,6 +141,7 @@ async def serve_agents(setup: Setup, mode: str) -> None:
     async with anyio.create_task_group() as tg:
         control = await nats.connect(setup.url, name="bench-control", nkeys_seed_str=setup.raw_seed)
         conns.append(control)
+        brokers: list[Any] = []
         if mode == "raw":
             names = setup.raw_names()
             keys = keyring([*names, _RAW_REQUESTER])
@@ -142,6 +149,14 @@ async def serve_agents(setup: Setup, mode: str) -> None:
                 nc = await nats.connect(setup.url, name=name, nkeys_seed_str=setup.raw_seed)
                 conns.append(nc)
                 await RawAgent(nc, _Key(name), keys, signed=False).start()
+        elif mode == "faststream":
+            names = setup.raw_names()
+            groups = [names] if setup.fs_shared else [[name] for name in names]
+            for group in groups:  # one broker per agent (each its own connection, like the others) or one shared
+                broker = fs_broker(setup.url, f"fs-{group[0]}", setup.raw_seed)
+                FsAgents(broker, group)
+                await broker.start()
+                brokers.append(broker)
         else:
             mesh = setup.mesh()
             for i, (name, config) in enumerate(mesh.near[: setup.agents]):
@@ -178,6 +193,8 @@ async def serve_agents(setup: Setup, mode: str) -> None:
                 break
         for agent in agents:
             await agent.stop()
+        for broker in brokers:
+            await broker.stop()
         tg.cancel_scope.cancel()
     for nc in conns:
         await nc.close()
@@ -235,6 +252,19 @@ async def serve_requester(setup: Setup, mode: str) -> None:
         }
         await _measure(setup, steps, window)
         await nc.close()
+    elif mode == "faststream":
+        names = setup.raw_names()
+        broker = fs_broker(setup.url, "fs-requester", setup.raw_seed)
+        fs = FsRequester(broker, _RAW_REQUESTER)
+        await broker.start()
+        await _ready()
+        steps = {
+            "w3_seq": (lambda: fs.round(names), 1),
+            "w3_par": (lambda: fs.round(names), setup.inflight),
+            "w1": (lambda: fs.ask(names[0]), 1),
+        }
+        await _measure(setup, steps, window)
+        await broker.stop()
     else:
         mesh = setup.mesh()
         me = mesh.identities[REQUESTER_NAME]
@@ -369,12 +399,19 @@ class Args:
     inflight: int = 8
     loop: str = "asyncio"
     profile: str | None = None
+    faststream: bool = True
+    fs_shared: bool = False
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("raw", "accord", "faststream") if self.faststream else ("raw", "accord")
 
 
 def run(args: Args) -> dict[str, dict[str, Measured]]:
-    """Every workload for raw and Accord, alternated ``repeats`` times; the median session of each."""
+    """Every workload for each mode (raw, Accord, FastStream), alternated ``repeats`` times; the median session
+    of each."""
     root = Path(tempfile.mkdtemp(prefix="accord-peers-"))
-    runs: dict[str, dict[str, list[Measured]]] = {m: {w: [] for w in WORKLOADS} for m in ("raw", "accord")}
+    runs: dict[str, dict[str, list[Measured]]] = {m: {w: [] for w in WORKLOADS} for m in args.modes}
     try:
         mesh = Mesh(root, args.agents, 0)
         raw_user = Identity.generate()
@@ -385,12 +422,12 @@ def run(args: Args) -> dict[str, dict[str, Measured]]:
             assert server.pid is not None
             setup = Setup(
                 str(root), server.url, server.pid, raw_user.seed, args.seconds, args.warmup, args.agents,
-                args.inflight, args.loop, args.profile,
+                args.inflight, args.loop, args.profile, args.fs_shared,
             )  # fmt: skip
             setup_file = root / "setup.json"
             setup.save(setup_file)
             for _ in range(args.repeats):
-                for mode in ("raw", "accord"):
+                for mode in args.modes:
                     for workload, measured in session(setup_file, mode, logs).items():
                         runs[mode][workload].append(measured)
     finally:
@@ -445,6 +482,23 @@ def print_tables(result: dict[str, dict[str, Measured]], args: Args) -> None:
             ),
         )
     console.print(table)
+    if "faststream" in result:
+        brokers = "one broker for all agents" if args.fs_shared else "one broker (connection) per agent"
+        peer = Table(title=f"FastStream over NATS (unsigned, pydantic JSON, {brokers}), same run")
+        for col in ("workload", "FastStream ops/s", "p50 ms", "p99 ms", "Accord / FastStream ops", "CPU ms/op req",
+                    "agents", "server"):  # fmt: skip
+            peer.add_column(col, justify="right")
+        for w in WORKLOADS:
+            fs, ours = result["faststream"][w], result["accord"][w]
+            peer.add_row(
+                _TITLES[w].format(n=args.inflight),
+                f"{fs.rate:,.0f}",
+                f"{fs.pct(0.5):.2f}",
+                f"{fs.pct(0.99):.2f}",
+                f"{ours.rate / fs.rate:.2f}",
+                *(f"{fs.per_op(k) * 1e3:.2f}" for k in ("requester_cpu", "agents_cpu", "server_cpu")),
+            )
+        console.print(peer)
     crypto = Table(title="Accord: Ed25519 signatures made / checked per op, by role")
     for col in ("workload", "requester", "agents (all)", "the winner", "an agent that lost"):
         crypto.add_column(col, justify="right")
@@ -487,8 +541,16 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=8)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--profile", default=None, help="a directory: profile the Accord processes into it")
+    parser.add_argument(
+        "--faststream", action=argparse.BooleanOptionalAction, default=True, help="also run FastStream's round"
+    )
     parser.add_argument("--serve", choices=("agents", "requester"), help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=("raw", "accord"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fs-shared",
+        action="store_true",
+        help="FastStream's agents on one broker (one connection) in their process",
+    )
+    parser.add_argument("--mode", choices=("raw", "accord", "faststream"), help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.serve is not None:
@@ -498,7 +560,7 @@ def main() -> None:
 
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
         setup = Setup.load(ns.setup)
-        if ns.mode == "raw":
+        if ns.mode != "accord":
             setup = Setup(**{**setup.__dict__, "profile": None})
         if ns.serve == "agents":
             with _profiled(setup, "agents"):
@@ -506,7 +568,9 @@ def main() -> None:
         else:
             _run(lambda: serve_requester(setup, ns.mode), setup.loop)
         return
-    args = Args(ns.seconds, ns.warmup, ns.repeats, ns.agents, ns.inflight, ns.loop, ns.profile)
+    args = Args(
+        ns.seconds, ns.warmup, ns.repeats, ns.agents, ns.inflight, ns.loop, ns.profile, ns.faststream, ns.fs_shared
+    )
     if args.profile is not None:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     print_tables(run(args), args)
