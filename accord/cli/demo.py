@@ -126,8 +126,10 @@ def demo_mesh(edge_base_url: str, *, threads: int) -> MeshConfig:
                 region="eu-west",
                 residency=["eu"],
                 backend=OpenAIBackendConfig(base_url=edge_base_url, model="SmolLM2-135M-Instruct"),
-                # A decode rate the edge box keeps on a busy 2-core machine: its first bid promises by it (a lease
-                # is twice the promise), later ones by the rate it measures on its completions.
+                # Its own llama.cpp server: free to ask, so it times a warm-up completion at start and its first
+                # bid promises the measured rate (a lease is twice the promise); later completions keep it
+                # current. The configured 15 tokens/s (a rate it keeps on a busy 2-core machine) is the fallback.
+                warm_up=True,
                 resources={"tokens_per_s": 15.0, "quality": 0.2, "price_out_per_1k_micros": 50, "rtt_ms": 2},
             ),
             AgentConfig(

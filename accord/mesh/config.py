@@ -212,14 +212,24 @@ class AgentConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     """Seed file of the agent's key; None: generated into the mesh's state dir."""
     creds_file: str | None = None
     """This agent's own NATS ``.creds`` file (a JWT user of a server with decentralised auth, whose JWT carries
-    the agent's permissions of spec 11.6; its user key should be the agent's ``key``); instead of ``[bus]``
-    credentials, for this agent's connection only. One replica (``count = 1``): every replica is its own key."""
+    the agent's permissions of spec 11.6; its user key must be the agent's ``key``, checked at start); instead
+    of ``[bus]`` credentials, for this agent's connection only. One replica (``count = 1``): every replica is
+    its own key."""
     backend: BackendConfig
     resources: dict[str, float | int | bool] = {}
     """Overrides of the advertised resource model (tokens_per_s, prices, quality, rtt_ms, metered, battery...)."""
+    warm_up: bool | None = None
+    """Time one short completion of each model at start, so the first advert and bids promise the decode rate
+    measured here instead of the configured ``tokens_per_s``. Default: on for ``llamacpp`` (a local model costs
+    nothing to ask), off for the other kinds (a hosted API would bill the call: say ``true`` for a local
+    server); never for a ``strategy`` gateway (its rate is a whole strategy's)."""
 
     def replica_names(self) -> list[str]:
         return [self.name] if self.count == 1 else [f"{self.name}-{i + 1}" for i in range(self.count)]
+
+    def warms_up(self) -> bool:
+        """Whether the agent runs its warm-up (``warm_up``, or the default of its backend kind)."""
+        return self.warm_up if self.warm_up is not None else isinstance(self.backend, LlamaCppBackendConfig)
 
 
 class MeshConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -267,6 +277,8 @@ _PROBE: Final = {"model": "probe", "tokens_per_s": 1.0, "context_window": 1}
 
 def _problem(agent: AgentConfig, at: str) -> str:
     """What is wrong with a decoded agent beyond its fields' types ('' if nothing), ending with where."""
+    if agent.warm_up and isinstance(agent.backend, StrategyBackendConfig):
+        return f"a strategy gateway has no model of its own to warm up - at `{at}.warm_up`"
     if agent.creds_file is not None and agent.count != 1:
         return (
             f"a creds file is one NATS user, and each of the {agent.count} replicas is its own key: give each "

@@ -143,6 +143,7 @@ async def _serve_agent(
     gateway: Gateway | None = None,
     authenticated: bool = False,
     own_creds: str | None = None,
+    warm_up: bool = False,
     *,
     task_status: TaskStatus[Agent] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -181,6 +182,7 @@ async def _serve_agent(
                 trust=trust,
                 rng=random.Random(),
                 authenticated_bus=authenticated,
+                warm_up=warm_up,
             )
             await tg.start(agent.run)
             task_status.started(agent)
@@ -252,15 +254,16 @@ async def run_mesh(
                     f"agent {name} of this mesh already runs in another process{pid}: `accord ps` lists what "
                     "runs, `accord down` stops it"
                 )
-        parts: list[tuple[str, ContractorProfile, dict[str, Backend], Gateway | None]] = []
+        parts: list[_AgentParts] = []
         stack.push_async_callback(_close_backends, parts)  # until each agent owns its backends
         for agent_config in config.agents:
             for i, name in enumerate(agent_config.replica_names()):
                 if wanted is not None and name not in wanted:
                     continue
                 profile, backends = build_agent_parts(agent_config, name, seed=i)
-                parts.append((name, profile, backends, gateway_of(config, agent_config, identities, name)))
-        await check_backends([(name, backends) for name, _, backends, _ in parts])
+                gateway = gateway_of(config, agent_config, identities, name)
+                parts.append(_AgentParts(name, profile, backends, gateway, agent_config.warms_up()))
+        await check_backends([(p.name, p.backends) for p in parts])
         server: NatsServer | None = None
         url = url or config.bus.url
         authenticated = config.bus.authenticated
@@ -279,18 +282,19 @@ async def run_mesh(
         )
         try:
             while parts:
-                name, profile, backends, gateway = parts.pop(0)
+                part = parts.pop(0)
                 agent = await tg.start(
                     _serve_agent,
                     url,
-                    identities[name],
-                    profile,
-                    backends,
+                    identities[part.name],
+                    part.profile,
+                    part.backends,
                     trust,
                     credentials,
-                    gateway,
+                    part.gateway,
                     authenticated,
-                    own_creds.get(name),
+                    own_creds.get(part.name),
+                    part.warm_up,
                 )
                 agents.append(agent)
             log.info("mesh.up", url=url, agents=len(agents))
@@ -353,11 +357,22 @@ async def follow_trust_file(
                 on_change()
 
 
-async def _close_backends(parts: list[tuple[str, ContractorProfile, dict[str, Backend], Gateway | None]]) -> None:
+@dataclass
+class _AgentParts:
+    """What one agent of the mesh file starts with."""
+
+    name: str
+    profile: ContractorProfile
+    backends: dict[str, Backend]
+    gateway: Gateway | None
+    warm_up: bool
+
+
+async def _close_backends(parts: list[_AgentParts]) -> None:
     """Close the backends of agents that never started (a failed start-up)."""
     with anyio.CancelScope(shield=True):
-        for _, _, backends, _ in parts:
-            for backend in backends.values():
+        for part in parts:
+            for backend in part.backends.values():
                 await backend.aclose()
 
 

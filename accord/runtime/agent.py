@@ -125,6 +125,11 @@ log = get_logger(__name__)
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
 _MAX_TOKEN_COUNTS = 4096
 
+WARM_UP_PROMPT = "Count from 1 to 50, the numbers separated by spaces."
+"""What :meth:`Agent.warm_up` asks each model: a reply of a predictable, long enough length to time decoding."""
+_WARM_UP_TOKENS = 32
+_WARM_UP_TIMEOUT_S = 60.0
+
 SERVICE_NAME = subjects.AGENT_SERVICE
 """The NATS service kind every agent registers as (``nats micro ls`` groups them under it)."""
 
@@ -184,6 +189,7 @@ class Agent(Endpoint[_TimerKey]):
         clock: Clock = now_ns,
         authenticated_bus: bool = False,
         limits: EndpointLimits | None = None,
+        warm_up: bool = False,
     ) -> None:
         missing = {m.name for m in profile.models} - set(backends)
         if missing:
@@ -205,6 +211,8 @@ class Agent(Endpoint[_TimerKey]):
         self.backends = dict(backends)
         self.probe: DeviceProbe = probe if probe is not None else SystemProbe(profile.tier)
         self.rates = RateMeter()
+        self.warm_up_on_start = warm_up
+        """Run :meth:`warm_up` before subscribing and advertising (the mesh file's ``warm_up``)."""
         self.sample_interval_ms = sample_interval_ms
         self._device = self.probe.sample()
         self.machine = ContractorMachine(self.id, profile, rng=self._rng, device=self._device)
@@ -245,6 +253,8 @@ class Agent(Endpoint[_TimerKey]):
                 self._tg = tg
                 await tg.start(self._timers.run)
                 await tg.start(self._outbox.run)
+                if self.warm_up_on_start:
+                    await self.warm_up()
                 for subject in self.subscriptions():
                     broadcast = subject.startswith(f"{subjects.PREFIX}.cfp.")
                     await self._listen(tg, subject, partial(self._receive, broadcast=broadcast), max_pending=4096)
@@ -284,6 +294,30 @@ class Agent(Endpoint[_TimerKey]):
                 self._feed(DeviceChanged(state))
             finally:
                 await self._outbox.flush()
+
+    async def warm_up(self) -> None:
+        """Time one short completion of each model (:data:`WARM_UP_PROMPT`) and feed its decode rate to the
+        machine, so the first advert and bids promise what was measured here rather than the configured
+        ``tokens_per_s`` (a lease is twice the promise: an optimistic claim loses it). Later completions keep
+        the rate current. A model whose warm-up fails or times out keeps the configured rate (logged)."""
+        for model, backend in self.backends.items():
+            request = CompletionRequest(
+                messages=[ChatMessage(role=Role.USER, content=WARM_UP_PROMPT)],
+                model=model,
+                max_tokens=_WARM_UP_TOKENS,
+                seed=0,
+                timeout_ms=int(_WARM_UP_TIMEOUT_S * 1000),
+            )
+            try:
+                with anyio.fail_after(_WARM_UP_TIMEOUT_S):
+                    completion = await backend.complete(request)
+            except (BackendError, TimeoutError) as exc:
+                self._log.warning("warm_up.failed", model=model, error=str(exc) or type(exc).__name__)
+                continue
+            self.rates.observe(model, completion.usage.output_tokens, completion.timings)
+            measured = dict(self.rates.rates()).get(model)
+            self._log.info("warm_up.measured", model=model, tokens_per_s=measured, timings=completion.timings)
+        await self.resample()
 
     async def _register_service(self) -> None:
         p = self.profile
