@@ -303,3 +303,99 @@ _SHARED_BID = _bid(_SHARED_AGENT, random.Random(1))
 _SHARED_FRAME = seal(_SHARED_BID, _SHARED_AGENT)
 _SHARED_PAYLOAD = encode(_SHARED_BID)
 _PAYLOAD_AT = _SHARED_FRAME.index(_SHARED_PAYLOAD)
+
+
+def test_a_frame_on_someone_elses_subject_is_refused_by_open_and_by_peek(pki: Pki) -> None:
+    """Spec 4.1: the subject's last token names the publisher; a good frame of A's published as B is refused."""
+    a, b = pki.agent("a"), pki.agent("b")
+    frame = seal(_bid(a, pki.rng), a)
+    for call in (
+        lambda: open_frame(frame, pki.trust, ReplayGuard(), T0, publisher=b.id),
+        lambda: peek(frame, trust=pki.trust, now_ns=T0, publisher=b.id),
+    ):
+        with pytest.raises(SignatureError) as info:
+            call()
+        assert info.value.reason is Reason.SENDER_MISMATCH
+        assert str(info.value).endswith(f"{a.id} published as {b.id}")
+    assert open_frame(frame, pki.trust, None, T0, publisher=a.id).signer == a.id
+    assert peek(frame, trust=pki.trust, now_ns=T0, publisher=a.id).key_id == a.id
+
+
+def test_a_peek_with_a_trust_store_carries_the_keys_certificate(pki: Pki) -> None:
+    agent = pki.agent("peeked")
+    peeked = peek(seal(_bid(agent, pki.rng), agent), trust=pki.trust, now_ns=T0)
+    assert not peeked.verified
+    assert peeked.certificate is not None and peeked.certificate.name == "peeked"  # what the market reads
+
+
+@pytest.mark.parametrize(
+    ("expect", "detail"),
+    [
+        (Expect(types=(Award, AwardAck)), "type 'Bid', expected 'Award/AwardAck'"),
+        (Expect(sender="U" + "A" * 55), "sender '{sender}', expected 'U" + "A" * 55 + "'"),
+        (Expect(task_id=OTHER_TASK), f"task_id '{TASK}', expected '{OTHER_TASK}'"),
+        (Expect(attempt=2), "attempt 1, expected 2"),
+        (Expect(award_id="0" * 32), "award_id None, expected '" + "0" * 32 + "'"),
+        (Expect(recipient="U" + "A" * 55), "recipient None, expected 'U" + "A" * 55 + "'"),
+    ],
+    ids=["type", "sender", "task_id", "attempt", "award_id", "recipient"],
+)
+def test_a_context_mismatch_says_which_field_and_both_values(pki: Pki, expect: Expect, detail: str) -> None:
+    agent = pki.agent()
+    with pytest.raises(ReplayError) as info:
+        open_frame(seal(_bid(agent, pki.rng), agent), pki.trust, None, T0, expect=expect)
+    assert info.value.reason is Reason.CONTEXT_MISMATCH
+    assert str(info.value).endswith(detail.format(sender=agent.id))
+
+
+def test_a_context_that_wants_an_attempt_refuses_a_message_without_one(pki: Pki) -> None:
+    requester = pki.agent("req")
+    advert = Advertise(
+        id=_id(pki.rng),
+        sender=requester.id,
+        ts=T0,
+        name="x",
+        tier=Tier.EDGE,
+        region="eu",
+        models=[ModelOffer(name="m", context_window=10, tokens_per_s=1.0)],
+    )
+    with pytest.raises(ReplayError) as info:
+        open_frame(seal(advert, requester), pki.trust, None, T0, expect=Expect(attempt=1))
+    assert str(info.value).endswith("attempt None, expected 1")
+
+
+def test_refusals_name_what_was_wrong(pki: Pki) -> None:
+    """The detail of each typed refusal says what it saw (operators read it in the refusal log)."""
+    a, b = pki.agent(), pki.agent()
+    with pytest.raises(LocalProtocolError, match=f"message sender {a.id} is not the signing identity {b.id}"):
+        seal(_bid(a, pki.rng), b)
+    payload = encode(_bid(a, pki.rng))  # A's message in an envelope B signs: the signer is not the sender
+    forged = msgspec.msgpack.encode(
+        Envelope(v=1, payload_type=PAYLOAD_TYPE_FRAME, payload=payload, key_id=b.id,
+                 sig=b.sign(pae(PAYLOAD_TYPE_FRAME, payload)))
+    )  # fmt: skip
+    with pytest.raises(SignatureError, match=f"sender {a.id} but signer {b.id}"):
+        open_frame(forged, pki.trust, None, T0)
+    with pytest.raises(SignatureError, match=f"sender {a.id} but key_id {b.id}"):
+        peek(forged, trust=None)
+    with pytest.raises(FrameError, match=r"^malformed: payload: \S"):
+        junk = b"not msgpack"
+        open_frame(
+            msgspec.msgpack.encode(
+                Envelope(v=1, payload_type=PAYLOAD_TYPE_FRAME, payload=junk, key_id=a.id,
+                         sig=a.sign(pae(PAYLOAD_TYPE_FRAME, junk)))
+            ),
+            pki.trust, None, T0,
+        )  # fmt: skip
+
+
+def test_an_answer_to_another_award_or_an_award_for_another_agent_says_whose(pki: Pki) -> None:
+    requester, winner, other = pki.agent("req"), pki.agent("win"), pki.agent("other")
+    ack = AwardAck(id=_id(pki.rng), sender=winner.id, ts=T0, task_id=TASK, attempt=1, award_id="a1" * 16)
+    with pytest.raises(ReplayError) as info:
+        open_frame(seal(ack, winner), pki.trust, None, T0, expect=Expect(award_id="b2" * 16))
+    assert str(info.value).endswith(f"award_id '{'a1' * 16}', expected '{'b2' * 16}'")
+    award = seal(_award(requester, winner, pki.rng), requester)
+    with pytest.raises(ReplayError) as info:
+        open_frame(award, pki.trust, None, T0, expect=Expect(recipient=other.id))
+    assert str(info.value).endswith(f"recipient '{winner.id}', expected '{other.id}'")

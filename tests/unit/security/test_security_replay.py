@@ -167,3 +167,24 @@ def test_no_replay_is_ever_admitted(
         admitted.add(frame)
         assert g.sender_count <= max_senders
         assert len(g) <= max_ids * max_senders
+
+
+def test_each_refusal_says_by_how_much_or_why() -> None:
+    """The detail of each refusal (what the refusal log shows an operator): how far out of the window, whose id."""
+    g = ReplayGuard(max_age_ms=60_000, max_skew_ms=5_000, max_ids_per_sender=1)
+    g.admit("A", "1", T0, None, T0)
+    cases = [
+        (("A", "2", T0, T0 - 7_250 * MS, T0), "expired 7250 ms ago"),
+        (("A", "3", T0 + 6_500 * MS, None, T0), "ts is 6500 ms ahead"),
+        (("A", "4", T0 - 61_500 * MS, None, T0), "ts is 61500 ms old"),
+        (("A", "1", T0, None, T0), "message 1 from A already seen"),
+    ]
+    for (sender, mid, ts, expires, now), detail in cases:
+        with pytest.raises(ReplayError) as info:
+            g.admit(sender, mid, ts, expires, now)
+        assert str(info.value).endswith(detail), str(info.value)
+    g.admit("A", "5", T0 + MS, None, T0 + MS)  # one id per sender: "1" is forgotten, the horizon rises over it
+    with pytest.raises(ReplayError) as info:
+        g.admit("A", "6", T0, None, T0 + MS)
+    assert info.value.reason is Reason.STALE
+    assert str(info.value).endswith("older than the replay guard's eviction horizon")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -367,3 +368,81 @@ def test_remembered_verdicts_follow_time_and_every_change(pki: Pki) -> None:
     follower.merge(pki.trust)
     with pytest.raises(TrustError, match="revoked"):
         follower.check(agent.id, T0 + 6 * DAY)
+
+
+def test_a_revocation_list_of_the_same_number_never_replaces_the_installed_one(pki: Pki) -> None:
+    """Revocations only grow (spec 10.3): a second list under the number in force, even one the operator signed,
+    cannot take a revocation back."""
+    agent = pki.agent()
+    serial = pki.trust.check(agent.id, T0).serial
+    revoking = RevocationList(issuer=pki.operator.id, number=7, issued_ns=T0, serials=[serial])
+    forgiving = RevocationList(issuer=pki.operator.id, number=7, issued_ns=T0 + DAY, serials=[])
+    assert pki.trust.add_revocations(sign_revocations(revoking, pki.operator))
+    assert not pki.trust.add_revocations(sign_revocations(forgiving, pki.operator))
+    with pytest.raises(TrustError) as info:
+        pki.trust.check(agent.id, T0)
+    assert info.value.reason is Reason.REVOKED and pki.trust.is_revoked(agent.id)
+
+
+def test_is_revoked_means_the_key_or_every_certificate_of_it(pki: Pki) -> None:
+    by_key, both_certs, one_cert = pki.agent("k"), pki.agent("b"), pki.agent("o")
+    second_b, second_o = pki.certify(both_certs, name="b"), pki.certify(one_cert, name="o")
+    assert not any(pki.trust.is_revoked(a.id) for a in (by_key, both_certs, one_cert))
+    all_b = [s.certificate.serial for s in pki.trust.certificates(T0) if s.certificate.agent_id == both_certs.id]
+    pki.revoke(agents=[by_key.id], serials=[*all_b, second_o.serial])
+    assert pki.trust.is_revoked(by_key.id)
+    assert pki.trust.is_revoked(both_certs.id) and len(all_b) == 2 and second_b.serial in all_b
+    assert not pki.trust.is_revoked(one_cert.id)  # its first certificate still stands
+    assert not pki.trust.is_revoked(Identity.generate().id)  # a key nobody certified is unknown, not revoked
+
+
+def test_merge_adds_only_what_is_new_and_counts_the_new_certificates(pki: Pki) -> None:
+    known, fresh = pki.agent("known"), random_identity(pki.rng)
+    mine, theirs = TrustStore([pki.operator.id]), TrustStore([pki.operator.id])
+    mine.merge(pki.trust)
+    pki.certify(fresh, name="fresh")
+    theirs.merge(pki.trust)
+    both, only_theirs = Identity.generate(), Identity.generate()
+    mine.trust_directly(both.id, name="mine")
+    theirs.trust_directly(both.id, name="theirs")
+    theirs.trust_directly(only_theirs.id, name="new")
+    assert mine.merge(theirs) == 1  # the fresh certificate; the known one is there already
+    assert mine.check(fresh.id, T0).name == "fresh" and mine.check(known.id, T0).name == "known"
+    assert mine.check(both.id, T0).name == "mine"  # a direct entry this store holds is not replaced
+    assert mine.check(only_theirs.id, T0).name == "new"
+    assert mine.merge(theirs) == 0
+
+
+def test_a_direct_entry_defaults_to_the_local_region_from_the_epoch(pki: Pki) -> None:
+    key = Identity.generate()
+    entry = pki.trust.trust_directly(key.id, name="dev")
+    assert (entry.region, entry.not_before_ns, entry.serial, entry.issuer) == ("local", 0, 0, None)
+    assert pki.trust.check(key.id, 0) == entry
+
+
+def test_trust_refusals_name_the_key_or_the_file_part(pki: Pki, tmp_path: Path) -> None:
+    """Each typed refusal's detail says what it refused (an operator reads it in a log or a CLI error)."""
+    revoked, stranger = pki.agent(), Identity.generate()
+    pki.revoke(agents=[revoked.id])
+    rogue = random_identity(pki.rng, KeyKind.OPERATOR)
+    v2 = json.dumps({**json.loads(pki.trust.to_json()), "v": 2}).encode()
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: pki.trust.check(revoked.id, T0), f"key {revoked.id} is revoked"),
+        (lambda: pki.trust.check(stranger.id, T0), f"no certificate for {stranger.id}"),
+        (
+            lambda: pki.trust.add_certificate(sign_certificate(_cert(stranger, rogue, 1, 0, T0 * 2), rogue)),
+            f"{rogue.id} is not a trusted operator",
+        ),
+        (lambda: TrustStore.from_json(b" " * ((64 << 20) + 1)), "trust file too large"),
+        (lambda: TrustStore.from_json(v2), "trust file v2, this build reads v1"),
+    ]
+    for call, detail in cases:
+        with pytest.raises(SecurityError) as info:
+            call()
+        assert str(info.value).endswith(detail), str(info.value)
+    path = tmp_path / "trust.json"
+    path.write_bytes(v2)
+    path.chmod(0o600)
+    with pytest.raises(FrameError) as file_info:
+        TrustStore.load(path)
+    assert str(file_info.value).endswith(f"{path}: trust file v2, this build reads v1")
