@@ -397,16 +397,17 @@ def test_is_revoked_means_the_key_or_every_certificate_of_it(pki: Pki) -> None:
 
 
 def test_merge_adds_only_what_is_new_and_counts_the_new_certificates(pki: Pki) -> None:
-    known, fresh = pki.agent("known"), random_identity(pki.rng)
+    known, fresh, fresher = pki.agent("known"), random_identity(pki.rng), random_identity(pki.rng)
     mine, theirs = TrustStore([pki.operator.id]), TrustStore([pki.operator.id])
     mine.merge(pki.trust)
     pki.certify(fresh, name="fresh")
+    pki.certify(fresher, name="fresher")
     theirs.merge(pki.trust)
     both, only_theirs = Identity.generate(), Identity.generate()
     mine.trust_directly(both.id, name="mine")
     theirs.trust_directly(both.id, name="theirs")
     theirs.trust_directly(only_theirs.id, name="new")
-    assert mine.merge(theirs) == 1  # the fresh certificate; the known one is there already
+    assert mine.merge(theirs) == 2  # the two fresh certificates; the known one is there already
     assert mine.check(fresh.id, T0).name == "fresh" and mine.check(known.id, T0).name == "known"
     assert mine.check(both.id, T0).name == "mine"  # a direct entry this store holds is not replaced
     assert mine.check(only_theirs.id, T0).name == "new"
