@@ -33,7 +33,7 @@ from accord.mesh.lock import BUS_LOCK, MeshLocks
 from accord.mesh.run import agent_creds, bus_credentials
 from accord.mesh.state import MeshState
 from accord.runtime.requester import TaskFailed
-from accord.security import Identity, KeyFileError, Reason, SecurityError, creds_user_key
+from accord.security import Identity, KeyFileError, Reason, SecurityError, check_creds_for
 from accord.strategies import StrategyFailed
 
 __all__ = [
@@ -115,7 +115,7 @@ class MeshBus:
 
     def connect(self, identity: Identity, *, name: str, own_creds: Path | None = None) -> NatsBus:
         """A connection as ``identity``'s own key (or with the mesh file's shared credentials); ``own_creds`` is a
-        ``.creds`` file of ``identity``'s own (checked by :func:`own_creds_user`), which wins over both."""
+        ``.creds`` file of ``identity``'s own (checked by :func:`check_own_creds`), which wins over both."""
         seed, creds = self.credentials
         return connect_as(
             self.url,
@@ -153,14 +153,11 @@ def mesh_credentials(config: MeshConfig) -> tuple[str | None, str | None]:
         fail(str(exc), 2)
 
 
-def own_creds_user(path: Path | None) -> str | None:
-    """The NATS user a ``--creds`` file connects as (:func:`~accord.security.creds_user_key`: an owner-only key
-    file whose user JWT and seed name one key), or None without one; exit 2 with the reason when it cannot be
-    used."""
-    if path is None:
-        return None
+def check_own_creds(path: Path, identity: Identity) -> None:
+    """A ``--creds`` file must connect as ``identity`` (:func:`~accord.security.check_creds_for`: an owner-only
+    key file whose user JWT and seed name that key); exit 2 with the reason otherwise."""
     try:
-        return creds_user_key(path)
+        check_creds_for(path, identity.id)
     except (SecurityError, FileRefusedError) as exc:
         fail(f"--creds: {exc}", 2)
 

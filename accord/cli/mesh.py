@@ -28,13 +28,13 @@ from accord.cli.common import (
     MeshOption,
     NatsOption,
     agent_credentials,
+    check_own_creds,
     console,
     err,
     fail,
     load_mesh_file,
     mesh_bus,
     mesh_credentials,
-    own_creds_user,
     run_cli,
 )
 from accord.cli.logging import configure_logging
@@ -247,16 +247,12 @@ def register(app: typer.Typer) -> None:
             est_input_tokens=estimate_prompt_tokens(question_ask.messages()),
         )
         bus_to = mesh_bus(config, nats)
-        creds_user = own_creds_user(creds)
 
         async def main() -> None:
             check_frame_size(probe)  # a prompt too large for a frame fails here, not as no_bids
             trust, identity = _requester(config, key)
-            if creds_user is not None and creds_user != identity.id:
-                fail(
-                    f"--creds {creds} connects as the NATS user {creds_user}, not as the requester {identity.id}",
-                    2,
-                )
+            if creds is not None:
+                check_own_creds(creds, identity)
             named = _agent_ids(trust, agent) if agent is not None else None
             assert config.state_dir is not None
             with MeshState(Path(config.state_dir)).outcome_store() as outcomes:  # the record of earlier asks

@@ -26,7 +26,7 @@ from accord.protocol.contractor import ContractorProfile
 from accord.runtime.agent import Agent
 from accord.runtime.requester import Requester
 from accord.runtime.timers import now_ns
-from accord.security import Identity, KeyKind, SecurityError, TrustStore, creds_user_key, load_identity
+from accord.security import Identity, KeyKind, SecurityError, TrustStore, check_creds_for, load_identity
 from accord.security.keyfile import check_private
 from accord.strategies import StrategyBackend
 
@@ -118,19 +118,13 @@ def agent_creds(
 
 
 def check_creds_keys(creds: Mapping[str, str], identities: Mapping[str, Identity]) -> None:
-    """Each agent's own ``.creds`` file (``creds`` by agent name) must connect as the agent's own key: the server
-    authenticates the connection as the file's user, and receivers take the subject's last token for the
-    publisher (spec 11.6). MeshConfigError naming the agent, the file's user and the agent's key otherwise."""
+    """Each agent's own ``.creds`` file (``creds`` by agent name) must connect as the agent's own key
+    (:func:`~accord.security.check_creds_for`); MeshConfigError naming the agent otherwise."""
     for name, path in sorted(creds.items()):
         try:
-            user = creds_user_key(path)
+            check_creds_for(path, identities[name].id)
         except (SecurityError, FileRefusedError) as exc:
             raise MeshConfigError(f"agent {name!r}: creds_file: {exc}") from exc
-        if user != identities[name].id:
-            raise MeshConfigError(
-                f"agent {name!r}: creds_file {path} connects as the NATS user {user}, not as the agent's key "
-                f"{identities[name].id}: issue its user JWT for the agent's key (`accord keys show`)"
-            )
 
 
 async def _serve_agent(

@@ -31,7 +31,14 @@ from accord.security.errors import (
     TrustError,
 )
 from accord.security.frames import Expect, Opened, open_frame, peek, seal, verify
-from accord.security.identity import Identity, creds_user_key, load_identity, public_key_of, save_identity
+from accord.security.identity import (
+    Identity,
+    check_creds_for,
+    creds_user_key,
+    load_identity,
+    public_key_of,
+    save_identity,
+)
 from accord.security.nkeys import KeyKind
 from accord.security.permissions import agent_permissions, certified_permissions, inbox_prefix, kv_award_key
 from accord.security.replay import ReplayGuard
@@ -65,6 +72,7 @@ __all__ = [
     "agent_permissions",
     "attest",
     "certified_permissions",
+    "check_creds_for",
     "creds_user_key",
     "credentials_of",
     "inbox_prefix",

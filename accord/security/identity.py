@@ -18,7 +18,7 @@ from accord.security.errors import KeyFileError, Reason
 from accord.security.keyfile import read_private, write_owner_only
 from accord.security.nkeys import KeyKind
 
-__all__ = ["Identity", "creds_user_key", "load_identity", "public_key_of", "save_identity"]
+__all__ = ["Identity", "check_creds_for", "creds_user_key", "load_identity", "public_key_of", "save_identity"]
 
 
 class Identity:
@@ -133,3 +133,16 @@ def creds_user_key(path: str | Path) -> str:
             Reason.BAD_KEY_FILE, f"{p}: its user JWT is for {subject!r}, its seed for {user.id}: not one user"
         )
     return user.id
+
+
+def check_creds_for(path: str | Path, party_id: str) -> None:
+    """Refuse a ``.creds`` file that would not connect as ``party_id``: the server authenticates the connection
+    as the file's user, and receivers take the subject's last token for the publisher (spec 11.6).
+    KeyFileError(bad_key_file) naming both keys (or the reason :func:`creds_user_key` gives)."""
+    user = creds_user_key(path)
+    if user != party_id:
+        raise KeyFileError(
+            Reason.BAD_KEY_FILE,
+            f"{path} connects as the NATS user {user}, not as the party's key {party_id}: issue its user JWT for "
+            "that key (`accord keys show` prints it)",
+        )

@@ -126,7 +126,7 @@ def test_a_file_that_is_not_one_users_creds_is_refused(tmp_path: Path, text: str
 async def test_a_mesh_agent_whose_creds_connect_as_another_key_does_not_start(tmp_path: Path) -> None:
     config = _mesh(tmp_path)
     _creds(tmp_path / "a.creds")  # a user key of its own, not the agent's
-    with pytest.raises(MeshConfigError, match=r"agent 'a': creds_file .* connects as the NATS user U"):
+    with pytest.raises(MeshConfigError, match=r"agent 'a': creds_file: .* connects as the NATS user U"):
         async with run_mesh(config):
             pytest.fail("the mesh started")
     assert config.state_dir is not None
@@ -144,6 +144,6 @@ def test_ask_refuses_creds_of_another_key_before_connecting(tmp_path: Path) -> N
     assert config.state_dir is not None
     _, identities = load_trust(config, MeshState(Path(config.state_dir)))
     me = identities[REQUESTER_NAME]
-    assert f"not as the requester {me.id}" in " ".join(other.output.split()), other.output
+    assert f"not as the party's key {me.id}" in " ".join(other.output.split()), other.output
     loose = CliRunner().invoke(app, [*ask, str(_creds(tmp_path / "loose.creds", 0o644, key=me))])
     assert loose.exit_code == 2 and "chmod 600" in " ".join(loose.output.split()), loose.output
