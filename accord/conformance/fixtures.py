@@ -30,6 +30,7 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from accord.bus.base import Bus, BusError, BusMessage, Subscription
+from accord.conformance.session import GRACE_MS
 from accord.errors import AccordError, RemoteProtocolError
 from accord.logs import get_logger
 from accord.protocol import subjects
@@ -133,7 +134,11 @@ FIXTURES: Final[Mapping[Fault, Fixture]] = MappingProxyType(
             ),
             _fixture(Fault.BIDS_LATE, {"bid.window"}, "sends its bids after the bid window closed"),
             _fixture(Fault.BAD_BID_FIELDS, {"bid.fields"}, "bids with a valid_until_ns that has already passed"),
-            _fixture(Fault.NEVER_ACKS, {"award.ack"}, "works on awards without ever sending an AwardAck"),
+            _fixture(
+                Fault.NEVER_ACKS,
+                {"award.ack"},
+                "works on awards without an AwardAck and sends nothing until after the ack time",
+            ),
             _fixture(Fault.NO_ATTESTATION, {"result.attested"}, "returns Results without an attestation"),
             _fixture(
                 Fault.BAD_ATTESTATION,
@@ -447,6 +452,8 @@ class FixtureAgent:
     async def _work(self, job: _Job, award: Award, scope: anyio.CancelScope) -> None:
         with scope:
             await anyio.sleep(self.work_ms / 1000)
+            if self.fault is Fault.NEVER_ACKS:  # nothing acknowledges the award in time, not even the Result
+                await anyio.sleep(max(0, award.ack_by_ns - time.time_ns()) / 1e9 + 2 * GRACE_MS / 1000)
             assert job.bid is not None
             output = f"fixture answer for task {award.task_id}"
             award_digest = job.bid_digest if self.fault is Fault.BAD_ATTESTATION else payload_digest(encode(award))

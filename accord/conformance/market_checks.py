@@ -34,6 +34,7 @@ from accord.protocol.messages import (
     Bid,
     Decline,
     Failure,
+    Progress,
     Result,
     Task,
 )
@@ -73,7 +74,8 @@ class AwardFlow:
     probe: Probe
     award: Award
     answer: Frame | None
-    """The first AwardAck or AwardReject for the award."""
+    """The first answer to the award: an AwardAck or AwardReject, or what acknowledges it as well (a Result,
+    Progress or Failure of its attempt, spec 5.6)."""
     outcome: Frame | None
     """The Result (or Failure) for the award's attempt."""
 
@@ -95,15 +97,21 @@ async def award_flow(s: KitSession) -> AwardFlow:
     award = s.award(p.task, p.bid)
     frame = s.seal(award)
     await s.send_all([frame])
-    answer = await s.wait(
-        about(p.task.task_id, AwardAck, AwardReject, award_id=award.id), award.ack_by_ns + GRACE_MS * MS
-    )
+    answer = await s.wait(_answer_to(p.task.task_id, award), award.ack_by_ns + GRACE_MS * MS)
     outcome = None
-    if answer is None or isinstance(answer.message, AwardAck):
+    if answer is None or not isinstance(answer.message, AwardReject):
         outcome = await s.wait(_outcome_of(p.task.task_id, award), award.lease_until_ns + GRACE_MS * MS)
     flow = AwardFlow(p, award, answer, outcome)
     s.cache["flow"] = flow
     return flow
+
+
+def _answer_to(task_id: str, award: Award) -> Match:
+    """An AwardAck or AwardReject naming the award, or a Result, Progress or Failure of its attempt (each
+    acknowledges the award: an agent may hold its AwardAck briefly and let the Result stand for it, 5.6)."""
+    named = about(task_id, AwardAck, AwardReject, Result, award_id=award.id)
+    of_attempt = about(task_id, Progress, Failure, attempt=award.attempt)
+    return lambda f: named(f) or of_attempt(f)
 
 
 def _outcome_of(task_id: str, award: Award) -> Match:
@@ -453,24 +461,28 @@ async def bid_fields(s: KitSession) -> str:
     "Acknowledges (or rejects) an Award within the ack time",
     sections=("3.7", "3.8", "5.6"),
     requirement="""An Award of the agent's own bid is answered with an AwardAck (or an AwardReject) naming the
-    award's id, task and attempt, before the award's ack_by_ns.""",
+    award's id, task and attempt, before the award's ack_by_ns; a Result, Progress or Failure of the attempt sent
+    by then acknowledges it too (the agent may hold its AwardAck for a moment, 5.6).""",
 )
 async def award_ack(s: KitSession) -> str:
     flow = await award_flow(s)
     a = flow.award
     if flow.answer is None:
         raise fail(
-            f"no AwardAck or AwardReject within ack_by ({s.config.ack_ms} ms after the Award)",
+            f"no AwardAck, AwardReject, Result, Progress or Failure within ack_by ({s.config.ack_ms} ms after"
+            " the Award)",
             *s.select(about(a.task_id, award_id=a.id)),
         )
     m = flow.answer.message
-    assert isinstance(m, AwardAck | AwardReject)
+    assert isinstance(m, AwardAck | AwardReject | Result | Progress | Failure)
     if m.attempt != a.attempt:
         raise fail(f"the answer names attempt {m.attempt}, the award was for attempt {a.attempt}", flow.answer)
     in_ms = (flow.answer.at_ns - a.ts) / 1e6
     if isinstance(m, AwardReject):
         return f"AwardReject({m.reason}) after {in_ms:.0f} ms"
-    return f"AwardAck after {in_ms:.0f} ms"
+    if isinstance(m, AwardAck):
+        return f"AwardAck after {in_ms:.0f} ms"
+    return f"acknowledged by its {type(m).__name__} after {in_ms:.0f} ms"
 
 
 async def _result(s: KitSession) -> tuple[AwardFlow, Frame, Result]:

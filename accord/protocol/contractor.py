@@ -5,7 +5,7 @@ Per task (job)::
     NONE --Task, can do it, slot free--> BIDDING (slot reserved until the bid lapses)
     NONE --Task(direct), can do it--> OFFERED (no slot yet)
     NONE --Task, cannot--> RELEASED (+ Decline unless the Task was broadcast)
-    BIDDING | OFFERED --Award, acceptable--> RUNNING (AwardAck + Execute; slot held)
+    BIDDING | OFFERED --Award, acceptable--> RUNNING (Execute; slot held; the AwardAck held a moment, below)
     BIDDING | OFFERED --Award, not acceptable--> RELEASED (AwardReject)
     BIDDING --bid lapses--> RELEASED
     BIDDING | OFFERED --Cancel from the requester (any attempt, or all)--> RELEASED, closed (bid forgotten)
@@ -27,6 +27,11 @@ Losing: a requester tells every bidder when the task ends (one Cancel for all at
 awardee whose attempt it revoked (a Cancel naming the attempt). Either way a job that only holds a bid releases
 its slot at once: the requester never awards an agent twice, so the bid can no longer win. A job closed by a
 Cancel stays closed: a re-announce of the task that arrives later (reordered, delayed) gets no new bid.
+
+Acknowledging: the AwardAck waits up to ``ack_delay_ms`` (at most a quarter of the award's ack window). A
+Result, Progress or Failure sent meanwhile acknowledges the award (spec 5.1), and the AwardAck is never sent: a
+task done within the delay costs one frame, one signature and one check less. Otherwise the SEND_ACK timer sends
+it, as does a repeated Award (the requester is waiting for it).
 
 The shell verifies the signature of every Task, Award and Cancel before feeding it; the machine checks that an
 Award names this agent and the bid it made (id and digest), and that Award and Cancel come from the task's
@@ -186,6 +191,9 @@ class ContractorProfile(Struct, frozen=True, kw_only=True):
     holds nothing goes, else its Task is refused."""
     ttl_ms: int = 10_000
     """Advertise TTL; heartbeats go out every third of it."""
+    ack_delay_ms: int = 20
+    """How long the AwardAck may wait for a Result (or Progress, or Failure) that makes it redundant; never more
+    than a quarter of the award's ack window (``ack_by_ns - ts``, both on the requester's clock). 0: at once."""
 
     def offers(self) -> tuple[ModelOffer, ...]:
         """The price sheets as configured (before any device state applies)."""
@@ -280,6 +288,7 @@ class _Job:
 
     __slots__ = (
         "ack",
+        "ack_held",
         "award",
         "bid",
         "bid_digest",
@@ -306,6 +315,8 @@ class _Job:
         self.bid_digest = ""
         self.award: Award | None = None
         self.ack: AwardAck | None = None
+        self.ack_held = False
+        """The AwardAck waits for its SEND_ACK timer (nothing has acknowledged the award yet)."""
         self.reason: ReasonCode | None = None
         self.progress_seq = 0
         self.closed = False
@@ -332,6 +343,7 @@ _TASK_EVENTS: Final = frozenset(
         EventType.CANCEL,
         EventType.BID_EXPIRED,
         EventType.LEASE_EXPIRED,
+        EventType.SEND_ACK_DUE,
         EventType.EXECUTION_PROGRESS,
         EventType.EXECUTION_DONE,
         EventType.EXECUTION_FAILED,
@@ -504,10 +516,27 @@ class ContractorMachine:
             job.task = _without_prompt(job.task)
         out += self._disarm(TimerKind.BID_EXPIRY, task_id)
         out += self._disarm(TimerKind.LEASE, task_id)
+        out += self._acknowledged(job)
         job.state = state
         job.reason = reason
         self._settle(job)
         return out
+
+    def _acknowledged(self, job: _Job) -> list[Action]:
+        """Something the requester takes as an acknowledgement (a Result, Progress or Failure) is going out, or the
+        attempt ended: a held AwardAck is no longer needed."""
+        if not job.ack_held:
+            return []
+        job.ack_held = False
+        return self._disarm(TimerKind.SEND_ACK, job.task.task_id)
+
+    def _hold_ack(self, job: _Job, award: Award, ack: AwardAck, now: int) -> Action:
+        """Send ``ack`` now, or hold it for ``ack_delay_ms`` (at most a quarter of the award's ack window)."""
+        delay = min(self.profile.ack_delay_ms * NS_PER_MS, (award.ack_by_ns - award.ts) // 4)
+        if delay <= 0:
+            return Send(job.task.sender, ack)
+        job.ack_held = True
+        return self._arm(TimerKind.SEND_ACK, now + delay, job.task.task_id)
 
     def _sheet_key(self) -> tuple[object, ...]:
         offers = tuple((o.name, o.price_in_per_1k_micros, o.price_out_per_1k_micros) for o in self._offers())
@@ -874,8 +903,9 @@ class ContractorMachine:
             current = job.award
             assert current is not None
             if award.id == current.id:
-                if job.state is _J.RUNNING and job.ack is not None:
-                    return [Send(task.sender, job.ack), Reject(RejectReason.DUPLICATE, award)]
+                if job.state is _J.RUNNING and job.ack is not None:  # the requester is waiting for it: now
+                    again = Send(task.sender, job.ack)
+                    return [*self._acknowledged(job), again, Reject(RejectReason.DUPLICATE, award)]
                 return [Reject(RejectReason.DUPLICATE, award)]
             if award.attempt < current.attempt:
                 return [Reject(RejectReason.FENCED, award)]
@@ -908,7 +938,7 @@ class ContractorMachine:
         job.state = _J.RUNNING
         job.award = award
         job.ack = ack
-        out.append(Send(task.sender, ack))
+        out.append(self._hold_ack(job, award, ack, now))
         out.append(Execute(task, award, q.model))
         out.append(self._arm(TimerKind.LEASE, award.lease_until_ns + MAX_SKEW_NS, task.task_id))
         return out
@@ -951,6 +981,14 @@ class ContractorMachine:
             return []
         return self._release(job, _J.RELEASED, ReasonCode.BID_EXPIRED)
 
+    def _on_send_ack(self, event: Event, job: _Job | None, now: int) -> list[Action]:
+        """Nothing acknowledged the award within the delay: the held AwardAck goes out."""
+        assert job is not None and job.ack is not None
+        if not self._due(TimerKind.SEND_ACK, job.task.task_id, now):
+            return []
+        job.ack_held = False
+        return [Send(job.task.sender, job.ack)]
+
     def _on_lease_expired(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert job is not None and job.award is not None
         if not self._due(TimerKind.LEASE, job.task.task_id, now):
@@ -982,7 +1020,7 @@ class ContractorMachine:
             output_tokens=event.output_tokens,
         )
         job.progress_seq += 1
-        return [Send(job.task.sender, msg)]
+        return [*self._acknowledged(job), Send(job.task.sender, msg)]
 
     def _on_exec_done(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, ExecutionDone)
@@ -1034,9 +1072,13 @@ class ContractorMachine:
             elif j.state is _J.RUNNING:
                 check(j.award is not None and j.ack is not None, "running without an acked award")
                 expected.add((TimerKind.LEASE, tid))
+                if j.ack_held:
+                    expected.add((TimerKind.SEND_ACK, tid))
             elif j.state is _J.OFFERED:
                 check(j.quote is not None, "offered without a quote")
                 expected.add((TimerKind.BID_EXPIRY, tid))
+            else:
+                check(not j.ack_held, "an AwardAck held for a job that is not running")
             if j.state not in _OPEN:
                 check(not j.task.messages and not j.prompt_bytes, "a finished job keeps its prompt")
             if j.closed:
@@ -1103,7 +1145,7 @@ def _build_table() -> dict[tuple[AgentState | JobState, EventType], Handler]:
             t[(s, e)] = M._on_unexpected
     for e in (E.TASK, E.AWARD, E.CANCEL):
         t[(AgentState.STOPPED, e)] = M._on_stopped
-    for e in (E.BID_EXPIRED, E.LEASE_EXPIRED, *execution):
+    for e in (E.BID_EXPIRED, E.LEASE_EXPIRED, E.SEND_ACK_DUE, *execution):
         t[(AgentState.STOPPED, e)] = M._on_stale
     for js in JobState:
         t[(js, E.TASK)] = M._on_task
@@ -1111,6 +1153,7 @@ def _build_table() -> dict[tuple[AgentState | JobState, EventType], Handler]:
         t[(js, E.CANCEL)] = M._on_cancel
         t[(js, E.BID_EXPIRED)] = M._on_bid_expired if js in (_J.BIDDING, _J.OFFERED) else M._on_stale
         t[(js, E.LEASE_EXPIRED)] = M._on_lease_expired if js is _J.RUNNING else M._on_stale
+        t[(js, E.SEND_ACK_DUE)] = M._on_send_ack if js is _J.RUNNING else M._on_stale
         if js is _J.RUNNING:
             t[(js, E.EXECUTION_PROGRESS)] = M._on_exec_progress
             t[(js, E.EXECUTION_DONE)] = M._on_exec_done

@@ -79,6 +79,9 @@ class TimerKind(enum.StrEnum):
     """Contractor: time to re-send its Advertise (a third of its TTL)."""
     REANNOUNCE = "reannounce"
     """Requester: the backoff after a round without bids is over; the task is announced again."""
+    SEND_ACK = "send_ack"
+    """Contractor: the AwardAck it held goes out, unless a Result, Progress or Failure acknowledged the award
+    first (``ContractorProfile.ack_delay_ms``, spec 5.6)."""
 
 
 class EventType(enum.Enum):
@@ -99,6 +102,7 @@ class EventType(enum.Enum):
     BID_EXPIRED = "bid_expired"
     HEARTBEAT_DUE = "heartbeat_due"
     REANNOUNCE_DUE = "reannounce_due"
+    SEND_ACK_DUE = "send_ack_due"
     # messages received
     ADVERTISE = "advertise"
     WITHDRAW = "withdraw"
@@ -244,6 +248,7 @@ _TIMER_EVENTS: Final[dict[TimerKind, EventType]] = {
     TimerKind.BID_EXPIRY: EventType.BID_EXPIRED,
     TimerKind.HEARTBEAT: EventType.HEARTBEAT_DUE,
     TimerKind.REANNOUNCE: EventType.REANNOUNCE_DUE,
+    TimerKind.SEND_ACK: EventType.SEND_ACK_DUE,
 }
 
 _MESSAGE_EVENTS: Final[dict[type[Message], EventType]] = {

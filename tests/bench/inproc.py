@@ -5,7 +5,7 @@
 A Requester and ``--agents`` Agents run in one event loop on an in-memory bus that behaves like NatsBus's direct
 path (:class:`~accord.bus.base.DirectBus`: handlers called from the loop as frames are "read", publishes taken
 synchronously), authenticated as ``accord up`` runs (bids and losers' Cancel peeked). Rounds run one at a time
-(W3: a call for proposals to every agent, their bids, an award, the ack, the result and its attestation; with
+(W3: a call for proposals to every agent, their bids, an award, the result and its attestation; with
 ``--direct``, W1: a direct award to one agent). Prints the process CPU per round in microseconds (median of
 ``--repeats``), which is what both sides of the multi-process bench (``tests.bench.peers``) spend minus nats-py
 and the socket. ``--profile`` prints the top functions of one run under cProfile.

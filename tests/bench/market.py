@@ -5,10 +5,11 @@
 
 One round = a RequesterMachine announces a task, N ContractorMachines each quote and bid, the requester gets the
 N bids (with the payload digests a shell computes), closes the window, verifies the winner (a no-op hook here),
-awards; the winner acks and delivers; the requester accepts; the losers' bids lapse (their BID_EXPIRY timers).
+awards; the winner delivers (its Result, within its ack delay, is the acknowledgement); the requester accepts;
+the losers' bids lapse (their BID_EXPIRY timers).
 
 The floor is the irreducible work of the same round done by hand in the same process: build the same messages
-(Task, N Bids, Award, AwardAck, Result) with msgspec, digest the N bids, and pick the best score with max().
+(Task, N Bids, Award, Result) with msgspec, digest the N bids, and pick the best score with max().
 ``market.select`` is compared with that max() alone, and the registry's targeted shortlist over a 1,000-agent
 mesh is shown for scale. The ratio column is ours / floor in time per operation (lower is better; the floor is
 what a round would cost if the machines did nothing but build their messages).
@@ -35,7 +36,6 @@ from accord.protocol.market import ClaimPredictor, Credentials, Offer, score, se
 from accord.protocol.messages import (
     Advertise,
     Award,
-    AwardAck,
     Bid,
     Constraints,
     ModelOffer,
@@ -128,8 +128,7 @@ class RoundBench:
         award = next(a.message for a in out if isinstance(a, Send))
         assert isinstance(award, Award)
         winner = self.contractors[award.winner]
-        ack = next(a.message for a in winner.handle(Received(award), now=close) if isinstance(a, Send))
-        req.handle(Received(ack), now=close)
+        winner.handle(Received(award), now=close)  # its AwardAck is held: the Result, within 5 ms, acknowledges
         result = winner.handle(ExecutionDone(req.task_id, award.attempt, "answer"), now=close + 5 * MS)
         out = req.handle(Received(result[0].message), now=close + 5 * MS)  # type: ignore[union-attr]
         self.completed += 1
@@ -194,7 +193,6 @@ class FloorBench:
             ack_by_ns=now,
             lease_until_ns=now,
         )
-        AwardAck(id=new_message_id(rng), sender=best.sender, ts=now, task_id=tid, attempt=1, award_id=award.id)
         Result(
             id=new_message_id(rng),
             sender=best.sender,

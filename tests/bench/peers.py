@@ -13,9 +13,10 @@ Workloads, each measured for raw and for Accord alternately, ``--repeats`` times
 - ``W3 1 at a time`` and ``W3 N in flight``: a contract-net round. A call for proposals to every agent, one bid
   from each, an award to the best, the answer. Raw (``tests.bench.raw_rounds``, unsigned): msgpack messages on
   nats-py, task -> bids -> award -> result, nothing signed or checked. Accord: the Requester and Agent shells,
-  every frame signed, bids peeked, the winning bid, ack, result and attestation verified, the losers told.
+  every frame signed, bids peeked, the winning bid, result and attestation verified (and the AwardAck, when the
+  work outlasts the winner's ack delay, spec 5.6), the losers told.
 - ``W1 one agent``: raw nats-py request/reply to one agent, next to Accord's direct award from that agent's
-  advertised price sheet (``submit(spec, agent=ID)``: Task and Award out, AwardAck back, Result back).
+  advertised price sheet (``submit(spec, agent=ID)``: Task and Award out, Result back).
 - FastStream (``tests.bench.faststream_rounds``, unsigned, pydantic JSON, per-message logging off) runs the raw
   exchange as typed handlers, each agent on a broker (connection) of its own like the others, or with
   ``--fs-shared`` every agent on the process's one broker (FastStream's usual shape: ten handlers, one socket).
@@ -177,7 +178,7 @@ async def serve_agents(setup: Setup, mode: str) -> None:
                 await tg.start(agent.run)
 
         async def on_control(msg: Msg) -> None:
-            totals = {"tasks": 0, "bids": 0, "awards": 0, "cancels": 0, "results": 0}
+            totals = {"tasks": 0, "bids": 0, "awards": 0, "acks": 0, "cancels": 0, "results": 0}
             for agent in agents:
                 for key in totals:
                     totals[key] += getattr(agent.stats, key)
@@ -507,8 +508,9 @@ def print_tables(result: dict[str, dict[str, Measured]], args: Args) -> None:
         c = m.cpu
         awards = max(1.0, c.get("agents_awards", 0.0))
         losers = max(0.0, c.get("agents_tasks", 0.0) - c.get("agents_awards", 0.0))
-        # the winner signs its bid (none after a direct award), its ack, result and attestation; checks the award
-        winner_signed = (4.0 if w != "w1" else 3.0) * awards
+        # the winner signs its bid (none after a direct award), result and attestation, and an AwardAck when its
+        # Result did not come within the ack delay (spec 5.6); it checks the award
+        winner_signed = (3.0 if w != "w1" else 2.0) * awards + c.get("agents_acks", 0.0)
         loser = "-"
         if losers:
             signed, checked = c["agents_signed"] - winner_signed, c["agents_checked"] - awards

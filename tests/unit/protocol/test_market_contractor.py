@@ -165,6 +165,11 @@ def sent(actions: Sequence[Action], kind: type) -> list:  # type: ignore[type-ar
     return [a.message for a in actions if isinstance(a, Send) and isinstance(a.message, kind)]
 
 
+def executed(actions: Sequence[Action]) -> list[Execute]:
+    """The work an Award started: an accepted Award is executed (its AwardAck may be held, see below)."""
+    return [a for a in actions if isinstance(a, Execute)]
+
+
 # --- bidding -----------------------------------------------------------------------------------------------------
 def test_bids_its_best_model_and_reserves_a_slot() -> None:
     ag = Agent()
@@ -235,13 +240,15 @@ def test_award_is_acked_and_executed() -> None:
     t = task()
     bid = ag.bid_for(t)
     award, out = ag.at(60).award(t, bid)
-    (ack,) = sent(out, AwardAck)
-    assert (ack.task_id, ack.attempt, ack.award_id, ack.sender) == (t.task_id, 1, award.id, ME)
     assert Execute(t, award, "good") in out
     assert CancelTimer(TimerKind.BID_EXPIRY, t.task_id) in out
     # its lease timer allows the requester's clock max_skew (spec 9.3)
     assert SetTimer(TimerKind.LEASE, award.lease_until_ns + MAX_SKEW_NS, t.task_id) in out
     assert ag.m.job_state(t.task_id) is JobState.RUNNING and ag.m.used_slots == 1
+    # the AwardAck is held for ack_delay_ms (20 ms, under a quarter of the 100 ms ack window), then sent
+    assert sent(out, AwardAck) == [] and SetTimer(TimerKind.SEND_ACK, ag.now + 20 * MS, t.task_id) in out
+    (ack,) = sent(ag.at(80).handle(TimerFired(TimerKind.SEND_ACK, t.task_id)), AwardAck)
+    assert (ack.task_id, ack.attempt, ack.award_id, ack.sender) == (t.task_id, 1, award.id, ME)
     # a duplicated award gets the same ack again (its first copy may have been lost)
     again = ag.handle(Received(award))
     assert sent(again, AwardAck) == [ack]
@@ -265,6 +272,60 @@ def test_award_is_acked_and_executed() -> None:
     assert [a.reason for a in ag.handle(ExecutionDone(t.task_id, 1, "again")) if isinstance(a, Reject)] == [
         RejectReason.STALE
     ]
+
+
+def test_a_result_within_the_ack_delay_is_the_acknowledgement() -> None:
+    """Spec 5.6: a Result sent while the AwardAck is held acknowledges the award; the AwardAck never goes out."""
+    ag = Agent()
+    t = task()
+    _, out = ag.at(60).award(t, ag.bid_for(t))
+    assert sent(out, AwardAck) == [] and (TimerKind.SEND_ACK, t.task_id) in ag.m.timers
+    out = ag.at(65).handle(ExecutionDone(t.task_id, 1, "quick"))
+    assert sent(out, Result) and CancelTimer(TimerKind.SEND_ACK, t.task_id) in out
+    assert (TimerKind.SEND_ACK, t.task_id) not in ag.m.timers
+    assert ag.at(80).handle(TimerFired(TimerKind.SEND_ACK, t.task_id)) == []  # a late timer sends nothing
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        ExecutionProgress("", 1, "he", 1),
+        ExecutionFailed("", 1, ReasonCode.BACKEND_ERROR, "boom"),
+    ],
+)
+def test_progress_or_a_failure_within_the_ack_delay_acknowledges_too(
+    report: ExecutionProgress | ExecutionFailed,
+) -> None:
+    ag = Agent()
+    t = task()
+    ag.at(60).award(t, ag.bid_for(t))
+    out = ag.at(61).handle(msgspec.structs.replace(report, task_id=t.task_id))
+    assert sent(out, Progress | Failure) and CancelTimer(TimerKind.SEND_ACK, t.task_id) in out
+    assert sent(out, AwardAck) == [] and ag.at(90).handle(TimerFired(TimerKind.SEND_ACK, t.task_id)) == []
+
+
+def test_a_cancel_while_the_ack_is_held_drops_it() -> None:
+    ag = Agent()
+    t = task()
+    ag.at(60).award(t, ag.bid_for(t))
+    out = ag.at(62).handle(Received(Cancel(id=mid(), sender=REQ, ts=ag.now, task_id=t.task_id)))
+    assert CancelTimer(TimerKind.SEND_ACK, t.task_id) in out and sent(out, AwardAck) == []
+
+
+@pytest.mark.parametrize(
+    ("ack_delay_ms", "ack_window_ms", "held_ms"),
+    [(20, 100, 20), (20, 40, 10), (50, 1_000, 50), (0, 100, 0)],
+)
+def test_the_ack_is_held_at_most_ack_delay_and_a_quarter_of_the_ack_window(
+    ack_delay_ms: int, ack_window_ms: int, held_ms: int
+) -> None:
+    ag = Agent(msgspec.structs.replace(PROFILE, ack_delay_ms=ack_delay_ms))
+    t = task()
+    _, out = ag.at(60).award(t, ag.bid_for(t), ack_by_ns=NOW + (60 + ack_window_ms) * MS)
+    if held_ms == 0:  # no delay configured: the AwardAck goes out with the Execute, as before
+        assert len(sent(out, AwardAck)) == 1 and (TimerKind.SEND_ACK, t.task_id) not in ag.m.timers
+    else:
+        assert sent(out, AwardAck) == [] and ag.m.timers[(TimerKind.SEND_ACK, t.task_id)] == ag.now + held_ms * MS
 
 
 @pytest.mark.parametrize(
@@ -297,7 +358,7 @@ def test_award_for_a_bid_we_never_made_is_rejected_without_changing_state(change
     assert reject.reason == "other" and ag.m.used_slots == 1
     assert ag.m.job_state(t.task_id) is JobState.BIDDING
     _, out = ag.award(t, bid)
-    assert sent(out, AwardAck) and ag.m.job_state(t.task_id) is JobState.RUNNING
+    assert executed(out) and ag.m.job_state(t.task_id) is JobState.RUNNING
 
 
 def test_award_after_bid_expiry_or_for_unknown_task_is_rejected() -> None:
@@ -330,8 +391,8 @@ def test_direct_task_then_award() -> None:
     t = task(mechanism=Mechanism.DIRECT)
     assert not sent(ag.offer(t), Bid) and ag.m.job_state(t.task_id) is JobState.OFFERED and ag.m.used_slots == 0
     award, out = ag.at(5).award(t, None, price_micros=900)
-    assert sent(out, AwardAck) and ag.m.used_slots == 1
-    assert next(a for a in out if isinstance(a, Execute)).model == "good"
+    (execute,) = executed(out)
+    assert execute.model == "good" and ag.m.used_slots == 1
     del award
 
 
@@ -485,7 +546,7 @@ def test_losing_bid_is_released_and_forgotten_on_the_task_wide_cancel() -> None:
     again = msgspec_replace(t, id=mid(), attempt=2)
     assert rejected(ag.offer(again)) == [RejectReason.TERMINAL] and ag.m.used_slots == 0
     _, out = ag.award(t, bid)
-    assert not sent(out, AwardAck) and sent(out, AwardReject) and ag.m.used_slots == 0
+    assert not executed(out) and sent(out, AwardReject) and ag.m.used_slots == 0
     # the freed slot is usable at once by another task
     assert ag.bid_for(task()) and ag.bid_for(task()) and ag.m.used_slots == 2
 
@@ -499,7 +560,7 @@ def test_cancel_of_an_attempt_whose_award_never_arrived_releases_the_bid() -> No
     out = ag.at(200).handle(Received(Cancel(id=mid(), sender=REQ, ts=NOW, task_id=t.task_id, attempt=1)))
     assert CancelTimer(TimerKind.BID_EXPIRY, t.task_id) in out and ag.m.used_slots == 0
     _, out = ag.award(t, bid, ack_by_ns=ag.now + 100 * MS)  # the lost Award turns up after all
-    assert not sent(out, AwardAck) and ag.m.used_slots == 0
+    assert not executed(out) and sent(out, AwardReject) and ag.m.used_slots == 0
 
 
 def test_cancel_for_a_direct_offer_and_for_unknown_tasks() -> None:
@@ -741,4 +802,4 @@ def test_a_lease_that_exactly_fits_the_work_is_taken() -> None:
     t = task()
     bid = ag.bid_for(t)
     _, out = ag.at(60).award(t, bid, lease_until_ns=NOW + (60 + bid.est_latency_ms) * MS)
-    assert sent(out, AwardAck) and ag.m.job_state(t.task_id) is JobState.RUNNING
+    assert executed(out) and ag.m.job_state(t.task_id) is JobState.RUNNING

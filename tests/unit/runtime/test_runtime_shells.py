@@ -92,8 +92,37 @@ async def test_happy_path_answers_are_verified_and_counted() -> None:
     assert s.spent_micros == sum(o.price_micros for o in outcomes if isinstance(o, TaskOutcome)) > 0
     assert s.in_flight == 0 and req.running == 0
     a0 = agents[0].stats
-    assert (a0.awards, a0.acks, a0.results, a0.failures) == (5, 5, 5, 0)
+    # each Result came within the agent's ack delay and acknowledged its award: no AwardAck was needed
+    assert (a0.awards, a0.acks, a0.results, a0.failures) == (5, 0, 5, 0)
     assert a0.tasks >= 5 and a0.bids >= 5 and a0.refused == 0
+
+
+async def test_work_that_outlasts_the_ack_delay_is_acknowledged_by_an_award_ack() -> None:
+    """Spec 5.6: the agent holds its AwardAck for its ack delay (20 ms); a backend still busy then gets it sent,
+    once, and the Result that follows completes the task."""
+    w = _World()
+    backend = BlockingBackend()
+    agent = w.agent(AgentSpec("slow", backend=backend))
+    req = w.requester()
+    async with anyio.create_task_group() as tg:
+        await tg.start(req.run)
+        await tg.start(agent.run)
+        await wait_registry(req, [agent])
+        outcome: list[TaskOutcome | TaskFailed] = []
+
+        async def ask() -> None:
+            outcome.append(await w.history.submit(req, spec(deadline_ms=10_000)))
+
+        tg.start_soon(ask)
+        await backend.started.wait()
+        await wait_for(lambda: agent.stats.acks == 1, what="the held AwardAck sent")
+        backend.release.set()
+        await wait_for(lambda: bool(outcome), what="the outcome")
+        tg.cancel_scope.cancel()
+    (o,) = outcome
+    assert isinstance(o, TaskOutcome) and o.agent_id == agent.id
+    assert (agent.stats.awards, agent.stats.acks, agent.stats.results) == (1, 1, 1)
+    assert req.stats.reawards == 0 and w.history.violations() == []
 
 
 class _ForgingAgent(Agent):
