@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import nats
@@ -234,11 +234,31 @@ class _Window:
             self.delta = {k: now[k] - self.start[k] for k in now}
 
 
+class _Peer(Protocol):
+    """An unsigned requester of the raw or FastStream exchange."""
+
+    async def round(self, invited: list[str]) -> None: ...
+
+    async def ask(self, agent: str) -> None: ...
+
+
+_Steps = dict[str, tuple[Callable[[], Awaitable[Any]], int]]
+"""Workload -> (one operation, how many run at once)."""
+
+
+def _peer_steps(peer: _Peer, names: list[str], inflight: int) -> _Steps:
+    """An unsigned peer's workloads: a round to every agent, one at a time and ``inflight`` at once; one ask."""
+    return {
+        "w3_seq": (lambda: peer.round(names), 1),
+        "w3_par": (lambda: peer.round(names), inflight),
+        "w1": (lambda: peer.ask(names[0]), 1),
+    }
+
+
 async def serve_requester(setup: Setup, mode: str) -> None:
     """Run every workload against the agents' process; one JSON line per workload on stdout."""
     control = await nats.connect(setup.url, name="bench-control-req", nkeys_seed_str=setup.raw_seed)
     window = _Window(control, mode, psutil.Process(setup.server_pid))
-    steps: dict[str, tuple[Callable[[], Awaitable[Any]], int]] = {}
     if mode == "raw":
         names = setup.raw_names()
         nc = await nats.connect(setup.url, name="raw-requester", nkeys_seed_str=setup.raw_seed)
@@ -246,12 +266,7 @@ async def serve_requester(setup: Setup, mode: str) -> None:
         await raw.start()
         await nc.flush()
         await _ready()
-        steps = {
-            "w3_seq": (lambda: raw.round(names), 1),
-            "w3_par": (lambda: raw.round(names), setup.inflight),
-            "w1": (lambda: raw.ask(names[0]), 1),
-        }
-        await _measure(setup, steps, window)
+        await _measure(setup, _peer_steps(raw, names, setup.inflight), window)
         await nc.close()
     elif mode == "faststream":
         names = setup.raw_names()
@@ -259,12 +274,7 @@ async def serve_requester(setup: Setup, mode: str) -> None:
         fs = FsRequester(broker, _RAW_REQUESTER)
         await broker.start()
         await _ready()
-        steps = {
-            "w3_seq": (lambda: fs.round(names), 1),
-            "w3_par": (lambda: fs.round(names), setup.inflight),
-            "w1": (lambda: fs.ask(names[0]), 1),
-        }
-        await _measure(setup, steps, window)
+        await _measure(setup, _peer_steps(fs, names, setup.inflight), window)
         await broker.stop()
     else:
         mesh = setup.mesh()
@@ -288,7 +298,7 @@ async def serve_requester(setup: Setup, mode: str) -> None:
                     while not all(requester.registry.get(a, now=now_ns()) for a in ids):  # noqa: ASYNC110
                         await anyio.sleep(0.05)
                 counter = iter(range(1 << 62))
-                steps = {
+                steps: _Steps = {
                     "w3_seq": (lambda: requester.submit(task_spec(next(counter))), 1),
                     "w3_par": (lambda: requester.submit(task_spec(next(counter))), setup.inflight),
                     "w1": (lambda: requester.submit(task_spec(next(counter)), agent=ids[0]), 1),
@@ -305,9 +315,7 @@ async def _ready() -> None:
     await anyio.to_thread.run_sync(sys.stdin.readline)
 
 
-async def _measure(
-    setup: Setup, steps: dict[str, tuple[Callable[[], Awaitable[Any]], int]], window: _Window
-) -> None:
+async def _measure(setup: Setup, steps: _Steps, window: _Window) -> None:
     for name in WORKLOADS:
         step, inflight = steps[name]
         result: RawResult = await drive(
