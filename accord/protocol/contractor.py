@@ -288,7 +288,6 @@ class _Job:
 
     __slots__ = (
         "ack",
-        "ack_held",
         "award",
         "bid",
         "bid_digest",
@@ -315,8 +314,6 @@ class _Job:
         self.bid_digest = ""
         self.award: Award | None = None
         self.ack: AwardAck | None = None
-        self.ack_held = False
-        """The AwardAck waits for its SEND_ACK timer (nothing has acknowledged the award yet)."""
         self.reason: ReasonCode | None = None
         self.progress_seq = 0
         self.closed = False
@@ -516,26 +513,18 @@ class ContractorMachine:
             job.task = _without_prompt(job.task)
         out += self._disarm(TimerKind.BID_EXPIRY, task_id)
         out += self._disarm(TimerKind.LEASE, task_id)
-        out += self._acknowledged(job)
+        out += self._disarm(TimerKind.SEND_ACK, task_id)  # a held AwardAck: the attempt's end answers the award
         job.state = state
         job.reason = reason
         self._settle(job)
         return out
 
-    def _acknowledged(self, job: _Job) -> list[Action]:
-        """Something the requester takes as an acknowledgement (a Result, Progress or Failure) is going out, or the
-        attempt ended: a held AwardAck is no longer needed."""
-        if not job.ack_held:
-            return []
-        job.ack_held = False
-        return self._disarm(TimerKind.SEND_ACK, job.task.task_id)
-
     def _hold_ack(self, job: _Job, award: Award, ack: AwardAck, now: int) -> Action:
-        """Send ``ack`` now, or hold it for ``ack_delay_ms`` (at most a quarter of the award's ack window)."""
+        """Send ``ack`` now, or hold it for ``ack_delay_ms`` (at most a quarter of the award's ack window): while
+        the SEND_ACK timer is armed the AwardAck is held, and a Result, Progress or Failure disarms it."""
         delay = min(self.profile.ack_delay_ms * NS_PER_MS, (award.ack_by_ns - award.ts) // 4)
         if delay <= 0:
             return Send(job.task.sender, ack)
-        job.ack_held = True
         return self._arm(TimerKind.SEND_ACK, now + delay, job.task.task_id)
 
     def _sheet_key(self) -> tuple[object, ...]:
@@ -904,8 +893,8 @@ class ContractorMachine:
             assert current is not None
             if award.id == current.id:
                 if job.state is _J.RUNNING and job.ack is not None:  # the requester is waiting for it: now
-                    again = Send(task.sender, job.ack)
-                    return [*self._acknowledged(job), again, Reject(RejectReason.DUPLICATE, award)]
+                    held = self._disarm(TimerKind.SEND_ACK, task.task_id)
+                    return [*held, Send(task.sender, job.ack), Reject(RejectReason.DUPLICATE, award)]
                 return [Reject(RejectReason.DUPLICATE, award)]
             if award.attempt < current.attempt:
                 return [Reject(RejectReason.FENCED, award)]
@@ -986,7 +975,6 @@ class ContractorMachine:
         assert job is not None and job.ack is not None
         if not self._due(TimerKind.SEND_ACK, job.task.task_id, now):
             return []
-        job.ack_held = False
         return [Send(job.task.sender, job.ack)]
 
     def _on_lease_expired(self, event: Event, job: _Job | None, now: int) -> list[Action]:
@@ -1020,7 +1008,7 @@ class ContractorMachine:
             output_tokens=event.output_tokens,
         )
         job.progress_seq += 1
-        return [*self._acknowledged(job), Send(job.task.sender, msg)]
+        return [*self._disarm(TimerKind.SEND_ACK, job.task.task_id), Send(job.task.sender, msg)]
 
     def _on_exec_done(self, event: Event, job: _Job | None, now: int) -> list[Action]:
         assert isinstance(event, ExecutionDone)
@@ -1072,13 +1060,11 @@ class ContractorMachine:
             elif j.state is _J.RUNNING:
                 check(j.award is not None and j.ack is not None, "running without an acked award")
                 expected.add((TimerKind.LEASE, tid))
-                if j.ack_held:
+                if (TimerKind.SEND_ACK, tid) in self._timers:  # its AwardAck held (only a running job's may be)
                     expected.add((TimerKind.SEND_ACK, tid))
             elif j.state is _J.OFFERED:
                 check(j.quote is not None, "offered without a quote")
                 expected.add((TimerKind.BID_EXPIRY, tid))
-            else:
-                check(not j.ack_held, "an AwardAck held for a job that is not running")
             if j.state not in _OPEN:
                 check(not j.task.messages and not j.prompt_bytes, "a finished job keeps its prompt")
             if j.closed:
