@@ -154,6 +154,8 @@ class BusStats:
     dropped: int = 0
     """Messages thrown away because a subscription's buffer was full (slow consumer)."""
     reconnects: int = 0
+    """Counted when the client library reports the reconnect, after its first round trip on the new server:
+    traffic can already flow a moment before the count moves."""
     disconnects: int = 0
     permission_denied: int = 0
     errors: int = 0
