@@ -12,7 +12,7 @@ Use::
     print(result.answer, result.spent_micros, [c.role for c in result.calls])
 """
 
-from accord.strategies.answers import extract_choice, extract_number, majority, normalise
+from accord.strategies.answers import agrees, extract_choice, extract_number, majority, normalise, similarity
 from accord.strategies.backend import StrategyBackend
 from accord.strategies.base import (
     DEFAULT_SYSTEM,
@@ -64,6 +64,7 @@ __all__ = [
     "StrategyResult",
     "StrategySpec",
     "Verifier",
+    "agrees",
     "build_strategy",
     "extract_choice",
     "extract_number",
@@ -73,4 +74,5 @@ __all__ = [
     "parse_strategy_option",
     "run_strategy",
     "score_by_agreement",
+    "similarity",
 ]

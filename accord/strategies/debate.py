@@ -5,16 +5,17 @@ Every round's k calls run side by side on different agents, and a seat's call av
 for the other seats, so a seat never takes over another seat's agent (with exactly k agents, each seat keeps
 its own). A seat whose call fails (its agent died and no other could take the task in time, or the budget ran
 out) keeps its previous answer, so a debate survives losing an agent; a seat that never answered does not vote.
-With ``stop_on_consensus`` the debate ends as soon as every seat gives the same normalised answer (nothing left
-to argue, no money to spend).
+With ``stop_on_consensus`` the debate ends as soon as every seat's answer agrees with every other's (the vote's
+notion of agreement: nothing left to argue, no money to spend).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 
 from accord.protocol.messages import Tier
-from accord.strategies.answers import majority, normalise
+from accord.strategies.answers import agrees, majority
 from accord.strategies.base import Answer, Ask, CallRecord, Session
 from accord.strategies.prompts import debate_notes
 
@@ -47,6 +48,10 @@ class Debate:
                 return None
             if session.exhausted is not None:
                 break
-            if self.stop_on_consensus and len({normalise(s.answer or "", ask.form) for s in voters}) == 1:
+            if self.stop_on_consensus and _unanimous(voters, ask):
                 break
-        return majority([s for s in seats if s is not None], ask.form)
+        return majority([s for s in seats if s is not None], ask.form, ask.prompt)
+
+
+def _unanimous(voters: list[CallRecord], ask: Ask) -> bool:
+    return all(agrees(a.answer or "", b.answer or "", ask.form, ask.prompt) for a, b in combinations(voters, 2))

@@ -54,4 +54,4 @@ class Ensemble:
             chosen = await judge_select(ask, records, session, self.judge_tiers)
             if chosen is not None:
                 return chosen
-        return majority(records, ask.form)
+        return majority(records, ask.form, ask.prompt)

@@ -43,4 +43,4 @@ class MixtureOfAgents:
         )
         if final is not None:
             return as_answer(final)
-        return majority(last, ask.form)
+        return majority(last, ask.form, ask.prompt)

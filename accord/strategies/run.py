@@ -9,7 +9,7 @@ from typing import Final
 
 from accord.protocol.messages import Policy
 from accord.runtime.requester import Requester
-from accord.strategies.answers import normalise
+from accord.strategies.answers import agrees
 from accord.strategies.base import Ask, CallRecord, Session, Strategy, StrategyFailed, StrategyResult
 
 __all__ = ["run_strategy", "score_by_agreement"]
@@ -38,7 +38,9 @@ async def run_strategy(
     )
     answer = await strategy.run(ask, session)
     if answer is not None:
-        score_by_agreement(requester, session.calls, answer.text, ask.form, run_id=uuid.uuid4().hex)
+        score_by_agreement(
+            requester, session.calls, answer.text, ask.form, run_id=uuid.uuid4().hex, question=ask.prompt
+        )
     if answer is None:
         failures = [c.failure for c in session.calls if c.failure]
         reason = session.exhausted or (failures[-1] if failures else "no_answer")
@@ -55,22 +57,24 @@ async def run_strategy(
     )
 
 
-_VOTING_ROLES: Final = frozenset({"answer", "debate"})
+_VOTING_ROLES: Final = frozenset({"answer", "debate1"})
+"""The calls whose answers are scored: independent answers to the question (an ensemble's, a debate's first
+round). Later debate rounds saw the other seats' answers, so their agreement says less about the agent."""
 
 
 def score_by_agreement(
-    requester: Requester, calls: Sequence[CallRecord], final: str, form: str, *, run_id: str
+    requester: Requester, calls: Sequence[CallRecord], final: str, form: str, *, run_id: str, question: str = ""
 ) -> int:
-    """Give every answer of a vote its quality signal: 1.0 when it agrees with the run's final answer (in the
-    normalised form the vote compares), 0.0 when it does not (source ``judge`` when a judge decided, else
-    ``vote``). Only runs with two answers or more to compare say anything; returns how many were scored."""
+    """Give every answer of a vote its quality signal: 1.0 when it agrees with the run's final answer (as the vote
+    compares answers: :func:`~accord.strategies.answers.agrees`, given the ``question``), 0.0 when it does not
+    (source ``judge`` when a judge decided, else ``vote``). Only runs with two answers or more to compare say
+    anything; returns how many were scored."""
     voters = [c for c in calls if c.ok and c.role in _VOTING_ROLES and c.task_id and c.agent_id]
     if len(voters) < 2:
         return 0
     source = "judge" if any(c.ok and c.role == "judge" for c in calls) else "vote"
-    winner = normalise(final, form)
     for call in voters:
         assert call.answer is not None and call.task_id is not None and call.agent_id is not None
-        agrees = normalise(call.answer, form) == winner
-        requester.record_quality(call.task_id, call.agent_id, 1.0 if agrees else 0.0, source, run_id=run_id)
+        agreed = agrees(call.answer, final, form, question)
+        requester.record_quality(call.task_id, call.agent_id, 1.0 if agreed else 0.0, source, run_id=run_id)
     return len(voters)

@@ -1,8 +1,10 @@
-"""Comparing answers: normal forms per answer form, majority voting, self-reported confidence, chunking."""
+"""Comparing answers: normal forms per answer form, agreement of free text, voting, self-reported confidence,
+chunking."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pytest
@@ -14,11 +16,15 @@ from accord.strategies import (
     Ask,
     CallRecord,
     StrategyConfigError,
+    agrees,
     extract_choice,
     extract_number,
     majority,
     normalise,
+    score_by_agreement,
+    similarity,
 )
+from accord.strategies.answers import content_words
 from accord.strategies.cascade import parse_confidence, strip_confidence
 from accord.strategies.split import Split, chunk_text
 
@@ -146,6 +152,157 @@ def test_majority_of_nothing_is_none() -> None:
 def test_majority_single_voter_has_full_confidence() -> None:
     winner = majority([_rec(None), _rec("7")], "math")
     assert winner is not None and winner.text == "7" and winner.confidence == 1.0
+
+
+# --- free text: agreement by content words -----------------------------------------------------------------------
+CAPITAL = "What is the capital of Italy?"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "agree"),
+    [
+        ("Rome", "The capital of Italy is Rome.", True),  # restating the question adds no claim
+        ("Rome is the capital of Italy.", "The capital of Italy is Rome!", True),  # same words, another order
+        ("The capital of Italy is Rome.", "The capital of Italy is Milan.", False),  # the words that differ decide
+        ("Rome.", "It's Rome, a city of about 2.8 million people.", False),  # F1 1/3: the rest is another claim
+        ("Rome, the Eternal City", "Rome (the Eternal City).", True),
+        ("Yes, it is Rome.", "No, it is not Rome.", False),  # negations and yes/no are claims
+        ("The capital of Italy.", "the capital of italy", True),  # no claim of its own: the same normal form
+        ("The capital of Italy.", "Italy", False),
+    ],
+)
+def test_free_text_answers_agree_on_their_content_words(a: str, b: str, agree: bool) -> None:
+    assert agrees(a, b, "chat", CAPITAL) is agree
+    assert agrees(b, a, "chat", CAPITAL) is agree  # symmetric
+    assert similarity(a, a, "chat", CAPITAL) == 1.0
+
+
+def test_exact_forms_agree_only_on_equal_normal_forms() -> None:
+    assert agrees("The answer is 42.", "#### 42", "math") and not agrees("42", "42.5", "math")
+    assert similarity("(B)", "Answer: b", "mcq") == 1.0 and similarity("(B)", "(C)", "mcq") == 0.0
+
+
+def test_content_words_drop_function_words_and_the_question() -> None:
+    assert content_words("The capital of Italy is Rome, isn't it?", CAPITAL) == Counter({"rome": 1, "isnt": 1})
+    assert content_words("Not Rome: Milan.") == Counter({"not": 1, "rome": 1, "milan": 1})
+    assert content_words("Rome.\nConfidence: 9/10", CAPITAL) == Counter({"rome": 1})  # a cascade's scale
+
+
+def test_free_text_vote_picks_the_answer_most_others_agree_with() -> None:
+    # Seen in the demo: three differently worded answers used to tie at one vote each, and the tie went to the
+    # best-paid one, which was wrong. Two of them say Rome and agree; the paid one says something else.
+    records = [
+        _rec('italy The answer is indeed "Italy".', price=3, agent="edge"),
+        _rec("Rome is the capital city of Italy, a city of about 2.8 million people.", agent="phone"),
+        _rec('The capital of Italy is Rome, not "Italy".', agent="laptop"),
+        _rec("It is the city of Rome.", agent="watch"),
+    ]
+    winner = majority(records, "chat", CAPITAL)
+    assert winner is not None
+    assert winner.text == "It is the city of Rome."  # the medoid: it agrees with both other Rome answers
+    assert [r.agent_id for r in winner.calls] == ["phone", "laptop", "watch"]
+    assert winner.confidence == pytest.approx(3 / 4)
+
+
+def test_free_text_vote_without_the_question_still_compares_content_words() -> None:
+    records = [_rec("Paris, France."), _rec("It is Paris"), _rec("Lyon")]
+    winner = majority(records)
+    assert winner is not None and winner.text == "Paris, France."  # "paris france" and "paris": F1 2/3
+    assert winner.confidence == pytest.approx(2 / 3)
+
+
+def test_free_text_vote_with_no_agreement_goes_to_the_most_similar_then_the_best_paid() -> None:
+    alone = [_rec("Rome", price=1), _rec("Milan", price=5), _rec("Naples", price=2)]
+    winner = majority(alone, "chat", CAPITAL)
+    assert winner is not None and winner.text == "Milan" and winner.confidence == pytest.approx(1 / 3)
+    # No two agree, but one shares a word with each of the others: it is the most central answer.
+    central = [_rec("Rome, of course", price=9), _rec("Rome or Milan"), _rec("Milan probably")]
+    winner = majority(central, "chat", CAPITAL)
+    assert winner is not None and winner.text == "Rome or Milan"
+
+
+@dataclass
+class _Signals:
+    """Stands in for the requester: records the quality signals a run gives its answers."""
+
+    got: list[tuple[str, float, str]] = field(default_factory=list)
+
+    def record_quality(
+        self, task_id: str, agent_id: str, quality: float, source: str, *, run_id: str = ""
+    ) -> None:
+        self.got.append((agent_id, quality, source))
+
+
+def test_free_text_answers_are_scored_by_agreement_with_the_final_answer() -> None:
+    calls = [
+        replace(_rec("Rome, the capital.", agent="a"), task_id="t1"),
+        replace(_rec("The capital of Italy is Rome", agent="b"), task_id="t2"),
+        replace(_rec("Milan", agent="c"), task_id="t3"),
+    ]
+    signals = _Signals()
+    scored = score_by_agreement(cast(Any, signals), calls, "Rome", "chat", run_id="r", question=CAPITAL)
+    assert scored == 3 and signals.got == [("a", 1.0, "vote"), ("b", 1.0, "vote"), ("c", 0.0, "vote")]
+    debated = _Signals()
+    rounds = [replace(c, role=f"debate{n}") for n in (1, 2) for c in calls]  # round two saw round one
+    score_by_agreement(cast(Any, debated), rounds, "Rome", "chat", run_id="r", question=CAPITAL)
+    assert debated.got == signals.got
+    judged = _Signals()
+    judge = replace(_rec("Best: 3", agent="j"), task_id="t4", role="judge")
+    score_by_agreement(cast(Any, judged), [*calls, judge], "Milan", "chat", run_id="r", question=CAPITAL)
+    assert judged.got == [("a", 0.0, "judge"), ("b", 0.0, "judge"), ("c", 1.0, "judge")]
+
+
+def _reference_exact_vote(records: list[CallRecord], form: str) -> tuple[str, list[str | None], float] | None:
+    """The exact-form rule as spec/STRATEGIES.md states it: the normal form with most votes, ties to the form
+    whose voters were paid most, then to the form answered first; the text is the form's first answer."""
+    groups: dict[str, list[CallRecord]] = {}
+    for r in records:
+        if r.answer is not None:
+            groups.setdefault(normalise(r.answer, form), []).append(r)
+    if not groups:
+        return None
+    first = {f: i for i, f in enumerate(groups)}
+    best = max(groups, key=lambda f: (len(groups[f]), sum(r.price_micros for r in groups[f]), -first[f]))
+    voters = groups[best]
+    return voters[0].answer or "", [r.agent_id for r in voters], len(voters) / sum(map(len, groups.values()))
+
+
+@given(
+    st.sampled_from(["math", "mcq"]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["42", "#### 42", "41", "(B)", "Answer: b", "C", "none", "None.", None]),
+            st.integers(0, 3),
+        ),
+        max_size=9,
+    ),
+)
+def test_exact_form_vote_follows_the_stated_rule(form: str, votes: list[tuple[str | None, int]]) -> None:
+    records = [_rec(a, price=p, agent=f"agent{i}") for i, (a, p) in enumerate(votes)]
+    winner = majority(records, form)
+    expected = _reference_exact_vote(records, form)
+    if expected is None:
+        assert winner is None
+        return
+    assert winner is not None
+    assert (winner.text, [r.agent_id for r in winner.calls], winner.confidence) == expected
+
+
+_claims = st.lists(st.sampled_from(["rome", "milan", "not", "city", "capital", "the", "is", "Italy", "yes"]))
+
+
+@given(st.lists(st.tuples(_claims, st.integers(0, 3)), min_size=1, max_size=7))
+def test_free_text_vote_returns_an_answer_and_exactly_those_that_agree_with_it(
+    votes: list[tuple[list[str], int]],
+) -> None:
+    records = [_rec(" ".join(words), price=p, agent=f"agent{i}") for i, (words, p) in enumerate(votes)]
+    winner = majority(records, "chat", CAPITAL)
+    assert winner is not None
+    assert winner.text in [r.answer for r in records]  # a vote never invents text
+    backers = [r for r in records if agrees(winner.text, r.answer or "", "chat", CAPITAL)]
+    assert list(winner.calls) == backers and winner.confidence == pytest.approx(len(backers) / len(records))
+    for r in records:  # no answer has more agreeing answers than the winner
+        assert sum(agrees(r.answer or "", o.answer or "", "chat", CAPITAL) for o in records) <= len(backers)
 
 
 # --- confidence --------------------------------------------------------------------------------------------------
