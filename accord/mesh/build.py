@@ -146,6 +146,7 @@ def build_agent_parts(config: AgentConfig, name: str, seed: int) -> tuple[Contra
         slots=config.slots if config.slots is not None else resources.slots,
         bid_hold_ms=config.bid_hold_ms,
         overhead_ms=config.overhead_ms,
+        ack_delay_ms=config.ack_delay_ms,
     )
     return profile, backends
 

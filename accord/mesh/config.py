@@ -207,6 +207,9 @@ class AgentConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     """How long after a bid window a bid stays valid (and holds its slot) so it can win a re-award."""
     overhead_ms: Annotated[int, Meta(ge=0, le=600_000)] = 0
     """Added to every latency estimate (network, queueing outside the backend)."""
+    ack_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = 20
+    """How long the AwardAck may wait for a Result, Progress or Failure that acknowledges the award instead (never
+    more than a quarter of the award's ack window; spec 5.6); 0 sends it at once."""
     count: Annotated[int, Meta(ge=1, le=10_000)] = 1
     key: str | None = None
     """Seed file of the agent's key; None: generated into the mesh's state dir."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from accord.bus.server import free_port
+from accord.mesh.build import build_agent_parts
 from accord.mesh.config import AgentConfig, MeshConfigError, SimulatedBackendConfig, parse_mesh
 from tests.support.cli import run_all
 
@@ -107,6 +108,16 @@ def test_values_the_wire_takes_still_load() -> None:
     assert (agent.region, agent.residency, agent.skills) == ("eu-west", ["eu", "ch"], ["chat", "math"])
     assert agent.resources["price_out_per_1k_micros"] == 1500
     assert agent.backend.price_in_per_1k_micros == 10**15
+
+
+def test_the_ack_delay_reaches_the_agent_profile_and_a_negative_one_is_refused() -> None:
+    held = parse_mesh(_agent("ack_delay_ms = 0")).agents[0]
+    profile, _ = build_agent_parts(held, held.name, seed=1)
+    assert profile.ack_delay_ms == 0
+    default = parse_mesh(_agent()).agents[0]
+    assert build_agent_parts(default, default.name, seed=1)[0].ack_delay_ms == 20  # the profile's default
+    refused = _refusal(_agent("ack_delay_ms = -1"))
+    assert "cloud" in refused and "ack_delay_ms" in refused
 
 
 def test_accord_up_exits_2_with_the_agent_and_the_field(tmp_path: Path) -> None:
