@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
 import pytest
+from anyio.abc import TaskGroup
 
 from accord.backends.base import (
     BackendError,
@@ -69,17 +71,25 @@ class _World:
         )
 
 
-async def test_happy_path_answers_are_verified_and_counted() -> None:
-    w = _World()
-    agents = [w.agent(AgentSpec(f"a{i}", price=100 * (i + 1))) for i in range(3)]
-    req = w.requester()
+@asynccontextmanager
+async def _market(req: Requester, agents: Sequence[Agent]) -> AsyncIterator[TaskGroup]:
+    """The requester and ``agents`` running, every agent's advert registered; all of them stop when the block
+    ends. The task group is given for work beside them."""
     async with anyio.create_task_group() as tg:
         await tg.start(req.run)
         for a in agents:
             await tg.start(a.run)
         await wait_registry(req, agents)
-        outcomes = [await w.history.submit(req, spec(f"What is {i}+1?")) for i in range(5)]
+        yield tg
         tg.cancel_scope.cancel()
+
+
+async def test_happy_path_answers_are_verified_and_counted() -> None:
+    w = _World()
+    agents = [w.agent(AgentSpec(f"a{i}", price=100 * (i + 1))) for i in range(3)]
+    req = w.requester()
+    async with _market(req, agents):
+        outcomes = [await w.history.submit(req, spec(f"What is {i}+1?")) for i in range(5)]
     assert all(isinstance(o, TaskOutcome) for o in outcomes)
     for o in outcomes:
         assert isinstance(o, TaskOutcome)
@@ -104,10 +114,7 @@ async def test_work_that_outlasts_the_ack_delay_is_acknowledged_by_an_award_ack(
     backend = BlockingBackend()
     agent = w.agent(AgentSpec("slow", backend=backend))
     req = w.requester()
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        await tg.start(agent.run)
-        await wait_registry(req, [agent])
+    async with _market(req, [agent]) as tg:
         outcome: list[TaskOutcome | TaskFailed] = []
 
         async def ask() -> None:
@@ -118,7 +125,6 @@ async def test_work_that_outlasts_the_ack_delay_is_acknowledged_by_an_award_ack(
         await wait_for(lambda: agent.stats.acks == 1, what="the held AwardAck sent")
         backend.release.set()
         await wait_for(lambda: bool(outcome), what="the outcome")
-        tg.cancel_scope.cancel()
     (o,) = outcome
     assert isinstance(o, TaskOutcome) and o.agent_id == agent.id
     assert (agent.stats.awards, agent.stats.acks, agent.stats.results) == (1, 1, 1)
@@ -150,13 +156,8 @@ async def test_forged_attestation_is_dropped_and_the_task_reawarded() -> None:
     )
     honest = w.agent(AgentSpec("honest", price=500))
     req = w.requester()
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        await tg.start(forger.run)
-        await tg.start(honest.run)
-        await wait_registry(req, [forger, honest])
+    async with _market(req, [forger, honest]):
         outcome = await w.history.submit(req, spec())
-        tg.cancel_scope.cancel()
     assert isinstance(outcome, TaskOutcome), outcome
     assert outcome.agent_id == honest.id and outcome.attempt == 2
     assert forger.stats.results == 1  # it did answer, with a forged attestation
@@ -209,13 +210,9 @@ async def test_requester_unknown_to_the_agents_gets_no_bids() -> None:
     stranger = Pki(random.Random(5)).agent("stranger")
     # the stranger knows the agent (so it can shortlist it), the agent does not know the stranger
     req = Requester(stranger, bus=w.broker.bus(), trust=w.pki.trust, rng=random.Random(1))
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        await tg.start(agent.run)
-        await wait_registry(req, [agent])
+    async with _market(req, [agent]):
         with pytest.raises(TaskFailed) as info:
             await req.submit(spec(deadline_ms=1_000))
-        tg.cancel_scope.cancel()
     assert info.value.reason is ReasonCode.NO_BIDS
     assert agent.stats.refused >= 1 and agent.stats.bids == 0
     assert "unknown_key" in agent.stats.last_error
@@ -227,16 +224,12 @@ async def test_cancel_reaches_the_agent_and_aborts_its_backend() -> None:
     backend = BlockingBackend()
     agent = w.agent(AgentSpec("slow", backend=backend))
     req = w.requester()
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        await tg.start(agent.run)
-        await wait_registry(req, [agent])
+    async with _market(req, [agent]) as tg:
         with anyio.CancelScope() as scope:
             tg.start_soon(_cancel_when, backend.started, scope)
             await req.submit(spec(deadline_ms=10_000))
         assert scope.cancelled_caught
         await wait_for(lambda: backend.cancelled == 1, what="backend aborted")
-        tg.cancel_scope.cancel()
     assert agent.stats.cancels == 1 and agent.stats.aborted == 1 and agent.stats.results == 0
     assert req.stats.failed == {"cancelled": 1} and req.stats.completed == 0
     assert agent.machine.used_slots == 0
@@ -275,13 +268,8 @@ async def test_backend_errors_and_timeouts_become_failures_and_reawards() -> Non
     slow = w.agent(AgentSpec("slow", price=200, backend=sim_backend(realtime=True, ttft_ms=10_000)))
     good = w.agent(AgentSpec("good", price=300))
     req = w.requester()
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        for a in w.agents:
-            await tg.start(a.run)
-        await wait_registry(req, w.agents)
+    async with _market(req, w.agents):
         outcome = await w.history.submit(req, spec(deadline_ms=8_000))
-        tg.cancel_scope.cancel()
     assert isinstance(outcome, TaskOutcome), outcome
     assert outcome.agent_id == good.id and outcome.attempt == 3
     assert [a.winner for a in w.history.by_task[outcome.task_id].awards] == [broken.id, slow.id, good.id]
@@ -302,15 +290,9 @@ async def test_deadline_no_agent_can_meet_fails_clearly_and_loses_nothing() -> N
     async def run(deadline_ms: int) -> None:
         results.append(await w.history.submit(req, spec(deadline_ms=deadline_ms)))
 
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        for a in agents:
-            await tg.start(a.run)
-        await wait_registry(req, agents)
-        async with anyio.create_task_group() as work:
-            work.start_soon(run, 1_000)  # impossible
-            work.start_soon(run, 15_000)  # possible, at the same time
-        tg.cancel_scope.cancel()
+    async with _market(req, agents), anyio.create_task_group() as work:
+        work.start_soon(run, 1_000)  # impossible
+        work.start_soon(run, 15_000)  # possible, at the same time
     failed = [r for r in results if isinstance(r, TaskFailed)]
     done = [r for r in results if isinstance(r, TaskOutcome)]
     assert len(failed) == 1 and len(done) == 1
@@ -342,20 +324,14 @@ async def test_submit_applies_backpressure_at_max_in_flight() -> None:
     async def one(i: int) -> None:
         outcomes.append(await req.submit(spec(f"q{i}", deadline_ms=20_000)))
 
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        for a in agents:
-            await tg.start(a.run)
-        await wait_registry(req, agents)
-        async with anyio.create_task_group() as work:
-            for i in range(6):
-                work.start_soon(one, i)
-            with anyio.fail_after(10):
-                await backend.wait_calls(2)  # the two running tasks are executing; none can end yet
-            in_flight.append(req.in_flight)
-            assert req.running == 2 and backend.calls == 2
-            backend.release.set()
-        tg.cancel_scope.cancel()
+    async with _market(req, agents), anyio.create_task_group() as work:
+        for i in range(6):
+            work.start_soon(one, i)
+        with anyio.fail_after(10):
+            await backend.wait_calls(2)  # the two running tasks are executing; none can end yet
+        in_flight.append(req.in_flight)
+        assert req.running == 2 and backend.calls == 2
+        backend.release.set()
     assert len(outcomes) == 6 and backend.calls == 6
     assert max(running) == 2  # never more than two machines at once...
     assert in_flight == [6]  # ...while all six callers wait their turn
@@ -383,19 +359,14 @@ async def test_agent_stop_fails_running_work_and_withdraws() -> None:
         assert isinstance(result, TaskOutcome)
         outcome.append(result)
 
-    async with anyio.create_task_group() as tg:
+    async with _market(req, w.agents) as tg:
         tg.start_soon(watch)
-        await tg.start(req.run)
-        for a in w.agents:
-            await tg.start(a.run)
-        await wait_registry(req, w.agents)
         tg.start_soon(work)
         await backend.started.wait()
         await leaving.stop()
         with anyio.fail_after(5):
             await leaving.done.wait()
         await wait_for(lambda: bool(outcome), what="re-awarded result")
-        tg.cancel_scope.cancel()
     assert req.registry.get(leaving.id, now=time.time_ns()) is None
     withdraws = [m for m in seen if isinstance(decode(peek(m.data, trust=None).payload), Withdraw)]
     assert len(withdraws) == 1 and peek(withdraws[0].data, trust=None).message.sender == leaving.id
@@ -461,13 +432,8 @@ async def test_service_counts_follow_the_market() -> None:
     good = w.agent(AgentSpec("b", price=900))
     req_bus = _HostingBus(w.broker)
     req = w.requester(bus=req_bus)
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        await tg.start(agent.run)
-        await tg.start(good.run)
-        await wait_registry(req, [agent, good])
+    async with _market(req, [agent, good]):
         outcome = await req.submit(spec())
-        tg.cancel_scope.cancel()
     assert outcome.agent_id == good.id
     (name, meta, endpoints, stats) = agent_bus.services[0]
     assert name == "accord-agent" and meta["agent_id"] == agent.id and meta["tier"] == "cloud"
@@ -490,13 +456,8 @@ async def test_requester_config_limits_attempts() -> None:
     for i in range(3):
         w.agent(AgentSpec(f"bad{i}", price=100 + i, backend=_FailingBackend(BackendErrorReason.INTERNAL)))
     req = w.requester(config=RequesterConfig(max_attempts=2))
-    async with anyio.create_task_group() as tg:
-        await tg.start(req.run)
-        for a in w.agents:
-            await tg.start(a.run)
-        await wait_registry(req, w.agents)
+    async with _market(req, w.agents):
         result = await w.history.submit(req, spec())
-        tg.cancel_scope.cancel()
     assert isinstance(result, TaskFailed) and result.reason is ReasonCode.ATTEMPTS_EXHAUSTED
     assert req.stats.failed == {"attempts_exhausted": 1} and req.stats.reawards == 1
     assert w.history.violations() == []
