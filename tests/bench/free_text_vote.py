@@ -2,13 +2,13 @@
 
     python -m tests.bench.free_text_vote [--k 3] [--temperature 0.7] [--seed 1] [--max-tokens 48] [--show]
 
-For each short factual question below (its known answer is one word), ``k`` answers are sampled from the local
-SmolLM2-135M (as ``k`` agents running it would give them: seeds ``seed`` to ``seed + k - 1``), and each rule
-picks one. A pick is right when it holds the answer word. Rows:
+For each short factual question below (its known answer is a word, or one of a few accepted words), ``k``
+answers are sampled from the local SmolLM2-135M (as ``k`` agents running it would give them: seeds ``seed`` to
+``seed + k - 1``), and each rule picks one. A pick is right when it holds an accepted word. Rows:
 
 - any answer right: the most a vote can get (some answer was right);
 - the first answer: no vote at all;
-- the exact vote: answers vote together only when their normal forms (lower case, no punctuation) are equal,
+- the exact vote (tests/support/votes.py): answers vote together only when their normal forms are equal,
   ties to the earliest (the rule before content words; with free text it nearly always picks the first answer);
 - the content-word vote: :func:`accord.strategies.majority` with the question (spec/STRATEGIES.md, section 3).
 
@@ -30,8 +30,9 @@ from accord.backends import LlamaCppBackend, LlamaCppConfig
 from accord.backends.base import CompletionRequest
 from accord.protocol.messages import Tier
 from accord.strategies import Ask, CallRecord, majority, normalise
+from tests.support.votes import exact_vote
 
-QUESTIONS: tuple[tuple[str, str], ...] = (
+QUESTIONS: tuple[tuple[str, str], ...] = (  # the question, its answer (the accepted words, space-separated)
     ("What is the capital of Italy?", "rome"),
     ("What is the capital of France?", "paris"),
     ("What is the capital of Japan?", "tokyo"),
@@ -52,7 +53,7 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
     ("Who painted the Mona Lisa?", "leonardo"),
     ("Which animal is known as the king of the jungle?", "lion"),
     ("What is the largest mammal on Earth?", "whale"),
-    ("How many legs does a spider have?", "eight"),
+    ("How many legs does a spider have?", "eight 8"),
     ("What color is the sky on a clear day?", "blue"),
     ("In which country are the pyramids of Giza?", "egypt"),
     ("What language is mainly spoken in Brazil?", "portuguese"),
@@ -69,18 +70,8 @@ class Tally:
     agreed_right: int = 0
 
 
-def _right(text: str, word: str) -> bool:
-    return word in normalise(text).split() or (word == "eight" and "8" in normalise(text).split())
-
-
-def _exact_vote(answers: list[str]) -> str:
-    """The rule before content words: the normal form with most votes, ties to the earliest."""
-    groups: dict[str, list[str]] = {}
-    for a in answers:
-        groups.setdefault(normalise(a), []).append(a)
-    order = {f: i for i, f in enumerate(groups)}
-    best = max(groups, key=lambda f: (len(groups[f]), -order[f]))
-    return groups[best][0]
+def _right(text: str, words: frozenset[str]) -> bool:
+    return not words.isdisjoint(normalise(text).split())
 
 
 @dataclass(frozen=True)
@@ -105,7 +96,8 @@ async def _answers(backend: LlamaCppBackend, question: str, how: Sampling) -> li
 async def _run(how: Sampling, show: Console | None) -> Tally:
     tally = Tally()
     async with LlamaCppBackend(LlamaCppConfig()) as backend:
-        for question, word in QUESTIONS:
+        for question, accepted in QUESTIONS:
+            right_words = frozenset(accepted.split())
             answers = await _answers(backend, question, how)
             records = [
                 CallRecord(role="answer", tiers=(Tier.DEVICE,), max_price_micros=0, agent_id=f"a{i}", answer=a)
@@ -113,13 +105,15 @@ async def _run(how: Sampling, show: Console | None) -> Tally:
             ]
             vote = majority(records, "chat", question)
             assert vote is not None
-            tally.any_right += any(_right(a, word) for a in answers)
-            tally.first += _right(answers[0], word)
-            tally.exact += _right(_exact_vote(answers), word)
-            tally.content += _right(vote.text, word)
+            tally.any_right += any(_right(a, right_words) for a in answers)
+            tally.first += _right(answers[0], right_words)
+            exact = exact_vote(records, "chat")
+            assert exact is not None
+            tally.exact += _right(exact[0], right_words)
+            tally.content += _right(vote.text, right_words)
             if len(vote.calls) >= 2:
                 tally.agreed += 1
-                tally.agreed_right += _right(vote.text, word)
+                tally.agreed_right += _right(vote.text, right_words)
             if show is not None:
                 shown = " | ".join(" ".join(a.split())[:50] for a in answers)
                 show.print(f"[dim]{question} -> {shown}[/dim]", highlight=False)

@@ -27,6 +27,7 @@ from accord.strategies import (
 from accord.strategies.answers import content_words
 from accord.strategies.cascade import parse_confidence, strip_confidence
 from accord.strategies.split import Split, chunk_text
+from tests.support.votes import exact_vote
 
 
 def _rec(answer: str | None, price: int = 0, agent: str = "a") -> CallRecord:
@@ -252,21 +253,6 @@ def test_free_text_answers_are_scored_by_agreement_with_the_final_answer() -> No
     assert judged.got == [("a", 0.0, "judge"), ("b", 0.0, "judge"), ("c", 1.0, "judge")]
 
 
-def _reference_exact_vote(records: list[CallRecord], form: str) -> tuple[str, list[str | None], float] | None:
-    """The exact-form rule as spec/STRATEGIES.md states it: the normal form with most votes, ties to the form
-    whose voters were paid most, then to the form answered first; the text is the form's first answer."""
-    groups: dict[str, list[CallRecord]] = {}
-    for r in records:
-        if r.answer is not None:
-            groups.setdefault(normalise(r.answer, form), []).append(r)
-    if not groups:
-        return None
-    first = {f: i for i, f in enumerate(groups)}
-    best = max(groups, key=lambda f: (len(groups[f]), sum(r.price_micros for r in groups[f]), -first[f]))
-    voters = groups[best]
-    return voters[0].answer or "", [r.agent_id for r in voters], len(voters) / sum(map(len, groups.values()))
-
-
 @given(
     st.sampled_from(["math", "mcq"]),
     st.lists(
@@ -280,7 +266,7 @@ def _reference_exact_vote(records: list[CallRecord], form: str) -> tuple[str, li
 def test_exact_form_vote_follows_the_stated_rule(form: str, votes: list[tuple[str | None, int]]) -> None:
     records = [_rec(a, price=p, agent=f"agent{i}") for i, (a, p) in enumerate(votes)]
     winner = majority(records, form)
-    expected = _reference_exact_vote(records, form)
+    expected = exact_vote(records, form)
     if expected is None:
         assert winner is None
         return
