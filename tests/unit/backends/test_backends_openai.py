@@ -7,6 +7,7 @@ tests/integration/test_backend_openai.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -50,6 +51,8 @@ class ScriptedServer:
         self.replies: deque[Reply] = deque()
         self.requests: list[Seen] = []
         self.in_flight = 0
+        """Requests received whose answer has not begun. A client that waits for each answer before it sends the
+        next never has two: counting until the last byte is written would race with the client reading it."""
         self.max_in_flight = 0
         self._lock = threading.Lock()
         outer = self
@@ -67,15 +70,14 @@ class ScriptedServer:
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
-                    self._answer(reply)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout tests)
+                    time.sleep(reply.delay_s)
                 finally:
                     with outer._lock:
                         outer.in_flight -= 1
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (timeouts)
+                    self._answer(reply)
 
             def _answer(self, reply: Reply) -> None:
-                time.sleep(reply.delay_s)
                 if reply.drop:
                     self.close_connection = True
                     return
