@@ -16,17 +16,22 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import nats
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from rich.console import Console
 from rich.table import Table
 
 from accord.bus.nats import NatsBus
 from accord.bus.server import NatsServer
+from tests.bench.raw_rounds import interest_registered
 
+T = TypeVar("T")
 PAYLOAD = b"x" * 128
+DEADLINE_S = 60  # a lost message fails the run with a count, never hangs it
 
 
 @dataclass
@@ -36,6 +41,14 @@ class Sizes:
     inflight: int = 64
     rtt_samples: int = 3_000
     repeats: int = 3
+
+
+async def _received(done: asyncio.Event, count: Callable[[], int], n: int) -> None:
+    try:
+        with anyio.fail_after(DEADLINE_S):
+            await done.wait()
+    except TimeoutError:
+        raise TimeoutError(f"the subscriber received {count()} of {n} messages in {DEADLINE_S} s") from None
 
 
 # --- raw nats-py -------------------------------------------------------------------------------------------------
@@ -64,26 +77,26 @@ async def raw_pubsub(url: str, n: int) -> float:
                 done.set()
 
         await sub_nc.subscribe("bench.ps", cb=cb, pending_msgs_limit=n + 1)
-        await sub_nc.flush()
+        await interest_registered(sub_nc)
         t0 = time.perf_counter()
         for _ in range(n):
             await pub.publish("bench.ps", PAYLOAD)
         await pub.flush()
-        await done.wait()
+        await _received(done, lambda: count, n)
         return n / (time.perf_counter() - t0)
     finally:
         await pub.close()
         await sub_nc.close()
 
 
-async def _raw_responder(url: str) -> tuple[nats.NATS, Callable[[], Awaitable[None]]]:
+async def _raw_responder(url: str) -> tuple[Client, Callable[[], Awaitable[None]]]:
     nc = await nats.connect(url)
 
     async def cb(msg: Msg) -> None:
         await nc.publish(msg.reply, msg.data)
 
     await nc.subscribe("bench.rr", cb=cb)
-    await nc.flush()
+    await interest_registered(nc)
     return nc, nc.close
 
 
@@ -136,11 +149,15 @@ async def bus_pubsub(url: str, n: int) -> float:
     async with NatsBus(url) as pub, NatsBus(url) as rx:
         sub = await rx.subscribe("bench.ps", max_pending=n + 1)
 
+        done = asyncio.Event()
+        count = 0
+
         async def consume() -> None:
-            count = 0
+            nonlocal count
             async for _ in sub:
                 count += 1
                 if count == n:
+                    done.set()
                     return
 
         t0 = time.perf_counter()
@@ -149,10 +166,11 @@ async def bus_pubsub(url: str, n: int) -> float:
             for _ in range(n):
                 await pub.publish("bench.ps", PAYLOAD)
             await pub.flush(timeout_ms=30_000)
+            await _received(done, lambda: count, n)
         return n / (time.perf_counter() - t0)
 
 
-async def _with_bus_responder(url: str, body: Callable[[NatsBus], Awaitable[float | list[float]]]) -> object:
+async def _with_bus_responder(url: str, body: Callable[[NatsBus], Awaitable[T]]) -> T:
     async with NatsBus(url) as server, NatsBus(url) as client:
         sub = await server.subscribe("bench.rr", max_pending=100_000)
 
@@ -181,7 +199,7 @@ async def bus_requests(url: str, n: int, inflight: int) -> float:
                 tg.start_soon(worker)
         return per * inflight / (time.perf_counter() - t0)
 
-    return float(await _with_bus_responder(url, body))  # type: ignore[arg-type]
+    return await _with_bus_responder(url, body)
 
 
 async def bus_rtt(url: str, n: int) -> list[float]:
@@ -193,7 +211,7 @@ async def bus_rtt(url: str, n: int) -> list[float]:
             out.append(time.perf_counter() - t0)
         return out
 
-    return list(await _with_bus_responder(url, body))  # type: ignore[call-overload]
+    return await _with_bus_responder(url, body)
 
 
 # --- driver ------------------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from accord.runtime.timers import now_ns
 from accord.security import Identity
 from accord.security.ed25519 import counts as signatures
 from tests.bench.faststream_rounds import FsAgents, FsRequester, fs_broker
-from tests.bench.raw_rounds import RawAgent, RawRequester, RawResult, _Key, drive, keyring
+from tests.bench.raw_rounds import RawAgent, RawRequester, RawResult, _Key, drive, interest_registered, keyring
 from tests.bench.rounds import Mesh, stop_all, task_spec
 from tests.support.paths import REPO_ROOT
 
@@ -186,8 +186,7 @@ async def serve_agents(setup: Setup, mode: str) -> None:
             await msg.respond(json.dumps(reply).encode())
 
         await control.subscribe(f"{_CONTROL}.{mode}", cb=on_control)
-        for nc in conns:
-            await nc.flush()
+        await interest_registered(control)
         print("ready", flush=True)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
@@ -264,7 +263,6 @@ async def serve_requester(setup: Setup, mode: str) -> None:
         nc = await nats.connect(setup.url, name="raw-requester", nkeys_seed_str=setup.raw_seed)
         raw = RawRequester(nc, _Key(_RAW_REQUESTER), keyring([*names, _RAW_REQUESTER]), signed=False)
         await raw.start()
-        await nc.flush()
         await _ready()
         await _measure(setup, _peer_steps(raw, names, setup.inflight), window)
         await nc.close()

@@ -33,9 +33,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-__all__ = ["RawResult", "run_raw"]
+__all__ = ["RawResult", "interest_registered", "run_raw"]
 
 _TYPE = b"application/vnd.accord.v1+msgpack"
+
+
+async def interest_registered(nc: Client) -> None:
+    """Return once the server has every SUB this connection has sent.
+
+    Not one ``nc.flush()``: nats-py 2.16 writes flush's PING straight to the socket while a SUB sent just before
+    it still waits in the pending buffer for the flusher task, so the PONG can come back before the server has
+    the interest, and a publish from another connection is then lost (about 1 in 500 fresh subscriptions here).
+    The flusher writes that SUB on its next turn, before the first PONG can be read, so a second PING follows it
+    on the wire. (NatsBus closes the same race in its ``_roundtrip``.)
+    """
+    await nc.flush()
+    await nc.flush()
 
 
 def _pae(payload: bytes) -> bytes:
@@ -214,6 +227,7 @@ class RawAgent:
     async def start(self) -> None:
         await self.nc.subscribe(dm(self.key.id, "*"), cb=self.on_msg, pending_msgs_limit=65536)
         await self.nc.subscribe(service(self.key.id), cb=self.on_request, pending_msgs_limit=65536)
+        await interest_registered(self.nc)
 
     async def on_request(self, msg: Msg) -> None:
         task = _dec.decode(msg.data)
@@ -263,6 +277,7 @@ class RawRequester:
 
     async def start(self) -> None:
         await self.nc.subscribe(dm(self.key.id, "*"), cb=self.on_msg, pending_msgs_limit=65536)
+        await interest_registered(self.nc)
 
     async def round(self, invited: list[str]) -> None:
         task_id = _id()
@@ -372,8 +387,6 @@ async def run_raw(url: str, *, agents: int = 10, fanout: int = 10, inflight: int
         conns.append(rnc)
         requester = RawRequester(rnc, _Key("requester"), keys, signed=signed)
         await requester.start()
-        for nc in conns:
-            await nc.flush()
         invited = names[:fanout]
         return await drive(lambda: requester.round(invited), inflight=inflight, seconds=seconds, warmup_s=warmup_s)
     finally:
