@@ -209,10 +209,10 @@ async def test_one_mesh_one_process_ps_down_interrupt_and_json_logs(tmp_path: Pa
         down = _run(["down", "mesh.toml"], tmp_path)
         assert down.returncode == 0, down.stderr
         assert first.wait(30) == 0
-    finally:
+    finally:  # SIGTERM: a failure here must not orphan the embedded nats-server, as a SIGKILL of `up` would
         for proc in (first, asking):
             if proc is not None:
-                stop(proc, signal.SIGKILL)
+                stop(proc, signal.SIGTERM)
     assert not url_file.exists()
     assert _run(["ps", "mesh.toml"], tmp_path).returncode == 1  # nothing runs
     url_file.write_text(f"nats://127.0.0.1:{free_port()}\n")  # a stale pointer, as a crash leaves it

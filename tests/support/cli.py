@@ -28,7 +28,13 @@ __all__ = [
     "wait_for_text",
 ]
 
-ACCORD = [sys.executable, "-c", "from accord.cli import main; main()"]
+ACCORD = [
+    sys.executable,
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from accord.cli import main; main()",
+]
+"""``accord`` as a terminal runs it. SIGINT is set as Python sets it in a foreground process: a runner started
+as a background job of a script ignores SIGINT, its children inherit that, and Ctrl-C tests would then wait."""
 
 ONE_AGENT = """
 [[agents]]
